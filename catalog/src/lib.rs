@@ -1,0 +1,85 @@
+//! The lakehouse catalog model: what ran, on which inputs, and what it produced.
+//!
+//! Every Delta commit made by a run carries a [`RunCommit`] under the commit-metadata key [`RUN_COMMIT_KEY`],
+//! so the catalog can always be rebuilt from the lake. This crate never depends on `lakehouse`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Commit-metadata key holding a [`RunCommit`] (namespaced: Delta reserves keys like `operation`).
+pub const RUN_COMMIT_KEY: &str = "lakehouse.run";
+
+/// A run identifier: a UUID v7, so ids sort by start time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl RunId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Ingest,
+    Transform,
+}
+
+/// Records read, written and quarantined. Invariant: `read == written + quarantined`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordCounts {
+    pub read: u64,
+    pub written: u64,
+    pub quarantined: u64,
+}
+
+impl RecordCounts {
+    pub fn add(&mut self, other: RecordCounts) {
+        self.read += other.read;
+        self.written += other.written;
+        self.quarantined += other.quarantined;
+    }
+    pub fn balanced(&self) -> bool {
+        self.read == self.written + self.quarantined
+    }
+}
+
+/// One input file of an ingest run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    /// Drop-zone location URL + path relative to it.
+    pub location: String,
+    pub path: String,
+    pub size: u64,
+    pub records: RecordCounts,
+}
+
+/// What a run writes into the commit metadata of each table it commits to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCommit {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    /// The manifest or transform that ran (`bronze.ddsp_incidents`).
+    pub target: String,
+    /// SHA-256 of the manifest text.
+    pub manifest_hash: String,
+    /// Sequence number of this ingest batch (the Delta application-transaction version).
+    pub batch: i64,
+    pub started_at: DateTime<Utc>,
+    pub records: RecordCounts,
+    pub inputs: Vec<InputFile>,
+}

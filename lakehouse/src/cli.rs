@@ -1,0 +1,56 @@
+//! Command-line interface: one enum of verbs, one file per verb in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lakehouse", version, about = "Declarative ingestion into bronze Delta tables, privacy by design")]
+pub struct Cli {
+    /// Project directory (where lakehouse.yaml lives).
+    #[arg(long, global = true, default_value = ".", env = "LAKEHOUSE_PROJECT")]
+    pub project: PathBuf,
+    /// More log output (-v debug, -vv trace). Logs go to stderr; `LAKEHOUSE_LOG` takes a full filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check lakehouse.yaml and every source manifest; print all problems at once.
+    Validate,
+    /// Run the named sources once (all when none is named) into their bronze tables.
+    Ingest {
+        /// Source names (the `name` of manifests in sources/).
+        sources: Vec<String>,
+    },
+    /// Print the JSON Schema of source manifests (for editors and CI).
+    Schema,
+    /// Benchmarks on generated data.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Generate N rows of police-incident CSV (`;`, Windows-1252, French dates, two direct identifiers) and
+    /// ingest them into a fresh bronze table; print rows/s and peak memory.
+    Ingest {
+        /// Rows to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Number of files the rows are split into.
+        #[arg(long, default_value_t = 8)]
+        files: u32,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}

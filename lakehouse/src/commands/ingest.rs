@@ -1,0 +1,80 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use lakehouse::Lakehouse;
+use lakehouse::ingest::{IngestReport, ingest_source};
+
+use super::USER_ERROR;
+
+pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
+    let project = match super::load_project(dir)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let selected: Vec<_> = match project.select_sources(names) {
+        Ok(s) => s.into_iter().cloned().collect(),
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
+    let lh = match Lakehouse::open(project) {
+        Ok(lh) => lh,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
+    let mut reports = Vec::new();
+    let mut worst = 0u8;
+    for src in &selected {
+        match ingest_source(&lh, src).await {
+            Ok(r) => {
+                if !r.failed.is_empty() {
+                    worst = worst.max(USER_ERROR);
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                let code = if e.is_user_error() { USER_ERROR } else { 2 };
+                worst = worst.max(code);
+                eprintln!("error: {}: {e}", src.manifest.name);
+            }
+        }
+    }
+    print_reports(&reports);
+    println!("tables: {}bronze/", lh.warehouse.root());
+    Ok(ExitCode::from(worst))
+}
+
+fn print_reports(reports: &[IngestReport]) {
+    println!(
+        "{:<26} {:>5} {:>5} {:>10} {:>10} {:>11} {:>7} {:>8}",
+        "source", "batch", "files", "read", "written", "quarantined", "version", "time"
+    );
+    for r in reports {
+        let batch = r.batch.map_or("-".to_string(), |b| if r.replayed { format!("{b}*") } else { b.to_string() });
+        println!(
+            "{:<26} {:>5} {:>5} {:>10} {:>10} {:>11} {:>7} {:>7.2}s",
+            r.source,
+            batch,
+            r.files.len(),
+            r.records.read,
+            r.records.written,
+            r.records.quarantined,
+            r.bronze_version.map_or("-".to_string(), |v| v.to_string()),
+            r.elapsed.as_secs_f64()
+        );
+    }
+    if reports.iter().any(|r| r.replayed) {
+        println!("* completed a batch left pending by an interrupted run");
+    }
+    for r in reports {
+        if r.batch.is_none() && r.failed.is_empty() {
+            continue;
+        }
+        for f in &r.failed {
+            println!("{}: NOT TAKEN {}: {} (fix or replace the file; the next run tries it again)", r.source, f.path, f.reason);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Delimited text: any single-byte delimiter and quote, optional header, UTF-8 / Windows-1252 / ISO-8859-1.
+//!
+//! Fields are split on bytes (delimiter and quote are ASCII, so this is safe in every supported encoding) and
+//! decoded one by one. A record with the wrong number of fields, or a field that is not valid in the declared
+//! encoding, is quarantined; the file goes on.
+
+use std::io::Read;
+
+use super::{ReadError, RowEmitter, RowError, decode};
+use crate::manifest::Encoding;
+
+pub struct Dialect {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub header: bool,
+    pub encoding: Encoding,
+    pub nulls: Vec<String>,
+}
+
+pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(d.delimiter)
+        .quote(d.quote)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(input);
+    let mut record = csv::ByteRecord::new();
+    let n_declared = rows.plan().columns.len();
+
+    // Which field of the record feeds each declared column.
+    let (positions, expected_fields) = if d.header {
+        if !read_record(&mut reader, &mut record)? {
+            return Ok(()); // empty file: no records
+        }
+        let names: Vec<String> = record
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = if i == 0 { f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f) } else { f };
+                decode(f, d.encoding).map(|s| s.trim().to_string()).unwrap_or_default()
+            })
+            .collect();
+        let mut positions = Vec::with_capacity(n_declared);
+        let mut missing = Vec::new();
+        for input in &rows.plan().inputs {
+            match names.iter().position(|n| n == input) {
+                Some(p) => positions.push(p),
+                None => missing.push(format!("`{input}`")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ReadError::Malformed(format!(
+                "the header lacks the declared column(s) {}; it has {}",
+                missing.join(", "),
+                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        (positions, names.len())
+    } else {
+        ((0..n_declared).collect(), n_declared)
+    };
+
+    let nulls: Vec<&[u8]> = d.nulls.iter().map(|n| n.as_bytes()).collect();
+    let is_null = |f: &[u8]| nulls.iter().any(|n| trim(f) == *n);
+    while read_record(&mut reader, &mut record)? {
+        let line = record.position().map(|p| p.line());
+        if record.len() != expected_fields {
+            // A lone empty line parses as one empty field: not a record.
+            if record.len() == 1 && record[0].is_empty() {
+                continue;
+            }
+            let error = RowError::record(format!("expected {expected_fields} fields, found {}", record.len()));
+            rows.bad(line, error, raw(&record, d))?;
+            continue;
+        }
+        let rec = &record;
+        rows.row(
+            |i| {
+                let f = &rec[positions[i]];
+                if is_null(f) { Ok(None) } else { decode(f, d.encoding).map(Some) }
+            },
+            line,
+            || raw(rec, d),
+        )?;
+    }
+    Ok(())
+}
+
+fn read_record<R: Read>(reader: &mut csv::Reader<R>, record: &mut csv::ByteRecord) -> Result<bool, ReadError> {
+    reader.read_byte_record(record).map_err(|e| match e.into_kind() {
+        csv::ErrorKind::Io(io) => ReadError::Io(io),
+        other => ReadError::Malformed(format!("{other:?}")),
+    })
+}
+
+fn trim(f: &[u8]) -> &[u8] {
+    let start = f.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(f.len());
+    let end = f.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &f[start..end]
+}
+
+/// The record re-serialized with the file's dialect (the original bytes, quoted where needed).
+fn raw(record: &csv::ByteRecord, d: &Dialect) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(d.delimiter);
+        }
+        if f.iter().any(|&b| b == d.delimiter || b == d.quote || b == b'\n' || b == b'\r') {
+            out.push(d.quote);
+            for &b in f {
+                if b == d.quote {
+                    out.push(b);
+                }
+                out.push(b);
+            }
+            out.push(d.quote);
+        } else {
+            out.extend_from_slice(f);
+        }
+    }
+    out
+}

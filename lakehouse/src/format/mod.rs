@@ -1,0 +1,533 @@
+//! Decoding partner files into Arrow record batches with the declared schema, keeping bad records.
+//!
+//! Every format reader turns a file into records and hands each one to a [`RowBuilder`], which parses every
+//! field into its declared type, checks `required` / `values` / `range`, replaces `pii: direct` values by their
+//! keyed pseudonym, and either appends the row or returns a [`RowError`]. The reader then emits a [`BadRecord`]
+//! with the file, line or record number, the raw bytes and the reason. So for every file:
+//! records read = rows written + records quarantined.
+//!
+//! Readers stream: memory is bounded by the batch size, whatever the file size (except `json`, which reads one
+//! document whole).
+
+pub mod csv;
+pub mod json;
+pub mod parquet;
+pub mod value;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+use crate::manifest::{ColumnType, Compression, Encoding, Format, OnBadRecord, Pii, SourceManifest};
+use crate::privacy::{KeyError, KeyRing, Pseudonymizer};
+
+/// Rows per record batch handed to the writer.
+pub const BATCH_ROWS: usize = 65_536;
+
+/// How one declared column is produced.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub name: String,
+    /// Field name (or dotted JSON path) in the input.
+    pub input: String,
+    pub ty: ColumnType,
+    pub required: bool,
+    pub values: Option<HashSet<String>>,
+    pub range: Option<[f64; 2]>,
+    pub time: Option<value::TimeParser>,
+    pub precision: u8,
+    pub scale: i8,
+    /// Domain of a direct identifier to pseudonymize.
+    pub pseudonymize: Option<(String, crate::manifest::Normalize)>,
+}
+
+/// The typed shape of a source's bronze table and how to fill it.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub columns: Vec<ColumnPlan>,
+    pub decimal_comma: bool,
+    /// Arrow schema of bronze rows: declared columns (+ `<col>_key_id` after each pseudonymized one), then metadata.
+    pub schema: SchemaRef,
+    /// Names of the declared columns' input fields, in order.
+    pub inputs: Vec<String>,
+}
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl TablePlan {
+    pub fn new(m: &SourceManifest, project_tz: chrono_tz::Tz) -> Self {
+        let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (name, col) in &m.columns {
+            let pseudonymize = (col.pii == Pii::Direct && col.keep_clear.is_none())
+                .then(|| col.domain.as_ref().map(|d| (d.to_string(), col.normalize)))
+                .flatten();
+            let dt = match col.ty {
+                ColumnType::String => DataType::Utf8,
+                ColumnType::Int => DataType::Int64,
+                ColumnType::Double => DataType::Float64,
+                ColumnType::Bool => DataType::Boolean,
+                ColumnType::Date => DataType::Date32,
+                ColumnType::Timestamp => timestamp_type(),
+                ColumnType::Decimal => DataType::Decimal128(col.precision.unwrap_or(38), col.scale.unwrap_or(0)),
+            };
+            fields.push(Field::new(name.as_str(), dt, true));
+            if pseudonymize.is_some() {
+                fields.push(Field::new(format!("{name}_key_id"), DataType::Utf8, true));
+            }
+            let tz = col.timezone.map_or(project_tz, |t| t.0);
+            columns.push(ColumnPlan {
+                name: name.to_string(),
+                input: SourceManifest::input_name(name, col).to_string(),
+                ty: col.ty,
+                required: col.required || col.key,
+                values: col.values.as_ref().map(|v| v.iter().cloned().collect()),
+                range: col.range,
+                time: matches!(col.ty, ColumnType::Date | ColumnType::Timestamp)
+                    .then(|| value::TimeParser::new(col.format.as_deref(), tz)),
+                precision: col.precision.unwrap_or(38),
+                scale: col.scale.unwrap_or(0),
+                pseudonymize,
+            });
+        }
+        fields.push(Field::new("_ingested_at", timestamp_type(), false));
+        fields.push(Field::new("_run_id", DataType::Utf8, false));
+        fields.push(Field::new("_source_file", DataType::Utf8, false));
+        let inputs = columns.iter().map(|c| c.input.clone()).collect();
+        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), inputs }
+    }
+
+    /// The key domains this plan needs.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
+    }
+}
+
+/// Why a record was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The declared column at fault, if one is.
+    pub column: Option<String>,
+    /// What is wrong; never contains the value.
+    pub reason: String,
+}
+
+impl RowError {
+    pub fn record(reason: impl Into<String>) -> Self {
+        Self { column: None, reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "column `{c}`: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// A record that did not make it into bronze.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    /// 1-based line where the record starts, for line-oriented formats.
+    pub line: Option<u64>,
+    /// 1-based ordinal of the record in its file.
+    pub record: u64,
+    pub error: RowError,
+    /// The record's original bytes (re-serialized with the same dialect for CSV, JSON text for JSON/Parquet).
+    pub raw: Vec<u8>,
+}
+
+/// Where a reader sends its output. Returning `Err` stops the reader (the error is passed back up).
+pub trait RecordSink {
+    fn batch(&mut self, batch: RecordBatch) -> Result<(), ReadError>;
+    fn bad(&mut self, bad: BadRecord) -> Result<(), ReadError>;
+}
+
+/// A problem with a whole file (it is not taken) or a stop requested by the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("bad record at {location}: {error} (on_bad_record: fail)")]
+    BadRecordFail { location: String, error: RowError },
+    #[error("the run was stopped")]
+    Stopped,
+}
+
+/// Counts of one file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    pub read: u64,
+    pub written: u64,
+    pub quarantined: u64,
+}
+
+/// The context a reader needs: plan, keys, metadata values, bad-record policy.
+pub struct ReadContext {
+    pub plan: Arc<TablePlan>,
+    pub keys: Arc<KeyRing>,
+    pub run_id: String,
+    pub ingested_at_micros: i64,
+    pub source_file: String,
+    pub on_bad_record: OnBadRecord,
+}
+
+/// Reads one file of the given format into the sink.
+pub fn read_file(
+    format: &Format,
+    file_name: &str,
+    input: Box<dyn Read + Send>,
+    ctx: &ReadContext,
+    sink: &mut dyn RecordSink,
+) -> Result<FileCounts, ReadError> {
+    let mut rows = RowEmitter::new(ctx, sink)?;
+    match format {
+        Format::Csv { delimiter, quote, header, encoding, null_values, compression, .. } => {
+            let input = decompress(input, *compression, file_name);
+            let dialect = csv::Dialect {
+                delimiter: *delimiter as u8,
+                quote: *quote as u8,
+                header: *header,
+                encoding: *encoding,
+                nulls: null_values.clone(),
+            };
+            csv::read(input, &dialect, &mut rows)?;
+        }
+        Format::Ndjson { compression } => json::read_ndjson(decompress(input, *compression, file_name), &mut rows)?,
+        Format::Json { records, compression } => {
+            json::read_document(decompress(input, *compression, file_name), records, &mut rows)?
+        }
+        Format::Parquet => parquet::read(input, &mut rows)?,
+    }
+    rows.finish()
+}
+
+fn decompress(input: Box<dyn Read + Send>, compression: Compression, name: &str) -> Box<dyn Read + Send> {
+    let gz = match compression {
+        Compression::Gzip => true,
+        Compression::None => false,
+        Compression::Auto => name.ends_with(".gz") || name.ends_with(".gzip"),
+    };
+    if gz { Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, input))) } else { input }
+}
+
+/// Decodes field bytes in the declared encoding.
+pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, RowError> {
+    match encoding {
+        Encoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
+            RowError::record(format!(
+                "invalid UTF-8 at byte {} of a field; if the partner exports another encoding, set `format.encoding`",
+                e.valid_up_to()
+            ))
+        }),
+        Encoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0),
+        Encoding::Iso88591 => Ok(if bytes.is_ascii() {
+            Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default())
+        } else {
+            Cow::Owned(bytes.iter().map(|&b| b as char).collect())
+        }),
+    }
+}
+
+/// Builds batches row by row, and sends full batches and bad records to the sink.
+pub struct RowEmitter<'s, 'c> {
+    ctx: &'c ReadContext,
+    sink: &'s mut dyn RecordSink,
+    builder: RowBuilder,
+    counts: FileCounts,
+    progress: Progress,
+}
+
+impl<'s, 'c> RowEmitter<'s, 'c> {
+    fn new(ctx: &'c ReadContext, sink: &'s mut dyn RecordSink) -> Result<Self, ReadError> {
+        let builder = RowBuilder::new(&ctx.plan, &ctx.keys).map_err(|e| ReadError::Malformed(e.to_string()))?;
+        Ok(Self { ctx, sink, builder, counts: FileCounts::default(), progress: Progress::new(&ctx.source_file) })
+    }
+
+    pub fn plan(&self) -> &TablePlan {
+        &self.ctx.plan
+    }
+
+    /// Offers one record: `field(i)` gives the text of declared column `i` (None for null/absent).
+    pub fn row<'a>(
+        &mut self,
+        fields: impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+        line: Option<u64>,
+        raw: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), ReadError> {
+        self.counts.read += 1;
+        match self.builder.push(&self.ctx.plan, fields) {
+            Ok(()) => {
+                self.counts.written += 1;
+                if self.builder.len() >= BATCH_ROWS {
+                    self.flush()?;
+                }
+            }
+            Err(error) => self.quarantine(line, error, raw())?,
+        }
+        self.progress.tick(self.counts.read);
+        Ok(())
+    }
+
+    /// Counts and quarantines a record that could not even be split into fields.
+    pub fn bad(&mut self, line: Option<u64>, error: RowError, raw: Vec<u8>) -> Result<(), ReadError> {
+        self.counts.read += 1;
+        self.quarantine(line, error, raw)
+    }
+
+    fn quarantine(&mut self, line: Option<u64>, error: RowError, raw: Vec<u8>) -> Result<(), ReadError> {
+        let record = self.counts.read;
+        if self.ctx.on_bad_record == OnBadRecord::Fail {
+            let location = match line {
+                Some(l) => format!("{} line {l}", self.ctx.source_file),
+                None => format!("{} record {record}", self.ctx.source_file),
+            };
+            return Err(ReadError::BadRecordFail { location, error });
+        }
+        self.counts.quarantined += 1;
+        self.sink.bad(BadRecord { line, record, error, raw })
+    }
+
+    fn flush(&mut self) -> Result<(), ReadError> {
+        if self.builder.len() > 0 {
+            let batch = self.builder.finish(self.ctx).map_err(|e| ReadError::Malformed(e.to_string()))?;
+            self.sink.batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<FileCounts, ReadError> {
+        self.flush()?;
+        self.progress.done(self.counts);
+        Ok(self.counts)
+    }
+}
+
+struct Progress {
+    file: String,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new(file: &str) -> Self {
+        let now = std::time::Instant::now();
+        Self { file: file.to_string(), started: now, last: now }
+    }
+    fn tick(&mut self, read: u64) {
+        if read % 65_536 == 0 && self.last.elapsed().as_secs() >= 5 {
+            self.last = std::time::Instant::now();
+            let rate = read as f64 / self.started.elapsed().as_secs_f64();
+            tracing::info!(file = %self.file, records = read, rate = format!("{rate:.0}/s"), "reading");
+        }
+    }
+    fn done(&self, c: FileCounts) {
+        tracing::debug!(file = %self.file, read = c.read, written = c.written, quarantined = c.quarantined,
+            secs = self.started.elapsed().as_secs_f64(), "file read");
+    }
+}
+
+enum ColBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Double(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Dec(Decimal128Builder, u8, i8),
+    Pseudo(StringBuilder, StringBuilder, Box<Pseudonymizer>),
+}
+
+#[derive(Clone, Copy)]
+enum Cell {
+    Null,
+    Str,
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Date(i32),
+    Ts(i64),
+    Dec(i128),
+}
+
+/// Accumulates typed rows for one batch.
+pub struct RowBuilder {
+    cols: Vec<ColBuilder>,
+    cells: Vec<Cell>,
+    texts: Vec<String>,
+    hex: String,
+    len: usize,
+}
+
+impl RowBuilder {
+    pub fn new(plan: &TablePlan, keys: &KeyRing) -> Result<Self, KeyError> {
+        let mut cols = Vec::with_capacity(plan.columns.len());
+        for c in &plan.columns {
+            cols.push(match (&c.pseudonymize, c.ty) {
+                (Some((domain, normalize)), _) => ColBuilder::Pseudo(
+                    StringBuilder::new(),
+                    StringBuilder::new(),
+                    Box::new(Pseudonymizer::new(keys.get(domain)?, *normalize)),
+                ),
+                (None, ColumnType::String) => ColBuilder::Str(StringBuilder::new()),
+                (None, ColumnType::Int) => ColBuilder::Int(Int64Builder::new()),
+                (None, ColumnType::Double) => ColBuilder::Double(Float64Builder::new()),
+                (None, ColumnType::Bool) => ColBuilder::Bool(BooleanBuilder::new()),
+                (None, ColumnType::Date) => ColBuilder::Date(Date32Builder::new()),
+                (None, ColumnType::Timestamp) => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+                (None, ColumnType::Decimal) => ColBuilder::Dec(
+                    Decimal128Builder::new().with_precision_and_scale(c.precision, c.scale).unwrap_or_default(),
+                    c.precision,
+                    c.scale,
+                ),
+            });
+        }
+        let n = plan.columns.len();
+        Ok(Self { cols, cells: vec![Cell::Null; n], texts: vec![String::new(); n], hex: String::with_capacity(64), len: 0 })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parses and checks every field, then appends the row; on error nothing is appended.
+    pub fn push<'a>(
+        &mut self,
+        plan: &TablePlan,
+        mut field: impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+    ) -> Result<(), RowError> {
+        for (i, c) in plan.columns.iter().enumerate() {
+            let err = |reason: String| RowError { column: Some(c.name.clone()), reason };
+            let text = field(i).map_err(|e| RowError { column: e.column.or_else(|| Some(c.name.clone())), ..e })?;
+            let text = text.as_deref().map(str::trim).filter(|s| !s.is_empty());
+            let Some(s) = text else {
+                if c.required {
+                    return Err(err("required but missing".into()));
+                }
+                self.cells[i] = Cell::Null;
+                continue;
+            };
+            let cell = match c.ty {
+                ColumnType::String => {
+                    if let Some(values) = &c.values {
+                        if !values.contains(s) {
+                            return Err(err(format!("not one of the {} allowed values", values.len())));
+                        }
+                    }
+                    self.texts[i].clear();
+                    self.texts[i].push_str(s);
+                    Cell::Str
+                }
+                ColumnType::Int => Cell::Int(value::parse_int(s).map_err(err)?),
+                ColumnType::Double => Cell::Double(value::parse_double(s, plan.decimal_comma).map_err(err)?),
+                ColumnType::Bool => Cell::Bool(value::parse_bool(s).map_err(err)?),
+                ColumnType::Date => Cell::Date(c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s)).map_err(err)?),
+                ColumnType::Timestamp => Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s)).map_err(err)?),
+                ColumnType::Decimal => {
+                    Cell::Dec(value::parse_decimal(s, c.precision, c.scale, plan.decimal_comma).map_err(err)?)
+                }
+            };
+            if let Some([lo, hi]) = c.range {
+                let v = match cell {
+                    Cell::Int(v) => v as f64,
+                    Cell::Double(v) => v,
+                    Cell::Dec(v) => v as f64 / 10f64.powi(i32::from(c.scale)),
+                    _ => lo,
+                };
+                if v < lo || v > hi {
+                    return Err(err(format!("out of range [{lo}, {hi}]")));
+                }
+            }
+            self.cells[i] = cell;
+        }
+        for (i, b) in self.cols.iter_mut().enumerate() {
+            let cell = self.cells[i];
+            match (b, cell) {
+                (ColBuilder::Pseudo(v, k, p), Cell::Str) => {
+                    if p.pseudonym_into(&self.texts[i], &mut self.hex) {
+                        v.append_value(&self.hex);
+                        k.append_value(p.key_id());
+                    } else {
+                        v.append_null();
+                        k.append_null();
+                    }
+                }
+                (ColBuilder::Pseudo(v, k, _), _) => {
+                    v.append_null();
+                    k.append_null();
+                }
+                (ColBuilder::Str(b), Cell::Str) => b.append_value(&self.texts[i]),
+                (ColBuilder::Int(b), Cell::Int(x)) => b.append_value(x),
+                (ColBuilder::Double(b), Cell::Double(x)) => b.append_value(x),
+                (ColBuilder::Bool(b), Cell::Bool(x)) => b.append_value(x),
+                (ColBuilder::Date(b), Cell::Date(x)) => b.append_value(x),
+                (ColBuilder::Ts(b), Cell::Ts(x)) => b.append_value(x),
+                (ColBuilder::Dec(b, ..), Cell::Dec(x)) => b.append_value(x),
+                (ColBuilder::Str(b), _) => b.append_null(),
+                (ColBuilder::Int(b), _) => b.append_null(),
+                (ColBuilder::Double(b), _) => b.append_null(),
+                (ColBuilder::Bool(b), _) => b.append_null(),
+                (ColBuilder::Date(b), _) => b.append_null(),
+                (ColBuilder::Ts(b), _) => b.append_null(),
+                (ColBuilder::Dec(b, ..), _) => b.append_null(),
+            }
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Finishes the batch with the metadata columns, leaving the builder empty.
+    pub fn finish(&mut self, ctx: &ReadContext) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(ctx.plan.schema.fields().len());
+        for b in &mut self.cols {
+            match b {
+                ColBuilder::Str(b) => arrays.push(Arc::new(b.finish())),
+                ColBuilder::Int(b) => arrays.push(Arc::new(b.finish())),
+                ColBuilder::Double(b) => arrays.push(Arc::new(b.finish())),
+                ColBuilder::Bool(b) => arrays.push(Arc::new(b.finish())),
+                ColBuilder::Date(b) => arrays.push(Arc::new(b.finish())),
+                ColBuilder::Ts(b) => arrays.push(Arc::new(b.finish().with_timezone("UTC"))),
+                ColBuilder::Dec(b, p, s) => arrays.push(Arc::new(b.finish().with_precision_and_scale(*p, *s)?)),
+                ColBuilder::Pseudo(v, k, _) => {
+                    arrays.push(Arc::new(v.finish()));
+                    arrays.push(Arc::new(k.finish()));
+                }
+            }
+        }
+        let n = self.len;
+        self.len = 0;
+        arrays.push(Arc::new(
+            arrow::array::TimestampMicrosecondArray::from(vec![ctx.ingested_at_micros; n]).with_timezone("UTC"),
+        ));
+        arrays.push(constant_string(&ctx.run_id, n));
+        arrays.push(constant_string(&ctx.source_file, n));
+        RecordBatch::try_new(ctx.plan.schema.clone(), arrays)
+    }
+}
+
+fn constant_string(value: &str, n: usize) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(n, value.len() * n);
+    for _ in 0..n {
+        b.append_value(value);
+    }
+    Arc::new(b.finish())
+}

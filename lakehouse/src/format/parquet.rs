@@ -1,0 +1,55 @@
+//! Parquet files: columns are matched by name and read through their text form, so the same parsing and checks
+//! apply as for text formats (a Parquet `int32` fits an `int` column, a timestamp a `timestamp` column).
+
+use std::io::Read;
+
+use arrow::array::Array;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{ReadError, RowEmitter};
+
+pub fn read(mut input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let malformed = |e: parquet::errors::ParquetError| ReadError::Malformed(format!("not a readable Parquet file: {e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).map_err(malformed)?;
+    let file_schema = builder.schema().clone();
+    let inputs = rows.plan().inputs.clone();
+    let mut positions = Vec::with_capacity(inputs.len());
+    let mut missing = Vec::new();
+    for name in &inputs {
+        match file_schema.index_of(name) {
+            Ok(i) => positions.push(i),
+            Err(_) => missing.push(format!("`{name}`")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ReadError::Malformed(format!("the file lacks the declared column(s) {}", missing.join(", "))));
+    }
+    let reader = builder.with_batch_size(8192).build().map_err(malformed)?;
+    let options = FormatOptions::default().with_display_error(true);
+    for batch in reader {
+        let batch = batch.map_err(|e| ReadError::Malformed(format!("cannot decode a row group: {e}")))?;
+        let columns: Vec<_> = positions.iter().map(|&p| batch.column(p).clone()).collect();
+        let formatters = columns
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ReadError::Malformed(format!("unsupported column type: {e}")))?;
+        for row in 0..batch.num_rows() {
+            let cell = |i: usize| (!columns[i].is_null(row)).then(|| formatters[i].value(row).to_string());
+            let raw = || {
+                let obj: serde_json::Map<String, serde_json::Value> =
+                    inputs.iter().enumerate().map(|(i, n)| (n.clone(), cell(i).map_or(serde_json::Value::Null, Into::into))).collect();
+                serde_json::to_vec(&obj).unwrap_or_default()
+            };
+            rows.row(|i| Ok(cell(i).map(Into::into)), None, raw)?;
+        }
+    }
+    Ok(())
+}

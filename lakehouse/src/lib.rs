@@ -1,0 +1,57 @@
+//! # lakehouse
+//!
+//! A declarative data lakehouse for public-safety data shared under GDPR. The pipeline, phase by phase:
+//!
+//! ```text
+//! partner feed ──connector──▶ format: parse + check + pseudonymize ──▶ ingest: bronze Delta table
+//!  (drop zone files)           (declared types, bad records kept)        (+ quarantine, + file ledger;
+//!                                                                          exactly once per file)
+//! ```
+//!
+//! - [`manifest`]: `lakehouse.yaml` and `sources/*.yaml`, strict and versioned, every problem reported at once.
+//! - [`connector`]: where records come from (`files` on local disk or S3).
+//! - [`format`]: CSV / NDJSON / JSON / Parquet into Arrow with the declared schema; bad records kept with a reason.
+//! - [`privacy`]: keyed pseudonyms (HMAC-SHA-256) and encryption of quarantined records.
+//! - [`ingest`]: the exactly-once commit protocol into bronze Delta tables.
+//! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
+
+pub mod bench;
+pub mod connector;
+pub mod format;
+pub mod ingest;
+pub mod manifest;
+pub mod privacy;
+pub mod storage;
+
+use std::sync::Arc;
+
+use manifest::Project;
+use privacy::{KeyError, KeyRing, QUARANTINE_DOMAIN};
+use storage::{StorageError, Warehouse};
+
+/// A loaded project with its warehouse and keys: what every command runs against.
+#[derive(Debug, Clone)]
+pub struct Lakehouse {
+    pub project: Project,
+    pub warehouse: Warehouse,
+    pub keys: Arc<KeyRing>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("privacy keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+impl Lakehouse {
+    /// Opens the warehouse and loads the keys of a validated project.
+    pub fn open(project: Project) -> Result<Self, OpenError> {
+        let warehouse = Warehouse::new(&project.dir, &project.file.warehouse)?;
+        let mut domains: Vec<&str> = project.file.privacy.domains.iter().map(|d| d.as_str()).collect();
+        domains.push(QUARANTINE_DOMAIN);
+        let keys = KeyRing::load(&project.file.privacy.keys, &domains)?;
+        Ok(Self { project, warehouse, keys: Arc::new(keys) })
+    }
+}

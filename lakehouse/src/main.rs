@@ -1,0 +1,48 @@
+//! The `lakehouse` binary: parse arguments, run the command, map errors to exit codes
+//! (0 success, 1 user error, 2 internal error).
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(cli: &cli::Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        // delta-rs logs expected conditions (a table not created yet, missing optional metrics) as errors and
+        // warnings; our own errors carry its messages, so it is quiet unless -v is given.
+        (false, 0) => "lakehouse=info,warn,deltalake_core=off,buoyant_kernel=off",
+        (false, 1) => "lakehouse=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("LAKEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,372 @@
+//! Diagnostics: every problem found in a project, located at `file:line:col` with the field path and a hint.
+//!
+//! Loading never stops at the first problem: each file is parsed on its own and the cross-file checks run on
+//! whatever parsed, so `lakehouse validate` prints everything at once, sorted by file and line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a project file or a source manifest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// Path as shown to the user (relative to the project directory when possible).
+    pub file: PathBuf,
+    /// 1-based line, 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// Dotted field path (`connector.kind`, `columns.victim_name.domain`), empty for the whole file.
+    pub field: String,
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: impl Into<PathBuf>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            field: field.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn at(mut self, (line, column): (usize, usize)) -> Self {
+        self.line = line;
+        self.column = column;
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if self.column > 0 {
+                write!(f, ":{}", self.column)?;
+            }
+        }
+        f.write_str(": ")?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All the problems of a project, sorted by file, line and column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn sorted(mut self) -> Self {
+        self.0.sort();
+        self.0.dedup();
+        self
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.0.len();
+        write!(f, "{n} problem{} found", if n == 1 { "" } else { "s" })
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Turns a serde_yaml error into a diagnostic: its message is `path: message at line L column C`.
+///
+/// Errors inside internally tagged enums (`connector`, `format`) lose their position in serde (the content is
+/// buffered), so when the message names an unknown field or variant, the position is searched in the text below
+/// the reported one, and the field path is rebuilt from the indentation there.
+pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic {
+    let full = err.to_string();
+    let full = match full.rfind(" at line ") {
+        Some(i) if err.location().is_some() => full[..i].to_string(),
+        _ => full,
+    };
+    // serde_yaml prefixes the field path when it knows it ("columns.lat: invalid type ...").
+    let (mut field, message) = match full.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() => (path.to_string(), rest.to_string()),
+        _ => (String::new(), full),
+    };
+    let mut pos = err.location().map(|l| (l.line(), l.column()));
+    let token = backticked(&message);
+    let searched = match (message.split('`').next(), token) {
+        (Some("unknown field "), Some(t)) => find_token(text, pos, t, true),
+        (Some("unknown variant "), Some(t)) => find_token(text, pos, t, false),
+        _ => None,
+    };
+    if let Some(p) = searched {
+        pos = Some(p);
+        if let Some(path) = path_at(text, p.0, p.1) {
+            field = path;
+        }
+    }
+    let mut d = Diagnostic::new(file, field.trim_start_matches('.').to_string(), message);
+    if let Some(p) = pos {
+        d = d.at(p);
+    }
+    d
+}
+
+fn backticked(message: &str) -> Option<&str> {
+    let mut parts = message.split('`');
+    parts.next()?;
+    parts.next()
+}
+
+/// Finds `token` as a key (`token:`) or as a scalar value, at or after `from`.
+fn find_token(text: &str, from: Option<(usize, usize)>, token: &str, as_key: bool) -> Option<(usize, usize)> {
+    let first = from.map_or(1, |p| p.0);
+    for (i, line) in text.lines().enumerate().skip(first.saturating_sub(1)) {
+        let code = line.split(" #").next().unwrap_or(line);
+        let mut search = 0;
+        while let Some(off) = code[search..].find(token) {
+            let pos = search + off;
+            let before = code[..pos].trim_end();
+            let after = code[pos + token.len()..].trim_start();
+            let bounded_before = before.is_empty() || before.ends_with(['{', ',', ':', '-', '[', '"', '\'']);
+            let ok = if as_key {
+                bounded_before && after.starts_with(':')
+            } else {
+                bounded_before && (after.is_empty() || after.starts_with([',', '}', ']', '"', '\'']))
+            };
+            if ok {
+                return Some((i + 1, pos + 1));
+            }
+            search = pos + token.len();
+        }
+    }
+    None
+}
+
+/// The dotted key path of the key or value at (line, column), from indentation and flow mappings.
+pub fn path_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = *lines.get(line.checked_sub(1)?)?;
+    let mut segments = Vec::new();
+    // Keys of enclosing flow mappings on this line, innermost last, up to the column.
+    let upto = &here[..column.saturating_sub(1).min(here.len())];
+    let mut flow_keys: Vec<String> = Vec::new();
+    let mut depth_keys: Vec<Option<String>> = Vec::new();
+    let mut current = String::new();
+    let mut last_key: Option<String> = None;
+    for ch in upto.chars() {
+        match ch {
+            '{' => {
+                depth_keys.push(last_key.take());
+                current.clear();
+            }
+            '}' => {
+                depth_keys.pop();
+                current.clear();
+            }
+            ',' => current.clear(),
+            ':' => {
+                last_key = Some(current.trim().trim_start_matches("- ").to_string());
+                current.clear();
+            }
+            c => current.push(c),
+        }
+    }
+    flow_keys.extend(depth_keys.into_iter().flatten());
+    // The key at the column itself (for a key), or the key whose value is there.
+    let rest = &here[column.saturating_sub(1).min(here.len())..];
+    let at_key = rest.split(':').next().filter(|k| !k.contains([',', '{', '}', ' ']) && rest.contains(':'));
+    let own = match at_key {
+        Some(k) => Some(k.to_string()),
+        None => last_key,
+    };
+    // Block parents by indentation.
+    let indent = here.len() - here.trim_start().len();
+    let mut parent_indent = indent;
+    for l in lines[..line - 1].iter().rev() {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = l.len() - t.len();
+        if ind < parent_indent {
+            if let Some((k, _)) = t.trim_start_matches("- ").split_once(':') {
+                segments.push(k.trim().to_string());
+            }
+            parent_indent = ind;
+            if ind == 0 {
+                break;
+            }
+        }
+    }
+    segments.reverse();
+    segments.extend(flow_keys);
+    if let Some(o) = own {
+        if segments.last() != Some(&o) {
+            segments.push(o);
+        }
+    }
+    (!segments.is_empty()).then(|| segments.join("."))
+}
+
+/// Finds the line and column of a dotted field path in a YAML text, for problems found after parsing.
+///
+/// Handles block mappings (`key:` on its own line, nested by indentation) and a last segment inside a flow
+/// mapping on the parent's line (`lat: { type: double, pii: quasi }`). Falls back to the deepest segment found.
+pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = (0usize, 0usize);
+    // (line index, indent) of the key matched for the previous segment.
+    let mut parent: Option<(usize, usize)> = None;
+    for seg in path {
+        if let Some((pi, _)) = parent {
+            if let Some(pos) = find_flow_key(lines[pi], seg) {
+                found = (pi + 1, pos + 1);
+                parent = Some((pi, pos));
+                continue;
+            }
+        }
+        let index: Option<usize> = seg.parse().ok();
+        let mut items_seen = 0usize;
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(parent.map_or(0, |(pi, _)| pi + 1)) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            match parent {
+                Some((_, pind)) if indent <= pind && !(indent == pind && trimmed.starts_with("- ")) => break,
+                None if indent > 0 => continue,
+                _ => {}
+            }
+            if let Some(item) = trimmed.strip_prefix("- ") {
+                if let Some(n) = index {
+                    if items_seen == n {
+                        hit = Some((i, indent + 2));
+                        break;
+                    }
+                    items_seen += 1;
+                    continue;
+                }
+                if is_key(item, seg) {
+                    hit = Some((i, indent + 2));
+                    break;
+                }
+            } else if is_key(trimmed, seg) {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        match hit {
+            Some((i, col)) => {
+                found = (i + 1, col + 1);
+                parent = Some((i, col));
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+fn is_key(item: &str, key: &str) -> bool {
+    let rest = item
+        .strip_prefix(key)
+        .or_else(|| item.strip_prefix(&format!("\"{key}\"")))
+        .or_else(|| item.strip_prefix(&format!("'{key}'")));
+    rest.is_some_and(|r| r.trim_start().starts_with(':'))
+}
+
+fn find_flow_key(line: &str, key: &str) -> Option<usize> {
+    let mut search = 0;
+    while let Some(off) = line[search..].find(key) {
+        let pos = search + off;
+        let before = line[..pos].trim_end();
+        let after = line[pos + key.len()..].trim_start();
+        if (before.ends_with('{') || before.ends_with(',')) && after.starts_with(':') {
+            return Some(pos);
+        }
+        search = pos + key.len();
+    }
+    None
+}
+
+/// The closest candidate by edit distance, for "did you mean" hints.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "version: 1\nname: x\nconnector:\n  kind: files\ncolumns:\n  a: { type: string, pii: direct }\n  b:\n    type: int\n    range: [1, 2]\n";
+
+    #[test]
+    fn locates_block_and_flow_keys() {
+        assert_eq!(locate(DOC, &["name"]), (2, 1));
+        assert_eq!(locate(DOC, &["connector", "kind"]), (4, 3));
+        assert_eq!(locate(DOC, &["columns", "a"]), (6, 3));
+        assert_eq!(locate(DOC, &["columns", "a", "pii"]), (6, 22));
+        assert_eq!(locate(DOC, &["columns", "b", "range"]), (9, 5));
+        // Missing last segment: the parent's position.
+        assert_eq!(locate(DOC, &["columns", "b", "domain"]), (7, 3));
+    }
+
+    #[test]
+    fn rebuilds_paths_from_positions() {
+        let doc = "version: 1\nformat: { kind: csv, encoding: latin9 }\nconnector:\n  kind: files\n  locaton: x\n";
+        assert_eq!(find_token(doc, Some((1, 1)), "latin9", false), Some((2, 31)));
+        assert_eq!(path_at(doc, 2, 31).as_deref(), Some("format.encoding"));
+        assert_eq!(find_token(doc, Some((1, 1)), "locaton", true), Some((5, 3)));
+        assert_eq!(path_at(doc, 5, 3).as_deref(), Some("connector.locaton"));
+    }
+
+    #[test]
+    fn suggests_close_names() {
+        assert_eq!(did_you_mean("file", ["files", "http"]), Some("files"));
+        assert_eq!(did_you_mean("zzzzzz", ["files", "http"]), None);
+    }
+}

@@ -1,0 +1,453 @@
+//! The YAML loader: `lakehouse.yaml` and `sources/*.yaml` into typed, validated manifests.
+//!
+//! serde_yaml lives only in this module. Loading is two-pass (kamu-cli's `serdes.rs`): the `version` field is
+//! read first, then the typed body with `deny_unknown_fields` everywhere, so an unknown field or variant fails at
+//! its own line. Cross-field and cross-file checks (unknown partner, missing agreement, direct identifier without
+//! a key domain, duplicate names, …) then run on everything that parsed, and every problem is reported at once.
+
+pub mod diag;
+pub mod names;
+pub mod project;
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
+pub use project::{KeySource, Partner, PartnerKind, ProjectFile, PROJECT_FILE};
+pub use source::{
+    Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii,
+    SourceManifest,
+};
+
+/// Names of the metadata columns every bronze table carries.
+pub const METADATA_COLUMNS: [&str; 3] = ["_ingested_at", "_run_id", "_source_file"];
+
+/// A loaded, validated project: the project file and its source manifests.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Absolute project directory.
+    pub dir: PathBuf,
+    pub file: ProjectFile,
+    pub sources: Vec<LoadedSource>,
+}
+
+/// A source manifest with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSource {
+    /// Path relative to the project directory, as shown in messages.
+    pub path: PathBuf,
+    pub manifest: SourceManifest,
+    /// SHA-256 of the manifest text, recorded with every run so lineage pins the exact manifest.
+    pub content_hash: String,
+}
+
+/// Why a project could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: Option<serde_yaml::Value>,
+}
+
+impl Project {
+    /// Loads and validates the project in `dir`: all problems are returned together, sorted.
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        let dir = std::path::absolute(dir).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
+        let mut diags = Diagnostics::default();
+        let project_path = PathBuf::from(PROJECT_FILE);
+        let text = std::fs::read_to_string(dir.join(PROJECT_FILE)).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => LoadError::Invalid(Diagnostics(vec![
+                Diagnostic::new(&project_path, "", format!("no {PROJECT_FILE} in {}", dir.display()))
+                    .hint("run lakehouse in the project directory or pass --project DIR"),
+            ])),
+            _ => LoadError::Io { path: dir.join(PROJECT_FILE), source },
+        })?;
+        let file = parse_versioned::<ProjectFile>(&project_path, &text, &mut diags);
+        if let Some(file) = &file {
+            validate_project(&dir, &project_path, &text, file, &mut diags);
+        }
+
+        let sources_dir = file.as_ref().map_or_else(|| PathBuf::from("sources"), |f| f.sources.clone());
+        let mut sources = Vec::new();
+        let entries = match std::fs::read_dir(dir.join(&sources_dir)) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(LoadError::Io { path: dir.join(&sources_dir), source }),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .into_iter()
+            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        let mut texts = BTreeMap::new();
+        for path in paths {
+            let rel = path.strip_prefix(&dir).unwrap_or(&path).to_path_buf();
+            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+            if let Some(manifest) = parse_versioned::<SourceManifest>(&rel, &text, &mut diags) {
+                let content_hash = hex::encode(Sha256::digest(text.as_bytes()));
+                texts.insert(rel.clone(), text);
+                sources.push(LoadedSource { path: rel, manifest, content_hash });
+            }
+        }
+        if let Some(file) = &file {
+            validate_sources(file, &sources, &texts, &mut diags);
+        }
+        match file {
+            Some(file) if diags.is_empty() => Ok(Self { dir, file, sources }),
+            _ => Err(LoadError::Invalid(diags.sorted())),
+        }
+    }
+
+    /// The sources named (all when `names` is empty), or an error naming the unknown ones.
+    pub fn select_sources(&self, names: &[String]) -> Result<Vec<&LoadedSource>, Diagnostics> {
+        if names.is_empty() {
+            return Ok(self.sources.iter().collect());
+        }
+        let mut out = Vec::new();
+        let mut diags = Diagnostics::default();
+        for name in names {
+            match self.sources.iter().find(|s| s.manifest.name.as_str() == name) {
+                Some(s) => out.push(s),
+                None => {
+                    let known = self.sources.iter().map(|s| s.manifest.name.as_str());
+                    let mut d = Diagnostic::new("", "", format!("no source named `{name}`"));
+                    d.file = PathBuf::from("<command line>");
+                    d = match diag::did_you_mean(name, known) {
+                        Some(m) => d.hint(format!("did you mean `{m}`?")),
+                        None => d.hint("`lakehouse validate` lists the sources"),
+                    };
+                    diags.push(d);
+                }
+            }
+        }
+        if diags.is_empty() { Ok(out) } else { Err(diags) }
+    }
+
+    pub fn partner(&self, id: &PartnerId) -> Option<&Partner> {
+        self.file.partners.iter().find(|p| &p.id == id)
+    }
+}
+
+/// Reads `version` first, then the typed body.
+fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<T> {
+    let probe: VersionProbe = match serde_yaml::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            // Not even a YAML mapping: report the syntax error.
+            diags.push(diag::from_yaml_error(path, text, &e));
+            return None;
+        }
+    };
+    match probe.version {
+        Some(serde_yaml::Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(other) => {
+            let shown = serde_yaml::to_string(&other).unwrap_or_default();
+            diags.push(
+                Diagnostic::new(path, "version", format!("unsupported version `{}`", shown.trim()))
+                    .at(diag::locate(text, &["version"]))
+                    .hint("this lakehouse reads version 1"),
+            );
+            return None;
+        }
+        None => {
+            diags.push(Diagnostic::new(path, "version", "missing field `version`").at((1, 1)).hint("add `version: 1`"));
+            return None;
+        }
+    }
+    match serde_yaml::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut d = diag::from_yaml_error(path, text, &e);
+            d.hint = hint_for(&d.message);
+            diags.push(d);
+            None
+        }
+    }
+}
+
+fn hint_for(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove the field or fix its spelling; `lakehouse schema` prints every allowed field".into())
+    } else if message.starts_with("unknown variant") {
+        Some("use one of the expected values".into())
+    } else if message.starts_with("missing field") {
+        Some("add the field; `lakehouse schema` documents it".into())
+    } else {
+        None
+    }
+}
+
+fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, diags: &mut Diagnostics) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    if !(file.warehouse.starts_with("file://") || file.warehouse.starts_with("s3://")) {
+        diags.push(
+            Diagnostic::new(path, "warehouse", format!("unsupported warehouse URL `{}`", file.warehouse))
+                .at(at(&["warehouse"]))
+                .hint("use `file://./warehouse` or `s3://bucket/prefix`"),
+        );
+    }
+    if !(file.catalog.starts_with("sqlite://") || file.catalog.starts_with("postgres://")) {
+        diags.push(
+            Diagnostic::new(path, "catalog", format!("unsupported catalog URL `{}`", file.catalog))
+                .at(at(&["catalog"]))
+                .hint("use `sqlite://./.lakehouse/catalog.db` or `postgres://user@host/db`"),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in file.partners.iter().enumerate() {
+        if !seen.insert(p.id.as_str()) {
+            diags.push(
+                Diagnostic::new(path, format!("partners.{i}.id"), format!("partner `{}` is declared twice", p.id))
+                    .at(at(&["partners", &i.to_string(), "id"])),
+            );
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, d) in file.privacy.domains.iter().enumerate() {
+        if d.as_str() == crate::privacy::QUARANTINE_DOMAIN {
+            diags.push(
+                Diagnostic::new(path, format!("privacy.domains.{i}"), "`quarantine` is reserved for the key that encrypts quarantined records")
+                    .at(at(&["privacy", "domains"]))
+                    .hint("choose another domain name"),
+            );
+        }
+        if !seen.insert(d.as_str()) {
+            diags.push(
+                Diagnostic::new(path, format!("privacy.domains.{i}"), format!("domain `{d}` is declared twice"))
+                    .at(at(&["privacy", "domains"])),
+            );
+        }
+    }
+    if let KeySource::File { path: key_path, .. } = &file.privacy.keys {
+        let resolved = crate::privacy::expand_home(key_path);
+        if !resolved.is_absolute() {
+            diags.push(
+                Diagnostic::new(path, "privacy.keys.path", format!("key file path `{key_path}` is relative"))
+                    .at(at(&["privacy", "keys", "path"]))
+                    .hint("use an absolute path or `~/…` outside the project, e.g. `~/.config/lakehouse/keys`"),
+            );
+        } else if resolved.starts_with(dir) {
+            diags.push(
+                Diagnostic::new(path, "privacy.keys.path", "the key file is inside the project directory")
+                    .at(at(&["privacy", "keys", "path"]))
+                    .hint("keys must never be in the repository: move the file outside it, e.g. `~/.config/lakehouse/keys`"),
+            );
+        }
+    }
+}
+
+fn validate_sources(
+    project: &ProjectFile,
+    sources: &[LoadedSource],
+    texts: &BTreeMap<PathBuf, String>,
+    diags: &mut Diagnostics,
+) {
+    let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
+    for src in sources {
+        let m = &src.manifest;
+        let path = src.path.as_path();
+        let text = texts.get(path).map(String::as_str).unwrap_or_default();
+        let at = |p: &[&str]| diag::locate(text, p);
+        let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if stem != m.name.as_str() {
+            diags.push(
+                err("name".into(), format!("name `{}` differs from the file name `{stem}`", m.name), at(&["name"]))
+                    .hint(format!("rename the file to `{}.yaml` or the source to `{stem}`", m.name)),
+            );
+        }
+        if let Some(first) = names.insert(m.name.as_str(), path) {
+            diags.push(
+                err("name".into(), format!("source `{}` is also declared in {}", m.name, first.display()), at(&["name"]))
+                    .hint("source names must be unique: each one is a bronze table"),
+            );
+        }
+        match project.partners.iter().find(|p| p.id == m.owner) {
+            None => {
+                let known = project.partners.iter().map(|p| p.id.as_str());
+                let d = err("owner".into(), format!("unknown partner `{}`", m.owner), at(&["owner"]));
+                diags.push(match diag::did_you_mean(m.owner.as_str(), known) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? partners are declared in {PROJECT_FILE}")),
+                    None => d.hint(format!("declare the partner under `partners:` in {PROJECT_FILE}")),
+                });
+            }
+            Some(p) if p.kind == PartnerKind::External && m.agreement.as_deref().is_none_or(|a| a.trim().is_empty()) => {
+                diags.push(
+                    err("agreement".into(), format!("partner `{}` is external: the agreement reference is required", p.id), at(&["owner"]))
+                        .hint("add `agreement: <convention reference>` (e.g. CONV-2018-014)"),
+                );
+            }
+            Some(_) => {}
+        }
+        validate_connector(m, path, text, diags);
+        validate_format(m, path, text, diags);
+        if m.columns.is_empty() {
+            diags.push(err("columns".into(), "no columns declared".into(), at(&["columns"])).hint("declare at least one column"));
+        }
+        let mut has_key = false;
+        for (name, col) in &m.columns {
+            let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
+            let cat = |f: &str| if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) };
+            has_key |= col.key;
+            if name.as_str().starts_with('_') {
+                diags.push(err(field(""), "column names starting with `_` are reserved for metadata columns".into(), cat("")));
+            }
+            if col.pii == Pii::Direct && col.keep_clear.is_none() {
+                if col.ty != ColumnType::String {
+                    diags.push(
+                        err(field("type"), "a `pii: direct` column must have `type: string`".into(), cat("type"))
+                            .hint("its value is replaced by a pseudonym (hex text)"),
+                    );
+                }
+                match &col.domain {
+                    None => diags.push(
+                        err(field("domain"), "a direct identifier needs a key `domain`".into(), cat("pii")).hint(format!(
+                            "add `domain: <one of {}>`, or `keep_clear: <DPO approval reference>` to keep it in clear",
+                            list(project.privacy.domains.iter().map(DomainName::as_str))
+                        )),
+                    ),
+                    Some(d) if !project.privacy.domains.contains(d) => {
+                        let known = project.privacy.domains.iter().map(DomainName::as_str);
+                        let e = err(field("domain"), format!("unknown key domain `{d}`"), cat("domain"));
+                        diags.push(match diag::did_you_mean(d.as_str(), known) {
+                            Some(s) => e.hint(format!("did you mean `{s}`? domains are declared under `privacy.domains` in {PROJECT_FILE}")),
+                            None => e.hint(format!("declare it under `privacy.domains` in {PROJECT_FILE}")),
+                        });
+                    }
+                    Some(_) => {}
+                }
+                let key_id_col = format!("{name}_key_id");
+                if m.columns.keys().any(|c| c.as_str() == key_id_col) {
+                    diags.push(err(field(""), format!("column `{key_id_col}` is reserved for the key id of `{name}`"), cat("")));
+                }
+            } else {
+                if col.domain.is_some() && col.pii != Pii::Direct {
+                    diags.push(err(field("domain"), "`domain` applies to `pii: direct` columns only".into(), cat("domain")));
+                }
+                if col.normalize != Normalize::Trim && col.pii != Pii::Direct {
+                    diags.push(err(field("normalize"), "`normalize` applies to `pii: direct` columns only".into(), cat("normalize")));
+                }
+            }
+            if col.keep_clear.is_some() && col.pii != Pii::Direct {
+                diags.push(err(field("keep_clear"), "`keep_clear` applies to `pii: direct` columns only".into(), cat("keep_clear")));
+            }
+            if col.values.is_some() && col.ty != ColumnType::String {
+                diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
+            }
+            if let Some([lo, hi]) = col.range {
+                if !col.ty.is_numeric() {
+                    diags.push(err(field("range"), "`range` applies to int, double and decimal columns only".into(), cat("range")));
+                } else if lo > hi {
+                    diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
+                }
+            }
+            if let Some(fmt) = &col.format {
+                if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
+                    diags.push(err(field("format"), "`format` applies to date and timestamp columns only".into(), cat("format")));
+                } else if let Err(e) = crate::format::value::check_strptime(fmt) {
+                    diags.push(err(field("format"), e, cat("format")).hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"));
+                }
+            }
+            if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
+                diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
+            }
+            match (col.ty, col.precision, col.scale) {
+                (ColumnType::Decimal, None, _) => diags.push(
+                    err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
+                        .hint("add e.g. `precision: 12, scale: 2`"),
+                ),
+                (ColumnType::Decimal, Some(p), s) => {
+                    let s = s.unwrap_or(0);
+                    if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                        diags.push(err(field("precision"), format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"), cat("precision")));
+                    }
+                }
+                (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
+                    field("precision"),
+                    "`precision` and `scale` apply to decimal columns only".into(),
+                    cat(if col.precision.is_some() { "precision" } else { "scale" }),
+                )),
+                _ => {}
+            }
+        }
+        if m.load.mode == LoadMode::Upsert && !has_key {
+            diags.push(
+                err("load.mode".into(), "`upsert` needs key columns".into(), at(&["load", "mode"]))
+                    .hint("mark the identifying columns with `key: true`"),
+            );
+        }
+    }
+}
+
+fn validate_connector(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    match &m.connector {
+        Connector::Files { location, pattern } => {
+            if location.contains("://") && !location.starts_with("s3://") && !location.starts_with("file://") {
+                diags.push(
+                    Diagnostic::new(path, "connector.location", format!("unsupported location `{location}`"))
+                        .at(diag::locate(text, &["connector", "location"]))
+                        .hint("use a directory (relative to the project), `file:///abs/dir` or `s3://bucket/prefix`"),
+                );
+            }
+            if let Err(e) = globset::Glob::new(pattern) {
+                diags.push(
+                    Diagnostic::new(path, "connector.pattern", format!("invalid glob `{pattern}`: {}", e.kind()))
+                        .at(diag::locate(text, &["connector", "pattern"])),
+                );
+            }
+        }
+    }
+}
+
+fn validate_format(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    if let Format::Csv { delimiter, quote, decimal, .. } = &m.format {
+        for (field, c) in [("delimiter", delimiter), ("quote", quote)] {
+            if !c.is_ascii() {
+                diags.push(
+                    Diagnostic::new(path, format!("format.{field}"), format!("`{c}` is not an ASCII character"))
+                        .at(diag::locate(text, &["format", field])),
+                );
+            }
+        }
+        if *decimal != '.' && *decimal != ',' {
+            diags.push(
+                Diagnostic::new(path, "format.decimal", format!("decimal separator `{decimal}` is neither `.` nor `,`"))
+                    .at(diag::locate(text, &["format", "decimal"])),
+            );
+        }
+        if delimiter == decimal {
+            diags.push(
+                Diagnostic::new(path, "format.decimal", "the decimal separator is also the field delimiter")
+                    .at(diag::locate(text, &["format", "decimal"]))
+                    .hint("French exports usually pair `decimal: \",\"` with `delimiter: \";\"`"),
+            );
+        }
+    }
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<String> = items.map(|s| format!("`{s}`")).collect();
+    if v.is_empty() { "the domains in privacy.domains".into() } else { v.join(", ") }
+}
+
+/// The JSON Schema of source manifests, for editors (yaml-language-server) and CI.
+pub fn source_json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(SourceManifest);
+    serde_json::to_value(schema).unwrap_or_default()
+}

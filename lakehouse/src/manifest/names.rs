@@ -1,0 +1,245 @@
+//! Newtypes whose `Deserialize` checks the value, so a bad name, cron expression, duration or time zone fails at
+//! its own line and column ("parse, don't validate").
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[serde(try_from = "String", into = "String")]
+        #[schemars(with = "String")]
+        pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                check_identifier(&s, $what)?;
+                Ok(Self(s))
+            }
+        }
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(&self.0)
+            }
+        }
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+fn check_identifier(s: &str, what: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.contains("__");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} `{s}`: use 1 to 63 lowercase letters, digits and single underscores, starting with a letter"
+        ))
+    }
+}
+
+identifier!(
+    /// A table or source name: `ddsp_incidents` → bronze table `bronze.ddsp_incidents`.
+    TableName,
+    "table name"
+);
+identifier!(
+    /// A partner id declared in `lakehouse.yaml`.
+    PartnerId,
+    "partner id"
+);
+identifier!(
+    /// A pseudonymization key domain (`police`, `health`): one key per domain.
+    DomainName,
+    "key domain"
+);
+identifier!(
+    /// A column name.
+    ColumnName,
+    "column name"
+);
+
+/// A cron schedule: the standard 5-field crontab (`min hour dom month dow`) or 6 fields with seconds first.
+///
+/// The `cron` crate reads seconds first, so a 5-field expression is translated by prefixing `0` seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct CronSchedule {
+    source: String,
+    schedule: cron::Schedule,
+}
+
+impl CronSchedule {
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl TryFrom<String> for CronSchedule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let fields = s.split_whitespace().count();
+        let expr = match fields {
+            5 => format!("0 {s}"),
+            6 => s.clone(),
+            n => {
+                return Err(format!(
+                    "invalid cron schedule `{s}`: expected 5 fields (minute hour day-of-month month day-of-week) \
+                     or 6 with seconds first, found {n}"
+                ));
+            }
+        };
+        let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
+            format!("invalid cron schedule `{s}`: {e} (standard 5-field crontab, e.g. `*/15 * * * *`, or 6 fields with seconds first)")
+        })?;
+        Ok(Self { source: s, schedule })
+    }
+}
+
+impl From<CronSchedule> for String {
+    fn from(c: CronSchedule) -> String {
+        c.source
+    }
+}
+
+/// A retention period: `90 days`, `6 months`, `3 years`, `forever`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub enum Retention {
+    Days(u32),
+    Months(u32),
+    Years(u32),
+    Forever,
+}
+
+impl TryFrom<String> for Retention {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("invalid retention `{s}`: expected `N days`, `N months`, `N years` or `forever`");
+        if s.trim() == "forever" {
+            return Ok(Self::Forever);
+        }
+        let mut parts = s.split_whitespace();
+        let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let n: u32 = n.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(bad());
+        }
+        match unit {
+            "day" | "days" => Ok(Self::Days(n)),
+            "month" | "months" => Ok(Self::Months(n)),
+            "year" | "years" => Ok(Self::Years(n)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl From<Retention> for String {
+    fn from(r: Retention) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Days(n) => write!(f, "{n} days"),
+            Self::Months(n) => write!(f, "{n} months"),
+            Self::Years(n) => write!(f, "{n} years"),
+            Self::Forever => f.write_str("forever"),
+        }
+    }
+}
+
+/// An IANA time zone name such as `Europe/Paris`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl TryFrom<String> for TimeZone {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        chrono_tz::Tz::from_str(&s)
+            .map(Self)
+            .map_err(|_| format!("unknown time zone `{s}`: use an IANA name such as `Europe/Paris` or `UTC`"))
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(t: TimeZone) -> String {
+        t.0.name().to_string()
+    }
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        Self(chrono_tz::Europe::Paris)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_accepts_five_and_six_fields() {
+        let five = CronSchedule::try_from("*/15 * * * *".to_string()).unwrap();
+        assert_eq!(five.as_str(), "*/15 * * * *");
+        assert!(CronSchedule::try_from("0 */15 * * * *".to_string()).is_ok());
+        let err = CronSchedule::try_from("* * *".to_string()).unwrap_err();
+        assert!(err.contains("found 3"), "{err}");
+        assert!(CronSchedule::try_from("61 * * * *".to_string()).is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(TableName::try_from("ddsp_incidents".to_string()).is_ok());
+        for bad in ["", "Ddsp", "1abc", "a-b", "a__b"] {
+            assert!(TableName::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retention_parses() {
+        assert_eq!(Retention::try_from("3 years".to_string()), Ok(Retention::Years(3)));
+        assert_eq!(Retention::try_from("forever".to_string()), Ok(Retention::Forever));
+        assert!(Retention::try_from("3 fortnights".to_string()).is_err());
+        assert!(Retention::try_from("0 days".to_string()).is_err());
+    }
+}

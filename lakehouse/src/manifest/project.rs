@@ -1,0 +1,113 @@
+//! `lakehouse.yaml`: one per deployment.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::names::{DomainName, PartnerId, TimeZone};
+
+pub const PROJECT_FILE: &str = "lakehouse.yaml";
+
+/// The project file of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    /// Format version of this file; only `1` exists.
+    pub version: u32,
+    /// Name of the deployment.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where tables live: `file://./warehouse` (default, relative to the project directory) or
+    /// `s3://bucket/prefix` (credentials and endpoint from the standard `AWS_*` variables).
+    #[serde(default = "default_warehouse")]
+    pub warehouse: String,
+    /// Catalog database: `sqlite://…` (default, embedded) or `postgres://…`.
+    #[serde(default = "default_catalog")]
+    pub catalog: String,
+    /// Time zone for local times in partner data and for schedules.
+    #[serde(default)]
+    pub timezone: TimeZone,
+    /// Directory of source manifests, relative to the project.
+    #[serde(default = "default_sources")]
+    pub sources: PathBuf,
+    /// The organisations that send data.
+    #[serde(default)]
+    pub partners: Vec<Partner>,
+    #[serde(default)]
+    pub privacy: Privacy,
+}
+
+fn default_warehouse() -> String {
+    "file://./warehouse".into()
+}
+fn default_catalog() -> String {
+    "sqlite://./.lakehouse/catalog.db".into()
+}
+fn default_sources() -> PathBuf {
+    PathBuf::from("sources")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Partner {
+    pub id: PartnerId,
+    pub name: String,
+    /// `external` partners need an `agreement` reference in each of their manifests.
+    pub kind: PartnerKind,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerKind {
+    External,
+    Internal,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// Pseudonymization domains: a value pseudonymized in one domain cannot be linked to another domain.
+    /// Every `domain` used by a manifest must be listed here; each needs a key at run time.
+    #[serde(default)]
+    pub domains: Vec<DomainName>,
+    /// Where the keys come from (never the repository, never the lake).
+    #[serde(default)]
+    pub keys: KeySource,
+}
+
+/// Where pseudonymization and quarantine-encryption keys come from.
+///
+/// The key material is lines of `domain key_id hex_key` (64 hex digits = 32 bytes), `#` comments allowed;
+/// in an environment variable the entries may also be separated by `;`. The domain `quarantine` holds the key
+/// that encrypts quarantined raw records.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "from", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeySource {
+    /// Keys in an environment variable.
+    Env {
+        #[serde(default = "default_key_variable")]
+        variable: String,
+    },
+    /// Keys in a file outside the project directory (`~` expands to the home directory).
+    File {
+        path: String,
+        /// Create the file with fresh random keys (mode 0600) when it does not exist. For development and
+        /// demo deployments; keep it `false` in production so a missing key is an error.
+        #[serde(default)]
+        create_if_missing: bool,
+    },
+}
+
+fn default_key_variable() -> String {
+    "LAKEHOUSE_KEYS".into()
+}
+
+impl Default for KeySource {
+    fn default() -> Self {
+        Self::Env { variable: default_key_variable() }
+    }
+}

@@ -1,0 +1,262 @@
+//! `sources/<name>.yaml`: one partner feed, version 1.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
+
+/// A source manifest: one partner feed landing in the bronze table `bronze.<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceManifest {
+    /// Format version of the manifest; only `1` exists.
+    pub version: u32,
+    /// Bronze table name: `bronze.<name>`. Lowercase letters, digits and single underscores.
+    pub name: TableName,
+    pub description: String,
+    /// The partner sending this feed, declared in `lakehouse.yaml`.
+    pub owner: PartnerId,
+    /// Reference of the legal agreement with the partner; required for external partners.
+    #[serde(default)]
+    pub agreement: Option<String>,
+    /// When the scheduler runs the connector: 5-field crontab, or 6 fields with seconds first.
+    pub schedule: CronSchedule,
+    pub connector: Connector,
+    pub format: Format,
+    /// The declared columns, in table order. Records are parsed into these types; what does not parse is
+    /// quarantined with a reason.
+    pub columns: IndexMap<ColumnName, Column>,
+    #[serde(default)]
+    pub load: Load,
+    #[serde(default)]
+    pub on_bad_record: OnBadRecord,
+    /// How long bronze rows are kept: `90 days`, `3 years`, `forever`.
+    pub retention: Retention,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Connector {
+    /// Files in a drop zone: a local directory (relative to the project) or an `s3://bucket/prefix`.
+    /// Each file is taken exactly once; the files taken are committed with the rows.
+    Files {
+        location: String,
+        /// Glob matched against the path relative to `location`, e.g. `*.csv.gz` or `**/*.json`.
+        #[serde(default = "default_pattern")]
+        pattern: String,
+    },
+}
+
+fn default_pattern() -> String {
+    "*".into()
+}
+
+/// How file bytes become records.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Format {
+    Csv {
+        #[serde(default = "default_delimiter")]
+        delimiter: char,
+        #[serde(default = "default_quote")]
+        quote: char,
+        /// Whether the first line names the columns (matched by name); otherwise columns are in order.
+        #[serde(default = "yes")]
+        header: bool,
+        #[serde(default)]
+        encoding: Encoding,
+        /// Decimal separator for `double` and `decimal` columns: `.` or `,`.
+        #[serde(default = "default_decimal")]
+        decimal: char,
+        /// Field values read as null (after trimming).
+        #[serde(default = "default_nulls")]
+        null_values: Vec<String>,
+        #[serde(default)]
+        compression: Compression,
+    },
+    /// One JSON object per line.
+    Ndjson {
+        #[serde(default)]
+        compression: Compression,
+    },
+    /// A JSON document holding an array of records, at `records` (a dotted path, empty for a top-level array).
+    /// The document is read whole: use `ndjson` for large feeds.
+    Json {
+        #[serde(default)]
+        records: String,
+        #[serde(default)]
+        compression: Compression,
+    },
+    Parquet,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+fn default_quote() -> char {
+    '"'
+}
+fn default_decimal() -> char {
+    '.'
+}
+fn default_nulls() -> Vec<String> {
+    vec![String::new()]
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Encoding {
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "windows-1252", alias = "cp1252")]
+    Windows1252,
+    #[serde(rename = "iso-8859-1", alias = "latin1")]
+    Iso88591,
+}
+
+/// `auto` decompresses files whose name ends in `.gz`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Auto,
+    Gzip,
+    None,
+}
+
+/// A declared column.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Name of the field in the input (CSV header, JSON key or dotted path) when it differs from the column name.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Part of the record key (used by `load: upsert`); implies `required`.
+    #[serde(default)]
+    pub key: bool,
+    /// A null value quarantines the record.
+    #[serde(default)]
+    pub required: bool,
+    /// Allowed values (string columns).
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
+    /// Inclusive numeric range `[min, max]` (int, double and decimal columns).
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
+    /// strptime format for `date` and `timestamp` (default ISO 8601).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Time zone of `timestamp` values without an offset (default: the project's).
+    #[serde(default)]
+    pub timezone: Option<TimeZone>,
+    /// Total digits of a `decimal`.
+    #[serde(default)]
+    pub precision: Option<u8>,
+    /// Digits after the point of a `decimal`.
+    #[serde(default)]
+    pub scale: Option<i8>,
+    /// Privacy class.
+    #[serde(default)]
+    pub pii: Pii,
+    /// Key domain of a `pii: direct` column.
+    #[serde(default)]
+    pub domain: Option<DomainName>,
+    /// How a direct identifier is normalized before hashing, after trimming.
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// Keep a `pii: direct` column in clear: the reference of the DPO's written approval.
+    #[serde(default)]
+    pub keep_clear: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    String,
+    Int,
+    Double,
+    Bool,
+    Date,
+    Timestamp,
+    Decimal,
+}
+
+impl ColumnType {
+    pub const NAMES: &'static [&'static str] = &["string", "int", "double", "bool", "date", "timestamp", "decimal"];
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Self::Int | Self::Double | Self::Decimal)
+    }
+}
+
+/// Privacy class of a column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pii {
+    /// Not personal data.
+    #[default]
+    None,
+    /// Identifies a person on its own (name, phone number): replaced by a keyed pseudonym before landing.
+    Direct,
+    /// Identifies a person in combination (place, time, age): generalized in silver.
+    Quasi,
+    /// Sensitive content (free text, health): restricted access.
+    Sensitive,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// Trim only.
+    #[default]
+    Trim,
+    /// Trim and lower-case (Unicode case folding): `Dupont` and `DUPONT` give the same pseudonym.
+    Casefold,
+    /// Keep digits only: `06 12 34 56 78` and `06.12.34.56.78` give the same pseudonym.
+    Digits,
+}
+
+/// How new rows are written to bronze.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    #[serde(default)]
+    pub mode: LoadMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// Add the new rows.
+    #[default]
+    Append,
+    /// Insert or update by the `key` columns (the last record of a run wins).
+    Upsert,
+    /// The rows of each run replace the table's content.
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadRecord {
+    /// Keep bad records in `bronze.<name>__quarantine` with the reason, and go on.
+    #[default]
+    Quarantine,
+    /// Stop the run at the first bad record; nothing is committed.
+    Fail,
+}
+
+impl SourceManifest {
+    /// Input field name of a column.
+    pub fn input_name<'a>(name: &'a ColumnName, col: &'a Column) -> &'a str {
+        col.from.as_deref().unwrap_or(name.as_str())
+    }
+}

@@ -1,0 +1,165 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::KeySource;
+
+/// One 256-bit key with its id.
+#[derive(Clone)]
+pub struct Key {
+    pub id: String,
+    pub(crate) bytes: [u8; 32],
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({}, <redacted>)", self.id)
+    }
+}
+
+/// The keys of a deployment, one per domain.
+#[derive(Clone, Default)]
+pub struct KeyRing {
+    keys: BTreeMap<String, Key>,
+    origin: String,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("origin", &self.origin)
+            .field("domains", &self.keys.iter().map(|(d, k)| format!("{d}:{}", k.id)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("environment variable {0} is not set")]
+    MissingVariable(String),
+    #[error("cannot read key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: entry {entry}: {problem} (expected `domain key_id hex_key` with 64 hex digits)")]
+    Malformed { origin: String, entry: usize, problem: String },
+    #[error("no key for domain `{domain}` in {origin}")]
+    MissingDomain { domain: String, origin: String },
+}
+
+impl KeyRing {
+    /// Loads the keys from the project's key source.
+    pub fn load(source: &KeySource, extra_domains: &[&str]) -> Result<Self, KeyError> {
+        match source {
+            KeySource::Env { variable } => {
+                let text = std::env::var(variable).map_err(|_| KeyError::MissingVariable(variable.clone()))?;
+                Self::parse(&text, &format!("${variable}"))
+            }
+            KeySource::File { path, create_if_missing } => {
+                let path = expand_home(path);
+                if *create_if_missing && !path.exists() {
+                    generate_file(&path, extra_domains)?;
+                    tracing::warn!(path = %path.display(), "created a new key file with random keys (create_if_missing)");
+                }
+                let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+                Self::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// Parses `domain key_id hex_key` entries separated by newlines or `;`.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
+        let mut keys = BTreeMap::new();
+        let entries = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .flat_map(|l| l.split(';'))
+            .map(str::trim)
+            .filter(|l| !l.is_empty());
+        for (i, entry) in entries.enumerate() {
+            let malformed = |problem: &str| KeyError::Malformed {
+                origin: origin.to_string(),
+                entry: i + 1,
+                problem: problem.to_string(),
+            };
+            let parts: Vec<&str> = entry.split_whitespace().collect();
+            let [domain, id, hex_key] = parts[..] else {
+                return Err(malformed("expected three fields"));
+            };
+            let bytes = hex::decode(hex_key).map_err(|_| malformed("the key is not hexadecimal"))?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| malformed("the key is not 32 bytes (64 hex digits)"))?;
+            if keys.insert(domain.to_string(), Key { id: id.to_string(), bytes }).is_some() {
+                return Err(malformed(&format!("domain `{domain}` appears twice")));
+            }
+        }
+        Ok(Self { keys, origin: origin.to_string() })
+    }
+
+    pub fn get(&self, domain: &str) -> Result<&Key, KeyError> {
+        self.keys
+            .get(domain)
+            .ok_or_else(|| KeyError::MissingDomain { domain: domain.to_string(), origin: self.origin.clone() })
+    }
+
+    /// Every key's raw bytes in hex, for tests that scan written files for leaked key material.
+    #[doc(hidden)]
+    pub fn hex_keys_for_leak_checks(&self) -> Vec<String> {
+        self.keys.values().map(|k| hex::encode(k.bytes)).collect()
+    }
+}
+
+/// Expands a leading `~/` to the home directory.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn generate_file(path: &Path, domains: &[&str]) -> Result<(), KeyError> {
+    use std::io::Write;
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut text = String::from("# lakehouse keys: domain key_id hex_key (generated; keep this file secret)\n");
+    let id = chrono::Utc::now().format("k%Y%m%d").to_string();
+    for domain in domains {
+        let key: [u8; 32] = rand_bytes();
+        text.push_str(&format!("{domain} {id} {}\n", hex::encode(key)));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+fn rand_bytes() -> [u8; 32] {
+    use aes_gcm::aead::rand_core::RngCore;
+    let mut b = [0u8; 32];
+    aes_gcm::aead::OsRng.fill_bytes(&mut b);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries_and_hides_keys() {
+        let k = "ab".repeat(32);
+        let ring = KeyRing::parse(&format!("# c\npolice k1 {k}; fire k2 {k}\n"), "test").unwrap();
+        assert_eq!(ring.get("police").unwrap().id, "k1");
+        assert!(!format!("{ring:?}").contains(&k));
+        assert!(matches!(ring.get("health"), Err(KeyError::MissingDomain { .. })));
+        let err = KeyRing::parse("police k1 abcd", "test").unwrap_err().to_string();
+        assert!(err.contains("32 bytes") && !err.contains("abcd"), "{err}");
+    }
+}

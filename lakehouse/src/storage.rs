@@ -1,0 +1,199 @@
+//! Warehouse URL → Delta tables: `<warehouse>/<layer>/<table>` on `file://` or `s3://`.
+//!
+//! S3 credentials and endpoint come from the standard `AWS_*` environment variables (`AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`). Commits rely on the store's
+//! conditional PUT (`If-None-Match: *`); no lock service is used. Storage options may hold secrets: they are
+//! never logged.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::StructType;
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use url::Url;
+
+/// The environment variables passed to the S3 object store.
+const AWS_VARIABLES: [&str; 8] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_CONDITIONAL_PUT",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table {table} has columns {found} but the manifest declares {declared}")]
+    SchemaMismatch { table: String, found: String, declared: String },
+}
+
+/// Where the tables of a deployment live.
+#[derive(Clone)]
+pub struct Warehouse {
+    /// Base URL, ending with `/`.
+    root: Url,
+    options: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options may hold secrets: show their names only.
+        f.debug_struct("Warehouse").field("root", &self.root.as_str()).field("options", &self.options.keys()).finish()
+    }
+}
+
+/// Resolves `file://./x` or a bare relative path against `base`; passes `s3://` and absolute `file://` through.
+pub fn resolve_url(base: &Path, location: &str) -> Result<Url, StorageError> {
+    let invalid = |reason: &str| StorageError::InvalidUrl { url: location.to_string(), reason: reason.to_string() };
+    if location.starts_with("s3://") {
+        let mut url = Url::parse(location).map_err(|e| invalid(&e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no bucket"));
+        }
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        return Ok(url);
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    let path = if Path::new(path).is_absolute() { Path::new(path).to_path_buf() } else { base.join(path) };
+    let path = std::path::absolute(&path).map_err(|e| invalid(&e.to_string()))?;
+    // Normalize `./` and `../` without requiring the directory to exist.
+    let mut clean = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    Url::from_directory_path(&clean).map_err(|()| invalid("not an absolute path"))
+}
+
+impl Warehouse {
+    pub fn new(project_dir: &Path, url: &str) -> Result<Self, StorageError> {
+        let root = resolve_url(project_dir, url)?;
+        Ok(Self { options: storage_options(&root), root })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// `<warehouse>/<layer>/<name>/`.
+    pub fn table_url(&self, layer: &str, name: &str) -> Url {
+        // Layer and name are checked identifiers: joining cannot fail.
+        self.root.join(&format!("{layer}/{name}/")).unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// Opens a table; `None` when there is none at that location yet.
+    pub async fn open(&self, url: &Url) -> Result<Option<DeltaTable>, StorageError> {
+        let err = |source| StorageError::Delta { table: url.to_string(), source };
+        if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").is_dir()) {
+            return Ok(None);
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Opens the table, creating it with `schema` when it does not exist. An existing table must have the same
+    /// column names and types. `stats_columns` limits the columns Delta keeps file statistics for.
+    pub async fn open_or_create(
+        &self,
+        url: &Url,
+        schema: &SchemaRef,
+        description: &str,
+        stats_columns: Option<&str>,
+    ) -> Result<DeltaTable, StorageError> {
+        let err = |source| StorageError::Delta { table: url.to_string(), source };
+        if let Some(table) = self.open(url).await? {
+            check_schema(url, &table, schema)?;
+            return Ok(table);
+        }
+        if url.scheme() == "file" {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path)
+                    .map_err(|source| StorageError::CreateDir { path: path.display().to_string(), source })?;
+            }
+        }
+        let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
+        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
+        let mut create = table.create().with_columns(delta_schema.fields().cloned()).with_comment(description);
+        if let Some(cols) = stats_columns {
+            create = create.with_configuration_property(TableProperty::DataSkippingStatsColumns, Some(cols));
+        }
+        create.await.map_err(err)
+    }
+}
+
+fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(), StorageError> {
+    let err = |source| StorageError::Delta { table: url.to_string(), source };
+    let found = table.snapshot().map_err(err)?.schema();
+    let found_cols: Vec<(String, String)> =
+        found.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect();
+    let declared_delta: StructType = declared.as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
+    let declared_cols: Vec<(String, String)> =
+        declared_delta.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect();
+    if found_cols != declared_cols {
+        let show = |c: &[(String, String)]| c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+        return Err(StorageError::SchemaMismatch {
+            table: url.to_string(),
+            found: format!("({})", show(&found_cols)),
+            declared: format!("({})", show(&declared_cols)),
+        });
+    }
+    Ok(())
+}
+
+/// Storage options for a URL: the `AWS_*` variables for `s3://`.
+pub fn storage_options(url: &Url) -> HashMap<String, String> {
+    let mut options = HashMap::new();
+    if url.scheme() == "s3" {
+        for var in AWS_VARIABLES {
+            if let Ok(v) = std::env::var(var) {
+                options.insert(var.to_string(), v);
+            }
+        }
+    }
+    options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_relative_and_s3_urls() {
+        let base = Path::new("/srv/city");
+        assert_eq!(resolve_url(base, "file://./warehouse").unwrap().as_str(), "file:///srv/city/warehouse/");
+        assert_eq!(resolve_url(base, "drops/../data").unwrap().as_str(), "file:///srv/city/data/");
+        assert_eq!(resolve_url(base, "/abs/x").unwrap().as_str(), "file:///abs/x/");
+        assert_eq!(resolve_url(base, "s3://lake/prod").unwrap().as_str(), "s3://lake/prod/");
+        assert!(resolve_url(base, "s3:///nobucket").is_err());
+    }
+}
