@@ -105,7 +105,7 @@ def weather():
     for f, start in enumerate([datetime(2026, 11, 1), datetime(2026, 11, 11)]):
         lines = ["station,observed_at,temperature_c,precipitation_mm,wind_kmh,humidity_pct"]
         for st in stations:
-            for h in range(24 * 12):
+            for h in range(24 * 10):
                 t = start + timedelta(hours=h)
                 temp = 12 + 6 * __import__("math").sin((t.hour - 9) / 24 * 6.283) + R.uniform(-1.5, 1.5)
                 rain = max(0.0, R.gauss(0, 1.2)) if R.random() < 0.15 else 0.0

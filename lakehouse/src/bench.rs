@@ -84,16 +84,17 @@ impl fmt::Display for IngestBench {
 }
 
 /// Generates the data under `dir` and ingests it.
-pub async fn ingest(dir: &Path, rows: u64, files: u32) -> Result<IngestBench, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn ingest(
+    dir: &Path,
+    rows: u64,
+    files: u32,
+) -> Result<IngestBench, Box<dyn std::error::Error + Send + Sync>> {
     let project_dir = dir.join("project");
     let drop = project_dir.join("drop");
     std::fs::create_dir_all(project_dir.join("sources"))?;
     std::fs::create_dir_all(&drop)?;
     let keys = dir.join("keys");
-    std::fs::write(
-        project_dir.join("lakehouse.yaml"),
-        PROJECT.replace("KEYS", &keys.display().to_string()),
-    )?;
+    std::fs::write(project_dir.join("lakehouse.yaml"), PROJECT.replace("KEYS", &keys.display().to_string()))?;
     std::fs::write(project_dir.join("sources/incidents.yaml"), MANIFEST)?;
 
     let t0 = Instant::now();
@@ -140,7 +141,8 @@ const LAST: [&str; 12] = [
     "Martin", "Bernard", "Dubois", "Benali", "Moreau", "Lefèvre", "Garcia", "Roux", "Fournier", "Mercier", "Haddad",
     "Girard",
 ];
-const NATURE: [&str; 8] = ["tapage", "agression", "vol", "accident", "stationnement", "incendie", "rixe", "degradation"];
+const NATURE: [&str; 8] =
+    ["tapage", "agression", "vol", "accident", "stationnement", "incendie", "rixe", "degradation"];
 const NOTES: [&str; 6] = [
     "Appel du voisinage, musique forte",
     "Véhicule mal garé devant l'école",

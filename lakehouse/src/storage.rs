@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use url::Url;
 
@@ -40,7 +41,7 @@ pub enum StorageError {
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table {table} has columns {found} but the manifest declares {declared}")]
     SchemaMismatch { table: String, found: String, declared: String },
@@ -113,11 +114,12 @@ impl Warehouse {
 
     /// Opens a table; `None` when there is none at that location yet.
     pub async fn open(&self, url: &Url) -> Result<Option<DeltaTable>, StorageError> {
-        let err = |source| StorageError::Delta { table: url.to_string(), source };
+        let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
         if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").is_dir()) {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
+        let table =
+            DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
         Ok(table.version().is_some().then_some(table))
     }
 
@@ -130,29 +132,50 @@ impl Warehouse {
         description: &str,
         stats_columns: Option<&str>,
     ) -> Result<DeltaTable, StorageError> {
-        let err = |source| StorageError::Delta { table: url.to_string(), source };
+        let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
         if let Some(table) = self.open(url).await? {
             check_schema(url, &table, schema)?;
             return Ok(table);
         }
-        if url.scheme() == "file" {
-            if let Ok(path) = url.to_file_path() {
-                std::fs::create_dir_all(&path)
-                    .map_err(|source| StorageError::CreateDir { path: path.display().to_string(), source })?;
-            }
+        if url.scheme() == "file"
+            && let Ok(path) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&path)
+                .map_err(|source| StorageError::CreateDir { path: path.display().to_string(), source })?;
         }
         let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
-        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
-        let mut create = table.create().with_columns(delta_schema.fields().cloned()).with_comment(description);
+        let table =
+            DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(err)?;
+        // No commit retries: when another writer creates the table at the same time, delta-rs would otherwise
+        // commit our create as version 1 on top of theirs (a second protocol action that fails every
+        // concurrent writer). Losing the race is fine: open the winner's table.
+        let mut create = table
+            .create()
+            .with_columns(delta_schema.fields().cloned())
+            .with_comment(description)
+            .with_commit_properties(CommitProperties::default().with_max_retries(0));
         if let Some(cols) = stats_columns {
             create = create.with_configuration_property(TableProperty::DataSkippingStatsColumns, Some(cols));
         }
-        create.await.map_err(err)
+        let error = match create.await {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        // The other writer's first commit may not be visible yet (its log file is being written): wait for it.
+        for attempt in 0..20 {
+            if let Some(t) = self.open(url).await? {
+                tracing::debug!(table = %url, "another writer created the table first");
+                check_schema(url, &t, schema)?;
+                return Ok(t);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        Err(err(error))
     }
 }
 
 fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(), StorageError> {
-    let err = |source| StorageError::Delta { table: url.to_string(), source };
+    let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
     let found = table.snapshot().map_err(err)?.schema();
     let found_cols: Vec<(String, String)> =
         found.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect();

@@ -1,1 +1,10 @@
+//! End-to-end tests: one binary, one module per area. They use real Delta tables on local disk and on the
+//! SeaweedFS S3 server of `ci/start-s3.sh`, and the real `lakehouse` binary where the CLI is the subject.
 
+mod bad_input;
+mod cli;
+mod exactly_once;
+mod ingest;
+mod manifests;
+mod privacy;
+mod s3;

@@ -74,7 +74,10 @@ fn print_reports(reports: &[IngestReport]) {
             continue;
         }
         for f in &r.failed {
-            println!("{}: NOT TAKEN {}: {} (fix or replace the file; the next run tries it again)", r.source, f.path, f.reason);
+            println!(
+                "{}: NOT TAKEN {}: {} (fix or replace the file; the next run tries it again)",
+                r.source, f.path, f.reason
+            );
         }
     }
 }

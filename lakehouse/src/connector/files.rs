@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use globset::GlobMatcher;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use super::ConnectorError;
@@ -49,7 +49,10 @@ impl FilesConnector {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "the drop zone directory does not exist"),
                 });
             }
-            (Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(store_err)?), StorePath::default())
+            (
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(store_err)?),
+                StorePath::default(),
+            )
         } else {
             let (store, prefix) = object_store::parse_url_opts(&url, storage_options(&url)).map_err(store_err)?;
             (Arc::from(store), prefix)

@@ -41,7 +41,9 @@ pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmit
     let mut bytes = Vec::new();
     input.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-        return Err(ReadError::Malformed("JSON document larger than 1 GiB; export NDJSON (`format.kind: ndjson`) instead".into()));
+        return Err(ReadError::Malformed(
+            "JSON document larger than 1 GiB; export NDJSON (`format.kind: ndjson`) instead".into(),
+        ));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(()); // empty file: no records

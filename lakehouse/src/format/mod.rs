@@ -223,7 +223,11 @@ fn decompress(input: Box<dyn Read + Send>, compression: Compression, name: &str)
         Compression::None => false,
         Compression::Auto => name.ends_with(".gz") || name.ends_with(".gzip"),
     };
-    if gz { Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, input))) } else { input }
+    if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, input)))
+    } else {
+        input
+    }
 }
 
 /// Decodes field bytes in the declared encoding.
@@ -304,7 +308,7 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
     }
 
     fn flush(&mut self) -> Result<(), ReadError> {
-        if self.builder.len() > 0 {
+        if !self.builder.is_empty() {
             let batch = self.builder.finish(self.ctx).map_err(|e| ReadError::Malformed(e.to_string()))?;
             self.sink.batch(batch)?;
         }
@@ -330,7 +334,7 @@ impl Progress {
         Self { file: file.to_string(), started: now, last: now }
     }
     fn tick(&mut self, read: u64) {
-        if read % 65_536 == 0 && self.last.elapsed().as_secs() >= 5 {
+        if read.is_multiple_of(65_536) && self.last.elapsed().as_secs() >= 5 {
             self.last = std::time::Instant::now();
             let rate = read as f64 / self.started.elapsed().as_secs_f64();
             tracing::info!(file = %self.file, records = read, rate = format!("{rate:.0}/s"), "reading");
@@ -389,7 +393,9 @@ impl RowBuilder {
                 (None, ColumnType::Double) => ColBuilder::Double(Float64Builder::new()),
                 (None, ColumnType::Bool) => ColBuilder::Bool(BooleanBuilder::new()),
                 (None, ColumnType::Date) => ColBuilder::Date(Date32Builder::new()),
-                (None, ColumnType::Timestamp) => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+                (None, ColumnType::Timestamp) => {
+                    ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
                 (None, ColumnType::Decimal) => ColBuilder::Dec(
                     Decimal128Builder::new().with_precision_and_scale(c.precision, c.scale).unwrap_or_default(),
                     c.precision,
@@ -398,7 +404,13 @@ impl RowBuilder {
             });
         }
         let n = plan.columns.len();
-        Ok(Self { cols, cells: vec![Cell::Null; n], texts: vec![String::new(); n], hex: String::with_capacity(64), len: 0 })
+        Ok(Self {
+            cols,
+            cells: vec![Cell::Null; n],
+            texts: vec![String::new(); n],
+            hex: String::with_capacity(64),
+            len: 0,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -428,10 +440,10 @@ impl RowBuilder {
             };
             let cell = match c.ty {
                 ColumnType::String => {
-                    if let Some(values) = &c.values {
-                        if !values.contains(s) {
-                            return Err(err(format!("not one of the {} allowed values", values.len())));
-                        }
+                    if let Some(values) = &c.values
+                        && !values.contains(s)
+                    {
+                        return Err(err(format!("not one of the {} allowed values", values.len())));
                     }
                     self.texts[i].clear();
                     self.texts[i].push_str(s);
@@ -441,7 +453,9 @@ impl RowBuilder {
                 ColumnType::Double => Cell::Double(value::parse_double(s, plan.decimal_comma).map_err(err)?),
                 ColumnType::Bool => Cell::Bool(value::parse_bool(s).map_err(err)?),
                 ColumnType::Date => Cell::Date(c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s)).map_err(err)?),
-                ColumnType::Timestamp => Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s)).map_err(err)?),
+                ColumnType::Timestamp => {
+                    Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s)).map_err(err)?)
+                }
                 ColumnType::Decimal => {
                     Cell::Dec(value::parse_decimal(s, c.precision, c.scale, plan.decimal_comma).map_err(err)?)
                 }

@@ -16,7 +16,8 @@ pub fn read(mut input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> R
     if bytes.is_empty() {
         return Ok(());
     }
-    let malformed = |e: parquet::errors::ParquetError| ReadError::Malformed(format!("not a readable Parquet file: {e}"));
+    let malformed =
+        |e: parquet::errors::ParquetError| ReadError::Malformed(format!("not a readable Parquet file: {e}"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).map_err(malformed)?;
     let file_schema = builder.schema().clone();
     let inputs = rows.plan().inputs.clone();
@@ -44,8 +45,11 @@ pub fn read(mut input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> R
         for row in 0..batch.num_rows() {
             let cell = |i: usize| (!columns[i].is_null(row)).then(|| formatters[i].value(row).to_string());
             let raw = || {
-                let obj: serde_json::Map<String, serde_json::Value> =
-                    inputs.iter().enumerate().map(|(i, n)| (n.clone(), cell(i).map_or(serde_json::Value::Null, Into::into))).collect();
+                let obj: serde_json::Map<String, serde_json::Value> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), cell(i).map_or(serde_json::Value::Null, Into::into)))
+                    .collect();
                 serde_json::to_vec(&obj).unwrap_or_default()
             };
             rows.row(|i| Ok(cell(i).map(Into::into)), None, raw)?;

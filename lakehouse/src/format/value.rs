@@ -21,11 +21,7 @@ pub fn parse_int(s: &str) -> Result<i64, String> {
 }
 
 pub fn parse_double(s: &str, decimal_comma: bool) -> Result<f64, String> {
-    let v = if decimal_comma && s.contains(',') {
-        s.replace(',', ".").parse::<f64>()
-    } else {
-        s.parse::<f64>()
-    };
+    let v = if decimal_comma && s.contains(',') { s.replace(',', ".").parse::<f64>() } else { s.parse::<f64>() };
     match v {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err("not a number".into()),
@@ -130,7 +126,8 @@ impl TimeParser {
                 if let Ok(d) = DateTime::parse_from_rfc3339(s) {
                     return Ok(d.timestamp_micros());
                 }
-                const NAIVE: [&str; 4] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+                const NAIVE: [&str; 4] =
+                    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
                 NAIVE
                     .iter()
                     .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
@@ -141,10 +138,9 @@ impl TimeParser {
             chrono::LocalResult::Single(d) => Ok(d.timestamp_micros()),
             // The hour repeated when clocks go back: the first (summer-time) instant, as most exports mean.
             chrono::LocalResult::Ambiguous(first, _) => Ok(first.timestamp_micros()),
-            chrono::LocalResult::None => Err(format!(
-                "local time does not exist in {} (skipped by the daylight-saving change)",
-                self.tz.name()
-            )),
+            chrono::LocalResult::None => {
+                Err(format!("local time does not exist in {} (skipped by the daylight-saving change)", self.tz.name()))
+            }
         }
     }
 }

@@ -161,7 +161,9 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let quarantine_url = wh.table_url("bronze", &format!("{name}__quarantine"));
     let mut t = Tables {
         bronze: wh.open_or_create(&bronze_url, &plan.schema, &m.description, None).await?,
-        ledger: wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), None).await?,
+        ledger: wh
+            .open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), None)
+            .await?,
         quarantine: wh.open(&quarantine_url).await?,
     };
     let app = app_id(name);
@@ -253,7 +255,18 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
                     Msg::Bad(record) => {
                         bad.push(record);
                         if bad.len() >= QUARANTINE_CHUNK {
-                            write_bad(lh, &quarantine_url, &mut t, &mut quarantine_w, &mut bad, &run_id, ingested_at, &source_file, &encryptor).await?;
+                            write_bad(
+                                lh,
+                                &quarantine_url,
+                                &mut t,
+                                &mut quarantine_w,
+                                &mut bad,
+                                &run_id,
+                                ingested_at,
+                                &source_file,
+                                &encryptor,
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -267,7 +280,18 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         drop(rx);
         let read_result = reader.await.map_err(internal)?;
         if write_result.is_ok() && !bad.is_empty() {
-            write_result = write_bad(lh, &quarantine_url, &mut t, &mut quarantine_w, &mut bad, &run_id, ingested_at, &source_file, &encryptor).await;
+            write_result = write_bad(
+                lh,
+                &quarantine_url,
+                &mut t,
+                &mut quarantine_w,
+                &mut bad,
+                &run_id,
+                ingested_at,
+                &source_file,
+                &encryptor,
+            )
+            .await;
         }
         let file_bronze = bronze_w.flush().await.map_err(|e| delta_err(&t.bronze, e))?;
         let file_quarantine = match quarantine_w.as_mut() {
@@ -276,7 +300,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         };
         match (write_result, read_result) {
             (Ok(()), Ok(counts)) => {
-                let counts = RecordCounts { read: counts.read, written: counts.written, quarantined: counts.quarantined };
+                let counts =
+                    RecordCounts { read: counts.read, written: counts.written, quarantined: counts.quarantined };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written, quarantined = counts.quarantined, "file parsed");
                 bronze_adds.extend(file_bronze);
                 quarantine_adds.extend(file_quarantine);
@@ -314,7 +339,12 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     }
     report.files = ledger_rows
         .iter()
-        .map(|(e, c)| InputFile { location: conn.location().to_string(), path: e.path.clone(), size: e.size, records: *c })
+        .map(|(e, c)| InputFile {
+            location: conn.location().to_string(),
+            path: e.path.clone(),
+            size: e.size,
+            records: *c,
+        })
         .collect();
     if ledger_rows.is_empty() {
         report.elapsed = started.elapsed();
@@ -341,9 +371,13 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let conflict = |table: &DeltaTable| {
         let table = table_name(table);
         move |e: IngestError| match e {
-            IngestError::Delta { source: DeltaTableError::Transaction { source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction) }, .. } => {
-                IngestError::Concurrent { source_name: name.to_string(), table, batch }
-            }
+            IngestError::Delta {
+                source:
+                    DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+                    },
+                ..
+            } => IngestError::Concurrent { source_name: name.to_string(), table, batch },
             other => other,
         }
     };
@@ -352,7 +386,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     if l < batch {
         let rows: Vec<tables::LedgerRow<'_>> =
             ledger_rows.iter().map(|(entry, counts)| tables::LedgerRow { entry, counts: *counts }).collect();
-        let lb = tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, ingested_at, &rows).map_err(internal)?;
+        let lb =
+            tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, ingested_at, &rows).map_err(internal)?;
         let mut w = writer(&t.ledger)?;
         w.write(lb).await.map_err(|e| delta_err(&t.ledger, e))?;
         let adds = w.flush().await.map_err(|e| delta_err(&t.ledger, e))?;
@@ -376,10 +411,13 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     }
     // 3. Bronze.
     let version = match m.load.mode {
-        LoadMode::Append => commit(&t.bronze, bronze_adds.into_iter().map(Action::Add).collect(), append, props()).await,
+        LoadMode::Append => {
+            commit(&t.bronze, bronze_adds.into_iter().map(Action::Add).collect(), append, props()).await
+        }
         LoadMode::Replace => {
             let snapshot = t.bronze.snapshot().map_err(|e| delta_err(&t.bronze, e))?;
-            let mut actions: Vec<Action> = snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
+            let mut actions: Vec<Action> =
+                snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
             actions.extend(bronze_adds.into_iter().map(Action::Add));
             let op = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
             commit(&t.bronze, actions, op, props()).await
@@ -390,8 +428,14 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     report.bronze_version = Some(version);
     report.batch = Some(batch);
     report.elapsed = started.elapsed();
-    tracing::info!(batch, version, read = report.records.read, written = report.records.written,
-        quarantined = report.records.quarantined, "committed");
+    tracing::info!(
+        batch,
+        version,
+        read = report.records.read,
+        written = report.records.written,
+        quarantined = report.records.quarantined,
+        "committed"
+    );
     Ok(report)
 }
 
@@ -537,13 +581,8 @@ async fn upsert(
     );
     let source = ctx.sql(&sql).await.map_err(df_err)?;
     let predicate = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
-    let columns: Vec<String> = table
-        .snapshot()
-        .map_err(|e| delta_err(table, e))?
-        .schema()
-        .fields()
-        .map(|f| f.name().to_string())
-        .collect();
+    let columns: Vec<String> =
+        table.snapshot().map_err(|e| delta_err(table, e))?.schema().fields().map(|f| f.name().to_string()).collect();
     let (merged, _metrics) = table
         .clone()
         .merge(source, predicate)
@@ -595,8 +634,16 @@ async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, Taken>, Ing
         else {
             return Err(internal("the file ledger has unexpected column types"));
         };
-        let path = path.as_any().downcast_ref::<StringArray>().cloned().unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
-        let etag = etag.as_any().downcast_ref::<StringArray>().cloned().unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
+        let path = path
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
+        let etag = etag
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
         for i in 0..b.num_rows() {
             let entry = FileEntry {
                 path: path.value(i).to_string(),

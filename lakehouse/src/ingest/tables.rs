@@ -42,7 +42,8 @@ pub fn ledger_batch(
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     let n = rows.len();
     let ts = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
-    let i64s = |f: &dyn Fn(&LedgerRow<'_>) -> i64| Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let i64s =
+        |f: &dyn Fn(&LedgerRow<'_>) -> i64| Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(vec![batch; n])),
         Arc::new(StringArray::from(vec![location; n])),

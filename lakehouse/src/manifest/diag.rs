@@ -24,14 +24,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: impl Into<PathBuf>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.into(),
-            line: 0,
-            column: 0,
-            field: field.into(),
-            message: message.into(),
-            hint: None,
-        }
+        Self { file: file.into(), line: 0, column: 0, field: field.into(), message: message.into(), hint: None }
     }
 
     pub fn at(mut self, (line, column): (usize, usize)) -> Self {
@@ -106,21 +99,22 @@ impl std::error::Error for Diagnostics {}
 /// buffered), so when the message names an unknown field or variant, the position is searched in the text below
 /// the reported one, and the field path is rebuilt from the indentation there.
 pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diagnostic {
-    let full = err.to_string();
-    let full = match full.rfind(" at line ") {
-        Some(i) if err.location().is_some() => full[..i].to_string(),
-        _ => full,
-    };
+    let full = strip_positions(&err.to_string());
     // serde_yaml prefixes the field path when it knows it ("columns.lat: invalid type ...").
     let (mut field, message) = match full.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && !path.is_empty() => (path.to_string(), rest.to_string()),
         _ => (String::new(), full),
     };
-    let mut pos = err.location().map(|l| (l.line(), l.column()));
+    // serde_yaml has no position for errors raised by our checked newtypes (`try_from`): it reports 1:1.
+    let mut pos = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .filter(|&p| p != (1, 1) || field.is_empty() && message.contains("missing"));
     let token = backticked(&message);
     let searched = match (message.split('`').next(), token) {
         (Some("unknown field "), Some(t)) => find_token(text, pos, t, true),
         (Some("unknown variant "), Some(t)) => find_token(text, pos, t, false),
+        (_, Some(t)) if pos.is_none() => find_token(text, None, t, false),
         _ => None,
     };
     if let Some(p) = searched {
@@ -134,6 +128,25 @@ pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diag
         d = d.at(p);
     }
     d
+}
+
+/// Removes every ` at line L column C` that serde_yaml and libyaml put in messages (the position is shown once).
+fn strip_positions(message: &str) -> String {
+    let mut out = message.to_string();
+    while let Some(i) = out.find(" at line ") {
+        let rest = &out[i + " at line ".len()..];
+        let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).count();
+        let n1 = digits(rest);
+        let after = &rest[n1..];
+        let Some(after) = after.strip_prefix(" column ") else { break };
+        let n2 = digits(after);
+        if n1 == 0 || n2 == 0 {
+            break;
+        }
+        let end = i + " at line ".len() + n1 + " column ".len() + n2;
+        out.replace_range(i..end, "");
+    }
+    out
 }
 
 fn backticked(message: &str) -> Option<&str> {
@@ -225,10 +238,10 @@ pub fn path_at(text: &str, line: usize, column: usize) -> Option<String> {
     }
     segments.reverse();
     segments.extend(flow_keys);
-    if let Some(o) = own {
-        if segments.last() != Some(&o) {
-            segments.push(o);
-        }
+    if let Some(o) = own
+        && segments.last() != Some(&o)
+    {
+        segments.push(o);
     }
     (!segments.is_empty()).then(|| segments.join("."))
 }
@@ -243,12 +256,12 @@ pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
     // (line index, indent) of the key matched for the previous segment.
     let mut parent: Option<(usize, usize)> = None;
     for seg in path {
-        if let Some((pi, _)) = parent {
-            if let Some(pos) = find_flow_key(lines[pi], seg) {
-                found = (pi + 1, pos + 1);
-                parent = Some((pi, pos));
-                continue;
-            }
+        if let Some((pi, _)) = parent
+            && let Some(pos) = find_flow_key(lines[pi], seg)
+        {
+            found = (pi + 1, pos + 1);
+            parent = Some((pi, pos));
+            continue;
         }
         let index: Option<usize> = seg.parse().ok();
         let mut items_seen = 0usize;
@@ -358,8 +371,8 @@ mod tests {
     #[test]
     fn rebuilds_paths_from_positions() {
         let doc = "version: 1\nformat: { kind: csv, encoding: latin9 }\nconnector:\n  kind: files\n  locaton: x\n";
-        assert_eq!(find_token(doc, Some((1, 1)), "latin9", false), Some((2, 31)));
-        assert_eq!(path_at(doc, 2, 31).as_deref(), Some("format.encoding"));
+        assert_eq!(find_token(doc, Some((1, 1)), "latin9", false), Some((2, 32)));
+        assert_eq!(path_at(doc, 2, 32).as_deref(), Some("format.encoding"));
         assert_eq!(find_token(doc, Some((1, 1)), "locaton", true), Some((5, 3)));
         assert_eq!(path_at(doc, 5, 3).as_deref(), Some("connector.locaton"));
     }

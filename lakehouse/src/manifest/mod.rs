@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
-pub use project::{KeySource, Partner, PartnerKind, ProjectFile, PROJECT_FILE};
+pub use project::{KeySource, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
 pub use source::{
     Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii,
     SourceManifest,
@@ -221,9 +221,13 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
     for (i, d) in file.privacy.domains.iter().enumerate() {
         if d.as_str() == crate::privacy::QUARANTINE_DOMAIN {
             diags.push(
-                Diagnostic::new(path, format!("privacy.domains.{i}"), "`quarantine` is reserved for the key that encrypts quarantined records")
-                    .at(at(&["privacy", "domains"]))
-                    .hint("choose another domain name"),
+                Diagnostic::new(
+                    path,
+                    format!("privacy.domains.{i}"),
+                    "`quarantine` is reserved for the key that encrypts quarantined records",
+                )
+                .at(at(&["privacy", "domains"]))
+                .hint("choose another domain name"),
             );
         }
         if !seen.insert(d.as_str()) {
@@ -274,8 +278,12 @@ fn validate_sources(
         }
         if let Some(first) = names.insert(m.name.as_str(), path) {
             diags.push(
-                err("name".into(), format!("source `{}` is also declared in {}", m.name, first.display()), at(&["name"]))
-                    .hint("source names must be unique: each one is a bronze table"),
+                err(
+                    "name".into(),
+                    format!("source `{}` is also declared in {}", m.name, first.display()),
+                    at(&["name"]),
+                )
+                .hint("source names must be unique: each one is a bronze table"),
             );
         }
         match project.partners.iter().find(|p| p.id == m.owner) {
@@ -287,10 +295,16 @@ fn validate_sources(
                     None => d.hint(format!("declare the partner under `partners:` in {PROJECT_FILE}")),
                 });
             }
-            Some(p) if p.kind == PartnerKind::External && m.agreement.as_deref().is_none_or(|a| a.trim().is_empty()) => {
+            Some(p)
+                if p.kind == PartnerKind::External && m.agreement.as_deref().is_none_or(|a| a.trim().is_empty()) =>
+            {
                 diags.push(
-                    err("agreement".into(), format!("partner `{}` is external: the agreement reference is required", p.id), at(&["owner"]))
-                        .hint("add `agreement: <convention reference>` (e.g. CONV-2018-014)"),
+                    err(
+                        "agreement".into(),
+                        format!("partner `{}` is external: the agreement reference is required", p.id),
+                        at(&["owner"]),
+                    )
+                    .hint("add `agreement: <convention reference>` (e.g. CONV-2018-014)"),
                 );
             }
             Some(_) => {}
@@ -298,16 +312,18 @@ fn validate_sources(
         validate_connector(m, path, text, diags);
         validate_format(m, path, text, diags);
         if m.columns.is_empty() {
-            diags.push(err("columns".into(), "no columns declared".into(), at(&["columns"])).hint("declare at least one column"));
+            diags.push(
+                err("columns".into(), "no columns declared".into(), at(&["columns"]))
+                    .hint("declare at least one column"),
+            );
         }
         let mut has_key = false;
         for (name, col) in &m.columns {
             let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
-            let cat = |f: &str| if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) };
+            let cat = |f: &str| {
+                if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
+            };
             has_key |= col.key;
-            if name.as_str().starts_with('_') {
-                diags.push(err(field(""), "column names starting with `_` are reserved for metadata columns".into(), cat("")));
-            }
             if col.pii == Pii::Direct && col.keep_clear.is_none() {
                 if col.ty != ColumnType::String {
                     diags.push(
@@ -334,38 +350,69 @@ fn validate_sources(
                 }
                 let key_id_col = format!("{name}_key_id");
                 if m.columns.keys().any(|c| c.as_str() == key_id_col) {
-                    diags.push(err(field(""), format!("column `{key_id_col}` is reserved for the key id of `{name}`"), cat("")));
+                    diags.push(err(
+                        field(""),
+                        format!("column `{key_id_col}` is reserved for the key id of `{name}`"),
+                        cat(""),
+                    ));
                 }
             } else {
                 if col.domain.is_some() && col.pii != Pii::Direct {
-                    diags.push(err(field("domain"), "`domain` applies to `pii: direct` columns only".into(), cat("domain")));
+                    diags.push(err(
+                        field("domain"),
+                        "`domain` applies to `pii: direct` columns only".into(),
+                        cat("domain"),
+                    ));
                 }
                 if col.normalize != Normalize::Trim && col.pii != Pii::Direct {
-                    diags.push(err(field("normalize"), "`normalize` applies to `pii: direct` columns only".into(), cat("normalize")));
+                    diags.push(err(
+                        field("normalize"),
+                        "`normalize` applies to `pii: direct` columns only".into(),
+                        cat("normalize"),
+                    ));
                 }
             }
             if col.keep_clear.is_some() && col.pii != Pii::Direct {
-                diags.push(err(field("keep_clear"), "`keep_clear` applies to `pii: direct` columns only".into(), cat("keep_clear")));
+                diags.push(err(
+                    field("keep_clear"),
+                    "`keep_clear` applies to `pii: direct` columns only".into(),
+                    cat("keep_clear"),
+                ));
             }
             if col.values.is_some() && col.ty != ColumnType::String {
                 diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
             }
             if let Some([lo, hi]) = col.range {
                 if !col.ty.is_numeric() {
-                    diags.push(err(field("range"), "`range` applies to int, double and decimal columns only".into(), cat("range")));
+                    diags.push(err(
+                        field("range"),
+                        "`range` applies to int, double and decimal columns only".into(),
+                        cat("range"),
+                    ));
                 } else if lo > hi {
                     diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
                 }
             }
             if let Some(fmt) = &col.format {
                 if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
-                    diags.push(err(field("format"), "`format` applies to date and timestamp columns only".into(), cat("format")));
+                    diags.push(err(
+                        field("format"),
+                        "`format` applies to date and timestamp columns only".into(),
+                        cat("format"),
+                    ));
                 } else if let Err(e) = crate::format::value::check_strptime(fmt) {
-                    diags.push(err(field("format"), e, cat("format")).hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"));
+                    diags.push(
+                        err(field("format"), e, cat("format"))
+                            .hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"),
+                    );
                 }
             }
             if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
-                diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
+                diags.push(err(
+                    field("timezone"),
+                    "`timezone` applies to timestamp columns only".into(),
+                    cat("timezone"),
+                ));
             }
             match (col.ty, col.precision, col.scale) {
                 (ColumnType::Decimal, None, _) => diags.push(
@@ -375,7 +422,11 @@ fn validate_sources(
                 (ColumnType::Decimal, Some(p), s) => {
                     let s = s.unwrap_or(0);
                     if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
-                        diags.push(err(field("precision"), format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"), cat("precision")));
+                        diags.push(err(
+                            field("precision"),
+                            format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"),
+                            cat("precision"),
+                        ));
                     }
                 }
                 (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
@@ -427,8 +478,12 @@ fn validate_format(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diag
         }
         if *decimal != '.' && *decimal != ',' {
             diags.push(
-                Diagnostic::new(path, "format.decimal", format!("decimal separator `{decimal}` is neither `.` nor `,`"))
-                    .at(diag::locate(text, &["format", "decimal"])),
+                Diagnostic::new(
+                    path,
+                    "format.decimal",
+                    format!("decimal separator `{decimal}` is neither `.` nor `,`"),
+                )
+                .at(diag::locate(text, &["format", "decimal"])),
             );
         }
         if delimiter == decimal {

@@ -122,7 +122,10 @@ impl TryFrom<String> for CronSchedule {
             }
         };
         let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
-            format!("invalid cron schedule `{s}`: {e} (standard 5-field crontab, e.g. `*/15 * * * *`, or 6 fields with seconds first)")
+            // The cron crate's message repeats the expression with a caret line; keep its explanation.
+            let e = e.to_string();
+            let why = e.lines().last().unwrap_or_default().trim().to_string();
+            format!("invalid cron schedule `{s}`: {why} (standard 5-field crontab, e.g. `*/15 * * * *`, or 6 fields with seconds first)")
         })?;
         Ok(Self { source: s, schedule })
     }

@@ -63,7 +63,8 @@ impl KeyRing {
                     generate_file(&path, extra_domains)?;
                     tracing::warn!(path = %path.display(), "created a new key file with random keys (create_if_missing)");
                 }
-                let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
                 Self::parse(&text, &path.display().to_string())
             }
         }

@@ -120,7 +120,7 @@ mod tests {
         );
         assert_eq!(
             hmac_hex(&[0xaa; 20], &[0xdd; 50]),
-            "773ea91e36800e46854db8ebd09181a72959098b3e806f8b8d1f4d3a8d6ab0ed"
+            "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"
         );
     }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and test, as CI does: formatting, clippy, then all tests against a real S3-compatible server
+# (SeaweedFS, installed and started by ci/start-s3.sh). Usage: ci/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A faster linker for the large test binaries, when it can be installed.
+if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    echo "ci/test.sh: installing mold" >&2
+    (apt-get update -qq && apt-get install -y -qq mold) >/dev/null 2>&1 || echo "ci/test.sh: mold not installed, using the default linker" >&2
+fi
+for tool in python3 curl; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "ci/test.sh: $tool is required" >&2; exit 1; }
+done
+
+source ci/env.sh
+echo "ci/test.sh: target directory $CARGO_TARGET_DIR" >&2
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+eval "$(ci/start-s3.sh)"
+trap 'ci/stop-s3.sh' EXIT
+
+cargo test --workspace --locked "$@"

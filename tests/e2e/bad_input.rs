@@ -1,0 +1,223 @@
+//! Bad input never loses a record: bad records land in the quarantine with file, line, reason and the raw text
+//! (encrypted); unreadable files are not taken and are tried again.
+
+use std::io::Write;
+
+use lakehouse::ingest::{IngestError, ingest_source};
+use lakehouse_tests::*;
+
+use crate::ingest::{POLICE_PROJECT, ingest_all};
+
+const CSV_MANIFEST: &str = r#"version: 1
+name: feed
+description: t
+owner: ddsp
+agreement: C-1
+schedule: "*/15 * * * *"
+connector: { kind: files, location: drop }
+format: { kind: csv, delimiter: ";", encoding: ENCODING }
+columns:
+  id: { type: string, key: true }
+  at: { type: timestamp, format: "%d/%m/%Y %H:%M" }
+  category: { type: string, values: [vol, rixe] }
+  n: { type: int, range: [0, 10] }
+  who: { type: string, pii: direct, domain: police }
+on_bad_record: POLICY
+retention: 1 year
+"#;
+
+fn feed(encoding: &str, policy: &str) -> TestProject {
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    p.write("sources/feed.yaml", CSV_MANIFEST.replace("ENCODING", encoding).replace("POLICY", policy));
+    std::fs::create_dir_all(p.path().join("drop")).unwrap();
+    p
+}
+
+async fn quarantine(p: &TestProject) -> Vec<Vec<String>> {
+    let q = p.warehouse_url("bronze", "feed__quarantine");
+    query_rows(&q, "SELECT regexp_replace(source_file, '^.*/', '') AS file, line, record, \"column\", reason FROM t ORDER BY source_file, record").await
+}
+
+#[tokio::test]
+async fn malformed_csv_records_are_quarantined_with_reasons() {
+    let p = feed("utf-8", "quarantine");
+    p.write(
+        "drop/a.csv",
+        "id;at;category;n;who\n\
+         1;01/11/2026 10:00;vol;1;Ana\n\
+         2;31/11/2026 10:00;vol;1;Bob\n\
+         3;01/11/2026 10:00;cambriolage;1;Cy\n\
+         4;01/11/2026 10:00;vol;11;Di\n\
+         5;01/11/2026 10:00;vol\n\
+         ;01/11/2026 10:00;vol;1;Ed\n\
+         6;01/11/2026 10:00;rixe;x;Flo\n\
+         7;\"01/11/2026\n10:00\";vol;1;Guy;extra\n\
+         8;01/11/2026 11:00;rixe;2;Hal\n",
+    );
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (9, 2, 7));
+    assert_eq!(
+        quarantine(&p).await,
+        rows(&[
+            &["a.csv", "3", "2", "at", "not a timestamp in format `%d/%m/%Y %H:%M`"],
+            &["a.csv", "4", "3", "category", "not one of the 2 allowed values"],
+            &["a.csv", "5", "4", "n", "out of range [0, 10]"],
+            &["a.csv", "6", "5", "", "expected 5 fields, found 3"],
+            &["a.csv", "7", "6", "id", "required but missing"],
+            &["a.csv", "8", "7", "n", "not an integer"],
+            &["a.csv", "9", "8", "", "expected 5 fields, found 6"],
+        ])
+    );
+    // The raw record is stored encrypted, and decrypts to the original line with the quarantine key.
+    let q = p.warehouse_url("bronze", "feed__quarantine");
+    let batches = query(&q, "SELECT raw, raw_key_id FROM t WHERE record = 3").await;
+    let raw = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Binary).unwrap();
+    let raw = raw.as_any().downcast_ref::<arrow::array::BinaryArray>().unwrap().value(0).to_vec();
+    assert!(!String::from_utf8_lossy(&raw).contains("cambriolage"));
+    let keys = lakehouse::privacy::KeyRing::parse(&std::fs::read_to_string(p.key_file()).unwrap(), "test").unwrap();
+    let plain = lakehouse::privacy::decrypt(keys.get("quarantine").unwrap(), &raw).unwrap();
+    assert_eq!(String::from_utf8(plain).unwrap(), "3;01/11/2026 10:00;cambriolage;1;Cy");
+}
+
+#[tokio::test]
+async fn wrong_encoding_is_quarantined_per_record() {
+    // Declared UTF-8, but the partner sent Windows-1252: records with accents cannot be decoded.
+    let p = feed("utf-8", "quarantine");
+    let text = "id;at;category;n;who\n1;01/11/2026 10:00;vol;1;Ana\n2;01/11/2026 10:00;vol;1;Hélène\n";
+    p.write("drop/a.csv", encoding_rs::WINDOWS_1252.encode(text).0);
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (2, 1, 1));
+    let q = quarantine(&p).await;
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0][3], "who");
+    assert!(q[0][4].starts_with("invalid UTF-8") && q[0][4].contains("format.encoding"), "{q:?}");
+    // Declared right, the same bytes parse.
+    let p = feed("windows-1252", "quarantine");
+    p.write("drop/a.csv", encoding_rs::WINDOWS_1252.encode(text).0);
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.written, r.records.quarantined), (2, 0));
+}
+
+#[tokio::test]
+async fn empty_and_header_only_files_are_taken_with_no_records() {
+    let p = feed("utf-8", "quarantine");
+    p.write("drop/empty.csv", "");
+    p.write("drop/header.csv", "id;at;category;n;who\n");
+    let r = &ingest_all(&p).await[0];
+    assert_eq!(r.files.len(), 2);
+    assert_eq!(r.records.read, 0);
+    assert_eq!(r.batch, Some(1));
+    // Taken: the next run does not take them again.
+    assert_eq!(ingest_all(&p).await[0].batch, None);
+}
+
+#[tokio::test]
+async fn truncated_gzip_is_not_taken_and_is_retried() {
+    let p = feed("utf-8", "quarantine");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut text = String::from("id;at;category;n;who\n");
+    for i in 0..5000 {
+        text.push_str(&format!("{i};01/11/2026 10:00;vol;1;Name {i}\n"));
+    }
+    gz.write_all(text.as_bytes()).unwrap();
+    let full = gz.finish().unwrap();
+    p.write("drop/a.csv.gz", &full[..full.len() / 2]);
+    p.write("drop/b.csv", "id;at;category;n;who\nb1;01/11/2026 10:00;vol;1;Zoe\n");
+    let r = &ingest_all(&p).await[0];
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(r.failed[0].path, "a.csv.gz");
+    assert!(r.failed[0].reason.contains("cannot read the file"), "{}", r.failed[0].reason);
+    assert_eq!(r.files.len(), 1);
+    let url = p.warehouse_url("bronze", "feed");
+    // None of the truncated file's rows landed, even those before the truncation.
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 1);
+    // The partner re-sends the file whole: the next run takes it.
+    p.write("drop/a.csv.gz", &full);
+    let r = &ingest_all(&p).await[0];
+    assert!(r.failed.is_empty());
+    assert_eq!(r.records.written, 5000);
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 5001);
+    // And no orphan Parquet file of the failed attempt is left in the table directory.
+    let table_dir = p.path().join("warehouse/bronze/feed");
+    let parquet = files_under(&table_dir).into_iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).count();
+    let referenced = open_table(&url).await.get_file_uris().unwrap().count();
+    assert_eq!(parquet, referenced);
+}
+
+#[tokio::test]
+async fn a_header_without_a_declared_column_is_not_taken() {
+    let p = feed("utf-8", "quarantine");
+    p.write("drop/a.csv", "id;date;category;n;who\n1;01/11/2026 10:00;vol;1;Ana\n");
+    let r = &ingest_all(&p).await[0];
+    assert_eq!(r.failed.len(), 1);
+    assert!(r.failed[0].reason.contains("lacks the declared column(s) `at`"), "{}", r.failed[0].reason);
+    assert_eq!(r.batch, None);
+}
+
+#[tokio::test]
+async fn on_bad_record_fail_commits_nothing() {
+    let p = feed("utf-8", "fail");
+    p.write("drop/a.csv", "id;at;category;n;who\n1;01/11/2026 10:00;vol;1;Ana\n2;bad;vol;1;Bob\n");
+    let lh = p.load();
+    let err = ingest_source(&lh, &lh.project.sources[0]).await.unwrap_err();
+    assert!(matches!(err, IngestError::BadRecord(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("a.csv line 3") && msg.contains("column `at`") && msg.contains("nothing was committed"),
+        "{msg}"
+    );
+    assert!(!msg.contains("Bob") && !msg.contains("bad;"), "values must not appear in errors: {msg}");
+    let url = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 0);
+}
+
+#[tokio::test]
+async fn json_problems_are_quarantined_or_reported() {
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    let manifest = |name: &str, format: &str| {
+        format!(
+            "version: 1\nname: {name}\ndescription: t\nowner: ddsp\nagreement: C\nschedule: \"0 * * * *\"\n\
+             connector: {{ kind: files, location: {name} }}\nformat: {format}\ncolumns:\n  id: {{ type: string, required: true }}\n  \
+             n: {{ type: int, from: a.b }}\nretention: 1 year\n"
+        )
+    };
+    p.write("sources/lines.yaml", manifest("lines", "{ kind: ndjson }"));
+    p.write("sources/doc.yaml", manifest("doc", "{ kind: json, records: items }"));
+    p.write("lines/1.ndjson", "{\"id\": \"x\", \"a\": {\"b\": 3}}\n{\"id\": \"y\", \"a\": \n\n[1]\n{\"a\": {\"b\": \"4\"}}\n{\"id\": \"z\", \"a\": {\"b\": \"4\"}}\n");
+    p.write("doc/good.json", r#"{"items": [{"id": "a", "a": {"b": 1}}, 7, {"id": "b", "a": {"b": "x"}}]}"#);
+    p.write("doc/bad.json", r#"{"items": [{"id": "a""#);
+    p.write("doc/nopath.json", r#"{"records": []}"#);
+    let reports = ingest_all(&p).await;
+    let doc = reports.iter().find(|r| r.source == "doc").unwrap();
+    let lines = reports.iter().find(|r| r.source == "lines").unwrap();
+    assert_eq!((lines.records.read, lines.records.written, lines.records.quarantined), (5, 2, 3));
+    let q = p.warehouse_url("bronze", "lines__quarantine");
+    assert_eq!(
+        query_rows(&q, "SELECT line, \"column\", reason FROM t ORDER BY line").await,
+        rows(&[
+            &["2", "", "truncated JSON at line 1 column 17"],
+            &["4", "", "the line is not a JSON object"],
+            &["5", "id", "required but missing"],
+        ])
+    );
+    assert_eq!((doc.records.read, doc.records.written, doc.records.quarantined), (3, 1, 2));
+    let mut failed: Vec<_> = doc.failed.iter().map(|f| (f.path.as_str(), f.reason.as_str())).collect();
+    failed.sort();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, "bad.json");
+    assert!(failed[0].1.contains("not a JSON document"), "{}", failed[0].1);
+    assert_eq!(failed[1].0, "nopath.json");
+    assert!(failed[1].1.contains("no `items` in the document"), "{}", failed[1].1);
+}
+
+#[tokio::test]
+async fn a_missing_drop_zone_is_a_clear_error() {
+    let p = feed("utf-8", "quarantine");
+    std::fs::remove_dir(p.path().join("drop")).unwrap();
+    let lh = p.load();
+    let err = ingest_source(&lh, &lh.project.sources[0]).await.unwrap_err();
+    assert!(err.is_user_error());
+    assert!(err.to_string().contains("the drop zone directory does not exist"), "{err}");
+}

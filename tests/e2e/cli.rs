@@ -1,0 +1,88 @@
+//! The `lakehouse` binary: output and exit codes (0 ok, 1 user error, 2 internal error).
+
+use lakehouse_tests::*;
+
+#[test]
+fn validate_lists_the_sources_of_a_valid_project() {
+    let p = TestProject::example(None);
+    let out = p.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("ok, 5 sources"), "{s}");
+    for name in ["ddsp_incidents", "bmpm_interventions", "meteo_observations", "ville_events", "ville_signalements"] {
+        assert!(s.contains(name), "{name} missing in {s}");
+    }
+}
+
+#[test]
+fn validate_prints_every_problem_with_file_line_and_column() {
+    let p = TestProject::empty();
+    std::fs::copy(fixtures().join("project/lakehouse.yaml"), p.path().join("lakehouse.yaml")).unwrap();
+    for name in ["unknown_connector_kind", "unknown_partner"] {
+        p.write(
+            &format!("sources/{name}.yaml"),
+            std::fs::read(fixtures().join(format!("manifests/invalid/{name}.yaml"))).unwrap(),
+        );
+    }
+    let out = p.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("sources/unknown_connector_kind.yaml:7:"), "{e}");
+    assert!(e.contains("connector.kind: unknown variant `file`"), "{e}");
+    assert!(e.contains("sources/unknown_partner.yaml:4:1: owner: unknown partner `dsdp`"), "{e}");
+    assert!(e.contains("did you mean `ddsp`?"), "{e}");
+    assert!(e.trim_end().ends_with("2 problems found"), "{e}");
+}
+
+#[test]
+fn a_directory_without_a_project_file_is_a_user_error() {
+    let p = TestProject::empty();
+    let out = p.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no lakehouse.yaml in"), "{}", stderr(&out));
+}
+
+#[test]
+fn ingest_prints_a_summary_and_where_the_tables_are() {
+    let p = TestProject::example(None);
+    let out = p.run(&["ingest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    let line = s.lines().find(|l| l.starts_with("ddsp_incidents")).unwrap_or_else(|| panic!("{s}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    // source batch files read written quarantined version time
+    assert_eq!(&cols[1..7], ["1", "3", "1500", "1485", "15", "1"], "{line}");
+    assert!(s.contains(&format!("tables: file://{}/warehouse/bronze/", p.path().display())), "{s}");
+    let again = p.run(&["ingest", "ddsp_incidents"]);
+    let line = stdout(&again).lines().find(|l| l.starts_with("ddsp_incidents")).unwrap().to_string();
+    assert_eq!(line.split_whitespace().nth(1), Some("-"), "{line}");
+}
+
+#[test]
+fn ingest_of_an_unknown_source_suggests_a_name() {
+    let p = TestProject::example(None);
+    let out = p.run(&["ingest", "ddsp_incident"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no source named `ddsp_incident`"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did you mean `ddsp_incidents`?"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_file_not_taken_makes_the_run_exit_1_and_says_why() {
+    let p = TestProject::example(None);
+    p.write("sources/data/ddsp/incidents_broken.csv.gz", b"\x1f\x8b\x08\x00garbage");
+    let out = p.run(&["ingest", "ddsp_incidents"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("NOT TAKEN incidents_broken.csv.gz"), "{s}");
+    assert!(s.contains("the next run tries it again"), "{s}");
+}
+
+#[test]
+fn schema_prints_the_manifest_json_schema() {
+    let out = TestProject::empty().run(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["title"], "SourceManifest");
+    assert!(v["required"].as_array().unwrap().iter().any(|r| r == "columns"));
+}

@@ -1,0 +1,140 @@
+//! Exactly once: a crash or `kill -9` at any point, then a rerun, gives no duplicate and no loss.
+
+use std::time::{Duration, Instant};
+
+use lakehouse_tests::*;
+
+use crate::ingest::POLICE_PROJECT;
+
+const MANIFEST: &str = r#"version: 1
+name: feed
+description: t
+owner: ddsp
+agreement: C-1
+schedule: "*/15 * * * *"
+connector: { kind: files, location: drop }
+format: { kind: csv, delimiter: ";" }
+columns:
+  id: { type: string, key: true }
+  n: { type: int, range: [0, 1000000000] }
+  who: { type: string, pii: direct, domain: police }
+retention: 1 year
+"#;
+
+/// `files` files of `rows` rows; every 1000th row is bad (quarantined).
+fn feed(files: usize, rows: usize) -> (TestProject, usize, usize) {
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    p.write("sources/feed.yaml", MANIFEST);
+    let (mut good, mut bad) = (0, 0);
+    for f in 0..files {
+        let mut text = String::from("id;n;who\n");
+        for i in 0..rows {
+            if i % 1000 == 999 {
+                text.push_str(&format!("f{f}-{i};not-a-number;Someone\n"));
+                bad += 1;
+            } else {
+                text.push_str(&format!("f{f}-{i};{i};Person {i}\n"));
+                good += 1;
+            }
+        }
+        p.write(&format!("drop/part-{f}.csv"), text);
+    }
+    (p, good, bad)
+}
+
+/// Checks the final state: every good row once, every bad record once, every file once in the ledger.
+async fn assert_exact(p: &TestProject, files: usize, good: usize, bad: usize) {
+    let bronze = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await as usize, good, "bronze rows");
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT id) FROM t").await as usize, good, "distinct ids");
+    let q = p.warehouse_url("bronze", "feed__quarantine");
+    assert_eq!(query_i64(&q, "SELECT count(*) FROM t").await as usize, bad, "quarantined");
+    let ledger = p.warehouse_url("bronze", "feed__files");
+    assert_eq!(query_i64(&ledger, "SELECT count(DISTINCT path) FROM t").await as usize, files, "ledger files");
+    assert_eq!(query_i64(&ledger, "SELECT count(*) FROM t").await as usize, files, "ledger rows");
+    assert_eq!(query_i64(&ledger, "SELECT sum(records_read) FROM t").await as usize, good + bad, "ledger read");
+}
+
+async fn crash_at(point: &str) {
+    let (p, good, bad) = feed(3, 2000);
+    let out = p.command(&["ingest"]).env("LAKEHOUSE_FAULT", point).output().unwrap();
+    assert!(!out.status.success(), "the fault point {point} did not stop the process");
+    // Nothing visible in bronze yet.
+    let bronze = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 0);
+    // The rerun completes exactly the pending batch.
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("completed a batch left pending"), "{}", stdout(&out));
+    assert_exact(&p, 3, good, bad).await;
+    // A new file after the replay becomes batch 2.
+    p.write("drop/late.csv", "id;n;who\nlate-1;1;X\n");
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exact(&p, 4, good + 1, bad).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_ledger_commit() {
+    crash_at("after-ledger-commit").await;
+}
+
+#[tokio::test]
+async fn crash_after_the_quarantine_commit() {
+    crash_at("after-quarantine-commit").await;
+}
+
+#[tokio::test]
+async fn kill_9_at_any_moment_then_rerun() {
+    let (p, good, bad) = feed(4, 20_000);
+    // Kill a real ingest process at increasing delays: before, during and around the commits.
+    let mut killed = 0;
+    for delay_ms in [50u64, 150, 300, 450, 600, 800, 1000, 1300] {
+        let mut child = p
+            .command(&["ingest"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(delay_ms) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(killed > 0, "no run was killed: the feed is too small for this machine");
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exact(&p, 4, good, bad).await;
+}
+
+#[tokio::test]
+async fn concurrent_runs_of_one_source_never_duplicate() {
+    let (p, good, bad) = feed(3, 3000);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            p.command(&["ingest"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        // Each run either succeeded or lost the race with the clear concurrency error.
+        assert!(o.status.success() || stderr(o).contains("at the same time"), "{}", stderr(o));
+    }
+    assert!(outs.iter().any(|o| o.status.success()));
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exact(&p, 3, good, bad).await;
+}
