@@ -29,6 +29,13 @@ pub enum Command {
         /// Source names (the `name` of manifests in sources/).
         sources: Vec<String>,
     },
+    /// List a source's quarantined records: file, line, column and reason.
+    Quarantine {
+        source: String,
+        /// Also decrypt and print each original record (needs the `quarantine` key; may show personal data).
+        #[arg(long)]
+        raw: bool,
+    },
     /// Print the JSON Schema of source manifests (for editors and CI).
     Schema,
     /// Benchmarks on generated data.

@@ -86,3 +86,40 @@ fn schema_prints_the_manifest_json_schema() {
     assert_eq!(v["title"], "SourceManifest");
     assert!(v["required"].as_array().unwrap().iter().any(|r| r == "columns"));
 }
+
+#[test]
+fn quarantine_lists_reasons_and_decrypts_raw_records_on_request() {
+    let p = TestProject::example(None);
+    assert!(p.run(&["ingest", "ddsp_incidents"]).status.success());
+    let out = p.run(&["quarantine", "ddsp_incidents"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("15 quarantined records in bronze.ddsp_incidents__quarantine"), "{s}");
+    assert!(s.contains("category") && s.contains("not one of the 8 allowed values"), "{s}");
+    assert!(!s.contains("raw:") && !s.contains("cambriolage"), "{s}");
+    let out = p.run(&["quarantine", "ddsp_incidents", "--raw"]);
+    let s = stdout(&out);
+    assert_eq!(s.matches("    raw: ").count(), 15, "{s}");
+    // The sample's bad category, decrypted from the quarantine.
+    assert!(s.contains(";cambriolage;"), "{s}");
+}
+
+#[test]
+fn a_manifest_whose_columns_no_longer_match_the_table_is_refused() {
+    let p = TestProject::example(None);
+    assert!(p.run(&["ingest", "ville_events"]).status.success());
+    let path = p.path().join("sources/ville_events.yaml");
+    let m = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("  free_entry:          { type: bool }", "  free_entry:          { type: string }");
+    std::fs::write(&path, m).unwrap();
+    let out = p.run(&["ingest", "ville_events"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("bronze/ville_events/ has columns")
+            && e.contains("free_entry boolean")
+            && e.contains("free_entry string"),
+        "{e}"
+    );
+}

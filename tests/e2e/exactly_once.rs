@@ -138,3 +138,22 @@ async fn concurrent_runs_of_one_source_never_duplicate() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_exact(&p, 3, good, bad).await;
 }
+
+#[tokio::test]
+async fn a_pending_batch_whose_file_disappeared_is_not_committed_partially() {
+    let (p, _, _) = feed(2, 500);
+    let out = p.command(&["ingest"]).env("LAKEHOUSE_FAULT", "after-ledger-commit").output().unwrap();
+    assert!(!out.status.success());
+    let moved = p.path().join("part-1.csv.saved");
+    std::fs::rename(p.path().join("drop/part-1.csv"), &moved).unwrap();
+    let out = p.run(&["ingest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("left batch 1 pending") && stderr(&out).contains("part-1.csv"), "{}", stderr(&out));
+    let bronze = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 0);
+    // Restored, the batch completes.
+    std::fs::rename(&moved, p.path().join("drop/part-1.csv")).unwrap();
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 1000);
+}

@@ -75,3 +75,16 @@ fn json_schema_describes_manifests() {
         assert!(text.contains(kind), "schema lacks {kind}");
     }
 }
+
+/// The committed schema that editors use is the one `lakehouse schema` prints.
+#[test]
+fn committed_json_schema_is_up_to_date() {
+    let out = TestProject::empty().run(&["schema"]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(lakehouse_tests::repo().join("sources/manifest.schema.json")).unwrap();
+    assert_eq!(
+        committed.trim_end(),
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        "sources/manifest.schema.json is stale: run `lakehouse schema > sources/manifest.schema.json`"
+    );
+}

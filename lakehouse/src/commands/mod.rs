@@ -2,6 +2,7 @@
 
 mod bench;
 mod ingest;
+mod quarantine;
 mod schema;
 mod validate;
 
@@ -18,6 +19,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate::run(&cli.project),
         Command::Ingest { sources } => ingest::run(&cli.project, &sources).await,
+        Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
     }

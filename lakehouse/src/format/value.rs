@@ -77,16 +77,109 @@ pub fn parse_decimal(s: &str, precision: u8, scale: i8, decimal_comma: bool) -> 
 #[derive(Debug, Clone)]
 pub struct TimeParser {
     items: Option<Vec<Item<'static>>>,
+    /// The same format as fixed-width fields, when it only has `%Y %m %d %H %M %S` and literal bytes.
+    fast: Option<Vec<Piece>>,
     format: Option<String>,
     tz: Tz,
 }
 
+/// One piece of a fixed-width date/time format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Literal(u8),
+}
+
+impl Piece {
+    fn width(self) -> usize {
+        match self {
+            Self::Year => 4,
+            Self::Literal(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Compiles formats like `%d/%m/%Y %H:%M` into fixed-width pieces (chrono handles everything else).
+fn compile_fast(format: &str) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut bytes = format.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            pieces.push(match bytes.next()? {
+                b'Y' => Piece::Year,
+                b'm' => Piece::Month,
+                b'd' => Piece::Day,
+                b'H' => Piece::Hour,
+                b'M' => Piece::Minute,
+                b'S' => Piece::Second,
+                _ => return None,
+            });
+        } else if b.is_ascii() && !b.is_ascii_digit() {
+            pieces.push(Piece::Literal(b));
+        } else {
+            return None;
+        }
+    }
+    Some(pieces)
+}
+
+/// Parses with fixed-width pieces: (year, month, day, hour, minute, second), or None if it does not fit.
+fn parse_fast(pieces: &[Piece], s: &str) -> Option<(i32, u32, u32, u32, u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() != pieces.iter().map(|p| p.width()).sum::<usize>() {
+        return None;
+    }
+    let (mut y, mut mo, mut d, mut h, mut mi, mut se) = (1970i32, 1u32, 1u32, 0u32, 0u32, 0u32);
+    let mut pos = 0;
+    for &p in pieces {
+        let w = p.width();
+        let field = &b[pos..pos + w];
+        pos += w;
+        if let Piece::Literal(l) = p {
+            if field[0] != l {
+                return None;
+            }
+            continue;
+        }
+        let mut v = 0u32;
+        for &c in field {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        match p {
+            Piece::Year => y = v as i32,
+            Piece::Month => mo = v,
+            Piece::Day => d = v,
+            Piece::Hour => h = v,
+            Piece::Minute => mi = v,
+            Piece::Second => se = v,
+            Piece::Literal(_) => {}
+        }
+    }
+    Some((y, mo, d, h, mi, se))
+}
+
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// A parsed timestamp: local (to be placed in the column's zone) or already absolute.
+enum Stamp {
+    Local(NaiveDateTime),
+    Utc(i64),
+}
 
 impl TimeParser {
     pub fn new(format: Option<&str>, tz: Tz) -> Self {
         let items = format.map(|f| StrftimeItems::new(f).parse_to_owned().unwrap_or_default());
-        Self { items, format: format.map(str::to_string), tz }
+        let fast = format.and_then(compile_fast);
+        Self { items, fast, format: format.map(str::to_string), tz }
     }
 
     fn describe(&self, what: &str) -> String {
@@ -98,42 +191,49 @@ impl TimeParser {
 
     /// Days since 1970-01-01.
     pub fn parse_date(&self, s: &str) -> Result<i32, String> {
-        let date = match &self.items {
-            Some(items) => {
+        use chrono::Datelike;
+        let date = match (&self.fast, &self.items) {
+            (Some(pieces), _) => parse_fast(pieces, s).and_then(|(y, m, d, ..)| NaiveDate::from_ymd_opt(y, m, d)),
+            (None, Some(items)) => {
                 let mut p = Parsed::new();
                 chrono::format::parse(&mut p, s, items.iter()).ok().and_then(|_| p.to_naive_date().ok())
             }
-            None => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+            (None, None) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
         };
-        use chrono::Datelike;
         date.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE).ok_or_else(|| self.describe("date"))
     }
 
     /// Microseconds since the Unix epoch, UTC. Values without an offset are local times in the column's zone.
     pub fn parse_timestamp(&self, s: &str) -> Result<i64, String> {
-        let local = match &self.items {
-            Some(items) => {
+        let stamp = match (&self.fast, &self.items) {
+            (Some(pieces), _) => parse_fast(pieces, s)
+                .and_then(|(y, mo, d, h, mi, se)| NaiveDate::from_ymd_opt(y, mo, d)?.and_hms_opt(h, mi, se))
+                .map(Stamp::Local),
+            (None, Some(items)) => {
                 let mut p = Parsed::new();
-                if chrono::format::parse(&mut p, s, items.iter()).is_err() {
-                    return Err(self.describe("timestamp"));
+                match chrono::format::parse(&mut p, s, items.iter()) {
+                    Err(_) => None,
+                    // An explicit offset in the value: the column's zone does not apply.
+                    Ok(()) if p.offset().is_some() => p.to_datetime().ok().map(|d| Stamp::Utc(d.timestamp_micros())),
+                    Ok(()) => p.to_naive_datetime_with_offset(0).ok().map(Stamp::Local),
                 }
-                if p.offset().is_some() {
-                    return p.to_datetime().map(|d| d.timestamp_micros()).map_err(|_| self.describe("timestamp"));
-                }
-                p.to_naive_datetime_with_offset(0).map_err(|_| self.describe("timestamp"))?
             }
-            None => {
-                if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-                    return Ok(d.timestamp_micros());
+            (None, None) => match DateTime::parse_from_rfc3339(s) {
+                Ok(d) => Some(Stamp::Utc(d.timestamp_micros())),
+                Err(_) => {
+                    const NAIVE: [&str; 4] =
+                        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+                    NAIVE.iter().find_map(|f| NaiveDateTime::parse_from_str(s, f).ok()).map(Stamp::Local)
                 }
-                const NAIVE: [&str; 4] =
-                    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
-                NAIVE
-                    .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-                    .ok_or_else(|| self.describe("timestamp"))?
-            }
+            },
         };
+        match stamp.ok_or_else(|| self.describe("timestamp"))? {
+            Stamp::Utc(micros) => Ok(micros),
+            Stamp::Local(local) => self.localize(local),
+        }
+    }
+
+    fn localize(&self, local: NaiveDateTime) -> Result<i64, String> {
         match self.tz.from_local_datetime(&local) {
             chrono::LocalResult::Single(d) => Ok(d.timestamp_micros()),
             // The hour repeated when clocks go back: the first (summer-time) instant, as most exports mean.
@@ -182,5 +282,19 @@ mod tests {
         let iso = TimeParser::new(None, chrono_tz::Europe::Paris);
         assert_eq!(iso.parse_timestamp("2026-01-15T09:30:00Z").unwrap(), t - t + 1_768_469_400_000_000);
         assert_eq!(iso.parse_date("2026-01-15").unwrap(), 20468);
+        // The fixed-width fast path and chrono agree; chrono handles what the fast path does not.
+        let slow = TimeParser::new(Some("%d/%m/%Y %H:%M %p"), chrono_tz::Europe::Paris);
+        assert!(slow.fast.is_none() && p.fast.is_some());
+        assert_eq!(
+            TimeParser::new(Some("%d/%m/%Y %H:%M%z"), chrono_tz::Europe::Paris)
+                .parse_timestamp("15/01/2026 10:30+0000")
+                .unwrap(),
+            1_768_473_000_000_000
+        );
+        assert!(p.parse_timestamp("15/01/2026 10:3").is_err());
+        assert!(p.parse_timestamp("15-01/2026 10:30").is_err());
+        let d = TimeParser::new(Some("%d/%m/%Y"), chrono_tz::Europe::Paris);
+        assert_eq!(d.parse_date("15/01/2026").unwrap(), 20468);
+        assert!(d.parse_date("31/02/2026").is_err());
     }
 }

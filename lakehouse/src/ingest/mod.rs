@@ -37,6 +37,7 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -76,6 +77,10 @@ pub enum IngestError {
         "another run of `{source_name}` committed batch {batch} to {table} at the same time; this run committed nothing there. Run again to take what is left"
     )]
     Concurrent { source_name: String, table: String, batch: i64 },
+    #[error(
+        "`{source_name}`: an interrupted run left batch {batch} pending, and it cannot be completed: {detail}. Restore the file in the drop zone and run again"
+    )]
+    PendingBatch { source_name: String, batch: i64, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -84,7 +89,11 @@ impl IngestError {
     /// Errors the user can fix (configuration, keys, data, concurrency) as opposed to internal failures.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Keys(_) | Self::Connector(_) | Self::BadRecord(_) | Self::Concurrent { .. } => true,
+            Self::Keys(_)
+            | Self::Connector(_)
+            | Self::BadRecord(_)
+            | Self::Concurrent { .. }
+            | Self::PendingBatch { .. } => true,
             Self::Storage(e) => matches!(e, StorageError::SchemaMismatch { .. } | StorageError::InvalidUrl { .. }),
             Self::Delta { .. } | Self::Internal(_) => false,
         }
@@ -212,130 +221,66 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         return Ok(report);
     }
 
-    // Parse every file, writing uncommitted Parquet files.
-    let ingested_at = started_at.timestamp_micros();
-    let mut bronze_w = writer(&t.bronze)?;
-    let mut quarantine_w: Option<RecordBatchWriter> = None;
+    // Parse the files, PARALLEL_FILES at a time (a reader thread each, while the writers encode Parquet),
+    // writing Parquet files that no commit references yet.
+    if t.quarantine.is_none() {
+        let desc = "Records that could not be parsed or checked; raw text encrypted";
+        let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
+        t.quarantine = Some(wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, Some(stats)).await?);
+    }
+    let quarantine = t.quarantine.as_ref().ok_or_else(|| internal("quarantine table"))?;
+    let job = FileJob {
+        lh,
+        plan: &plan,
+        manifest: m,
+        run_id: &run_id,
+        ingested_at: started_at.timestamp_micros(),
+        encryptor: &encryptor,
+        conn: &conn,
+        bronze: &t.bronze,
+        quarantine,
+    };
     let mut bronze_adds: Vec<Add> = Vec::new();
     let mut quarantine_adds: Vec<Add> = Vec::new();
     let mut upsert_rows: Vec<RecordBatch> = Vec::new();
     let mut ledger_rows: Vec<(FileEntry, RecordCounts)> = Vec::new();
-    for entry in &entries {
-        let source_file = format!("{}{}", conn.location(), entry.path);
-        let ctx = ReadContext {
-            plan: plan.clone(),
-            keys: lh.keys.clone(),
-            run_id: run_id.0.clone(),
-            ingested_at_micros: ingested_at,
-            source_file: source_file.clone(),
-            on_bad_record: m.on_bad_record,
-        };
-        let input = match conn.open(entry).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(file = %entry.path, error = %e, "cannot open the file; it is not taken");
-                report.failed.push(FailedFile { path: entry.path.clone(), reason: e.to_string() });
-                continue;
+    let mut outcomes = futures::stream::iter(entries.iter()).map(|e| job.take(e)).buffered(PARALLEL_FILES);
+    while let Some(outcome) = outcomes.next().await {
+        match outcome {
+            Ok(done) => {
+                bronze_adds.extend(done.bronze_adds);
+                quarantine_adds.extend(done.quarantine_adds);
+                upsert_rows.extend(done.upsert_rows);
+                report.records.add(done.counts);
+                ledger_rows.push((done.entry, done.counts));
             }
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
-        let format = m.format.clone();
-        let file_name = entry.path.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut sink = ChannelSink { tx };
-            format::read_file(&format, &file_name, input, &ctx, &mut sink)
-        });
-        let mut bad: Vec<BadRecord> = Vec::new();
-        let mut write_result: Result<(), IngestError> = Ok(());
-        while let Some(msg) = rx.recv().await {
-            let step = async {
-                match msg {
-                    Msg::Batch(batch) if m.load.mode == LoadMode::Upsert => upsert_rows.push(batch),
-                    Msg::Batch(batch) => bronze_w.write(batch).await.map_err(|e| delta_err(&t.bronze, e))?,
-                    Msg::Bad(record) => {
-                        bad.push(record);
-                        if bad.len() >= QUARANTINE_CHUNK {
-                            write_bad(
-                                lh,
-                                &quarantine_url,
-                                &mut t,
-                                &mut quarantine_w,
-                                &mut bad,
-                                &run_id,
-                                ingested_at,
-                                &source_file,
-                                &encryptor,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-                Ok::<(), IngestError>(())
-            };
-            if let Err(e) = step.await {
-                write_result = Err(e);
-                break;
-            }
-        }
-        drop(rx);
-        let read_result = reader.await.map_err(internal)?;
-        if write_result.is_ok() && !bad.is_empty() {
-            write_result = write_bad(
-                lh,
-                &quarantine_url,
-                &mut t,
-                &mut quarantine_w,
-                &mut bad,
-                &run_id,
-                ingested_at,
-                &source_file,
-                &encryptor,
-            )
-            .await;
-        }
-        let file_bronze = bronze_w.flush().await.map_err(|e| delta_err(&t.bronze, e))?;
-        let file_quarantine = match quarantine_w.as_mut() {
-            Some(w) => w.flush().await.map_err(|e| delta_err(&t.bronze, e))?,
-            None => Vec::new(),
-        };
-        match (write_result, read_result) {
-            (Ok(()), Ok(counts)) => {
-                let counts =
-                    RecordCounts { read: counts.read, written: counts.written, quarantined: counts.quarantined };
-                tracing::info!(file = %entry.path, read = counts.read, written = counts.written, quarantined = counts.quarantined, "file parsed");
-                bronze_adds.extend(file_bronze);
-                quarantine_adds.extend(file_quarantine);
-                report.records.add(counts);
-                ledger_rows.push((entry.clone(), counts));
-            }
-            (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_)))) => {
-                tracing::error!(file = %entry.path, error = %e, "the file is not taken; it will be tried again");
-                report.failed.push(FailedFile { path: entry.path.clone(), reason: e.to_string() });
-                if m.load.mode == LoadMode::Upsert {
-                    upsert_rows.retain(|b| !batch_from(b, &source_file));
-                }
-                discard(&t.bronze, &file_bronze).await;
-                if let Some(qt) = &t.quarantine {
-                    discard(qt, &file_quarantine).await;
-                }
-            }
-            (write_result, read_result) => {
+            Err(FileError::NotTaken(failed)) => report.failed.push(failed),
+            Err(FileError::Fatal(e)) => {
+                drop(outcomes);
                 discard(&t.bronze, &bronze_adds).await;
-                discard(&t.bronze, &file_bronze).await;
-                if let Some(qt) = &t.quarantine {
-                    discard(qt, &quarantine_adds).await;
-                    discard(qt, &file_quarantine).await;
-                }
-                write_result?;
-                return Err(match read_result {
-                    Err(e @ ReadError::BadRecordFail { .. }) => {
-                        IngestError::BadRecord(format!("{}: {e}; nothing was committed", src.path.display()))
+                discard(quarantine, &quarantine_adds).await;
+                return Err(match e {
+                    IngestError::BadRecord(msg) => {
+                        IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
                     }
-                    Err(e) => internal(e),
-                    Ok(_) => internal("reader stopped"),
+                    other => other,
                 });
             }
         }
+    }
+    drop(outcomes);
+    if replayed && !report.failed.is_empty() {
+        // The ledger already holds this batch: committing part of it would lose the missing files' records.
+        discard(&t.bronze, &bronze_adds).await;
+        if let Some(qt) = &t.quarantine {
+            discard(qt, &quarantine_adds).await;
+        }
+        let f = &report.failed[0];
+        return Err(IngestError::PendingBatch {
+            source_name: name.to_string(),
+            batch,
+            detail: format!("file {} cannot be read: {}", f.path, f.reason),
+        });
     }
     report.files = ledger_rows
         .iter()
@@ -386,8 +331,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     if l < batch {
         let rows: Vec<tables::LedgerRow<'_>> =
             ledger_rows.iter().map(|(entry, counts)| tables::LedgerRow { entry, counts: *counts }).collect();
-        let lb =
-            tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, ingested_at, &rows).map_err(internal)?;
+        let lb = tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, started_at.timestamp_micros(), &rows)
+            .map_err(internal)?;
         let mut w = writer(&t.ledger)?;
         w.write(lb).await.map_err(|e| delta_err(&t.ledger, e))?;
         let adds = w.flush().await.map_err(|e| delta_err(&t.ledger, e))?;
@@ -439,63 +384,165 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     Ok(report)
 }
 
+/// Files read at the same time by one run.
+const PARALLEL_FILES: usize = 2;
+
+/// What one run needs to take one file.
+struct FileJob<'a> {
+    lh: &'a Lakehouse,
+    plan: &'a Arc<TablePlan>,
+    manifest: &'a crate::manifest::SourceManifest,
+    run_id: &'a RunId,
+    ingested_at: i64,
+    encryptor: &'a Encryptor,
+    conn: &'a connector::FilesConnector,
+    bronze: &'a DeltaTable,
+    quarantine: &'a DeltaTable,
+}
+
+/// A file read completely: its counts and the uncommitted files written for it.
+struct FileDone {
+    entry: FileEntry,
+    counts: RecordCounts,
+    bronze_adds: Vec<Add>,
+    quarantine_adds: Vec<Add>,
+    upsert_rows: Vec<RecordBatch>,
+}
+
+enum FileError {
+    /// The file cannot be read; nothing of it is kept and it is tried again by the next run.
+    NotTaken(FailedFile),
+    /// The run must stop (`on_bad_record: fail`, a storage error).
+    Fatal(IngestError),
+}
+
+impl FileJob<'_> {
+    async fn take(&self, entry: &FileEntry) -> Result<FileDone, FileError> {
+        let m = self.manifest;
+        let source_file = format!("{}{}", self.conn.location(), entry.path);
+        let not_taken = |reason: String| {
+            tracing::error!(file = %entry.path, error = %reason, "the file is not taken; it will be tried again");
+            FileError::NotTaken(FailedFile { path: entry.path.clone(), reason })
+        };
+        let input = self.conn.open(entry).await.map_err(|e| not_taken(e.to_string()))?;
+        let ctx = ReadContext {
+            plan: self.plan.clone(),
+            keys: self.lh.keys.clone(),
+            run_id: self.run_id.0.clone(),
+            ingested_at_micros: self.ingested_at,
+            source_file: source_file.clone(),
+            on_bad_record: m.on_bad_record,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
+        let format = m.format.clone();
+        let file_name = entry.path.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut sink = ChannelSink { tx, waited: Duration::ZERO };
+            let result = format::read_file(&format, &file_name, input, &ctx, &mut sink);
+            let busy = started.elapsed().saturating_sub(sink.waited);
+            tracing::debug!(file = %file_name, parse_secs = busy.as_secs_f64(),
+                waited_for_writer_secs = sink.waited.as_secs_f64(), "reader done");
+            result
+        });
+        let fatal = |e: IngestError| FileError::Fatal(e);
+        let mut bronze_w = writer(self.bronze).map_err(fatal)?;
+        let mut quarantine_w = writer(self.quarantine).map_err(fatal)?;
+        let mut upsert_rows = Vec::new();
+        let mut bad: Vec<BadRecord> = Vec::new();
+        let mut write_time = Duration::ZERO;
+        let mut write_result: Result<(), IngestError> = Ok(());
+        while let Some(msg) = rx.recv().await {
+            let step = async {
+                match msg {
+                    Msg::Batch(batch) if m.load.mode == LoadMode::Upsert => upsert_rows.push(batch),
+                    Msg::Batch(batch) => {
+                        let started = Instant::now();
+                        bronze_w.write(batch).await.map_err(|e| delta_err(self.bronze, e))?;
+                        write_time += started.elapsed();
+                    }
+                    Msg::Bad(record) => {
+                        bad.push(record);
+                        if bad.len() >= QUARANTINE_CHUNK {
+                            self.write_bad(&mut quarantine_w, &mut bad, &source_file).await?;
+                        }
+                    }
+                }
+                Ok::<(), IngestError>(())
+            };
+            if let Err(e) = step.await {
+                write_result = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read_result = reader.await.map_err(|e| fatal(internal(e)))?;
+        if write_result.is_ok() && !bad.is_empty() {
+            write_result = self.write_bad(&mut quarantine_w, &mut bad, &source_file).await;
+        }
+        let flush_started = Instant::now();
+        let bronze_adds = bronze_w.flush().await.map_err(|e| fatal(delta_err(self.bronze, e)))?;
+        let quarantine_adds = quarantine_w.flush().await.map_err(|e| fatal(delta_err(self.quarantine, e)))?;
+        tracing::debug!(file = %entry.path, write_secs = write_time.as_secs_f64(),
+            flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
+        let outcome = match (write_result, read_result) {
+            (Ok(()), Ok(c)) => {
+                let counts = RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined };
+                tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
+                    quarantined = counts.quarantined, "file parsed");
+                return Ok(FileDone { entry: entry.clone(), counts, bronze_adds, quarantine_adds, upsert_rows });
+            }
+            (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_)))) => not_taken(e.to_string()),
+            (Err(e), _) => fatal(e),
+            (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
+            (Ok(()), Err(e)) => fatal(internal(e)),
+        };
+        discard(self.bronze, &bronze_adds).await;
+        discard(self.quarantine, &quarantine_adds).await;
+        Err(outcome)
+    }
+
+    async fn write_bad(
+        &self,
+        w: &mut RecordBatchWriter,
+        bad: &mut Vec<BadRecord>,
+        source_file: &str,
+    ) -> Result<(), IngestError> {
+        let batch = tables::quarantine_batch(bad, &self.run_id.0, self.ingested_at, source_file, self.encryptor)
+            .map_err(internal)?;
+        bad.clear();
+        w.write(batch).await.map_err(|e| delta_err(self.quarantine, e))
+    }
+}
+
 enum Msg {
     Batch(RecordBatch),
     Bad(BadRecord),
 }
 
+/// Sends the reader's output to the writer; measures how long the reader waited for the writer.
 struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<Msg>,
+    waited: Duration,
 }
 
 impl RecordSink for ChannelSink {
     fn batch(&mut self, batch: RecordBatch) -> Result<(), ReadError> {
-        self.tx.blocking_send(Msg::Batch(batch)).map_err(|_| ReadError::Stopped)
+        let t = Instant::now();
+        let sent = self.tx.blocking_send(Msg::Batch(batch)).map_err(|_| ReadError::Stopped);
+        self.waited += t.elapsed();
+        sent
     }
     fn bad(&mut self, bad: BadRecord) -> Result<(), ReadError> {
         self.tx.blocking_send(Msg::Bad(bad)).map_err(|_| ReadError::Stopped)
     }
 }
 
-fn batch_from(batch: &RecordBatch, source_file: &str) -> bool {
-    batch
-        .column_by_name("_source_file")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>().map(|a| !a.is_empty() && a.value(0) == source_file))
-        .unwrap_or(false)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write_bad(
-    lh: &Lakehouse,
-    url: &url::Url,
-    t: &mut Tables,
-    w: &mut Option<RecordBatchWriter>,
-    bad: &mut Vec<BadRecord>,
-    run_id: &RunId,
-    ingested_at: i64,
-    source_file: &str,
-    enc: &Encryptor,
-) -> Result<(), IngestError> {
-    if t.quarantine.is_none() {
-        let desc = "Records that could not be parsed or checked; raw text encrypted";
-        let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
-        t.quarantine = Some(lh.warehouse.open_or_create(url, &quarantine_schema(), desc, Some(stats)).await?);
-    }
-    let qt = t.quarantine.as_ref().ok_or_else(|| internal("quarantine table"))?;
-    if w.is_none() {
-        *w = Some(writer(qt)?);
-    }
-    let batch = tables::quarantine_batch(bad, &run_id.0, ingested_at, source_file, enc).map_err(internal)?;
-    bad.clear();
-    if let Some(w) = w.as_mut() {
-        w.write(batch).await.map_err(|e| delta_err(qt, e))?;
-    }
-    Ok(())
-}
-
 fn writer(table: &DeltaTable) -> Result<RecordBatchWriter, IngestError> {
+    // Column-chunk statistics are what Delta's data skipping reads; page-level ones would only cost time.
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     Ok(RecordBatchWriter::for_table(table)
@@ -652,6 +699,76 @@ async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, Taken>, Ing
                 etag: (!etag.is_null(i)).then(|| etag.value(i).to_string()),
             };
             out.insert(entry.path.clone(), Taken { batch: batch.value(i), entry });
+        }
+    }
+    Ok(out)
+}
+
+/// A quarantined record as shown to the people who repair ingestion.
+#[derive(Debug, Clone)]
+pub struct QuarantinedRecord {
+    pub run_id: String,
+    pub source_file: String,
+    pub line: Option<i64>,
+    pub record: i64,
+    pub column: Option<String>,
+    pub reason: String,
+    /// The original record, decrypted; `None` unless asked for.
+    pub raw: Option<Result<Vec<u8>, String>>,
+}
+
+/// Reads a source's quarantine, oldest first; with `decrypt`, the raw records are decrypted with the
+/// `quarantine` key.
+pub async fn read_quarantine(
+    lh: &Lakehouse,
+    source: &str,
+    decrypt: bool,
+) -> Result<Vec<QuarantinedRecord>, IngestError> {
+    let url = lh.warehouse.table_url("bronze", &format!("{source}__quarantine"));
+    let Some(table) = lh.warehouse.open(&url).await? else {
+        return Ok(Vec::new());
+    };
+    let key = if decrypt { Some(lh.keys.get(QUARANTINE_DOMAIN)?) } else { None };
+    let df_err = |e: datafusion::error::DataFusionError| internal(format!("reading the quarantine: {e}"));
+    let ctx = SessionContext::new();
+    ctx.register_table("q", table.table_provider().await.map_err(df_err)?).map_err(df_err)?;
+    let sql = "SELECT _run_id, source_file, line, record, \"column\", reason, raw, raw_key_id FROM q \
+               ORDER BY _ingested_at, source_file, record";
+    let batches = ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
+    let mut out = Vec::new();
+    for b in batches {
+        let strings = |i: usize| -> Result<StringArray, IngestError> {
+            let a = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).map_err(internal)?;
+            a.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| internal("string column"))
+        };
+        let ints = |i: usize| -> Result<Int64Array, IngestError> {
+            b.column(i).as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| internal("int column"))
+        };
+        let raw = arrow::compute::cast(b.column(6), &arrow::datatypes::DataType::Binary).map_err(internal)?;
+        let raw = raw.as_any().downcast_ref::<arrow::array::BinaryArray>().cloned().ok_or_else(|| internal("raw"))?;
+        let (run, file, line, record, column, reason, key_id) =
+            (strings(0)?, strings(1)?, ints(2)?, ints(3)?, strings(4)?, strings(5)?, strings(7)?);
+        for i in 0..b.num_rows() {
+            let raw = key.map(|k| {
+                if k.id != key_id.value(i) {
+                    return Err(format!(
+                        "encrypted with key `{}`; the quarantine key now is `{}`",
+                        key_id.value(i),
+                        k.id
+                    ));
+                }
+                crate::privacy::decrypt(k, raw.value(i))
+                    .ok_or_else(|| "cannot decrypt (wrong key or altered data)".to_string())
+            });
+            out.push(QuarantinedRecord {
+                run_id: run.value(i).to_string(),
+                source_file: file.value(i).to_string(),
+                line: (!line.is_null(i)).then(|| line.value(i)),
+                record: record.value(i),
+                column: (!column.is_null(i)).then(|| column.value(i).to_string()),
+                reason: reason.value(i).to_string(),
+                raw,
+            });
         }
     }
     Ok(out)

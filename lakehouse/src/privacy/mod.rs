@@ -12,7 +12,7 @@
 mod keys;
 mod pseudonym;
 
-pub use keys::{KeyError, KeyRing, expand_home};
+pub use keys::{Key, KeyError, KeyRing, expand_home};
 pub use pseudonym::{Encryptor, Pseudonymizer, decrypt};
 
 /// The key domain whose key encrypts quarantined raw records.

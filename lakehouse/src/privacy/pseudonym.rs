@@ -8,11 +8,65 @@ use crate::manifest::Normalize;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// SHA-256 initial state (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+/// HMAC-SHA-256 for short messages in exactly two SHA-256 compressions: the states after absorbing the
+/// `key ^ ipad` and `key ^ opad` blocks are computed once; a message of at most 55 bytes then fits one padded
+/// block, and the inner hash one outer block. Equal to the `hmac` crate's result (tested below).
+#[derive(Clone)]
+struct ShortHmac {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+impl ShortHmac {
+    const MAX_LEN: usize = 55;
+
+    fn new(key: &[u8; 32]) -> Self {
+        let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+        for (i, k) in key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let (mut inner, mut outer) = (SHA256_IV, SHA256_IV);
+        sha2::compress256(&mut inner, &[ipad.into()]);
+        sha2::compress256(&mut outer, &[opad.into()]);
+        Self { inner, outer }
+    }
+
+    fn mac(&self, msg: &[u8]) -> [u8; 32] {
+        debug_assert!(msg.len() <= Self::MAX_LEN);
+        let mut block = [0u8; 64];
+        block[..msg.len()].copy_from_slice(msg);
+        block[msg.len()] = 0x80;
+        block[56..].copy_from_slice(&(((64 + msg.len()) as u64) * 8).to_be_bytes());
+        let mut state = self.inner;
+        sha2::compress256(&mut state, &[block.into()]);
+        let mut block = [0u8; 64];
+        for (i, w) in state.iter().enumerate() {
+            block[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        let mut state = self.outer;
+        sha2::compress256(&mut state, &[block.into()]);
+        let mut out = [0u8; 32];
+        for (i, w) in state.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+}
+
 /// Computes keyed pseudonyms for one column: `hex(HMAC-SHA-256(key, normalize(value)))`.
 ///
-/// The HMAC state after absorbing the key is computed once and cloned per value.
+/// Values of up to 55 bytes (names, phone numbers, e-mail addresses) take the two-compression path of
+/// [`ShortHmac`]; longer ones the general HMAC, whose keyed state is computed once and cloned per value.
 #[derive(Clone)]
 pub struct Pseudonymizer {
+    short: ShortHmac,
     mac: HmacSha256,
     key_id: String,
     normalize: Normalize,
@@ -22,7 +76,7 @@ pub struct Pseudonymizer {
 impl Pseudonymizer {
     pub fn new(key: &Key, normalize: Normalize) -> Self {
         let mac = <HmacSha256 as Mac>::new_from_slice(&key.bytes).expect("HMAC accepts any key length");
-        Self { mac, key_id: key.id.clone(), normalize, scratch: String::new() }
+        Self { short: ShortHmac::new(&key.bytes), mac, key_id: key.id.clone(), normalize, scratch: String::new() }
     }
 
     pub fn key_id(&self) -> &str {
@@ -36,7 +90,12 @@ impl Pseudonymizer {
             Normalize::Trim => v,
             Normalize::Casefold => {
                 self.scratch.clear();
-                self.scratch.extend(v.chars().flat_map(char::to_lowercase));
+                if v.is_ascii() {
+                    self.scratch.push_str(v);
+                    self.scratch.make_ascii_lowercase();
+                } else {
+                    self.scratch.extend(v.chars().flat_map(char::to_lowercase));
+                }
                 &self.scratch
             }
             Normalize::Digits => {
@@ -48,6 +107,9 @@ impl Pseudonymizer {
         if normalized.is_empty() {
             return None;
         }
+        if normalized.len() <= ShortHmac::MAX_LEN {
+            return Some(self.short.mac(normalized.as_bytes()));
+        }
         let mut mac = self.mac.clone();
         mac.update(normalized.as_bytes());
         Some(mac.finalize().into_bytes().into())
@@ -55,13 +117,12 @@ impl Pseudonymizer {
 
     /// Writes the lowercase hex pseudonym of `value` into `out` (64 characters). Returns false for a blank value.
     pub fn pseudonym_into(&mut self, value: &str, out: &mut String) -> bool {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let Some(d) = self.digest(value) else { return false };
+        let mut buf = [0u8; 64];
+        // Both cannot fail: the buffer is exactly twice the digest, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(d, &mut buf);
         out.clear();
-        for b in d {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
         true
     }
 }
@@ -145,6 +206,24 @@ mod tests {
         d.pseudonym_into("06.12.34.56.78", &mut b);
         assert_eq!(a, b);
         assert!(!d.pseudonym_into(" - ", &mut a));
+    }
+
+    #[test]
+    fn short_hmac_equals_the_general_one() {
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
+        let short = ShortHmac::new(&key);
+        for len in 0..=ShortHmac::MAX_LEN {
+            let msg: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+            assert_eq!(hex::encode(short.mac(&msg)), hmac_hex(&key, &msg), "length {len}");
+        }
+        // Through the pseudonymizer, short and long values agree with the general HMAC.
+        let k = Key { id: "k".into(), bytes: key };
+        let mut p = Pseudonymizer::new(&k, Normalize::Trim);
+        let mut out = String::new();
+        for v in ["a", &"x".repeat(55), &"y".repeat(56), &"z".repeat(200)] {
+            p.pseudonym_into(v, &mut out);
+            assert_eq!(out, hmac_hex(&key, v.as_bytes()));
+        }
     }
 
     #[test]

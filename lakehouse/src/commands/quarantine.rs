@@ -1,0 +1,50 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use lakehouse::Lakehouse;
+use lakehouse::ingest::read_quarantine;
+
+use super::USER_ERROR;
+
+pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode> {
+    let project = match super::load_project(dir)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if let Err(diags) = project.select_sources(&[source.to_string()]) {
+        eprintln!("{diags}");
+        return Ok(ExitCode::from(USER_ERROR));
+    }
+    let lh = match Lakehouse::open(project) {
+        Ok(lh) => lh,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
+    let records = match read_quarantine(&lh, source, raw).await {
+        Ok(r) => r,
+        Err(e) if e.is_user_error() => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{:<36} {:>6} {:>7} {:<18} reason", "file", "line", "record", "column");
+    for r in &records {
+        let file = r.source_file.rsplit('/').next().unwrap_or(&r.source_file);
+        let line = r.line.map_or("-".to_string(), |l| l.to_string());
+        println!("{file:<36} {line:>6} {:>7} {:<18} {}", r.record, r.column.as_deref().unwrap_or("-"), r.reason);
+        match &r.raw {
+            Some(Ok(bytes)) => println!("    raw: {}", String::from_utf8_lossy(bytes).replace('\n', "\\n")),
+            Some(Err(why)) => println!("    raw: <{why}>"),
+            None => {}
+        }
+    }
+    println!(
+        "{} quarantined record{} in bronze.{source}__quarantine",
+        records.len(),
+        if records.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
