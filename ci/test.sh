@@ -22,4 +22,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 eval "$(ci/start-s3.sh)"
 trap 'ci/stop-s3.sh' EXIT
 
+# The end-to-end tests run the `lakehouse` binary: `cargo test` alone does not build it.
+cargo build --workspace --locked --bins
 cargo test --workspace --locked "$@"

@@ -107,7 +107,20 @@ pub fn lakehouse_bin() -> PathBuf {
     // target/<profile>/deps/e2e-<hash> → target/<profile>/lakehouse
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("lakehouse");
-    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace`", bin.display());
+    assert!(bin.exists(), "{} not built: run `cargo build --bins` first (ci/test.sh does)", bin.display());
+    // `cargo test` does not rebuild the binary: refuse to test a stale one.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).expect("binary mtime");
+    let newest_source = files_under(&repo().join("lakehouse/src"))
+        .iter()
+        .chain(files_under(&repo().join("catalog/src")).iter())
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .max()
+        .expect("sources");
+    assert!(
+        built >= newest_source,
+        "{} is older than the sources: run `cargo build --bins` first (ci/test.sh does)",
+        bin.display()
+    );
     bin
 }
 

@@ -221,3 +221,21 @@ async fn a_missing_drop_zone_is_a_clear_error() {
     assert!(err.is_user_error());
     assert!(err.to_string().contains("the drop zone directory does not exist"), "{err}");
 }
+
+/// Line numbers are right whatever the line ends (the csv crate counts `\r\n` files one line short).
+#[tokio::test]
+async fn quarantine_line_numbers_with_crlf_line_ends() {
+    let p = feed("utf-8", "quarantine");
+    p.write(
+        "drop/a.csv",
+        "id;at;category;n;who\r\n1;01/11/2026 10:00;vol;1;Ana\r\n2;bad;vol;1;Bob\r\n3;01/11/2026 10:00;vol;1\r\n",
+    );
+    ingest_all(&p).await;
+    assert_eq!(
+        quarantine(&p).await,
+        rows(&[
+            &["a.csv", "3", "2", "at", "not a timestamp in format `%d/%m/%Y %H:%M`"],
+            &["a.csv", "4", "3", "", "expected 5 fields, found 4"],
+        ])
+    );
+}

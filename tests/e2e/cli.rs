@@ -100,8 +100,9 @@ fn quarantine_lists_reasons_and_decrypts_raw_records_on_request() {
     let out = p.run(&["quarantine", "ddsp_incidents", "--raw"]);
     let s = stdout(&out);
     assert_eq!(s.matches("    raw: ").count(), 15, "{s}");
-    // The sample's bad category, decrypted from the quarantine.
+    // The sample's bad category, decrypted from the quarantine and shown in the file's encoding (Windows-1252).
     assert!(s.contains(";cambriolage;"), "{s}");
+    assert!(s.contains("é") && !s.contains('\u{FFFD}'), "{s}");
 }
 
 #[test]

@@ -11,10 +11,16 @@ pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    if let Err(diags) = project.select_sources(&[source.to_string()]) {
-        eprintln!("{diags}");
-        return Ok(ExitCode::from(USER_ERROR));
-    }
+    let encoding = match project.select_sources(&[source.to_string()]) {
+        Ok(s) => match &s[0].manifest.format {
+            lakehouse::manifest::Format::Csv { encoding, .. } => *encoding,
+            _ => lakehouse::manifest::Encoding::Utf8,
+        },
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
     let lh = match Lakehouse::open(project) {
         Ok(lh) => lh,
         Err(e) => {
@@ -36,7 +42,13 @@ pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode
         let line = r.line.map_or("-".to_string(), |l| l.to_string());
         println!("{file:<36} {line:>6} {:>7} {:<18} {}", r.record, r.column.as_deref().unwrap_or("-"), r.reason);
         match &r.raw {
-            Some(Ok(bytes)) => println!("    raw: {}", String::from_utf8_lossy(bytes).replace('\n', "\\n")),
+            Some(Ok(bytes)) => {
+                // Raw records keep the file's bytes: show them in its declared encoding.
+                let text = lakehouse::format::decode(bytes, encoding)
+                    .map(|t| t.into_owned())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned());
+                println!("    raw: {}", text.replace('\n', "\\n"))
+            }
             Some(Err(why)) => println!("    raw: <{why}>"),
             None => {}
         }

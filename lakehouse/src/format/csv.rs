@@ -18,6 +18,8 @@ pub struct Dialect {
 }
 
 pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+    let crlf = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let input = LineEndingProbe { inner: input, last: 0, found: crlf.clone() };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(d.delimiter)
         .quote(d.quote)
@@ -64,7 +66,10 @@ pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, 
     let nulls: Vec<&[u8]> = d.nulls.iter().map(|n| n.as_bytes()).collect();
     let is_null = |f: &[u8]| nulls.iter().any(|n| trim(f) == *n);
     while read_record(&mut reader, &mut record)? {
-        let line = record.position().map(|p| p.line());
+        // With `\r\n` line ends the csv crate counts a record's `\n` only when it reads the next record, so
+        // record positions are one line short: correct them.
+        let lag = u64::from(crlf.load(std::sync::atomic::Ordering::Relaxed) == CRLF);
+        let line = record.position().map(|p| p.line() + lag);
         if record.len() != expected_fields {
             // A lone empty line parses as one empty field: not a record.
             if record.len() == 1 && record[0].is_empty() {
@@ -85,6 +90,31 @@ pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, 
         )?;
     }
     Ok(())
+}
+
+const CRLF: u8 = 2;
+
+/// Notes whether the first line of the input ends with `\r\n` (2) or `\n` (1).
+struct LineEndingProbe {
+    inner: Box<dyn Read + Send>,
+    last: u8,
+    found: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Read for LineEndingProbe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.found.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    self.found.store(if self.last == b'\r' { CRLF } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                self.last = b;
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn read_record<R: Read>(reader: &mut csv::Reader<R>, record: &mut csv::ByteRecord) -> Result<bool, ReadError> {
