@@ -221,3 +221,17 @@ pub async fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
 pub fn rows(expected: &[&[&str]]) -> Vec<Vec<String>> {
     expected.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect()
 }
+
+/// Starts `n` runs of the binary at once and waits for all of them.
+pub fn run_concurrently(p: &TestProject, n: usize, args: &[&str]) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            p.command(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn lakehouse")
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect()
+}

@@ -119,16 +119,7 @@ async fn kill_9_at_any_moment_then_rerun() {
 #[tokio::test]
 async fn concurrent_runs_of_one_source_never_duplicate() {
     let (p, good, bad) = feed(3, 3000);
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            p.command(&["ingest"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outs = run_concurrently(&p, 3, &["ingest"]);
     for o in &outs {
         // Each run either succeeded or lost the race with the clear concurrency error.
         assert!(o.status.success() || stderr(o).contains("at the same time"), "{}", stderr(o));

@@ -49,16 +49,7 @@ async fn example_deployment_on_s3() {
 #[tokio::test]
 async fn concurrent_writers_on_one_s3_table() {
     let (p, _) = example_on_s3().await;
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            p.command(&["ingest", "ddsp_incidents"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outs = run_concurrently(&p, 4, &["ingest", "ddsp_incidents"]);
     for o in &outs {
         assert!(o.status.success() || stderr(o).contains("at the same time"), "{}", stderr(o));
     }

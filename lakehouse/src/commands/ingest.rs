@@ -1,29 +1,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use lakehouse::Lakehouse;
 use lakehouse::ingest::{IngestReport, ingest_source};
 
 use super::USER_ERROR;
 
 pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
-    let project = match super::load_project(dir)? {
-        Ok(p) => p,
+    let (lh, selected) = match super::open(dir, names)? {
+        Ok(opened) => opened,
         Err(code) => return Ok(code),
-    };
-    let selected: Vec<_> = match project.select_sources(names) {
-        Ok(s) => s.into_iter().cloned().collect(),
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
-    };
-    let lh = match Lakehouse::open(project) {
-        Ok(lh) => lh,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
     };
     let mut reports = Vec::new();
     let mut worst = 0u8;

@@ -8,7 +8,8 @@ mod validate;
 
 use std::process::ExitCode;
 
-use lakehouse::manifest::{LoadError, Project};
+use lakehouse::Lakehouse;
+use lakehouse::manifest::{LoadError, LoadedSource, Project};
 
 use crate::cli::{Cli, Command};
 
@@ -34,5 +35,31 @@ pub fn load_project(dir: &std::path::Path) -> anyhow::Result<Result<Project, Exi
             Ok(Err(ExitCode::from(USER_ERROR)))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the project, selects the named sources (all when none) and opens the warehouse and keys; on a user
+/// error prints it and returns the exit code.
+pub fn open(
+    dir: &std::path::Path,
+    names: &[String],
+) -> anyhow::Result<Result<(Lakehouse, Vec<LoadedSource>), ExitCode>> {
+    let project = match load_project(dir)? {
+        Ok(p) => p,
+        Err(code) => return Ok(Err(code)),
+    };
+    let selected: Vec<LoadedSource> = match project.select_sources(names) {
+        Ok(s) => s.into_iter().cloned().collect(),
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(Err(ExitCode::from(USER_ERROR)));
+        }
+    };
+    match Lakehouse::open(project) {
+        Ok(lh) => Ok(Ok((lh, selected))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(USER_ERROR)))
+        }
     }
 }

@@ -1,32 +1,18 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use lakehouse::Lakehouse;
 use lakehouse::ingest::read_quarantine;
 
 use super::USER_ERROR;
 
 pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode> {
-    let project = match super::load_project(dir)? {
-        Ok(p) => p,
+    let (lh, selected) = match super::open(dir, &[source.to_string()])? {
+        Ok(opened) => opened,
         Err(code) => return Ok(code),
     };
-    let encoding = match project.select_sources(&[source.to_string()]) {
-        Ok(s) => match &s[0].manifest.format {
-            lakehouse::manifest::Format::Csv { encoding, .. } => *encoding,
-            _ => lakehouse::manifest::Encoding::Utf8,
-        },
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
-    };
-    let lh = match Lakehouse::open(project) {
-        Ok(lh) => lh,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
+    let encoding = match &selected[0].manifest.format {
+        lakehouse::manifest::Format::Csv { encoding, .. } => *encoding,
+        _ => lakehouse::manifest::Encoding::Utf8,
     };
     let records = match read_quarantine(&lh, source, raw).await {
         Ok(r) => r,
