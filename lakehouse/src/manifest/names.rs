@@ -10,10 +10,23 @@ use serde::{Deserialize, Serialize};
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        #[schemars(with = "String")]
         pub struct $name(String);
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "description": concat!("A ", $what, ": lowercase letters, digits and single underscores, starting with a letter."),
+                    "pattern": IDENTIFIER_PATTERN,
+                    "maxLength": 63
+                })
+            }
+        }
 
         impl TryFrom<String> for $name {
             type Error = String;
@@ -44,6 +57,9 @@ macro_rules! identifier {
         }
     };
 }
+
+/// The identifier rule of [`check_identifier`] as a JSON Schema pattern (for editors).
+const IDENTIFIER_PATTERN: &str = "^[a-z][a-z0-9]*(_[a-z0-9]+)*$";
 
 fn check_identifier(s: &str, what: &str) -> Result<(), String> {
     let ok = !s.is_empty()
@@ -84,9 +100,8 @@ identifier!(
 /// A cron schedule: the standard 5-field crontab (`min hour dom month dow`) or 6 fields with seconds first.
 ///
 /// The `cron` crate reads seconds first, so a 5-field expression is translated by prefixing `0` seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String")]
 pub struct CronSchedule {
     source: String,
     schedule: cron::Schedule,
@@ -98,6 +113,19 @@ impl CronSchedule {
     }
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+}
+
+impl JsonSchema for CronSchedule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CronSchedule".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Standard 5-field crontab (minute hour day-of-month month day-of-week), or 6 fields with seconds first.",
+            "pattern": "^\\s*\\S+(\\s+\\S+){4,5}\\s*$"
+        })
     }
 }
 
@@ -138,14 +166,26 @@ impl From<CronSchedule> for String {
 }
 
 /// A retention period: `90 days`, `6 months`, `3 years`, `forever`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String")]
 pub enum Retention {
     Days(u32),
     Months(u32),
     Years(u32),
     Forever,
+}
+
+impl JsonSchema for Retention {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Retention".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`N days`, `N months`, `N years` or `forever`.",
+            "pattern": "^\\s*(forever|[1-9][0-9]*\\s+(day|days|month|months|year|years))\\s*$"
+        })
+    }
 }
 
 impl TryFrom<String> for Retention {

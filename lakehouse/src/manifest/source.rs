@@ -11,6 +11,7 @@ use super::names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, T
 #[serde(deny_unknown_fields)]
 pub struct SourceManifest {
     /// Format version of the manifest; only `1` exists.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// Bronze table name: `bronze.<name>`. Lowercase letters, digits and single underscores.
     pub name: TableName,
