@@ -102,10 +102,6 @@ impl Warehouse {
         &self.root
     }
 
-    pub fn options(&self) -> &HashMap<String, String> {
-        &self.options
-    }
-
     /// `<warehouse>/<layer>/<name>/`.
     pub fn table_url(&self, layer: &str, name: &str) -> Url {
         // Layer and name are checked identifiers: joining cannot fail.

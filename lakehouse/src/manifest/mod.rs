@@ -24,9 +24,6 @@ pub use source::{
     SourceManifest,
 };
 
-/// Names of the metadata columns every bronze table carries.
-pub const METADATA_COLUMNS: [&str; 3] = ["_ingested_at", "_run_id", "_source_file"];
-
 /// A loaded, validated project: the project file and its source manifests.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -136,10 +133,6 @@ impl Project {
             }
         }
         if diags.is_empty() { Ok(out) } else { Err(diags) }
-    }
-
-    pub fn partner(&self, id: &PartnerId) -> Option<&Partner> {
-        self.file.partners.iter().find(|p| &p.id == id)
     }
 }
 

@@ -192,7 +192,6 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    pub const NAMES: &'static [&'static str] = &["string", "int", "double", "bool", "date", "timestamp", "decimal"];
     pub fn is_numeric(self) -> bool {
         matches!(self, Self::Int | Self::Double | Self::Decimal)
     }

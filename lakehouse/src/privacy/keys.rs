@@ -103,12 +103,6 @@ impl KeyRing {
             .get(domain)
             .ok_or_else(|| KeyError::MissingDomain { domain: domain.to_string(), origin: self.origin.clone() })
     }
-
-    /// Every key's raw bytes in hex, for tests that scan written files for leaked key material.
-    #[doc(hidden)]
-    pub fn hex_keys_for_leak_checks(&self) -> Vec<String> {
-        self.keys.values().map(|k| hex::encode(k.bytes)).collect()
-    }
 }
 
 /// Expands a leading `~/` to the home directory.
