@@ -141,12 +141,6 @@ fn fault_point(point: &str) {
     }
 }
 
-struct Tables {
-    bronze: DeltaTable,
-    ledger: DeltaTable,
-    quarantine: Option<DeltaTable>,
-}
-
 /// Runs one source once.
 pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
@@ -168,23 +162,20 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let bronze_url = wh.table_url("bronze", name);
     let ledger_url = wh.table_url("bronze", &format!("{name}__files"));
     let quarantine_url = wh.table_url("bronze", &format!("{name}__quarantine"));
-    let mut t = Tables {
-        bronze: wh.open_or_create(&bronze_url, &plan.schema, &m.description, None).await?,
-        ledger: wh
-            .open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), None)
-            .await?,
-        quarantine: wh.open(&quarantine_url).await?,
-    };
+    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, None).await?;
+    let ledger =
+        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), None).await?;
+    let existing_quarantine = wh.open(&quarantine_url).await?;
     let app = app_id(name);
-    let b = txn_version(&t.bronze, &app).await?;
-    let l = txn_version(&t.ledger, &app).await?;
-    let q = match &t.quarantine {
+    let b = txn_version(&bronze, &app).await?;
+    let l = txn_version(&ledger, &app).await?;
+    let q = match &existing_quarantine {
         Some(qt) => txn_version(qt, &app).await?,
         None => 0,
     };
 
     // Which files, and which batch.
-    let taken = read_ledger(&t.ledger).await?;
+    let taken = read_ledger(&ledger).await?;
     let (batch, replayed, entries) = if l > b {
         let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(|r| r.entry.clone()).collect();
         tracing::warn!(batch = l, files = pending.len(), "completing a batch left pending by an interrupted run");
@@ -211,8 +202,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         files: Vec::new(),
         failed: Vec::new(),
         records: RecordCounts::default(),
-        bronze_version: t.bronze.version(),
-        quarantine_version: t.quarantine.as_ref().and_then(DeltaTable::version),
+        bronze_version: bronze.version(),
+        quarantine_version: existing_quarantine.as_ref().and_then(DeltaTable::version),
         elapsed: Duration::ZERO,
     };
     if entries.is_empty() {
@@ -223,12 +214,14 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
 
     // Parse the files, PARALLEL_FILES at a time (a reader thread each, while the writers encode Parquet),
     // writing Parquet files that no commit references yet.
-    if t.quarantine.is_none() {
-        let desc = "Records that could not be parsed or checked; raw text encrypted";
-        let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
-        t.quarantine = Some(wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, Some(stats)).await?);
-    }
-    let quarantine = t.quarantine.as_ref().ok_or_else(|| internal("quarantine table"))?;
+    let quarantine = match existing_quarantine {
+        Some(qt) => qt,
+        None => {
+            let desc = "Records that could not be parsed or checked; raw text encrypted";
+            let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
+            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, Some(stats)).await?
+        }
+    };
     let job = FileJob {
         lh,
         plan: &plan,
@@ -237,8 +230,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         ingested_at: started_at.timestamp_micros(),
         encryptor: &encryptor,
         conn: &conn,
-        bronze: &t.bronze,
-        quarantine,
+        bronze: &bronze,
+        quarantine: &quarantine,
     };
     let mut bronze_adds: Vec<Add> = Vec::new();
     let mut quarantine_adds: Vec<Add> = Vec::new();
@@ -257,8 +250,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
             Err(FileError::NotTaken(failed)) => report.failed.push(failed),
             Err(FileError::Fatal(e)) => {
                 drop(outcomes);
-                discard(&t.bronze, &bronze_adds).await;
-                discard(quarantine, &quarantine_adds).await;
+                discard(&bronze, &bronze_adds).await;
+                discard(&quarantine, &quarantine_adds).await;
                 return Err(match e {
                     IngestError::BadRecord(msg) => {
                         IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
@@ -271,10 +264,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     drop(outcomes);
     if replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
-        discard(&t.bronze, &bronze_adds).await;
-        if let Some(qt) = &t.quarantine {
-            discard(qt, &quarantine_adds).await;
-        }
+        discard(&bronze, &bronze_adds).await;
+        discard(&quarantine, &quarantine_adds).await;
         let f = &report.failed[0];
         return Err(IngestError::PendingBatch {
             source_name: name.to_string(),
@@ -333,43 +324,39 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
             ledger_rows.iter().map(|(entry, counts)| tables::LedgerRow { entry, counts: *counts }).collect();
         let lb = tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, started_at.timestamp_micros(), &rows)
             .map_err(internal)?;
-        let mut w = writer(&t.ledger)?;
-        w.write(lb).await.map_err(|e| delta_err(&t.ledger, e))?;
-        let adds = w.flush().await.map_err(|e| delta_err(&t.ledger, e))?;
-        commit(&t.ledger, adds.into_iter().map(Action::Add).collect(), append.clone(), props())
+        let mut w = writer(&ledger)?;
+        w.write(lb).await.map_err(|e| delta_err(&ledger, e))?;
+        let adds = w.flush().await.map_err(|e| delta_err(&ledger, e))?;
+        commit(&ledger, adds.into_iter().map(Action::Add).collect(), append.clone(), props())
             .await
-            .map_err(conflict(&t.ledger))?;
+            .map_err(conflict(&ledger))?;
         fault_point("after-ledger-commit");
     }
     // 2. Quarantine.
-    if let Some(qt) = &t.quarantine {
-        if q < batch && !quarantine_adds.is_empty() {
-            let v = commit(qt, quarantine_adds.into_iter().map(Action::Add).collect(), append.clone(), props())
-                .await
-                .map_err(conflict(qt))?;
-            report.quarantine_version = Some(v);
-            fault_point("after-quarantine-commit");
-        } else {
-            // Committed by the interrupted run whose batch this is: these files are duplicates.
-            discard(qt, &quarantine_adds).await;
-        }
+    if q < batch && !quarantine_adds.is_empty() {
+        let v = commit(&quarantine, quarantine_adds.into_iter().map(Action::Add).collect(), append.clone(), props())
+            .await
+            .map_err(conflict(&quarantine))?;
+        report.quarantine_version = Some(v);
+        fault_point("after-quarantine-commit");
+    } else {
+        // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
+        discard(&quarantine, &quarantine_adds).await;
     }
     // 3. Bronze.
     let version = match m.load.mode {
-        LoadMode::Append => {
-            commit(&t.bronze, bronze_adds.into_iter().map(Action::Add).collect(), append, props()).await
-        }
+        LoadMode::Append => commit(&bronze, bronze_adds.into_iter().map(Action::Add).collect(), append, props()).await,
         LoadMode::Replace => {
-            let snapshot = t.bronze.snapshot().map_err(|e| delta_err(&t.bronze, e))?;
+            let snapshot = bronze.snapshot().map_err(|e| delta_err(&bronze, e))?;
             let mut actions: Vec<Action> =
                 snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
             actions.extend(bronze_adds.into_iter().map(Action::Add));
             let op = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
-            commit(&t.bronze, actions, op, props()).await
+            commit(&bronze, actions, op, props()).await
         }
-        LoadMode::Upsert => upsert(&t.bronze, m, upsert_rows, props()).await,
+        LoadMode::Upsert => upsert(&bronze, m, upsert_rows, props()).await,
     }
-    .map_err(conflict(&t.bronze))?;
+    .map_err(conflict(&bronze))?;
     report.bronze_version = Some(version);
     report.batch = Some(batch);
     report.elapsed = started.elapsed();
