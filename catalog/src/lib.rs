@@ -77,9 +77,31 @@ pub struct RunCommit {
     pub target: String,
     /// SHA-256 of the manifest text.
     pub manifest_hash: String,
-    /// Sequence number of this ingest batch (the Delta application-transaction version).
+    /// Sequence number of this ingest batch (the Delta application-transaction version), or of this transform
+    /// run on its target.
     pub batch: i64,
     pub started_at: DateTime<Utc>,
     pub records: RecordCounts,
+    /// Files read (ingest runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputFile>,
+    /// Tables read and the exact Delta version of each (transform runs). An incremental run processes the data
+    /// committed after the versions its last run read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<TableVersion>,
+    /// SHA-256 of the rendered SQL (transform runs, full rendering): a run on the same inputs with the same SQL
+    /// has nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_hash: Option<String>,
+    /// How a transform run built its output (`full` or `incremental`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A table at one Delta version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableVersion {
+    /// `layer.name`.
+    pub table: String,
+    pub version: u64,
 }

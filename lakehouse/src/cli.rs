@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "lakehouse", version, about = "Declarative ingestion into bronze Delta tables, privacy by design")]
+#[command(
+    name = "lakehouse",
+    version,
+    about = "Declarative ingestion into bronze, silver and gold Delta tables, privacy by design"
+)]
 pub struct Cli {
     /// Project directory (where lakehouse.yaml lives).
     #[arg(long, global = true, default_value = ".", env = "LAKEHOUSE_PROJECT")]
@@ -22,12 +26,50 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check lakehouse.yaml and every source manifest; print all problems at once.
-    Validate,
+    /// Check lakehouse.yaml, every source manifest and every transform model (templates, DAG, SQL, sidecars);
+    /// print all problems at once.
+    Validate {
+        /// Template variable NAME=VALUE (overrides `vars:` in lakehouse.yaml); repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
     /// Run the named sources once (all when none is named) into their bronze tables.
     Ingest {
         /// Source names (the `name` of manifests in sources/).
         sources: Vec<String>,
+    },
+    /// Print the rendered SQL of models, in DAG order.
+    Compile {
+        /// Models to print: `name`, `name+` (and what reads it), `+name` (and what it reads); repeatable.
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Template variable NAME=VALUE; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Render with `is_incremental()` true (what an incremental run executes).
+        #[arg(long)]
+        incremental: bool,
+    },
+    /// Build silver and gold tables: run the selected models (all when none) in DAG order.
+    Transform {
+        /// Models to run: `name`, `name+` (and what reads it), `+name` (and what it reads); repeatable.
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Template variable NAME=VALUE; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Rebuild in full, also incremental and up-to-date models.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Ingest every source once, then run every transform in DAG order; print a summary.
+    Run {
+        /// Template variable NAME=VALUE; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Rebuild every model in full.
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {

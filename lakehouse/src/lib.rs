@@ -6,6 +6,10 @@
 //! partner feed ──connector──▶ format: parse + check + pseudonymize ──▶ ingest: bronze Delta table
 //!  (drop zone files)           (declared types, bad records kept)        (+ quarantine, + file ledger;
 //!                                                                          exactly once per file)
+//!                                                                               │
+//!        gold Delta tables ◀── transform: SQL models on DataFusion ◀── silver ◀─┘
+//!   (aggregates, small cells    (minijinja, DAG, incremental,        (pseudonymized,
+//!    suppressed)                 audits before commit)                generalized)
 //! ```
 //!
 //! - [`manifest`]: `lakehouse.yaml` and `sources/*.yaml`, strict and versioned, every problem reported at once.
@@ -13,6 +17,8 @@
 //! - [`format`]: CSV / NDJSON / JSON / Parquet into Arrow with the declared schema; bad records kept with a reason.
 //! - [`privacy`]: keyed pseudonyms (HMAC-SHA-256) and encryption of quarantined records.
 //! - [`ingest`]: the exactly-once commit protocol into bronze Delta tables.
+//! - [`transform`]: SQL models (minijinja templates) → silver and gold Delta tables, full or incremental, with
+//!   audits before publishing and small-cell suppression in gold.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
 pub mod bench;
@@ -22,6 +28,7 @@ pub mod ingest;
 pub mod manifest;
 pub mod privacy;
 pub mod storage;
+pub mod transform;
 
 use std::sync::Arc;
 

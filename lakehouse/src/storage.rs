@@ -15,6 +15,21 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use url::Url;
 
+/// Data files are cut at about this size.
+pub const TARGET_FILE_BYTES: u64 = 256 << 20;
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 262_144;
+
+/// Parquet settings of every data file we write: Snappy, column-chunk statistics only (what Delta's data
+/// skipping reads; page-level ones would only cost time).
+pub fn parquet_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
 /// The environment variables passed to the S3 object store.
 const AWS_VARIABLES: [&str; 8] = [
     "AWS_ENDPOINT_URL",

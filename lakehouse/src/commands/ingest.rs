@@ -1,7 +1,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use lakehouse::Lakehouse;
 use lakehouse::ingest::{IngestReport, ingest_source};
+use lakehouse::manifest::LoadedSource;
 
 use super::USER_ERROR;
 
@@ -10,10 +12,18 @@ pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
         Ok(opened) => opened,
         Err(code) => return Ok(code),
     };
+    let (reports, worst) = ingest_all(&lh, &selected).await;
+    print_reports(&reports);
+    println!("tables: {}bronze/", lh.warehouse.root());
+    Ok(ExitCode::from(worst))
+}
+
+/// Ingests the sources one after the other; returns the reports and the worst exit code.
+pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<IngestReport>, u8) {
     let mut reports = Vec::new();
     let mut worst = 0u8;
-    for src in &selected {
-        match ingest_source(&lh, src).await {
+    for src in selected {
+        match ingest_source(lh, src).await {
             Ok(r) => {
                 if !r.failed.is_empty() {
                     worst = worst.max(USER_ERROR);
@@ -27,12 +37,10 @@ pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    print_reports(&reports);
-    println!("tables: {}bronze/", lh.warehouse.root());
-    Ok(ExitCode::from(worst))
+    (reports, worst)
 }
 
-fn print_reports(reports: &[IngestReport]) {
+pub fn print_reports(reports: &[IngestReport]) {
     println!(
         "{:<26} {:>5} {:>5} {:>10} {:>10} {:>11} {:>7} {:>8}",
         "source", "batch", "files", "read", "written", "quarantined", "version", "time"

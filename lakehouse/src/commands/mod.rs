@@ -4,12 +4,16 @@ mod bench;
 mod ingest;
 mod quarantine;
 mod schema;
+mod transform;
 mod validate;
 
 use std::process::ExitCode;
 
 use lakehouse::Lakehouse;
-use lakehouse::manifest::{LoadError, LoadedSource, Project};
+use std::collections::BTreeMap;
+
+use lakehouse::manifest::{Diagnostic, Diagnostics, LoadError, LoadedSource, Project};
+use lakehouse::transform::Plan;
 
 use crate::cli::{Cli, Command};
 
@@ -18,11 +22,71 @@ pub const USER_ERROR: u8 = 1;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate => validate::run(&cli.project),
+        Command::Validate { vars } => validate::run(&cli.project, &vars).await,
         Command::Ingest { sources } => ingest::run(&cli.project, &sources).await,
+        Command::Compile { select, vars, incremental } => {
+            transform::compile(&cli.project, &select, &vars, incremental).await
+        }
+        Command::Transform { select, vars, full_refresh } => {
+            transform::transform(&cli.project, &select, &vars, full_refresh).await
+        }
+        Command::Run { vars, full_refresh } => transform::run_all(&cli.project, &vars, full_refresh).await,
         Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
+    }
+}
+
+/// Parses `--var name=value` arguments.
+pub fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>, Diagnostics> {
+    let mut out = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    for v in vars {
+        match v.split_once('=') {
+            Some((k, val)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), val.to_string());
+            }
+            _ => diags.push(
+                Diagnostic::new("<command line>", "--var", format!("`{v}` is not NAME=VALUE"))
+                    .hint("e.g. --var min_year=2024"),
+            ),
+        }
+    }
+    if diags.is_empty() { Ok(out) } else { Err(diags) }
+}
+
+/// Loads the project and plans its transforms (templates, DAG, SQL against the declared schemas), printing
+/// every problem of manifests, sidecars and models at once, sorted.
+pub async fn load_with_plan(
+    dir: &std::path::Path,
+    vars: &[String],
+) -> anyhow::Result<Result<(Project, Plan, BTreeMap<String, String>), ExitCode>> {
+    let vars = match parse_vars(vars) {
+        Ok(v) => v,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(Err(ExitCode::from(USER_ERROR)));
+        }
+    };
+    let (project, mut diags) = match Project::load_partial(dir) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Invalid(d)) => (None, d),
+        Err(e) => return Err(e.into()),
+    };
+    let plan = match &project {
+        Some(p) => {
+            let plan = Plan::build(p, &vars, &mut diags);
+            plan.check_sql(p, &mut diags).await;
+            Some(plan)
+        }
+        None => None,
+    };
+    match (project, plan) {
+        (Some(p), Some(plan)) if diags.is_empty() => Ok(Ok((p, plan, vars))),
+        _ => {
+            eprintln!("{}", diags.sorted());
+            Ok(Err(ExitCode::from(USER_ERROR)))
+        }
     }
 }
 

@@ -1,19 +1,30 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
-    let project = match super::load_project(dir)? {
-        Ok(p) => p,
+pub async fn run(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
+    let (project, plan, _) = match super::load_with_plan(dir, vars).await? {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{}: ok, {} source{}",
+        "{}: ok, {}, {}",
         project.dir.join(lakehouse::manifest::PROJECT_FILE).display(),
-        project.sources.len(),
-        if project.sources.len() == 1 { "" } else { "s" }
+        plural(project.sources.len(), "source"),
+        plural(plan.models.len(), "model")
     );
     for s in &project.sources {
-        println!("  {:<28} {}  ({})", s.manifest.name, s.path.display(), s.manifest.schedule.as_str());
+        println!(
+            "  {:<28} {}  ({})",
+            format!("bronze.{}", s.manifest.name),
+            s.path.display(),
+            s.manifest.schedule.as_str()
+        );
+    }
+    for target in &plan.order {
+        let m = &plan.models[target];
+        let inputs: Vec<&str> = m.rendered.inputs.iter().map(String::as_str).collect();
+        println!("  {:<28} {}  ← {}", target, m.loaded.path.display(), inputs.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

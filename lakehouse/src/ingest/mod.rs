@@ -38,8 +38,6 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
 pub use tables::{ledger_schema, quarantine_schema};
 
@@ -50,10 +48,6 @@ use crate::manifest::{LoadMode, LoadedSource};
 use crate::privacy::{Encryptor, KeyError, QUARANTINE_DOMAIN};
 use crate::storage::StorageError;
 
-/// Largest Parquet file written to bronze.
-const TARGET_FILE_BYTES: u64 = 256 << 20;
-/// Rows per Parquet row group (bounds the writer's memory).
-const ROW_GROUP_ROWS: usize = 262_144;
 /// Bad records buffered before they are encrypted and written.
 const QUARANTINE_CHUNK: usize = 4096;
 
@@ -297,6 +291,9 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
         started_at,
         records: report.records,
         inputs: report.files.clone(),
+        read: Vec::new(),
+        sql_hash: None,
+        mode: None,
     };
     let props = || {
         CommitProperties::default()
@@ -526,16 +523,10 @@ impl RecordSink for ChannelSink {
 }
 
 fn writer(table: &DeltaTable) -> Result<RecordBatchWriter, IngestError> {
-    // Column-chunk statistics are what Delta's data skipping reads; page-level ones would only cost time.
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
     Ok(RecordBatchWriter::for_table(table)
         .map_err(|e| delta_err(table, e))?
-        .with_target_file_size(TARGET_FILE_BYTES)
-        .with_writer_properties(props))
+        .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
+        .with_writer_properties(crate::storage::parquet_properties()))
 }
 
 /// Deletes Parquet files written but not committed.

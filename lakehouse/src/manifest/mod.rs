@@ -6,6 +6,7 @@
 //! a key domain, duplicate names, …) then run on everything that parsed, and every problem is reported at once.
 
 pub mod diag;
+pub mod model;
 pub mod names;
 pub mod project;
 pub mod source;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
 pub use names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
 pub use project::{KeySource, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
 pub use source::{
@@ -31,6 +33,8 @@ pub struct Project {
     pub dir: PathBuf,
     pub file: ProjectFile,
     pub sources: Vec<LoadedSource>,
+    /// Transform models found under `transforms/`, sorted by layer and name.
+    pub models: Vec<LoadedModel>,
 }
 
 /// A source manifest with where it came from.
@@ -64,6 +68,15 @@ struct VersionProbe {
 impl Project {
     /// Loads and validates the project in `dir`: all problems are returned together, sorted.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        match Self::load_partial(dir)? {
+            (Some(p), diags) if diags.is_empty() => Ok(p),
+            (_, diags) => Err(LoadError::Invalid(diags.sorted())),
+        }
+    }
+
+    /// Loads what can be loaded: the project (when its file parsed) with the sources and models that parsed,
+    /// and every problem found. Lets later phases (transform planning) add their problems to the same report.
+    pub fn load_partial(dir: &Path) -> Result<(Option<Self>, Diagnostics), LoadError> {
         let dir = std::path::absolute(dir).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
         let mut diags = Diagnostics::default();
         let project_path = PathBuf::from(PROJECT_FILE);
@@ -104,10 +117,9 @@ impl Project {
         if let Some(file) = &file {
             validate_sources(file, &sources, &texts, &mut diags);
         }
-        match file {
-            Some(file) if diags.is_empty() => Ok(Self { dir, file, sources }),
-            _ => Err(LoadError::Invalid(diags.sorted())),
-        }
+        let transforms_dir = file.as_ref().map_or_else(|| PathBuf::from("transforms"), |f| f.transforms.clone());
+        let models = load_models(&dir, &transforms_dir, &mut diags)?;
+        Ok((file.map(|file| Self { dir, file, sources, models }), diags))
     }
 
     /// The sources named (all when `names` is empty), or an error naming the unknown ones.
@@ -133,6 +145,152 @@ impl Project {
             }
         }
         if diags.is_empty() { Ok(out) } else { Err(diags) }
+    }
+}
+
+/// Finds `transforms/{silver,gold}/*.sql` and their sidecars.
+fn load_models(dir: &Path, transforms: &Path, diags: &mut Diagnostics) -> Result<Vec<LoadedModel>, LoadError> {
+    let root = dir.join(transforms);
+    let mut models = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&root) else { return Ok(models) };
+    let mut layer_dirs: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    layer_dirs.sort();
+    for layer_dir in layer_dirs {
+        let dir_name = layer_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let rel_dir = transforms.join(&dir_name);
+        let layer = match Layer::parse(&dir_name) {
+            Some(Layer::Bronze) => {
+                diags.push(
+                    Diagnostic::new(&rel_dir, "", "bronze tables are written by ingestion, not by transforms")
+                        .hint("declare a source manifest in sources/, or move the model to silver/"),
+                );
+                continue;
+            }
+            Some(layer) => layer,
+            None if dir_name == "macros" => continue,
+            None => {
+                diags.push(
+                    Diagnostic::new(&rel_dir, "", format!("unknown transforms directory `{dir_name}`"))
+                        .hint("models go in transforms/silver/ or transforms/gold/, macros in transforms/macros/"),
+                );
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&layer_dir)
+            .map_err(|source| LoadError::Io { path: layer_dir.clone(), source })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|source| LoadError::Io { path: p.to_path_buf(), source });
+        for file in &files {
+            let rel = rel_dir.join(file.file_name().unwrap_or_default());
+            let (stem, ext) = (
+                file.file_stem().and_then(|s| s.to_str()).unwrap_or_default(),
+                file.extension().and_then(|s| s.to_str()).unwrap_or_default(),
+            );
+            match ext {
+                "sql" => {}
+                "yaml" | "yml" => {
+                    if !files
+                        .iter()
+                        .any(|f| f.file_stem() == file.file_stem() && f.extension().is_some_and(|e| e == "sql"))
+                    {
+                        diags.push(
+                            Diagnostic::new(
+                                &rel,
+                                "",
+                                format!("sidecar without a model: there is no {stem}.sql beside it"),
+                            )
+                            .hint("rename it after its model, or remove it"),
+                        );
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            if let Err(message) = names::check_identifier(stem, "model name") {
+                diags.push(Diagnostic::new(&rel, "", message).hint("rename the file"));
+                continue;
+            }
+            let sql = read(file)?;
+            let (mut sidecar, mut sidecar_path, mut sidecar_text) = (None, None, None);
+            for ext in ["yaml", "yml"] {
+                let side = file.with_extension(ext);
+                if side.is_file() {
+                    let side_rel = rel_dir.join(side.file_name().unwrap_or_default());
+                    let text = read(&side)?;
+                    sidecar = model::parse_sidecar(&side_rel, &text, diags);
+                    if let Some(s) = &sidecar {
+                        validate_sidecar(layer, &side_rel, &text, s, diags);
+                    }
+                    sidecar_path = Some(side_rel);
+                    sidecar_text = Some(text);
+                    break;
+                }
+            }
+            if layer == Layer::Gold && sidecar_path.is_none() {
+                diags.push(
+                    Diagnostic::new(&rel, "", "a gold model needs a sidecar declaring its small-cell suppression")
+                        .hint(format!(
+                            "add {stem}.yaml with `version: 1` and `small_cells: {{ count: <count column> }}`"
+                        )),
+                );
+            }
+            models.push(LoadedModel {
+                layer,
+                name: stem.to_string(),
+                template: format!("{dir_name}/{stem}.sql"),
+                path: rel,
+                sql,
+                sidecar,
+                sidecar_path,
+                sidecar_text,
+            });
+        }
+    }
+    Ok(models)
+}
+
+fn validate_sidecar(layer: Layer, path: &Path, text: &str, s: &ModelSidecar, diags: &mut Diagnostics) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    match (&s.small_cells, layer) {
+        (None, Layer::Gold) => diags.push(
+            Diagnostic::new(path, "small_cells", "a gold model must declare its small-cell suppression")
+                .at((1, 1))
+                .hint("add `small_cells: { count: <count column> }`, or `small_cells: { exempt: <why> }` when no cell counts people"),
+        ),
+        (Some(_), Layer::Silver) => diags.push(
+            Diagnostic::new(path, "small_cells", "small-cell suppression applies to gold models only")
+                .at(at(&["small_cells"]))
+                .hint("remove it, or move the model to gold/"),
+        ),
+        (Some(sc), _) if sc.count.is_some() == sc.exempt.is_some() => diags.push(
+            Diagnostic::new(path, "small_cells", "set exactly one of `count` and `exempt`")
+                .at(at(&["small_cells"])),
+        ),
+        (Some(sc), _) if sc.exempt.is_some() && !sc.measures.is_empty() => diags.push(
+            Diagnostic::new(path, "small_cells.measures", "`measures` needs `count`, not `exempt`")
+                .at(at(&["small_cells", "measures"])),
+        ),
+        _ => {}
+    }
+    for (i, t) in s.tests.iter().enumerate() {
+        let empty = match t {
+            AuditTest::NotNull { columns, .. } | AuditTest::Unique { columns, .. } => columns.is_empty(),
+            AuditTest::RowCount { min, max, .. } => min.is_none() && max.is_none(),
+            _ => false,
+        };
+        if empty {
+            diags.push(
+                Diagnostic::new(path, format!("tests.{i}"), format!("`{}` checks nothing", t.label()))
+                    .at(at(&["tests", &i.to_string()]))
+                    .hint("name at least one column, or set `min` / `max`"),
+            );
+        }
     }
 }
 

@@ -32,6 +32,12 @@ pub struct ProjectFile {
     /// Directory of source manifests, relative to the project.
     #[serde(default = "default_sources")]
     pub sources: PathBuf,
+    /// Directory of transform models (`silver/`, `gold/`, `macros/`), relative to the project.
+    #[serde(default = "default_transforms")]
+    pub transforms: PathBuf,
+    /// Values for `var('name')` in templates (overridden by `--var name=value`).
+    #[serde(default)]
+    pub vars: indexmap::IndexMap<String, serde_json::Value>,
     /// The organisations that send data.
     #[serde(default)]
     pub partners: Vec<Partner>,
@@ -44,6 +50,9 @@ fn default_warehouse() -> String {
 }
 fn default_catalog() -> String {
     "sqlite://./.lakehouse/catalog.db".into()
+}
+fn default_transforms() -> PathBuf {
+    PathBuf::from("transforms")
 }
 fn default_sources() -> PathBuf {
     PathBuf::from("sources")
@@ -67,7 +76,7 @@ pub enum PartnerKind {
     Internal,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Privacy {
     /// Pseudonymization domains: a value pseudonymized in one domain cannot be linked to another domain.
@@ -77,6 +86,13 @@ pub struct Privacy {
     /// Where the keys come from (never the repository, never the lake).
     #[serde(default)]
     pub keys: KeySource,
+    /// Smallest number of people or events a published gold cell may describe; smaller cells are suppressed.
+    #[serde(default = "default_min_group_size")]
+    pub min_group_size: u32,
+}
+
+fn default_min_group_size() -> u32 {
+    11
 }
 
 /// Where pseudonymization and quarantine-encryption keys come from.
@@ -100,6 +116,12 @@ pub enum KeySource {
         #[serde(default)]
         create_if_missing: bool,
     },
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Self { domains: Vec::new(), keys: KeySource::default(), min_group_size: default_min_group_size() }
+    }
 }
 
 fn default_key_variable() -> String {

@@ -11,6 +11,7 @@
 
 mod keys;
 mod pseudonym;
+pub mod udf;
 
 pub use keys::{Key, KeyError, KeyRing, expand_home};
 pub use pseudonym::{Encryptor, Pseudonymizer, decrypt};

@@ -1,0 +1,729 @@
+//! Run phase: execute models in DAG order on DataFusion and publish their results as Delta tables.
+//!
+//! For each model:
+//! 1. Open its inputs and pin their current Delta versions; read what the last run of the model consumed from
+//!    its last commit's metadata ([`RunCommit::read`]). Same versions and same SQL: up to date, nothing to do.
+//! 2. An `incremental` model whose inputs only grew since then reads, for each input, just the files added
+//!    after the pinned version (a Delta scan restricted to those files), and `is_incremental()` is true. If an
+//!    input was rewritten (a `replace` or `upsert` source, a rebuilt model), the model is rebuilt in full.
+//! 3. The result (after small-cell suppression for gold) is written as Parquet files that are not yet part of
+//!    the table. The sidecar's audits run on the table as it would be after the commit (write, audit, publish).
+//!    A failed `error` audit deletes the files: readers never see the data. `warn` audits are reported.
+//! 4. One Delta commit publishes it: overwrite (`table`, or a full rebuild), append, or merge on `unique_key`,
+//!    with the run's [`RunCommit`] (inputs and their versions, SQL hash) in the commit metadata.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind, TableVersion};
+use datafusion::arrow::array::UInt64Array;
+use datafusion::arrow::compute::cast as cast_array;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionConfig;
+use datafusion::logical_expr::{Expr, cast, col, lit, when};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::plan::{Model, Plan};
+use super::template::{Materialized, Renderer};
+use crate::Lakehouse;
+use crate::manifest::{AuditTest, Diagnostic, Layer, Severity};
+use crate::privacy::KeyRing;
+use crate::storage::StorageError;
+
+/// The one factory of DataFusion sessions: the `bronze`, `silver` and `gold` schemas and the privacy functions.
+/// (Kept in one place so a distributed engine can be plugged in here.)
+pub fn new_session(keys: Arc<KeyRing>, domains: &[String], tz: chrono_tz::Tz) -> SessionContext {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    if let Some(catalog) = ctx.catalog("datafusion") {
+        for layer in ["bronze", "silver", "gold"] {
+            let _ = catalog.register_schema(layer, Arc::new(MemorySchemaProvider::new()));
+        }
+    }
+    crate::privacy::udf::register(&ctx, keys, domains, tz);
+    ctx
+}
+
+/// A DataFusion error without its wrapping layers (`Error during planning: …` kept, context chains cut).
+pub fn short_error(e: &DataFusionError) -> String {
+    let e = e.find_root();
+    let s = e.to_string();
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+/// Options of a transform run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Rebuild every selected model in full, even incremental ones and up-to-date ones.
+    pub full_refresh: bool,
+    /// `--var name=value`.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// How a model was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Full,
+    Incremental,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Incremental => "incremental",
+        }
+    }
+}
+
+/// The result of one audit.
+#[derive(Debug, Clone)]
+pub struct AuditOutcome {
+    pub label: String,
+    pub severity: Severity,
+    /// Rows that fail it (for `row_count`: the row count, when out of bounds).
+    pub failing: u64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Built {
+        mode: Mode,
+        version: u64,
+        rows: u64,
+    },
+    UpToDate {
+        version: u64,
+    },
+    /// Not run because an input failed.
+    Skipped {
+        because: String,
+    },
+    Failed {
+        error: String,
+        user_error: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TransformReport {
+    pub target: String,
+    pub outcome: Outcome,
+    pub audits: Vec<AuditOutcome>,
+    /// Why an incremental model was rebuilt in full, if it was.
+    pub note: Option<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("input `{table}` has no table yet: run `lakehouse ingest` (or the model that builds it) first")]
+    MissingInput { table: String },
+    #[error("{0}")]
+    Render(Diagnostic),
+    #[error("SQL: {0}")]
+    Sql(String),
+    #[error("audit failed, nothing committed: {0}")]
+    Audit(String),
+    #[error("the model's columns changed ({0}); an incremental model cannot change columns in place")]
+    SchemaChanged(String),
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<DeltaTableError>,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TransformError {
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingInput { .. } | Self::Render(_) | Self::Sql(_) | Self::Audit(_) | Self::SchemaChanged(_)
+        )
+    }
+}
+
+fn delta_err(table: &str) -> impl Fn(DeltaTableError) -> TransformError + '_ {
+    move |source| TransformError::Delta { table: table.to_string(), source: Box::new(source) }
+}
+
+fn sql_err(e: DataFusionError) -> TransformError {
+    TransformError::Sql(short_error(&e))
+}
+
+/// Runs `targets` (in plan order). A model whose input failed or was skipped is skipped.
+pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOptions) -> Vec<TransformReport> {
+    let renderer = super::plan::renderer(&lh.project, &opts.vars);
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut reports = Vec::new();
+    for target in targets {
+        let model = &plan.models[target];
+        let started = Instant::now();
+        if let Some(bad) = model.rendered.inputs.iter().find(|i| failed.contains(*i)) {
+            failed.insert(target.clone());
+            reports.push(TransformReport {
+                target: target.clone(),
+                outcome: Outcome::Skipped { because: format!("input {bad} failed") },
+                audits: Vec::new(),
+                note: None,
+                elapsed: started.elapsed(),
+            });
+            continue;
+        }
+        let span = tracing::info_span!("transform", target = %target);
+        let _guard = span.enter();
+        let mut report = TransformReport {
+            target: target.clone(),
+            outcome: Outcome::UpToDate { version: 0 },
+            audits: Vec::new(),
+            note: None,
+            elapsed: Duration::ZERO,
+        };
+        match run_model(lh, &renderer, model, opts, &mut report).await {
+            Ok(outcome) => report.outcome = outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "transform failed");
+                failed.insert(target.clone());
+                report.outcome = Outcome::Failed { error: e.to_string(), user_error: e.is_user_error() };
+            }
+        }
+        report.elapsed = started.elapsed();
+        reports.push(report);
+    }
+    reports
+}
+
+/// Opens `layer.name`.
+async fn open_input(lh: &Lakehouse, table: &str) -> Result<DeltaTable, TransformError> {
+    let (layer, name) = table.split_once('.').unwrap_or(("bronze", table));
+    let url = lh.warehouse.table_url(layer, name);
+    lh.warehouse.open(&url).await?.ok_or_else(|| TransformError::MissingInput { table: table.to_string() })
+}
+
+/// The run metadata of the table's last commit, when it was made by a transform run.
+async fn last_run(table: &DeltaTable) -> Option<RunCommit> {
+    let mut history = table.history(Some(1));
+    let info = history.next().await?.ok()?;
+    let value = info.info.get(RUN_COMMIT_KEY)?;
+    serde_json::from_value::<RunCommit>(value.clone()).ok().filter(|r| r.kind == RunKind::Transform)
+}
+
+/// Paths of the data files of `table` at `version`.
+async fn files_at(table: &DeltaTable, version: u64, name: &str) -> Result<BTreeSet<String>, TransformError> {
+    let mut t = table.clone();
+    t.load_version(version).await.map_err(delta_err(name))?;
+    let snapshot = t.snapshot().map_err(delta_err(name))?;
+    Ok(snapshot.log_data().iter().map(|f| f.path().to_string()).collect())
+}
+
+fn hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+async fn run_model(
+    lh: &Lakehouse,
+    renderer: &Renderer,
+    model: &Model,
+    opts: &RunOptions,
+    report: &mut TransformReport,
+) -> Result<Outcome, TransformError> {
+    let target = &model.target;
+    let url = lh.warehouse.table_url(model.loaded.layer.as_str(), &model.loaded.name);
+    let existing = lh.warehouse.open(&url).await?;
+
+    // 1. Inputs, pinned.
+    let mut inputs: BTreeMap<String, DeltaTable> = BTreeMap::new();
+    for table in &model.rendered.inputs {
+        inputs.insert(table.clone(), open_input(lh, table).await?);
+    }
+    let read: Vec<TableVersion> = inputs
+        .iter()
+        .map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) })
+        .collect();
+    let sql_hash = hash(&model.rendered.sql);
+    let previous = match &existing {
+        Some(t) => last_run(t).await,
+        None => None,
+    };
+    if let (Some(prev), Some(t), false) = (&previous, &existing, opts.full_refresh)
+        && prev.read == read
+        && prev.sql_hash.as_deref() == Some(sql_hash.as_str())
+    {
+        return Ok(Outcome::UpToDate { version: t.version().unwrap_or(0) });
+    }
+
+    // 2. Full or incremental, and what each input contributes.
+    let mut new_files: Option<BTreeMap<String, BTreeSet<String>>> = None;
+    if model.rendered.config.materialized == Materialized::Incremental && !opts.full_refresh {
+        match (&existing, &previous) {
+            (Some(_), Some(prev)) => {
+                let mut per_input = BTreeMap::new();
+                let mut why_full = None;
+                for tv in &read {
+                    let Some(before) = prev.read.iter().find(|p| p.table == tv.table) else {
+                        why_full = Some(format!("{} is a new input", tv.table));
+                        break;
+                    };
+                    if before.version == tv.version {
+                        per_input.insert(tv.table.clone(), BTreeSet::new());
+                        continue;
+                    }
+                    if before.version > tv.version {
+                        why_full = Some(format!("{} is older than the version last read", tv.table));
+                        break;
+                    }
+                    let table = &inputs[&tv.table];
+                    let old = files_at(table, before.version, &tv.table).await?;
+                    let now = files_at(table, tv.version, &tv.table).await?;
+                    if !old.is_subset(&now) {
+                        why_full = Some(format!(
+                            "{} was rewritten since version {} (replace, upsert or rebuild)",
+                            tv.table, before.version
+                        ));
+                        break;
+                    }
+                    per_input.insert(tv.table.clone(), now.difference(&old).cloned().collect());
+                }
+                match why_full {
+                    None => new_files = Some(per_input),
+                    Some(why) => report.note = Some(format!("full rebuild: {why}")),
+                }
+            }
+            (Some(_), None) => report.note = Some("full rebuild: no previous run recorded on the table".into()),
+            _ => {}
+        }
+    }
+    let mode = if new_files.is_some() { Mode::Incremental } else { Mode::Full };
+
+    // 3. Session, SQL, data.
+    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
+    let ctx = new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    for (name, table) in &inputs {
+        table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
+        let full = table.table_provider().await.map_err(sql_err)?;
+        let provider = match new_files.as_ref().and_then(|n| n.get(name)) {
+            None => full,
+            Some(files) if files.is_empty() => {
+                Arc::new(MemTable::try_new(full.schema(), vec![vec![]]).map_err(sql_err)?)
+                    as Arc<dyn datafusion::catalog::TableProvider>
+            }
+            Some(files) => table.table_provider().with_file_paths(files.iter().cloned()).await.map_err(sql_err)?,
+        };
+        ctx.register_table(name.as_str(), provider).map_err(sql_err)?;
+    }
+    if let Some(t) = &existing {
+        t.update_datafusion_session(&ctx.state()).map_err(delta_err(target))?;
+        ctx.register_table(target.as_str(), t.table_provider().await.map_err(sql_err)?).map_err(sql_err)?;
+    }
+    let rendered =
+        renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
+    let mut df = ctx.sql(&rendered.sql).await.map_err(sql_err)?;
+    if let Some(sc) = model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref())
+        && let Some(count) = &sc.count
+    {
+        df = suppress(df, count, &sc.measures, lh.project.file.privacy.min_group_size)?;
+    }
+    let df = delta_compatible(df)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+
+    // 4. The target table: create it, or check its columns.
+    let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
+    let partition_by = &model.rendered.config.partition_by;
+    let (table, schema_change) = match existing {
+        Some(t) => {
+            let change = schema_change(&t, &schema, target)?;
+            if change.is_some() && mode == Mode::Incremental {
+                return Err(TransformError::SchemaChanged(change.unwrap_or_default()));
+            }
+            let current_partitions = t.snapshot().map_err(delta_err(target))?.metadata().partition_columns().to_vec();
+            if current_partitions != *partition_by {
+                return Err(TransformError::SchemaChanged(format!(
+                    "partition_by was [{}] and is now [{}]",
+                    current_partitions.join(", "),
+                    partition_by.join(", ")
+                )));
+            }
+            (t, change)
+        }
+        None => (create(lh, &url, &schema, &description, partition_by, target).await?, None),
+    };
+
+    // 5. Write files (not committed yet).
+    let run_id = RunId::new();
+    let started_at = chrono::Utc::now();
+    let mut writer = RecordBatchWriter::try_new(
+        url.as_str(),
+        schema.clone(),
+        (!partition_by.is_empty()).then(|| partition_by.clone()),
+        Some(crate::storage::storage_options(&url)),
+    )
+    .map_err(delta_err(target))?
+    .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
+    .with_writer_properties(crate::storage::parquet_properties());
+    let mut stream = df.execute_stream().await.map_err(sql_err)?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(sql_err)?;
+        rows += batch.num_rows() as u64;
+        writer.write(batch).await.map_err(delta_err(target))?;
+    }
+    let adds = writer.flush().await.map_err(delta_err(target))?;
+    tracing::debug!(rows, files = adds.len(), mode = mode.as_str(), "written, not committed");
+
+    // 6. Audit.
+    let merge = mode == Mode::Incremental && !model.rendered.config.unique_key.is_empty();
+    let audits = match model.loaded.sidecar.as_ref().filter(|s| !s.tests.is_empty()) {
+        Some(s) => {
+            let after = if mode == Mode::Incremental && !merge { Some(target.as_str()) } else { None };
+            let result = audit(&ctx, &url, &adds, &schema, after, &s.tests).await;
+            match result {
+                Ok(a) => a,
+                Err(e) => {
+                    discard(&table, &adds).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    let failed: Vec<&AuditOutcome> = audits.iter().filter(|a| !a.passed && a.severity == Severity::Error).collect();
+    report.audits = audits.clone();
+    if !failed.is_empty() {
+        discard(&table, &adds).await;
+        let list: Vec<String> = failed.iter().map(|a| format!("{} ({} rows)", a.label, a.failing)).collect();
+        return Err(TransformError::Audit(list.join(", ")));
+    }
+
+    // 7. Publish.
+    let batch = previous.as_ref().map_or(1, |p| p.batch + 1);
+    let run = RunCommit {
+        run_id,
+        kind: RunKind::Transform,
+        target: target.clone(),
+        manifest_hash: hash(&format!(
+            "{}\n{}",
+            model.loaded.sql,
+            model.loaded.sidecar_text.as_deref().unwrap_or_default()
+        )),
+        batch,
+        started_at,
+        records: RecordCounts { read: rows, written: rows, quarantined: 0 },
+        inputs: Vec::new(),
+        read,
+        sql_hash: Some(sql_hash),
+        mode: Some(mode.as_str().to_string()),
+    };
+    let props = CommitProperties::default()
+        .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())]);
+    let version = if merge {
+        let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
+        discard(&table, &adds).await;
+        v?
+    } else {
+        let mut actions: Vec<Action> = Vec::new();
+        let save_mode = if mode == Mode::Full {
+            let snapshot = table.snapshot().map_err(delta_err(target))?;
+            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+            if schema_change.is_some() {
+                let delta_schema: StructType =
+                    schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
+                let metadata =
+                    snapshot.metadata().clone().with_schema(&delta_schema).map_err(|e| delta_err(target)(e.into()))?;
+                actions.push(Action::Metadata(metadata));
+            }
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        };
+        actions.extend(adds.into_iter().map(Action::Add));
+        let op = DeltaOperation::Write {
+            mode: save_mode,
+            partition_by: (!partition_by.is_empty()).then(|| partition_by.clone()),
+            predicate: None,
+        };
+        let snapshot = table.snapshot().map_err(delta_err(target))?;
+        CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), op)
+            .await
+            .map_err(delta_err(target))?
+            .version()
+    };
+    tracing::info!(version, rows, mode = mode.as_str(), "committed");
+    Ok(Outcome::Built { mode, version, rows })
+}
+
+/// Small-cell suppression: the count and measures of cells below `k` become null, and `suppressed` says so.
+fn suppress(df: DataFrame, count: &str, measures: &[String], k: u32) -> Result<DataFrame, TransformError> {
+    let small = col(count).lt(lit(i64::from(k))).or(col(count).is_null());
+    let mut exprs: Vec<Expr> = Vec::new();
+    for f in df.schema().fields() {
+        let name = f.name();
+        if name == count || measures.iter().any(|m| m == name) {
+            let e = when(small.clone(), lit(datafusion::scalar::ScalarValue::Null))
+                .otherwise(col(name))
+                .map_err(sql_err)?;
+            exprs.push(cast(e, f.data_type().clone()).alias(name));
+        } else {
+            exprs.push(col(name));
+        }
+    }
+    exprs.push(small.alias("suppressed"));
+    df.select(exprs).map_err(sql_err)
+}
+
+/// Casts the types Delta does not store (string and binary views, unsigned integers, nanosecond timestamps)
+/// to the ones it does.
+fn delta_compatible(df: DataFrame) -> Result<DataFrame, TransformError> {
+    let mut changed = false;
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let to = match f.data_type() {
+                DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+                DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
+                DataType::UInt8 | DataType::UInt16 => Some(DataType::Int32),
+                DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
+                DataType::Timestamp(TimeUnit::Nanosecond | TimeUnit::Millisecond | TimeUnit::Second, tz) => {
+                    Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))
+                }
+                _ => None,
+            };
+            match to {
+                Some(t) => {
+                    changed = true;
+                    cast(col(f.name()), t).alias(f.name())
+                }
+                None => col(f.name()),
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(df);
+    }
+    df.select(exprs).map_err(sql_err)
+}
+
+async fn create(
+    lh: &Lakehouse,
+    url: &Url,
+    schema: &SchemaRef,
+    description: &str,
+    partition_by: &[String],
+    target: &str,
+) -> Result<DeltaTable, TransformError> {
+    if partition_by.is_empty() {
+        return Ok(lh.warehouse.open_or_create(url, schema, description, None).await?);
+    }
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        std::fs::create_dir_all(&path).map_err(|e| TransformError::Internal(format!("{}: {e}", path.display())))?;
+    }
+    let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
+    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), crate::storage::storage_options(url))
+        .await
+        .map_err(delta_err(target))?;
+    table
+        .create()
+        .with_columns(delta_schema.fields().cloned())
+        .with_partition_columns(partition_by.to_vec())
+        .with_comment(description)
+        .await
+        .map_err(delta_err(target))
+}
+
+/// `None` when the table has the same columns as `schema`, else a description of the change.
+fn schema_change(table: &DeltaTable, schema: &SchemaRef, target: &str) -> Result<Option<String>, TransformError> {
+    let found = table.snapshot().map_err(delta_err(target))?.schema();
+    let declared: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
+    let show = |s: &StructType| s.fields().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>();
+    let (a, b) = (show(&found), show(&declared));
+    Ok((a != b).then(|| format!("table has ({}), the model now returns ({})", a.join(", "), b.join(", "))))
+}
+
+fn file_urls(url: &Url, adds: &[Add]) -> Vec<String> {
+    adds.iter().filter_map(|a| url.join(&a.path).ok()).map(|u| u.to_string()).collect()
+}
+
+/// Registers the written, uncommitted files as `name`.
+async fn register_files(
+    ctx: &SessionContext,
+    name: &str,
+    url: &Url,
+    adds: &[Add],
+    schema: &SchemaRef,
+) -> Result<(), TransformError> {
+    let files = file_urls(url, adds);
+    let df = if files.is_empty() {
+        ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(sql_err)?)).map_err(sql_err)?
+    } else {
+        let options = ParquetReadOptions::default().schema(schema.as_ref());
+        ctx.read_parquet(files, options).await.map_err(sql_err)?
+    };
+    ctx.register_table(name, df.into_view()).map_err(sql_err)?;
+    Ok(())
+}
+
+/// Runs the audits on the table as it will be after the commit: the new files, plus the current table `this`
+/// when appending.
+async fn audit(
+    ctx: &SessionContext,
+    url: &Url,
+    adds: &[Add],
+    schema: &SchemaRef,
+    append_to: Option<&str>,
+    tests: &[AuditTest],
+) -> Result<Vec<AuditOutcome>, TransformError> {
+    register_files(ctx, "__new", url, adds, schema).await?;
+    let subject = match append_to {
+        Some(this) => format!("(SELECT * FROM __new UNION ALL SELECT * FROM {this}) AS t"),
+        None => "__new AS t".to_string(),
+    };
+    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let s = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut out = Vec::new();
+    for test in tests {
+        let sql = match test {
+            AuditTest::NotNull { columns, .. } => format!(
+                "SELECT count(*) FROM {subject} WHERE {}",
+                columns.iter().map(|c| format!("{} IS NULL", q(c))).collect::<Vec<_>>().join(" OR ")
+            ),
+            AuditTest::Unique { columns, .. } => {
+                let cols = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+                format!(
+                    "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {subject} GROUP BY {cols} HAVING count(*) > 1)"
+                )
+            }
+            AuditTest::AcceptedValues { column, values, .. } => format!(
+                "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
+                values.iter().map(|v| s(v)).collect::<Vec<_>>().join(", "),
+                c = q(column)
+            ),
+            AuditTest::Relationships { column, to, field, .. } => format!(
+                "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND {c} NOT IN (SELECT {f} FROM {to} WHERE {f} IS NOT NULL)",
+                c = q(column),
+                f = q(field)
+            ),
+            AuditTest::Expression { sql, .. } => {
+                format!("SELECT count(*) FROM {subject} WHERE NOT coalesce(({sql}), false)")
+            }
+            AuditTest::RowCount { .. } => format!("SELECT count(*) FROM {subject}"),
+        };
+        let value = scalar_u64(ctx, &sql).await.map_err(|e| match e {
+            TransformError::Sql(msg) => TransformError::Sql(format!("audit {}: {msg}", test.label())),
+            other => other,
+        })?;
+        let (failing, passed) = match test {
+            AuditTest::RowCount { min, max, .. } => {
+                let ok = min.is_none_or(|m| value >= m) && max.is_none_or(|m| value <= m);
+                (if ok { 0 } else { value }, ok)
+            }
+            _ => (value, value == 0),
+        };
+        if !passed {
+            tracing::warn!(audit = %test.label(), failing, severity = ?test.severity(), "audit failed");
+        }
+        out.push(AuditOutcome { label: test.label(), severity: test.severity(), failing, passed });
+    }
+    ctx.deregister_table("__new").map_err(sql_err)?;
+    Ok(out)
+}
+
+async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, TransformError> {
+    let batches = ctx.sql(sql).await.map_err(sql_err)?.collect().await.map_err(sql_err)?;
+    let batch = batches.first().ok_or_else(|| TransformError::Internal(format!("no result for {sql}")))?;
+    let column = cast_array(batch.column(0), &DataType::UInt64).map_err(|e| TransformError::Internal(e.to_string()))?;
+    let values = column.as_any().downcast_ref::<UInt64Array>();
+    Ok(values.filter(|v| !v.is_empty()).map_or(0, |v| v.value(0)))
+}
+
+/// Merges the written files into the table on `keys`: matching rows are replaced, others inserted.
+async fn merge_files(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    url: &Url,
+    adds: &[Add],
+    keys: &[String],
+    schema: &SchemaRef,
+    props: CommitProperties,
+) -> Result<u64, TransformError> {
+    let target = table.table_url().to_string();
+    let before = table.version().unwrap_or(0);
+    if adds.is_empty() {
+        // Nothing new: still record the input versions read.
+        return commit_empty(table, props).await;
+    }
+    register_files(ctx, "__incoming", url, adds, schema).await?;
+    let source = ctx.table("__incoming").await.map_err(sql_err)?;
+    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let predicate = keys.iter().map(|k| format!("t.{c} = s.{c}", c = q(k))).collect::<Vec<_>>().join(" AND ");
+    let columns: Vec<String> = schema.fields().iter().map(|f| q(f.name())).collect();
+    let (merged, _) = table
+        .clone()
+        .merge(source, predicate)
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(props.clone())
+        .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(c.clone(), format!("s.{c}"))))
+        .map_err(delta_err(&target))?
+        .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.clone(), format!("s.{c}"))))
+        .map_err(delta_err(&target))?
+        .await
+        .map_err(delta_err(&target))?;
+    match merged.version() {
+        Some(v) if v > before => Ok(v),
+        _ => commit_empty(table, props).await,
+    }
+}
+
+/// A commit without data: records the run (and the input versions it read) when nothing changed.
+async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result<u64, TransformError> {
+    let target = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(delta_err(&target))?;
+    let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+    Ok(CommitBuilder::from(props)
+        .with_actions(Vec::new())
+        .build(Some(snapshot), table.log_store(), op)
+        .await
+        .map_err(delta_err(&target))?
+        .version())
+}
+
+/// Deletes data files written but not committed.
+async fn discard(table: &DeltaTable, adds: &[Add]) {
+    use object_store::ObjectStoreExt;
+    let store = table.log_store().object_store(None);
+    for add in adds {
+        if let Err(e) = store.delete(&object_store::path::Path::from(add.path.as_str())).await {
+            tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
+        }
+    }
+}
+
+/// The layer of a `layer.name` target.
+pub fn layer_of(target: &str) -> Option<Layer> {
+    target.split_once('.').and_then(|(l, _)| Layer::parse(l))
+}
