@@ -39,6 +39,7 @@ impl TestProject {
     pub fn example(warehouse: Option<&str>) -> Self {
         let p = Self::empty();
         copy_dir(&repo().join("sources"), &p.path().join("sources"));
+        copy_dir(&repo().join("transforms"), &p.path().join("transforms"));
         let mut yaml = std::fs::read_to_string(repo().join("lakehouse.yaml")).expect("lakehouse.yaml");
         let keys_line = yaml.lines().find(|l| l.trim_start().starts_with("keys:")).expect("keys line").to_string();
         yaml = yaml.replace(&keys_line, &format!("  keys: {{ from: file, path: {} }}", p.key_file().display()));
@@ -142,6 +143,47 @@ pub async fn open_table(url: &str) -> DeltaTable {
     let url = url::Url::parse(url).expect("url");
     let options = lakehouse::storage::storage_options(&url);
     deltalake::open_table_with_storage_options(url.clone(), options).await.unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// Runs SQL over tables registered by name (`bronze.x`, `silver.y`, `gold.z`) with the project's functions.
+pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
+    let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    for layer in ["bronze", "silver", "gold"] {
+        let base = lh.warehouse.table_url(layer, "x");
+        let dir = base.join("..").expect("layer url");
+        let names: Vec<String> = if dir.scheme() == "file" {
+            std::fs::read_dir(dir.to_file_path().expect("path"))
+                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+                .unwrap_or_default()
+        } else {
+            sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .filter_map(|w| w.strip_prefix(&format!("{layer}.")))
+                .map(str::to_string)
+                .collect()
+        };
+        for name in names {
+            let url = lh.warehouse.table_url(layer, &name);
+            if let Ok(Some(t)) = lh.warehouse.open(&url).await {
+                t.update_datafusion_session(&ctx.state()).expect("object store");
+                ctx.register_table(format!("{layer}.{name}").as_str(), t.table_provider().await.expect("provider"))
+                    .expect("register");
+            }
+        }
+    }
+    let batches =
+        ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut rows = Vec::new();
+    for b in batches {
+        let opts = FormatOptions::default();
+        let fmts: Vec<_> =
+            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("format")).collect();
+        for r in 0..b.num_rows() {
+            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    rows
 }
 
 /// Runs SQL over one Delta table registered as `t`.

@@ -8,3 +8,4 @@ mod ingest;
 mod manifests;
 mod privacy;
 mod s3;
+mod transform;

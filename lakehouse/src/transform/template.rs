@@ -228,12 +228,20 @@ impl Renderer {
         // Errors raised inside an imported macro name the macro file.
         let name = e.name().unwrap_or(template);
         let file = self.shown_dir.join(name);
-        let mut message = match e.detail() {
-            Some(detail) => format!("{}: {detail}", e.kind()),
-            None => e.kind().to_string(),
+        let mut message = match (e.kind(), e.detail()) {
+            // Our own functions' messages stand on their own.
+            (ErrorKind::InvalidOperation, Some(detail)) => detail.to_string(),
+            (kind, Some(detail)) => format!("{kind}: {detail}"),
+            (kind, None) => kind.to_string(),
         };
         let mut hint = None;
-        if e.kind() == ErrorKind::UndefinedError {
+        if e.kind() == ErrorKind::UnknownMethod {
+            hint = Some(format!(
+                "macros are called as <file>.<macro>(…); macro files: {}",
+                join(&self.macros)
+            ));
+        }
+        if matches!(e.kind(), ErrorKind::UndefinedError | ErrorKind::UnknownFunction) {
             let mut known: BTreeSet<String> = FUNCTIONS.iter().map(|s| s.to_string()).collect();
             known.extend(self.macros.iter().cloned());
             let undeclared: BTreeSet<String> =
@@ -241,7 +249,11 @@ impl Renderer {
             let missing: Vec<&String> =
                 undeclared.iter().filter(|v| !known.contains(*v) && !BUILTINS.contains(&v.as_str())).collect();
             if let Some(first) = missing.first() {
-                message = format!("undefined name `{first}`");
+                message = if e.kind() == ErrorKind::UnknownFunction {
+                    format!("unknown function `{first}`")
+                } else {
+                    format!("undefined name `{first}`")
+                };
                 if let Some(m) = diag::did_you_mean(first, known.iter().map(String::as_str)) {
                     hint = Some(format!("did you mean `{m}`? defined names: {}", join(&known)));
                 } else {
@@ -279,12 +291,17 @@ fn unknown<'a>(function: &str, name: &str, known: impl Iterator<Item = &'a str> 
         Some(m) => message.push_str(&format!("; did you mean `{m}`?")),
         None => {
             let all: Vec<&str> = known.collect();
-            if all.is_empty() {
-                message.push_str(&format!("; there is no {what} at all"));
-            } else {
+            if !all.is_empty() {
                 message.push_str(&format!("; known: {}", all.join(", ")));
+            } else if function != "var" {
+                message.push_str(&format!("; there is no {what} at all"));
             }
         }
+    }
+    if function == "var" {
+        message.push_str(&format!(
+            "; define it under `vars:` in lakehouse.yaml, pass `--var {name}=…`, or give a default: var('{name}', …)"
+        ));
     }
     Error::new(ErrorKind::InvalidOperation, message)
 }

@@ -1,0 +1,347 @@
+//! Transforms: the example pipeline end to end, incremental = full rebuild, write-audit-publish, small-cell
+//! suppression, privacy functions, template and DAG errors (snapshot per fixture).
+
+use lakehouse_tests::*;
+
+/// Gold tables of the example and their count column.
+const GOLD: [(&str, &str); 5] = [
+    ("accident_hotspots", "accidents"),
+    ("fire_response_times", "interventions"),
+    ("incidents_by_arrondissement_period", "incidents"),
+    ("incidents_weather_daily", "incidents"),
+    ("night_noise_near_events", "reports"),
+];
+
+fn run_ok(p: &TestProject, args: &[&str]) -> String {
+    let out = p.run(args);
+    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+/// The model's line in a transform summary.
+fn summary_line<'a>(out: &'a str, target: &str) -> &'a str {
+    out.lines().find(|l| l.starts_with(&format!("{target} "))).unwrap_or_else(|| panic!("{target} not in\n{out}"))
+}
+
+fn version_of(p: &TestProject, layer: &str, table: &str) -> u64 {
+    let lh = p.load();
+    let url = lh.warehouse.table_url(layer, table);
+    let rt = tokio::runtime::Handle::try_current();
+    assert!(rt.is_err(), "call from a sync test");
+    tokio::runtime::Runtime::new().unwrap().block_on(async { lh.warehouse.open(&url).await.unwrap().unwrap().version().unwrap() })
+}
+
+#[test]
+fn example_pipeline_builds_bronze_silver_and_gold() {
+    let p = TestProject::example(None);
+    let out = run_ok(&p, &["run"]);
+    for (table, _) in GOLD {
+        assert!(summary_line(&out, &format!("gold.{table}")).contains(" full "), "{out}");
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lh = p.load();
+    rt.block_on(async {
+        let silver = query_lake(&lh, "SELECT count(*), count(DISTINCT incident_id) FROM silver.ddsp_incidents").await;
+        assert_eq!(silver, rows(&[&["1485", "1485"]]));
+        let bmpm = query_lake(&lh, "SELECT count(*) FROM silver.bmpm_interventions").await;
+        assert_eq!(bmpm, rows(&[&["794"]]));
+        // Every silver model exists with the rows of its source.
+        for (t, n) in [("meteo_observations", "960"), ("ville_events", "59"), ("ville_signalements", "396")] {
+            assert_eq!(query_lake(&lh, &format!("SELECT count(*) FROM silver.{t}")).await, rows(&[&[n]]), "{t}");
+        }
+    });
+    // A second run has nothing to do: same input versions, same SQL.
+    let again = run_ok(&p, &["run"]);
+    for (table, _) in GOLD {
+        assert!(summary_line(&again, &format!("gold.{table}")).contains("up to date"), "{again}");
+    }
+    assert_eq!(version_of(&p, "gold", "incidents_by_arrondissement_period"), 1);
+}
+
+/// Small cells: no published cell counts fewer than `privacy.min_group_size` (11 by default), suppressed cells
+/// have null counts and measures, and the published counts equal an independent count over silver.
+#[test]
+fn gold_cells_below_the_minimum_group_size_are_suppressed() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (table, count) in GOLD {
+            let below = query_lake(&lh, &format!("SELECT count(*) FROM gold.{table} WHERE {count} < 11")).await;
+            assert_eq!(below, rows(&[&["0"]]), "gold.{table} publishes a cell below 11");
+            let inconsistent = query_lake(
+                &lh,
+                &format!("SELECT count(*) FROM gold.{table} WHERE suppressed <> ({count} IS NULL) OR suppressed IS NULL"),
+            )
+            .await;
+            assert_eq!(inconsistent, rows(&[&["0"]]), "gold.{table}: suppressed flag and null count disagree");
+        }
+        // Measures go with their count.
+        let leaked = query_lake(
+            &lh,
+            "SELECT count(*) FROM gold.fire_response_times WHERE suppressed AND (avg_response_minutes IS NOT NULL OR p90_response_minutes IS NOT NULL)",
+        )
+        .await;
+        assert_eq!(leaked, rows(&[&["0"]]));
+        // Independent check of one table: recount from silver.
+        let expected = query_lake(
+            &lh,
+            "SELECT arrondissement, time_bucket(alert_at, 'week'),
+                    CASE WHEN count(*) >= 11 THEN CAST(count(*) AS VARCHAR) ELSE 'suppressed' END
+             FROM silver.bmpm_interventions WHERE arrondissement IS NOT NULL AND response_minutes IS NOT NULL
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .await;
+        let published = query_lake(
+            &lh,
+            "SELECT arrondissement, week, CASE WHEN suppressed THEN 'suppressed' ELSE CAST(interventions AS VARCHAR) END
+             FROM gold.fire_response_times ORDER BY 1, 2",
+        )
+        .await;
+        assert_eq!(published, expected);
+        let kinds: Vec<&str> = published.iter().map(|r| r[2].as_str()).collect();
+        assert!(kinds.contains(&"suppressed") && kinds.iter().any(|k| *k != "suppressed"), "both kinds expected");
+    });
+}
+
+/// `privacy.min_group_size` is the deployment's threshold.
+#[test]
+fn minimum_group_size_comes_from_the_project() {
+    let p = TestProject::example(None);
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write("lakehouse.yaml", yaml.replace("  domains: [police, fire, citizens]", "  domains: [police, fire, citizens]\n  min_group_size: 30"));
+    run_ok(&p, &["run"]);
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let below = query_lake(&lh, "SELECT count(*) FROM gold.incidents_by_arrondissement_period WHERE incidents < 30").await;
+        assert_eq!(below, rows(&[&["0"]]));
+        let published =
+            query_lake(&lh, "SELECT count(*) FROM gold.incidents_by_arrondissement_period WHERE NOT suppressed").await;
+        assert_ne!(published, rows(&[&["0"]]));
+    });
+}
+
+/// No gold column carries a direct identifier, a pseudonym, a key id or raw coordinates.
+#[test]
+fn gold_holds_no_identifier_or_coordinate() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (table, _) in GOLD {
+            let cols = query_lake(
+                &lh,
+                &format!("SELECT column_name FROM information_schema.columns WHERE table_schema = 'gold' AND table_name = '{table}'"),
+            )
+            .await;
+            assert!(!cols.is_empty(), "{table}");
+            for c in cols.iter().map(|r| r[0].as_str()) {
+                for banned in ["lat", "lon", "token", "key_id", "name", "phone", "email", "age", "_id"] {
+                    assert!(!c.contains(banned), "gold.{table}.{c} looks like an identifier or a coordinate");
+                }
+            }
+        }
+    });
+}
+
+/// A new file with one corrected incident and two new ones: the incremental run reads only the new bronze
+/// files, and the result equals a full rebuild.
+#[test]
+fn incremental_run_equals_full_rebuild() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    // incident 000001 corrected (category rixe), two new incidents.
+    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    let body = "DDSP-2026-000001;02/11/2026 04:01;rixe;43,30139;5,40903;3;Jean Martin;06 11 22 33 44;corrigé\n\
+                DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;Ana Lopez;06 00 00 00 01;\n\
+                DDSP-2026-990002;23/11/2026 02:45;vol;43,31;5,39;2;Luc Roux;06 00 00 00 02;\n";
+    let text = format!("{header}{body}");
+    let (encoded, _, _) = encoding_rs::WINDOWS_1252.encode(&text);
+    p.write("sources/data/ddsp/incidents_2026-11-22.csv", encoded);
+    let out = run_ok(&p, &["run"]);
+    let line = summary_line(&out, "silver.ddsp_incidents");
+    assert!(line.contains("incremental") && line.split_whitespace().nth(2) == Some("3"), "{out}");
+    assert!(summary_line(&out, "silver.bmpm_interventions").contains("up to date"), "{out}");
+
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let all = "SELECT * FROM silver.ddsp_incidents ORDER BY incident_id";
+    let incremental = rt.block_on(query_lake(&lh, all));
+    assert_eq!(incremental.len(), 1487);
+    let corrected = rt.block_on(query_lake(
+        &lh,
+        "SELECT category, period_of_day FROM silver.ddsp_incidents WHERE incident_id = 'DDSP-2026-000001'",
+    ));
+    assert_eq!(corrected, rows(&[&["rixe", "night"]]));
+    let gold_incremental =
+        rt.block_on(query_lake(&lh, "SELECT * FROM gold.incidents_by_arrondissement_period ORDER BY 1, 2"));
+
+    let out = run_ok(&p, &["transform", "--full-refresh"]);
+    assert!(summary_line(&out, "silver.ddsp_incidents").contains(" full "), "{out}");
+    let lh = p.load();
+    assert_eq!(rt.block_on(query_lake(&lh, all)), incremental);
+    let gold_full = rt.block_on(query_lake(&lh, "SELECT * FROM gold.incidents_by_arrondissement_period ORDER BY 1, 2"));
+    assert_eq!(gold_full, gold_incremental);
+}
+
+/// An input rewritten in place (a `replace` source) makes an incremental model rebuild in full.
+#[test]
+fn rewritten_input_forces_a_full_rebuild() {
+    let p = TestProject::example(None);
+    let m = std::fs::read_to_string(p.path().join("sources/ddsp_incidents.yaml")).unwrap();
+    p.write("sources/ddsp_incidents.yaml", m.replace("load: { mode: append }", "load: { mode: replace }"));
+    run_ok(&p, &["run"]);
+    std::fs::remove_file(p.path().join("sources/data/ddsp/incidents_2026-11-01.csv")).unwrap();
+    std::fs::copy(
+        p.path().join("sources/data/ddsp/incidents_2026-11-08.csv"),
+        p.path().join("sources/data/ddsp/incidents_2026-11-29.csv"),
+    )
+    .unwrap();
+    let out = run_ok(&p, &["run"]);
+    let line = summary_line(&out, "silver.ddsp_incidents");
+    assert!(line.contains(" full "), "{out}");
+    assert!(out.contains("silver.ddsp_incidents: full rebuild: bronze.ddsp_incidents was rewritten"), "{out}");
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n = rt.block_on(query_lake(&lh, "SELECT count(*) FROM silver.ddsp_incidents"));
+    let b = rt.block_on(query_lake(&lh, "SELECT count(DISTINCT incident_id) FROM bronze.ddsp_incidents"));
+    assert_eq!(n, b);
+}
+
+const AUDITED: &str = "SELECT incident_id, arrondissement FROM {{ source('ddsp_incidents') }}";
+
+/// Audits run before the commit: an `error` audit that fails publishes nothing (same version, no new file);
+/// a `warn` audit commits and is reported.
+#[test]
+fn failing_audits_block_the_commit_and_warnings_do_not() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    p.write("transforms/silver/audited.sql", AUDITED);
+    p.write(
+        "transforms/silver/audited.yaml",
+        "version: 1\ntests:\n  - { check: expression, sql: \"arrondissement <= 8\", severity: warn }\n  - { check: unique, columns: [incident_id] }\n",
+    );
+    let out = run_ok(&p, &["transform", "--select", "audited"]);
+    assert!(out.contains("silver.audited: audit warning: expression(arrondissement <= 8)"), "{out}");
+    assert!(summary_line(&out, "silver.audited").contains("1/2 passed"), "{out}");
+    assert_eq!(version_of(&p, "silver", "audited"), 1);
+    let table_dir = p.path().join("warehouse/silver/audited");
+    let files_before = files_under(&table_dir).len();
+
+    // Same check as an error, on new SQL: nothing is published.
+    p.write("transforms/silver/audited.sql", format!("{AUDITED} WHERE incident_id IS NOT NULL"));
+    p.write(
+        "transforms/silver/audited.yaml",
+        "version: 1\ntests:\n  - { check: expression, sql: \"arrondissement <= 8\" }\n  - { check: row_count, max: 10 }\n",
+    );
+    let out = p.run(&["transform", "--select", "audited"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("silver.audited: FAILED: audit failed, nothing committed: expression(arrondissement <= 8)"), "{text}");
+    assert!(text.contains("row_count(..10) (1485 rows)"), "{text}");
+    assert_eq!(version_of(&p, "silver", "audited"), 1);
+    assert_eq!(files_under(&table_dir).len(), files_before, "uncommitted files must be deleted");
+    // Readers still see the previous version.
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(query_lake(&lh, "SELECT count(*) FROM silver.audited")), rows(&[&["1485"]]));
+}
+
+/// A model that fails makes the models reading it skip; the others still run.
+#[test]
+fn a_failed_model_skips_its_descendants_only() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest"]);
+    p.write("transforms/silver/ville_events.yaml", "version: 1\ntests:\n  - { check: row_count, min: 100000 }\n");
+    let out = p.run(&["transform"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(summary_line(&text, "silver.ville_events").contains("FAILED"), "{text}");
+    assert!(summary_line(&text, "gold.night_noise_near_events").contains("skipped"), "{text}");
+    assert!(text.contains("gold.night_noise_near_events: skipped: input silver.ville_events failed"), "{text}");
+    assert!(summary_line(&text, "gold.fire_response_times").contains(" full "), "{text}");
+}
+
+/// `--select name+` runs the model and what reads it; `+name` the model and what it reads.
+#[test]
+fn select_follows_the_dag() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest"]);
+    let out = run_ok(&p, &["compile", "--select", "+incidents_weather_daily"]);
+    let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("-- ") && l.contains("(transforms/")).map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(
+        heads,
+        ["silver.bmpm_interventions", "silver.ddsp_incidents", "silver.meteo_observations", "gold.incidents_weather_daily"]
+    );
+    run_ok(&p, &["transform"]);
+    let out = run_ok(&p, &["transform", "--select", "silver.ville_events+", "--full-refresh"]);
+    let ran: Vec<&str> = out.lines().skip(1).take_while(|l| l.contains('.')).map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(ran, ["silver.ville_events", "gold.night_noise_near_events"], "{out}");
+    let out = p.run(&["transform", "--select", "incidents_by_quartier"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no model named `incidents_by_quartier`"), "{}", stderr(&out));
+}
+
+/// `compile` prints the SQL that runs: refs resolved, vars applied, macros expanded; `--incremental` shows the
+/// incremental rendering.
+#[test]
+fn compile_prints_rendered_sql() {
+    let p = TestProject::example(None);
+    let out = run_ok(&p, &["compile", "--select", "silver.ddsp_incidents", "--var", "hotspot_cell_meters=2000"]);
+    assert!(out.starts_with("-- silver.ddsp_incidents (transforms/silver/ddsp_incidents.sql) materialized=incremental unique_key=incident_id\n"), "{out}");
+    assert!(out.contains("FROM bronze.ddsp_incidents"), "{out}");
+    assert!(out.contains("geo_cell(lat, lon, 2000) AS hotspot_cell"), "{out}");
+    assert!(out.contains("row_number() OVER (PARTITION BY incident_id"), "{out}");
+    assert!(!out.contains("{{") && !out.contains("{%"), "{out}");
+}
+
+/// The privacy functions in SQL give the pseudonyms of landing: a bronze pseudonym (made at ingestion with
+/// `normalize: casefold`) equals `pseudonymize(clear value, 'police', 'casefold')`.
+#[test]
+fn pseudonymize_in_sql_matches_landing() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Row 2 of incidents_2026-11-08.csv: DDSP-2026-000501, reporter "Mehdi Dubois", phone "07 01 51 92 44".
+    let same = rt.block_on(query_lake(
+        &lh,
+        "SELECT reporter_name = pseudonymize('  MEHDI DUBOIS ', 'police', 'casefold'),
+                reporter_phone = pseudonymize('07.01.51.92.44', 'police', 'digits'),
+                reporter_name_key_id = pseudonym_key_id('police'),
+                reporter_name = pseudonymize('Mehdi Dubois', 'fire', 'casefold')
+         FROM bronze.ddsp_incidents WHERE incident_id = 'DDSP-2026-000501'",
+    ));
+    assert_eq!(same, rows(&[&["true", "true", "true", "false"]]));
+}
+
+/// Template, DAG and sidecar errors: one fixture file per case (files separated by `-- file: <path>` lines,
+/// written into a copy of the example deployment), `lakehouse validate` output snapshotted.
+#[test]
+fn invalid_transforms() {
+    insta::glob!("../fixtures/transforms/invalid", "*.txt", |path| {
+        let p = TestProject::example(None);
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut current: Option<(String, String)> = None;
+        let mut files = Vec::new();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("-- file: ") {
+                files.extend(current.take());
+                current = Some((name.trim().to_string(), String::new()));
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        files.extend(current);
+        for (name, body) in files {
+            p.write(&format!("transforms/{name}"), body);
+        }
+        let out = p.run(&["validate"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        insta::assert_snapshot!(stderr(&out));
+    });
+}
