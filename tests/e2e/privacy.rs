@@ -89,9 +89,13 @@ impl Needles {
 #[tokio::test]
 async fn canary_keys_and_clear_identifiers_never_reach_storage_or_logs() {
     let p = TestProject::example(None);
-    let out = p.command(&["-v", "ingest"]).output().unwrap();
+    // The whole pipeline: bronze, silver and gold (data files and commit metadata), logs, rendered SQL.
+    let out = p.command(&["-v", "run"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let logs = [out.stdout.clone(), out.stderr.clone()].concat();
+    let compiled = p.run(&["-v", "compile", "--incremental"]);
+    assert!(compiled.status.success(), "{}", stderr(&compiled));
+    assert!(stdout(&compiled).contains("pseudonymize") || stdout(&compiled).contains("geo_cell"));
+    let logs = [out.stdout.clone(), out.stderr.clone(), compiled.stdout.clone(), compiled.stderr.clone()].concat();
     assert!(logs.len() > 1000, "expected debug logs");
     let needles = Needles::new(needles());
     // The scanner finds what it should.
@@ -100,7 +104,10 @@ async fn canary_keys_and_clear_identifiers_never_reach_storage_or_logs() {
     assert!(needles.find(&sample).is_some(), "the scanner must find the identifiers of the input");
     let files = files_under(&p.path().join("warehouse"));
     assert!(files.iter().any(|f| f.to_string_lossy().contains("_delta_log")));
-    assert!(files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).count() >= 10);
+    assert!(files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).count() >= 20);
+    for layer in ["silver", "gold"] {
+        assert!(files.iter().any(|f| f.to_string_lossy().contains(&format!("/warehouse/{layer}/"))), "{layer}");
+    }
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         if let Some(n) = needles.find(&bytes) {

@@ -77,3 +77,34 @@ async fn crash_then_rerun_on_s3() {
     let q = p.warehouse_url("bronze", "ddsp_incidents__quarantine");
     assert_eq!(query_i64(&q, "SELECT count(*) FROM t").await, 15);
 }
+
+/// `lakehouse run` on an S3 warehouse: bronze, silver and gold, then an incremental run after a new file.
+#[tokio::test]
+async fn transform_pipeline_on_s3() {
+    let (p, prefix) = example_on_s3().await;
+    let out = p.run(&["run"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let lh = p.load();
+    assert!(lh.warehouse.root().as_str().starts_with(&prefix));
+    let counts = query_lake(
+        &lh,
+        "SELECT (SELECT count(*) FROM silver.ddsp_incidents) AS a, (SELECT count(*) FROM gold.incidents_by_arrondissement_period) AS b,
+                (SELECT count(*) FROM gold.fire_response_times WHERE interventions < 11) AS c",
+    )
+    .await;
+    assert_eq!(counts, rows(&[&["1485", "64", "0"]]));
+    // A new police file in the S3 drop zone: the silver model runs incrementally.
+    let drops = url::Url::parse(&format!("{prefix}/drops/ddsp/")).unwrap();
+    let (store, base) = object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops)).unwrap();
+    let csv = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n\
+               DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;Ana Lopez;06 00 00 00 01;\n";
+    let path = object_store::path::Path::from(format!("{}/incidents_2026-11-22.csv", base.as_ref()));
+    store.put(&path, csv.as_bytes().to_vec().into()).await.unwrap();
+    let out = p.run(&["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.starts_with("silver.ddsp_incidents ")).unwrap();
+    assert!(line.contains("incremental"), "{text}");
+    let n = query_lake(&lh, "SELECT count(*) FROM silver.ddsp_incidents").await;
+    assert_eq!(n, rows(&[&["1486"]]));
+}

@@ -484,6 +484,38 @@ mod tests {
         assert_eq!(age_band(30, 0), None);
     }
 
+    /// `pseudonymize` in SQL is HMAC-SHA-256 of the normalized value under the domain's key (checked against
+    /// the `hmac` crate), null for null and blank values; `pseudonym_key_id` names the key.
+    #[tokio::test]
+    async fn pseudonymize_in_sql_is_keyed_hmac_sha256() {
+        use hmac::{Hmac, Mac};
+        let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let ring = KeyRing::parse(&format!("police k7 {key}"), "test").unwrap();
+        let ctx = SessionContext::new();
+        register(&ctx, Arc::new(ring), &["police".to_string()], chrono_tz::UTC);
+        let sql = "SELECT pseudonymize(' Dupont ', 'police', 'casefold') AS a, pseudonymize('06 12', 'police', 'digits') AS b, \
+                   pseudonymize(CAST(NULL AS VARCHAR), 'police') AS c, pseudonymize('  ', 'police') AS d, pseudonym_key_id('police') AS e";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let col = |i: usize| {
+            let c = arrow::compute::cast(batches[0].column(i), &DataType::Utf8).unwrap();
+            let s = c.as_string::<i32>();
+            s.is_valid(0).then(|| s.value(0).to_string())
+        };
+        let expect = |msg: &str| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&hex::decode(key).unwrap()).unwrap();
+            mac.update(msg.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        };
+        assert_eq!(col(0), Some(expect("dupont")));
+        assert_eq!(col(1), Some(expect("0612")));
+        assert_eq!(col(2), None);
+        assert_eq!(col(3), None);
+        assert_eq!(col(4).as_deref(), Some("k7"));
+        // An unknown domain is a planning error.
+        let err = ctx.sql("SELECT pseudonymize('x', 'fire')").await.unwrap_err().to_string();
+        assert!(err.contains("unknown domain 'fire'"), "{err}");
+    }
+
     fn micros(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
     }
