@@ -3,6 +3,9 @@
 //! `ingest`: N rows of police-incident CSV like the DDSP export (`;`, Windows-1252, French dates and decimal
 //! commas, a reporter's name and phone number as direct identifiers), split in files, ingested end to end into a
 //! fresh bronze table on `file://`: CSV → typed → pseudonymized → Delta.
+//!
+//! `transform`: the same rows land in bronze with the two identifiers kept in clear (not timed), then the silver
+//! model [`SILVER_MODEL`] is timed: bronze Delta → two columns pseudonymized (HMAC-SHA-256) → silver Delta.
 
 use std::fmt;
 use std::io::{BufWriter, Write};
@@ -43,6 +46,14 @@ columns:
   notes: { type: string, pii: sensitive, from: observations }
 retention: 3 years
 "#;
+
+/// The silver model of `bench transform`: every column, the two identifiers replaced by keyed pseudonyms.
+pub const SILVER_MODEL: &str = "SELECT incident_id, reported_at, category, lat, lon, arrondissement,
+    pseudonymize(reporter_name, 'police', 'casefold') AS reporter_token,
+    pseudonymize(reporter_phone, 'police', 'digits') AS reporter_phone_token,
+    notes, _ingested_at, _run_id, _source_file
+FROM {{ source('incidents') }}
+";
 
 /// Figures of one benchmark run.
 #[derive(Debug, Clone)]
@@ -89,28 +100,7 @@ pub async fn ingest(
     rows: u64,
     files: u32,
 ) -> Result<IngestBench, Box<dyn std::error::Error + Send + Sync>> {
-    let project_dir = dir.join("project");
-    let drop = project_dir.join("drop");
-    std::fs::create_dir_all(project_dir.join("sources"))?;
-    std::fs::create_dir_all(&drop)?;
-    let keys = dir.join("keys");
-    std::fs::write(project_dir.join("lakehouse.yaml"), PROJECT.replace("KEYS", &keys.display().to_string()))?;
-    std::fs::write(project_dir.join("sources/incidents.yaml"), MANIFEST)?;
-
-    let t0 = Instant::now();
-    let files = files.max(1);
-    let mut bytes = 0;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    for f in 0..files {
-        let n = rows / u64::from(files) + u64::from(u64::from(f) < rows % u64::from(files));
-        let path = drop.join(format!("incidents-{f:03}.csv"));
-        write_incidents(&path, n, u64::from(f) * (rows / u64::from(files) + 1), &mut rng)?;
-        bytes += std::fs::metadata(&path)?.len();
-    }
-    let generate_secs = t0.elapsed().as_secs_f64();
-
-    let project = Project::load(&project_dir)?;
-    let lh = Lakehouse::open(project)?;
+    let (lh, bytes, generate_secs, files) = setup(dir, rows, files, MANIFEST)?;
     let src = lh.project.sources[0].clone();
     let t1 = Instant::now();
     let report = ingest_source(&lh, &src).await?;
@@ -125,6 +115,98 @@ pub async fn ingest(
         quarantined: report.records.quarantined,
         peak_rss_bytes: peak_rss(),
     })
+}
+
+/// Writes the project and generates the drop-zone files.
+fn setup(
+    dir: &Path,
+    rows: u64,
+    files: u32,
+    manifest: &str,
+) -> Result<(Lakehouse, u64, f64, u32), Box<dyn std::error::Error + Send + Sync>> {
+    let project_dir = dir.join("project");
+    let drop = project_dir.join("drop");
+    std::fs::create_dir_all(project_dir.join("sources"))?;
+    std::fs::create_dir_all(&drop)?;
+    let keys = dir.join("keys");
+    std::fs::write(project_dir.join("lakehouse.yaml"), PROJECT.replace("KEYS", &keys.display().to_string()))?;
+    std::fs::write(project_dir.join("sources/incidents.yaml"), manifest)?;
+    if manifest != MANIFEST {
+        std::fs::create_dir_all(project_dir.join("transforms/silver"))?;
+        std::fs::write(project_dir.join("transforms/silver/incidents.sql"), SILVER_MODEL)?;
+    }
+
+    let t0 = Instant::now();
+    let files = files.max(1);
+    let mut bytes = 0;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for f in 0..files {
+        let n = rows / u64::from(files) + u64::from(u64::from(f) < rows % u64::from(files));
+        let path = drop.join(format!("incidents-{f:03}.csv"));
+        write_incidents(&path, n, u64::from(f) * (rows / u64::from(files) + 1), &mut rng)?;
+        bytes += std::fs::metadata(&path)?.len();
+    }
+    let generate_secs = t0.elapsed().as_secs_f64();
+    let project = Project::load(&project_dir)?;
+    Ok((Lakehouse::open(project)?, bytes, generate_secs, files))
+}
+
+/// Figures of one `bench transform` run.
+#[derive(Debug, Clone)]
+pub struct TransformBench {
+    pub rows: u64,
+    pub prepare_secs: f64,
+    pub transform_secs: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl fmt::Display for TransformBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "prepared {} bronze rows (generate + ingest, not timed) in {:.1} s", self.rows, self.prepare_secs)?;
+        writeln!(
+            f,
+            "transformed {} rows in {:.2} s: {:.0} rows/s (bronze Delta → 2 columns pseudonymized → silver Delta on file://)",
+            self.rows,
+            self.transform_secs,
+            self.rows as f64 / self.transform_secs
+        )?;
+        match self.peak_rss_bytes {
+            Some(b) => write!(f, "peak RSS during the transform: {} MiB", b >> 20),
+            None => write!(f, "peak RSS: unknown (no /proc/self/status)"),
+        }
+    }
+}
+
+/// Lands `rows` rows in bronze with the identifiers in clear, then times the silver model.
+pub async fn transform(
+    dir: &Path,
+    rows: u64,
+    files: u32,
+) -> Result<TransformBench, Box<dyn std::error::Error + Send + Sync>> {
+    let t0 = Instant::now();
+    // Bronze keeps the two identifiers (as `quasi`) so that silver pseudonymizes them.
+    let manifest = MANIFEST
+        .replace("pii: direct, domain: police, normalize: casefold,", "pii: quasi,")
+        .replace("pii: direct, domain: police, normalize: digits,", "pii: quasi,");
+    let (lh, _, _, _) = setup(dir, rows, files, &manifest)?;
+    let src = lh.project.sources[0].clone();
+    let report = ingest_source(&lh, &src).await?;
+    let mut diags = crate::manifest::Diagnostics::default();
+    let plan = crate::transform::Plan::build(&lh.project, &Default::default(), &mut diags);
+    if !diags.is_empty() {
+        return Err(diags.to_string().into());
+    }
+    let prepare_secs = t0.elapsed().as_secs_f64();
+    // Measure the transform's own peak: reset the high-water mark (Linux 4.0+; ignored elsewhere).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let t1 = Instant::now();
+    let reports = crate::transform::run::run(&lh, &plan, &plan.order, &Default::default()).await;
+    let transform_secs = t1.elapsed().as_secs_f64();
+    match reports.first().map(|r| &r.outcome) {
+        Some(crate::transform::Outcome::Built { rows: built, .. }) if *built == report.records.written => {}
+        other => return Err(format!("unexpected transform result: {other:?}").into()),
+    }
+    Ok(TransformBench { rows: report.records.written, prepare_secs, transform_secs, peak_rss_bytes: peak_rss() })
 }
 
 fn next(rng: &mut u64) -> u64 {

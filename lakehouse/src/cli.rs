@@ -102,4 +102,17 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Land N generated rows in bronze with two identifiers in clear (not timed), then time the silver model
+    /// that pseudonymizes them; print rows/s and the transform's peak memory.
+    Transform {
+        /// Rows to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Number of files the rows are split into.
+        #[arg(long, default_value_t = 8)]
+        files: u32,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }

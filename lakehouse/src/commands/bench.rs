@@ -1,21 +1,29 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli::BenchCommand;
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let work_dir = |dir: Option<PathBuf>| -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+        Ok(match dir {
+            Some(d) => (d, None),
+            None => {
+                let tmp = tempfile::tempdir()?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        })
+    };
     match cmd {
         BenchCommand::Ingest { rows, files, dir } => {
-            let tmp;
-            let dir = match dir {
-                Some(d) => d,
-                None => {
-                    tmp = tempfile::tempdir()?;
-                    tmp.path().to_path_buf()
-                }
-            };
+            let (dir, _tmp) = work_dir(dir)?;
             let result = lakehouse::bench::ingest(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
-            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Transform { rows, files, dir } => {
+            let (dir, _tmp) = work_dir(dir)?;
+            let result = lakehouse::bench::transform(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
+            println!("{result}");
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
