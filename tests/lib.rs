@@ -146,8 +146,8 @@ pub async fn open_table(url: &str) -> DeltaTable {
 }
 
 /// Runs SQL over tables registered by name (`bronze.x`, `silver.y`, `gold.z`) with the project's functions.
+/// Tables are found by listing the layer directories on `file://`; on `s3://`, the tables named in the SQL.
 pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
     for layer in ["bronze", "silver", "gold"] {
@@ -174,16 +174,7 @@ pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>
     }
     let batches =
         ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{e}"));
-    let mut rows = Vec::new();
-    for b in batches {
-        let opts = FormatOptions::default();
-        let fmts: Vec<_> =
-            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("format")).collect();
-        for r in 0..b.num_rows() {
-            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
-        }
-    }
-    rows
+    to_rows(&batches)
 }
 
 /// Runs SQL over one Delta table registered as `t`.
@@ -246,9 +237,14 @@ pub fn stderr(o: &Output) -> String {
 
 /// Query results as rows of display strings (nulls as empty strings), for exact comparisons.
 pub async fn query_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    to_rows(&query(url, sql).await)
+}
+
+/// Batches as rows of display strings (nulls as empty strings).
+pub fn to_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     let mut rows = Vec::new();
-    for b in query(url, sql).await {
+    for b in batches {
         let opts = FormatOptions::default();
         let fmts: Vec<_> =
             b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("format")).collect();

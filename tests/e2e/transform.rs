@@ -28,7 +28,9 @@ fn version_of(p: &TestProject, layer: &str, table: &str) -> u64 {
     let url = lh.warehouse.table_url(layer, table);
     let rt = tokio::runtime::Handle::try_current();
     assert!(rt.is_err(), "call from a sync test");
-    tokio::runtime::Runtime::new().unwrap().block_on(async { lh.warehouse.open(&url).await.unwrap().unwrap().version().unwrap() })
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { lh.warehouse.open(&url).await.unwrap().unwrap().version().unwrap() })
 }
 
 #[test]
@@ -110,12 +112,19 @@ fn gold_cells_below_the_minimum_group_size_are_suppressed() {
 fn minimum_group_size_comes_from_the_project() {
     let p = TestProject::example(None);
     let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
-    p.write("lakehouse.yaml", yaml.replace("  domains: [police, fire, citizens]", "  domains: [police, fire, citizens]\n  min_group_size: 30"));
+    p.write(
+        "lakehouse.yaml",
+        yaml.replace(
+            "  domains: [police, fire, citizens]",
+            "  domains: [police, fire, citizens]\n  min_group_size: 30",
+        ),
+    );
     run_ok(&p, &["run"]);
     let lh = p.load();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let below = query_lake(&lh, "SELECT count(*) FROM gold.incidents_by_arrondissement_period WHERE incidents < 30").await;
+        let below =
+            query_lake(&lh, "SELECT count(*) FROM gold.incidents_by_arrondissement_period WHERE incidents < 30").await;
         assert_eq!(below, rows(&[&["0"]]));
         let published =
             query_lake(&lh, "SELECT count(*) FROM gold.incidents_by_arrondissement_period WHERE NOT suppressed").await;
@@ -240,7 +249,10 @@ fn failing_audits_block_the_commit_and_warnings_do_not() {
     let out = p.run(&["transform", "--select", "audited"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("silver.audited: FAILED: audit failed, nothing committed: expression(arrondissement <= 8)"), "{text}");
+    assert!(
+        text.contains("silver.audited: FAILED: audit failed, nothing committed: expression(arrondissement <= 8)"),
+        "{text}"
+    );
     assert!(text.contains("row_count(..10) (1485 rows)"), "{text}");
     assert_eq!(version_of(&p, "silver", "audited"), 1);
     assert_eq!(files_under(&table_dir).len(), files_before, "uncommitted files must be deleted");
@@ -271,14 +283,24 @@ fn select_follows_the_dag() {
     let p = TestProject::example(None);
     run_ok(&p, &["ingest"]);
     let out = run_ok(&p, &["compile", "--select", "+incidents_weather_daily"]);
-    let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("-- ") && l.contains("(transforms/")).map(|l| l.split(' ').nth(1).unwrap()).collect();
+    let heads: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("-- ") && l.contains("(transforms/"))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
     assert_eq!(
         heads,
-        ["silver.bmpm_interventions", "silver.ddsp_incidents", "silver.meteo_observations", "gold.incidents_weather_daily"]
+        [
+            "silver.bmpm_interventions",
+            "silver.ddsp_incidents",
+            "silver.meteo_observations",
+            "gold.incidents_weather_daily"
+        ]
     );
     run_ok(&p, &["transform"]);
     let out = run_ok(&p, &["transform", "--select", "silver.ville_events+", "--full-refresh"]);
-    let ran: Vec<&str> = out.lines().skip(1).take_while(|l| l.contains('.')).map(|l| l.split(' ').next().unwrap()).collect();
+    let ran: Vec<&str> =
+        out.lines().skip(1).take_while(|l| l.contains('.')).map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(ran, ["silver.ville_events", "gold.night_noise_near_events"], "{out}");
     let out = p.run(&["transform", "--select", "incidents_by_quartier"]);
     assert_eq!(out.status.code(), Some(1));

@@ -256,10 +256,8 @@ async fn run_model(
     for table in &model.rendered.inputs {
         inputs.insert(table.clone(), open_input(lh, table).await?);
     }
-    let read: Vec<TableVersion> = inputs
-        .iter()
-        .map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) })
-        .collect();
+    let read: Vec<TableVersion> =
+        inputs.iter().map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) }).collect();
     let sql_hash = hash(&model.rendered.sql);
     let previous = match &existing {
         Some(t) => last_run(t).await,

@@ -236,10 +236,7 @@ impl Renderer {
         };
         let mut hint = None;
         if e.kind() == ErrorKind::UnknownMethod {
-            hint = Some(format!(
-                "macros are called as <file>.<macro>(…); macro files: {}",
-                join(&self.macros)
-            ));
+            hint = Some(format!("macros are called as <file>.<macro>(…); macro files: {}", join(&self.macros)));
         }
         if matches!(e.kind(), ErrorKind::UndefinedError | ErrorKind::UnknownFunction) {
             let mut known: BTreeSet<String> = FUNCTIONS.iter().map(|s| s.to_string()).collect();
