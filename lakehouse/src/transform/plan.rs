@@ -196,6 +196,25 @@ impl Plan {
             check_sidecar(m, &schema, diags);
             register_empty(&ctx, target, schema);
             planned.insert(target.clone());
+            // The audits plan too (expressions, relationship targets), on the empty output.
+            if let (Some(s), Some(path)) = (&m.loaded.sidecar, &m.loaded.sidecar_path) {
+                for (i, t) in s.tests.iter().enumerate() {
+                    let sql = super::run::audit_sql(t, &format!("{target} AS t"));
+                    if let Err(e) = ctx.sql(&sql).await {
+                        let text = m.loaded.sidecar_text.as_deref().unwrap_or_default();
+                        let mut d = Diagnostic::new(
+                            path,
+                            format!("tests.{i}"),
+                            format!("audit {}: {}", t.label(), super::run::short_error(&e)),
+                        )
+                        .at(diag::locate(text, &["tests", &i.to_string()]));
+                        if matches!(t, AuditTest::Relationships { .. }) {
+                            d = d.hint("`to` must be a source's bronze table or a model that runs before this one");
+                        }
+                        diags.push(d);
+                    }
+                }
+            }
         }
     }
 }

@@ -600,36 +600,9 @@ async fn audit(
         Some(this) => format!("(SELECT * FROM __new UNION ALL SELECT * FROM {this}) AS t"),
         None => "__new AS t".to_string(),
     };
-    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-    let s = |v: &str| format!("'{}'", v.replace('\'', "''"));
     let mut out = Vec::new();
     for test in tests {
-        let sql = match test {
-            AuditTest::NotNull { columns, .. } => format!(
-                "SELECT count(*) FROM {subject} WHERE {}",
-                columns.iter().map(|c| format!("{} IS NULL", q(c))).collect::<Vec<_>>().join(" OR ")
-            ),
-            AuditTest::Unique { columns, .. } => {
-                let cols = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-                format!(
-                    "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {subject} GROUP BY {cols} HAVING count(*) > 1)"
-                )
-            }
-            AuditTest::AcceptedValues { column, values, .. } => format!(
-                "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
-                values.iter().map(|v| s(v)).collect::<Vec<_>>().join(", "),
-                c = q(column)
-            ),
-            AuditTest::Relationships { column, to, field, .. } => format!(
-                "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND {c} NOT IN (SELECT {f} FROM {to} WHERE {f} IS NOT NULL)",
-                c = q(column),
-                f = q(field)
-            ),
-            AuditTest::Expression { sql, .. } => {
-                format!("SELECT count(*) FROM {subject} WHERE NOT coalesce(({sql}), false)")
-            }
-            AuditTest::RowCount { .. } => format!("SELECT count(*) FROM {subject}"),
-        };
+        let sql = audit_sql(test, &subject);
         let value = scalar_u64(ctx, &sql).await.map_err(|e| match e {
             TransformError::Sql(msg) => TransformError::Sql(format!("audit {}: {msg}", test.label())),
             other => other,
@@ -648,6 +621,38 @@ async fn audit(
     }
     ctx.deregister_table("__new").map_err(sql_err)?;
     Ok(out)
+}
+
+/// The query counting the rows of `subject` that fail `test` (for `row_count`: all rows).
+pub(crate) fn audit_sql(test: &AuditTest, subject: &str) -> String {
+    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let s = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    match test {
+        AuditTest::NotNull { columns, .. } => format!(
+            "SELECT count(*) FROM {subject} WHERE {}",
+            columns.iter().map(|c| format!("{} IS NULL", q(c))).collect::<Vec<_>>().join(" OR ")
+        ),
+        AuditTest::Unique { columns, .. } => {
+            let cols = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+            format!(
+                "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {subject} GROUP BY {cols} HAVING count(*) > 1)"
+            )
+        }
+        AuditTest::AcceptedValues { column, values, .. } => format!(
+            "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
+            values.iter().map(|v| s(v)).collect::<Vec<_>>().join(", "),
+            c = q(column)
+        ),
+        AuditTest::Relationships { column, to, field, .. } => format!(
+            "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND {c} NOT IN (SELECT {f} FROM {to} WHERE {f} IS NOT NULL)",
+            c = q(column),
+            f = q(field)
+        ),
+        AuditTest::Expression { sql, .. } => {
+            format!("SELECT count(*) FROM {subject} WHERE NOT coalesce(({sql}), false)")
+        }
+        AuditTest::RowCount { .. } => format!("SELECT count(*) FROM {subject}"),
+    }
 }
 
 async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, TransformError> {
