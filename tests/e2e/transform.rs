@@ -367,3 +367,74 @@ fn invalid_transforms() {
         insta::assert_snapshot!(stderr(&out));
     });
 }
+
+/// Runs of one model racing each other publish once: the losers say so and publish nothing, so an appending
+/// incremental model holds each input row once.
+#[test]
+fn concurrent_runs_of_a_model_publish_once() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    p.write(
+        "transforms/silver/appended.sql",
+        "{{ config(materialized='incremental') }}\nSELECT incident_id, _source_file FROM {{ source('ddsp_incidents') }}",
+    );
+    // Every run waits a second between writing and committing, so all four race for the same commit.
+    let race = || {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                p.command(&["transform", "--select", "appended"])
+                    .env("LAKEHOUSE_FAULT", "slow-publish")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let won = outs.iter().filter(|o| o.status.success()).count();
+        for o in outs.iter().filter(|o| !o.status.success()) {
+            let text = stdout(o);
+            assert_eq!(o.status.code(), Some(1), "{text}\n{}", stderr(o));
+            assert!(text.contains("published at the same time; this run published nothing"), "{text}");
+        }
+        assert_eq!(won, 1, "exactly one run publishes");
+    };
+    race();
+    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    p.write(
+        "sources/data/ddsp/incidents_2026-11-22.csv",
+        format!("{header}DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;A B;06;\n"),
+    );
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    race();
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let counts = rt.block_on(query_lake(&lh, "SELECT count(*), count(DISTINCT incident_id) FROM silver.appended"));
+    assert_eq!(counts, rows(&[&["1486", "1486"]]));
+}
+
+/// A crash between writing and committing publishes nothing; the next run builds the model.
+#[test]
+fn crash_before_publish_then_rerun() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    p.write(
+        "sources/data/ddsp/incidents_2026-11-22.csv",
+        std::fs::read(p.path().join("sources/data/ddsp/incidents_2026-11-08.csv")).unwrap(),
+    );
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    let out = p
+        .command(&["transform", "--select", "ddsp_incidents"])
+        .env("LAKEHOUSE_FAULT", "before-publish")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(version_of(&p, "silver", "ddsp_incidents"), 1);
+    let out = run_ok(&p, &["transform", "--select", "ddsp_incidents"]);
+    assert!(summary_line(&out, "silver.ddsp_incidents").contains("incremental"), "{out}");
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let counts =
+        rt.block_on(query_lake(&lh, "SELECT count(*), count(DISTINCT incident_id) FROM silver.ddsp_incidents"));
+    assert_eq!(counts, rows(&[&["1485", "1485"]]));
+}

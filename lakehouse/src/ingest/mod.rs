@@ -38,6 +38,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
+use tracing::Instrument;
 
 pub use tables::{ledger_schema, quarantine_schema};
 
@@ -137,13 +138,16 @@ fn fault_point(point: &str) {
 
 /// Runs one source once.
 pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestReport, IngestError> {
+    let run_id = RunId::new();
+    let span = tracing::info_span!("ingest", source = src.manifest.name.as_str(), run_id = %run_id);
+    ingest_run(lh, src, run_id).instrument(span).await
+}
+
+async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let m = &src.manifest;
     let name = m.name.as_str();
-    let run_id = RunId::new();
-    let span = tracing::info_span!("ingest", source = name, run_id = %run_id);
-    let _guard = span.enter();
 
     let plan = Arc::new(TablePlan::new(m, lh.project.file.timezone.0));
     for domain in plan.domains() {

@@ -27,19 +27,20 @@ use datafusion::execution::context::SessionConfig;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, MetadataExt, StructType};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use url::Url;
 
 use super::plan::{Model, Plan};
 use super::template::{Materialized, Renderer};
 use crate::Lakehouse;
-use crate::manifest::{AuditTest, Diagnostic, Layer, Severity};
+use crate::manifest::{AuditTest, Diagnostic, Severity};
 use crate::privacy::KeyRing;
 use crate::storage::StorageError;
 
@@ -140,6 +141,10 @@ pub enum TransformError {
     Sql(String),
     #[error("audit failed, nothing committed: {0}")]
     Audit(String),
+    #[error(
+        "another run of {target} published at the same time; this run published nothing (run it again to catch up)"
+    )]
+    Concurrent { target: String },
     #[error("the model's columns changed ({0}); an incremental model cannot change columns in place")]
     SchemaChanged(String),
     #[error("table {table}: {source}")]
@@ -158,7 +163,12 @@ impl TransformError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Self::MissingInput { .. } | Self::Render(_) | Self::Sql(_) | Self::Audit(_) | Self::SchemaChanged(_)
+            Self::MissingInput { .. }
+                | Self::Render(_)
+                | Self::Sql(_)
+                | Self::Audit(_)
+                | Self::SchemaChanged(_)
+                | Self::Concurrent { .. }
         )
     }
 }
@@ -191,7 +201,6 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
             continue;
         }
         let span = tracing::info_span!("transform", target = %target);
-        let _guard = span.enter();
         let mut report = TransformReport {
             target: target.clone(),
             outcome: Outcome::UpToDate { version: 0 },
@@ -199,10 +208,10 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
             note: None,
             elapsed: Duration::ZERO,
         };
-        match run_model(lh, &renderer, model, opts, &mut report).await {
+        match run_model(lh, &renderer, model, opts, &mut report).instrument(span.clone()).await {
             Ok(outcome) => report.outcome = outcome,
             Err(e) => {
-                tracing::error!(error = %e, "transform failed");
+                span.in_scope(|| tracing::error!(error = %e, "transform failed"));
                 failed.insert(target.clone());
                 report.outcome = Outcome::Failed { error: e.to_string(), user_error: e.is_user_error() };
             }
@@ -431,44 +440,88 @@ async fn run_model(
         sql_hash: Some(sql_hash),
         mode: Some(mode.as_str().to_string()),
     };
+    // The run number as a Delta application transaction: two runs of the model racing from the same previous
+    // run commit the same number, and Delta's conflict check lets only one of them publish.
     let props = CommitProperties::default()
+        .with_application_transaction(Transaction::new(app_id(target), batch))
         .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())]);
-    let version = if merge {
+    // Test hooks: `LAKEHOUSE_FAULT=before-publish` aborts between writing and committing; `slow-publish` waits
+    // a second there so that concurrent runs of the model race for the commit.
+    match std::env::var("LAKEHOUSE_FAULT").as_deref() {
+        Ok("before-publish") => {
+            tracing::error!("LAKEHOUSE_FAULT: aborting the process");
+            std::process::abort();
+        }
+        Ok("slow-publish") => tokio::time::sleep(Duration::from_secs(1)).await,
+        _ => {}
+    }
+    let published = if merge {
         let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
         discard(&table, &adds).await;
-        v?
+        v
     } else {
-        let mut actions: Vec<Action> = Vec::new();
-        let save_mode = if mode == Mode::Full {
-            let snapshot = table.snapshot().map_err(delta_err(target))?;
-            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
-            if schema_change.is_some() {
-                let delta_schema: StructType =
-                    schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
-                let metadata =
-                    snapshot.metadata().clone().with_schema(&delta_schema).map_err(|e| delta_err(target)(e.into()))?;
-                actions.push(Action::Metadata(metadata));
-            }
-            SaveMode::Overwrite
-        } else {
-            SaveMode::Append
-        };
-        actions.extend(adds.into_iter().map(Action::Add));
-        let op = DeltaOperation::Write {
-            mode: save_mode,
-            partition_by: (!partition_by.is_empty()).then(|| partition_by.clone()),
-            predicate: None,
-        };
-        let snapshot = table.snapshot().map_err(delta_err(target))?;
-        CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(snapshot), table.log_store(), op)
-            .await
-            .map_err(delta_err(target))?
-            .version()
+        let v =
+            publish(&table, target, mode, schema_change.is_some(), &schema, partition_by, adds.clone(), props).await;
+        if v.is_err() {
+            discard(&table, &adds).await;
+        }
+        v
     };
+    let version = published.map_err(|e| match e {
+        TransformError::Delta { source, .. } if is_conflict(&source) => {
+            TransformError::Concurrent { target: target.clone() }
+        }
+        other => other,
+    })?;
     tracing::info!(version, rows, mode = mode.as_str(), "committed");
     Ok(Outcome::Built { mode, version, rows })
+}
+
+/// One commit: overwrite (removes of every current file, the new schema when it changed) or append.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    table: &DeltaTable,
+    target: &str,
+    mode: Mode,
+    schema_changed: bool,
+    schema: &SchemaRef,
+    partition_by: &[String],
+    adds: Vec<Add>,
+    props: CommitProperties,
+) -> Result<u64, TransformError> {
+    let snapshot = table.snapshot().map_err(delta_err(target))?;
+    let mut actions: Vec<Action> = Vec::new();
+    let save_mode = if mode == Mode::Full {
+        actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+        if schema_changed {
+            let delta_schema: StructType =
+                schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
+            let metadata =
+                snapshot.metadata().clone().with_schema(&delta_schema).map_err(|e| delta_err(target)(e.into()))?;
+            actions.push(Action::Metadata(metadata));
+        }
+        SaveMode::Overwrite
+    } else {
+        SaveMode::Append
+    };
+    actions.extend(adds.into_iter().map(Action::Add));
+    let op = DeltaOperation::Write {
+        mode: save_mode,
+        partition_by: (!partition_by.is_empty()).then(|| partition_by.to_vec()),
+        predicate: None,
+    };
+    Ok(CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), op)
+        .await
+        .map_err(delta_err(target))?
+        .version())
+}
+
+/// A commit that lost a race with another writer of the same table.
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(e, DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) })
+        || matches!(e, DeltaTableError::VersionAlreadyExists(_))
 }
 
 /// Small-cell suppression: the count and measures of cells below `k` become null, and `suppressed` says so.
@@ -726,7 +779,7 @@ async fn discard(table: &DeltaTable, adds: &[Add]) {
     }
 }
 
-/// The layer of a `layer.name` target.
-pub fn layer_of(target: &str) -> Option<Layer> {
-    target.split_once('.').and_then(|(l, _)| Layer::parse(l))
+/// The Delta application-transaction id of a model's runs.
+pub fn app_id(target: &str) -> String {
+    format!("lakehouse/transform/{target}")
 }
