@@ -231,11 +231,12 @@ fn failing_audits_block_the_commit_and_warnings_do_not() {
     p.write("transforms/silver/audited.sql", AUDITED);
     p.write(
         "transforms/silver/audited.yaml",
-        "version: 1\ntests:\n  - { check: expression, sql: \"arrondissement <= 8\", severity: warn }\n  - { check: unique, columns: [incident_id] }\n",
+        "version: 1\ntests:\n  - { check: expression, sql: \"arrondissement <= 8\", severity: warn }\n  - { check: unique, columns: [incident_id] }\n  - { check: relationships, column: incident_id, to: bronze.ddsp_incidents, field: incident_id }\n  - { check: accepted_values, column: arrondissement, values: [\"1\", \"2\"], severity: warn }\n",
     );
     let out = run_ok(&p, &["transform", "--select", "audited"]);
     assert!(out.contains("silver.audited: audit warning: expression(arrondissement <= 8)"), "{out}");
-    assert!(summary_line(&out, "silver.audited").contains("1/2 passed"), "{out}");
+    assert!(out.contains("silver.audited: audit warning: accepted_values(arrondissement)"), "{out}");
+    assert!(summary_line(&out, "silver.audited").contains("2/4 passed"), "{out}");
     assert_eq!(version_of(&p, "silver", "audited"), 1);
     let table_dir = p.path().join("warehouse/silver/audited");
     let files_before = files_under(&table_dir).len();
@@ -437,4 +438,25 @@ fn crash_before_publish_then_rerun() {
     let counts =
         rt.block_on(query_lake(&lh, "SELECT count(*), count(DISTINCT incident_id) FROM silver.ddsp_incidents"));
     assert_eq!(counts, rows(&[&["1485", "1485"]]));
+}
+
+/// `partition_by` makes a partitioned Delta table.
+#[test]
+fn partition_by_partitions_the_table() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    p.write(
+        "transforms/silver/partitioned.sql",
+        "{{ config(materialized='table', partition_by='category') }}\nSELECT incident_id, category FROM {{ source('ddsp_incidents') }}",
+    );
+    run_ok(&p, &["transform", "--select", "partitioned"]);
+    let dir = p.path().join("warehouse/silver/partitioned");
+    assert!(dir.join("category=vol").is_dir(), "{:?}", files_under(&dir));
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = rt.block_on(async { lh.warehouse.open(&lh.warehouse.table_url("silver", "partitioned")).await.unwrap().unwrap() });
+    assert_eq!(table.snapshot().unwrap().metadata().partition_columns(), &["category".to_string()]);
+    let n = rt.block_on(query_lake(&lh, "SELECT count(*) FROM silver.partitioned WHERE category = 'vol'"));
+    let b = rt.block_on(query_lake(&lh, "SELECT count(*) FROM bronze.ddsp_incidents WHERE category = 'vol'"));
+    assert_eq!(n, b);
 }
