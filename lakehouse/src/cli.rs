@@ -91,28 +91,22 @@ pub enum Command {
 pub enum BenchCommand {
     /// Generate N rows of police-incident CSV (`;`, Windows-1252, French dates, two direct identifiers) and
     /// ingest them into a fresh bronze table; print rows/s and peak memory.
-    Ingest {
-        /// Rows to generate.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
-        /// Number of files the rows are split into.
-        #[arg(long, default_value_t = 8)]
-        files: u32,
-        /// Work directory (default: a temporary directory, removed afterwards).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    Ingest(BenchData),
     /// Land N generated rows in bronze with two identifiers in clear (not timed), then time the silver model
     /// that pseudonymizes them; print rows/s and the transform's peak memory.
-    Transform {
-        /// Rows to generate.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
-        /// Number of files the rows are split into.
-        #[arg(long, default_value_t = 8)]
-        files: u32,
-        /// Work directory (default: a temporary directory, removed afterwards).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    Transform(BenchData),
+}
+
+/// The generated data of a benchmark.
+#[derive(Debug, clap::Args)]
+pub struct BenchData {
+    /// Rows to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Number of files the rows are split into.
+    #[arg(long, default_value_t = 8)]
+    pub files: u32,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }

@@ -204,6 +204,59 @@ fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(
     Ok(())
 }
 
+/// Merges `source` into `table` on the `keys` columns: rows with a matching key replace the table's row (every
+/// column), the others are inserted; one commit with `props`. A merge that changes nothing makes no commit, so
+/// an empty commit then records the run (its metadata and application transaction) anyway. Returns the version.
+pub async fn merge_on_keys(
+    table: &DeltaTable,
+    source: datafusion::prelude::DataFrame,
+    keys: &[String],
+    props: CommitProperties,
+) -> Result<u64, DeltaTableError> {
+    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let before = table.version().unwrap_or(0);
+    let predicate = keys.iter().map(|k| format!("t.{c} = s.{c}", c = q(k))).collect::<Vec<_>>().join(" AND ");
+    let columns: Vec<String> = table.snapshot()?.schema().fields().map(|f| q(f.name())).collect();
+    let (merged, _metrics) = table
+        .clone()
+        .merge(source, predicate)
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(props.clone())
+        .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(c.clone(), format!("s.{c}"))))?
+        .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.clone(), format!("s.{c}"))))?
+        .await?;
+    match merged.version() {
+        Some(v) if v > before => Ok(v),
+        _ => commit_empty(table, props).await,
+    }
+}
+
+/// A commit without data: records a run (commit metadata, application transaction) that changed nothing.
+pub async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result<u64, DeltaTableError> {
+    let op = deltalake::protocol::DeltaOperation::Write {
+        mode: deltalake::protocol::SaveMode::Append,
+        partition_by: None,
+        predicate: None,
+    };
+    Ok(deltalake::kernel::transaction::CommitBuilder::from(props)
+        .with_actions(Vec::new())
+        .build(Some(table.snapshot()?), table.log_store(), op)
+        .await?
+        .version())
+}
+
+/// Deletes data files written but not committed (after a failed read, audit or commit).
+pub async fn discard(table: &DeltaTable, adds: &[deltalake::kernel::Add]) {
+    use object_store::ObjectStoreExt;
+    let store = table.log_store().object_store(None);
+    for add in adds {
+        if let Err(e) = store.delete(&object_store::path::Path::from(add.path.as_str())).await {
+            tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
+        }
+    }
+}
+
 /// Storage options for a URL: the `AWS_*` variables for `s3://`.
 pub fn storage_options(url: &Url) -> HashMap<String, String> {
     let mut options = HashMap::new();

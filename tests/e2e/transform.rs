@@ -454,7 +454,9 @@ fn partition_by_partitions_the_table() {
     assert!(dir.join("category=vol").is_dir(), "{:?}", files_under(&dir));
     let lh = p.load();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let table = rt.block_on(async { lh.warehouse.open(&lh.warehouse.table_url("silver", "partitioned")).await.unwrap().unwrap() });
+    let table = rt.block_on(async {
+        lh.warehouse.open(&lh.warehouse.table_url("silver", "partitioned")).await.unwrap().unwrap()
+    });
     assert_eq!(table.snapshot().unwrap().metadata().partition_columns(), &["category".to_string()]);
     let n = rt.block_on(query_lake(&lh, "SELECT count(*) FROM silver.partitioned WHERE category = 'vol'"));
     let b = rt.block_on(query_lake(&lh, "SELECT count(*) FROM bronze.ddsp_incidents WHERE category = 'vol'"));

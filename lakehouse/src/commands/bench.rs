@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::BenchCommand;
+use crate::cli::{BenchCommand, BenchData};
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let work_dir = |dir: Option<PathBuf>| -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
@@ -14,12 +14,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         })
     };
     match cmd {
-        BenchCommand::Ingest { rows, files, dir } => {
+        BenchCommand::Ingest(BenchData { rows, files, dir }) => {
             let (dir, _tmp) = work_dir(dir)?;
             let result = lakehouse::bench::ingest(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
-        BenchCommand::Transform { rows, files, dir } => {
+        BenchCommand::Transform(BenchData { rows, files, dir }) => {
             let (dir, _tmp) = work_dir(dir)?;
             let result = lakehouse::bench::transform(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");

@@ -248,8 +248,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             Err(FileError::NotTaken(failed)) => report.failed.push(failed),
             Err(FileError::Fatal(e)) => {
                 drop(outcomes);
-                discard(&bronze, &bronze_adds).await;
-                discard(&quarantine, &quarantine_adds).await;
+                crate::storage::discard(&bronze, &bronze_adds).await;
+                crate::storage::discard(&quarantine, &quarantine_adds).await;
                 return Err(match e {
                     IngestError::BadRecord(msg) => {
                         IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
@@ -262,8 +262,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     drop(outcomes);
     if replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
-        discard(&bronze, &bronze_adds).await;
-        discard(&quarantine, &quarantine_adds).await;
+        crate::storage::discard(&bronze, &bronze_adds).await;
+        crate::storage::discard(&quarantine, &quarantine_adds).await;
         let f = &report.failed[0];
         return Err(IngestError::PendingBatch {
             source_name: name.to_string(),
@@ -342,7 +342,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         fault_point("after-quarantine-commit");
     } else {
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
-        discard(&quarantine, &quarantine_adds).await;
+        crate::storage::discard(&quarantine, &quarantine_adds).await;
     }
     // 3. Bronze.
     let version = match m.load.mode {
@@ -485,8 +485,8 @@ impl FileJob<'_> {
             (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
             (Ok(()), Err(e)) => fatal(internal(e)),
         };
-        discard(self.bronze, &bronze_adds).await;
-        discard(self.quarantine, &quarantine_adds).await;
+        crate::storage::discard(self.bronze, &bronze_adds).await;
+        crate::storage::discard(self.quarantine, &quarantine_adds).await;
         Err(outcome)
     }
 
@@ -533,18 +533,6 @@ fn writer(table: &DeltaTable) -> Result<RecordBatchWriter, IngestError> {
         .with_writer_properties(crate::storage::parquet_properties()))
 }
 
-/// Deletes Parquet files written but not committed.
-async fn discard(table: &DeltaTable, adds: &[Add]) {
-    use object_store::ObjectStoreExt;
-    let store = table.log_store().object_store(None);
-    for add in adds {
-        let path = object_store::path::Path::from(add.path.as_str());
-        if let Err(e) = store.delete(&path).await {
-            tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
-        }
-    }
-}
-
 fn table_name(table: &DeltaTable) -> String {
     table.table_url().to_string()
 }
@@ -580,11 +568,9 @@ async fn upsert(
     rows: Vec<RecordBatch>,
     props: CommitProperties,
 ) -> Result<u64, IngestError> {
-    let before = table.version().unwrap_or(0);
     let n: usize = rows.iter().map(RecordBatch::num_rows).sum();
     if n == 0 {
-        let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-        return commit(table, Vec::new(), op, props).await;
+        return crate::storage::commit_empty(table, props).await.map_err(|e| delta_err(table, e));
     }
     let df_err = |e: datafusion::error::DataFusionError| internal(format!("upsert: {e}"));
     let ctx = SessionContext::new();
@@ -603,35 +589,13 @@ async fn upsert(
     let schema = ordered[0].schema();
     let mem = datafusion::datasource::MemTable::try_new(schema, vec![ordered]).map_err(df_err)?;
     ctx.register_table("incoming", Arc::new(mem)).map_err(df_err)?;
-    let keys: Vec<String> = m.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| format!("\"{n}\"")).collect();
+    let keys: Vec<String> = m.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.to_string()).collect();
     let sql = format!(
         "SELECT * EXCLUDE (__ord, __rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY __ord DESC) AS __rn FROM incoming) WHERE __rn = 1",
-        keys.join(", ")
+        keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
     );
     let source = ctx.sql(&sql).await.map_err(df_err)?;
-    let predicate = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
-    let columns: Vec<String> =
-        table.snapshot().map_err(|e| delta_err(table, e))?.schema().fields().map(|f| f.name().to_string()).collect();
-    let (merged, _metrics) = table
-        .clone()
-        .merge(source, predicate)
-        .with_source_alias("s")
-        .with_target_alias("t")
-        .with_commit_properties(props.clone())
-        .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(format!("\"{c}\""), format!("s.\"{c}\""))))
-        .map_err(|e| delta_err(table, e))?
-        .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(format!("\"{c}\""), format!("s.\"{c}\""))))
-        .map_err(|e| delta_err(table, e))?
-        .await
-        .map_err(|e| delta_err(table, e))?;
-    match merged.version() {
-        Some(v) if v > before => Ok(v),
-        // A merge that changes nothing makes no commit: record the batch anyway.
-        _ => {
-            let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-            commit(table, Vec::new(), op, props).await
-        }
-    }
+    crate::storage::merge_on_keys(table, source, &keys, props).await.map_err(|e| delta_err(table, e))
 }
 
 /// A ledger row: a file taken and its batch.

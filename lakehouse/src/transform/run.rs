@@ -406,7 +406,7 @@ async fn run_model(
             match result {
                 Ok(a) => a,
                 Err(e) => {
-                    discard(&table, &adds).await;
+                    crate::storage::discard(&table, &adds).await;
                     return Err(e);
                 }
             }
@@ -416,7 +416,7 @@ async fn run_model(
     let failed: Vec<&AuditOutcome> = audits.iter().filter(|a| !a.passed && a.severity == Severity::Error).collect();
     report.audits = audits.clone();
     if !failed.is_empty() {
-        discard(&table, &adds).await;
+        crate::storage::discard(&table, &adds).await;
         let list: Vec<String> = failed.iter().map(|a| format!("{} ({} rows)", a.label, a.failing)).collect();
         return Err(TransformError::Audit(list.join(", ")));
     }
@@ -457,13 +457,13 @@ async fn run_model(
     }
     let published = if merge {
         let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
-        discard(&table, &adds).await;
+        crate::storage::discard(&table, &adds).await;
         v
     } else {
         let v =
             publish(&table, target, mode, schema_change.is_some(), &schema, partition_by, adds.clone(), props).await;
         if v.is_err() {
-            discard(&table, &adds).await;
+            crate::storage::discard(&table, &adds).await;
         }
         v
     };
@@ -727,56 +727,13 @@ async fn merge_files(
     props: CommitProperties,
 ) -> Result<u64, TransformError> {
     let target = table.table_url().to_string();
-    let before = table.version().unwrap_or(0);
     if adds.is_empty() {
         // Nothing new: still record the input versions read.
-        return commit_empty(table, props).await;
+        return crate::storage::commit_empty(table, props).await.map_err(delta_err(&target));
     }
     register_files(ctx, "__incoming", url, adds, schema).await?;
     let source = ctx.table("__incoming").await.map_err(sql_err)?;
-    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-    let predicate = keys.iter().map(|k| format!("t.{c} = s.{c}", c = q(k))).collect::<Vec<_>>().join(" AND ");
-    let columns: Vec<String> = schema.fields().iter().map(|f| q(f.name())).collect();
-    let (merged, _) = table
-        .clone()
-        .merge(source, predicate)
-        .with_source_alias("s")
-        .with_target_alias("t")
-        .with_commit_properties(props.clone())
-        .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(c.clone(), format!("s.{c}"))))
-        .map_err(delta_err(&target))?
-        .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.clone(), format!("s.{c}"))))
-        .map_err(delta_err(&target))?
-        .await
-        .map_err(delta_err(&target))?;
-    match merged.version() {
-        Some(v) if v > before => Ok(v),
-        _ => commit_empty(table, props).await,
-    }
-}
-
-/// A commit without data: records the run (and the input versions it read) when nothing changed.
-async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result<u64, TransformError> {
-    let target = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(delta_err(&target))?;
-    let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-    Ok(CommitBuilder::from(props)
-        .with_actions(Vec::new())
-        .build(Some(snapshot), table.log_store(), op)
-        .await
-        .map_err(delta_err(&target))?
-        .version())
-}
-
-/// Deletes data files written but not committed.
-async fn discard(table: &DeltaTable, adds: &[Add]) {
-    use object_store::ObjectStoreExt;
-    let store = table.log_store().object_store(None);
-    for add in adds {
-        if let Err(e) = store.delete(&object_store::path::Path::from(add.path.as_str())).await {
-            tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
-        }
-    }
+    crate::storage::merge_on_keys(table, source, keys, props).await.map_err(delta_err(&target))
 }
 
 /// The Delta application-transaction id of a model's runs.
