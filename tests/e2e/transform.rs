@@ -462,3 +462,66 @@ fn partition_by_partitions_the_table() {
     let b = rt.block_on(query_lake(&lh, "SELECT count(*) FROM bronze.ddsp_incidents WHERE category = 'vol'"));
     assert_eq!(n, b);
 }
+
+/// A changed model is rebuilt even when its inputs did not change: new SQL (here a new column, so the table's
+/// schema changes in the same commit), a changed sidecar, a changed minimum group size.
+#[test]
+fn changed_definitions_rebuild_the_model() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let sql = std::fs::read_to_string(p.path().join("transforms/silver/ville_events.sql")).unwrap();
+    p.write(
+        "transforms/silver/ville_events.sql",
+        sql.replace("    free_entry\n", "    free_entry,\n    1 AS schema_version\n"),
+    );
+    let out = run_ok(&p, &["transform"]);
+    assert!(summary_line(&out, "silver.ville_events").contains(" full "), "{out}");
+    assert!(summary_line(&out, "gold.night_noise_near_events").contains(" full "), "{out}");
+    assert!(summary_line(&out, "silver.ddsp_incidents").contains("up to date"), "{out}");
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let v = rt.block_on(query_lake(&lh, "SELECT min(schema_version), count(*) FROM silver.ville_events"));
+    assert_eq!(v, rows(&[&["1", "59"]]));
+
+    let side = std::fs::read_to_string(p.path().join("transforms/gold/fire_response_times.yaml")).unwrap();
+    p.write("transforms/gold/fire_response_times.yaml", format!("{side}  - {{ check: row_count, min: 1 }}\n"));
+    let out = run_ok(&p, &["transform"]);
+    assert!(summary_line(&out, "gold.fire_response_times").contains("3/3 passed"), "{out}");
+    assert!(summary_line(&out, "gold.accident_hotspots").contains("up to date"), "{out}");
+
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write(
+        "lakehouse.yaml",
+        yaml.replace(
+            "  domains: [police, fire, citizens]",
+            "  domains: [police, fire, citizens]\n  min_group_size: 20",
+        ),
+    );
+    let out = run_ok(&p, &["transform"]);
+    for (table, _) in GOLD {
+        assert!(summary_line(&out, &format!("gold.{table}")).contains(" full "), "{out}");
+    }
+    assert!(summary_line(&out, "silver.ddsp_incidents").contains("up to date"), "{out}");
+}
+
+/// New SQL for an incremental model rebuilds it in full: the new logic applies to every row.
+#[test]
+fn changed_sql_of_an_incremental_model_rebuilds_it_in_full() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let sql = std::fs::read_to_string(p.path().join("transforms/silver/ddsp_incidents.sql")).unwrap();
+    p.write(
+        "transforms/silver/ddsp_incidents.sql",
+        sql.replace("geo_cell(lat, lon, 1000) AS cell_1km", "geo_cell(lat, lon, 200) AS cell_1km"),
+    );
+    let out = run_ok(&p, &["transform", "--select", "ddsp_incidents"]);
+    assert!(summary_line(&out, "silver.ddsp_incidents").contains(" full "), "{out}");
+    assert!(out.contains("silver.ddsp_incidents: full rebuild: the model's SQL changed since the last run"), "{out}");
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cells = rt.block_on(query_lake(
+        &lh,
+        "SELECT count(*) FROM silver.ddsp_incidents WHERE cell_1km NOT LIKE 'CRS3035RES200m%'",
+    ));
+    assert_eq!(cells, rows(&[&["0"]]));
+}

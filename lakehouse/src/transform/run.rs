@@ -268,6 +268,16 @@ async fn run_model(
     let read: Vec<TableVersion> =
         inputs.iter().map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) }).collect();
     let sql_hash = hash(&model.rendered.sql);
+    // The model's definition beyond its SQL: the sidecar (audits, small cells) and the deployment's threshold.
+    let suppressed =
+        model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref()).is_some_and(|c| c.count.is_some());
+    let threshold =
+        if suppressed { format!("min_group_size={}", lh.project.file.privacy.min_group_size) } else { String::new() };
+    let manifest_hash = hash(&format!(
+        "{}\n{}\n{threshold}",
+        model.loaded.sql,
+        model.loaded.sidecar_text.as_deref().unwrap_or_default()
+    ));
     let previous = match &existing {
         Some(t) => last_run(t).await,
         None => None,
@@ -275,6 +285,7 @@ async fn run_model(
     if let (Some(prev), Some(t), false) = (&previous, &existing, opts.full_refresh)
         && prev.read == read
         && prev.sql_hash.as_deref() == Some(sql_hash.as_str())
+        && prev.manifest_hash == manifest_hash
     {
         return Ok(Outcome::UpToDate { version: t.version().unwrap_or(0) });
     }
@@ -285,8 +296,10 @@ async fn run_model(
         match (&existing, &previous) {
             (Some(_), Some(prev)) => {
                 let mut per_input = BTreeMap::new();
-                let mut why_full = None;
-                for tv in &read {
+                // New SQL applies to every row, not only to the new ones.
+                let mut why_full = (prev.sql_hash.as_deref() != Some(sql_hash.as_str()))
+                    .then(|| "the model's SQL changed since the last run".to_string());
+                for tv in read.iter().filter(|_| why_full.is_none()) {
                     let Some(before) = prev.read.iter().find(|p| p.table == tv.table) else {
                         why_full = Some(format!("{} is a new input", tv.table));
                         break;
@@ -427,11 +440,7 @@ async fn run_model(
         run_id,
         kind: RunKind::Transform,
         target: target.clone(),
-        manifest_hash: hash(&format!(
-            "{}\n{}",
-            model.loaded.sql,
-            model.loaded.sidecar_text.as_deref().unwrap_or_default()
-        )),
+        manifest_hash,
         batch,
         started_at,
         records: RecordCounts { read: rows, written: rows, quarantined: 0 },
