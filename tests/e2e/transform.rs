@@ -52,6 +52,14 @@ fn example_pipeline_builds_bronze_silver_and_gold() {
             assert_eq!(query_lake(&lh, &format!("SELECT count(*) FROM silver.{t}")).await, rows(&[&[n]]), "{t}");
         }
     });
+    // Sidecar column descriptions are Delta column comments.
+    let table = rt.block_on(async {
+        lh.warehouse.open(&lh.warehouse.table_url("silver", "ddsp_incidents")).await.unwrap().unwrap()
+    });
+    let schema = table.snapshot().unwrap().schema();
+    let field = schema.fields().find(|f| f.name() == "cell_1km").unwrap();
+    let comment = field.metadata().get("comment").map(|v| format!("{v:?}"));
+    assert!(comment.is_some_and(|c| c.contains("INSEE 1 km grid cell")), "{field:?}");
     // A second run has nothing to do: same input versions, same SQL.
     let again = run_ok(&p, &["run"]);
     for (table, _) in GOLD {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind, TableVersion};
 use datafusion::arrow::array::UInt64Array;
 use datafusion::arrow::compute::cast as cast_array;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -385,7 +385,7 @@ async fn run_model(
             }
             (t, change)
         }
-        None => (create(lh, &url, &schema, &description, partition_by, target).await?, None),
+        None => (create(lh, &url, &documented(&schema, model), &description, partition_by, target).await?, None),
     };
 
     // 5. Write files (not committed yet).
@@ -469,8 +469,17 @@ async fn run_model(
         crate::storage::discard(&table, &adds).await;
         v
     } else {
-        let v =
-            publish(&table, target, mode, schema_change.is_some(), &schema, partition_by, adds.clone(), props).await;
+        let v = publish(
+            &table,
+            target,
+            mode,
+            schema_change.is_some(),
+            &documented(&schema, model),
+            partition_by,
+            adds.clone(),
+            props,
+        )
+        .await;
         if v.is_err() {
             crate::storage::discard(&table, &adds).await;
         }
@@ -484,6 +493,25 @@ async fn run_model(
     })?;
     tracing::info!(version, rows, mode = mode.as_str(), "committed");
     Ok(Outcome::Built { mode, version, rows })
+}
+
+/// The output schema with the sidecar's column descriptions as Delta column comments (field metadata
+/// `comment`, shown by Spark, Trino and Databricks).
+fn documented(schema: &SchemaRef, model: &Model) -> SchemaRef {
+    let Some(side) = &model.loaded.sidecar else { return schema.clone() };
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match side.columns.get(f.name().as_str()).and_then(|d| d.description.as_ref()) {
+            Some(desc) => {
+                let mut metadata = f.metadata().clone();
+                metadata.insert("comment".to_string(), desc.clone());
+                Arc::new(f.as_ref().clone().with_metadata(metadata))
+            }
+            None => f.clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// One commit: overwrite (removes of every current file, the new schema when it changed) or append.
