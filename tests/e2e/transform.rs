@@ -159,6 +159,13 @@ fn gold_holds_no_identifier_or_coordinate() {
                 for banned in ["lat", "lon", "token", "key_id", "name", "phone", "email", "age", "_id"] {
                     assert!(!c.contains(banned), "gold.{table}.{c} looks like an identifier or a coordinate");
                 }
+                // No value is a pseudonym (64 hex digits), whatever the column is called.
+                let hex = query_lake(
+                    &lh,
+                    &format!("SELECT count(*) FROM gold.{table} WHERE CAST(\"{c}\" AS VARCHAR) ~ '^[0-9a-f]{{64}}$'"),
+                )
+                .await;
+                assert_eq!(hex, rows(&[&["0"]]), "gold.{table}.{c}");
             }
         }
     });
