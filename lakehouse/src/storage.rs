@@ -246,12 +246,23 @@ pub async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result
         .version())
 }
 
-/// Deletes data files written but not committed (after a failed read, audit or commit).
-pub async fn discard(table: &DeltaTable, adds: &[deltalake::kernel::Add]) {
+/// Deletes data files written under `table_url` but not committed (after a failed read, audit or commit). Works
+/// before the table exists (a first run that fails).
+pub async fn discard(table_url: &Url, adds: &[deltalake::kernel::Add]) {
     use object_store::ObjectStoreExt;
-    let store = table.log_store().object_store(None);
+    if adds.is_empty() {
+        return;
+    }
+    let (store, base) = match object_store::parse_url_opts(table_url, storage_options(table_url)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(table = %table_url, error = %e, "could not delete uncommitted files (VACUUM will)");
+            return;
+        }
+    };
     for add in adds {
-        if let Err(e) = store.delete(&object_store::path::Path::from(add.path.as_str())).await {
+        let path = object_store::path::Path::from(format!("{}/{}", base.as_ref().trim_end_matches('/'), add.path));
+        if let Err(e) = store.delete(&path).await {
             tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
         }
     }

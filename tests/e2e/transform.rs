@@ -540,3 +540,26 @@ fn changed_sql_of_an_incremental_model_rebuilds_it_in_full() {
     ));
     assert_eq!(cells, rows(&[&["0"]]));
 }
+
+/// SQL that plans but fails while running (a cast of text to a number) fails the model with the error, and a
+/// failed first run leaves no table and no file behind.
+#[test]
+fn a_model_failing_at_run_time_leaves_nothing() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["ingest", "ddsp_incidents"]);
+    p.write("transforms/silver/bad_cast.sql", "SELECT CAST(category AS INT) AS n FROM {{ source('ddsp_incidents') }}");
+    let out = p.run(&["transform", "--select", "bad_cast"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("silver.bad_cast: FAILED: SQL: "), "{text}");
+    assert!(text.to_lowercase().contains("cast"), "{text}");
+    let dir = p.path().join("warehouse/silver/bad_cast");
+    assert!(files_under(&dir).is_empty(), "{:?}", files_under(&dir));
+    // Same for a failed audit on a first run.
+    p.write("transforms/silver/first.sql", "SELECT incident_id FROM {{ source('ddsp_incidents') }}");
+    p.write("transforms/silver/first.yaml", "version: 1\ntests:\n  - { check: row_count, max: 1 }\n");
+    let out = p.run(&["transform", "--select", "first"]);
+    assert_eq!(out.status.code(), Some(1));
+    let dir = p.path().join("warehouse/silver/first");
+    assert!(files_under(&dir).is_empty(), "{:?}", files_under(&dir));
+}

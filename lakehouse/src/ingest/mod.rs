@@ -248,8 +248,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             Err(FileError::NotTaken(failed)) => report.failed.push(failed),
             Err(FileError::Fatal(e)) => {
                 drop(outcomes);
-                crate::storage::discard(&bronze, &bronze_adds).await;
-                crate::storage::discard(&quarantine, &quarantine_adds).await;
+                crate::storage::discard(bronze.table_url(), &bronze_adds).await;
+                crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
                 return Err(match e {
                     IngestError::BadRecord(msg) => {
                         IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
@@ -262,8 +262,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     drop(outcomes);
     if replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
-        crate::storage::discard(&bronze, &bronze_adds).await;
-        crate::storage::discard(&quarantine, &quarantine_adds).await;
+        crate::storage::discard(bronze.table_url(), &bronze_adds).await;
+        crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
         let f = &report.failed[0];
         return Err(IngestError::PendingBatch {
             source_name: name.to_string(),
@@ -342,7 +342,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         fault_point("after-quarantine-commit");
     } else {
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
-        crate::storage::discard(&quarantine, &quarantine_adds).await;
+        crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
     }
     // 3. Bronze.
     let version = match m.load.mode {
@@ -485,8 +485,8 @@ impl FileJob<'_> {
             (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
             (Ok(()), Err(e)) => fatal(internal(e)),
         };
-        crate::storage::discard(self.bronze, &bronze_adds).await;
-        crate::storage::discard(self.quarantine, &quarantine_adds).await;
+        crate::storage::discard(self.bronze.table_url(), &bronze_adds).await;
+        crate::storage::discard(self.quarantine.table_url(), &quarantine_adds).await;
         Err(outcome)
     }
 

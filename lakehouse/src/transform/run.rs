@@ -369,7 +369,7 @@ async fn run_model(
     // 4. The target table: create it, or check its columns.
     let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
     let partition_by = &model.rendered.config.partition_by;
-    let (table, schema_change) = match existing {
+    let (existing, schema_change) = match existing {
         Some(t) => {
             let change = schema_change(&t, &schema, target)?;
             if change.is_some() && mode == Mode::Incremental {
@@ -383,11 +383,11 @@ async fn run_model(
                     partition_by.join(", ")
                 )));
             }
-            (t, change)
+            (Some(t), change)
         }
-        None => (create(lh, &url, &documented(&schema, model), &description, partition_by, target).await?, None),
+        None => (None, None),
     };
-
+    // A first run creates the table only when it publishes: a failed first run leaves nothing behind.
     // 5. Write files (not committed yet).
     let run_id = RunId::new();
     let started_at = chrono::Utc::now();
@@ -400,14 +400,29 @@ async fn run_model(
     .map_err(delta_err(target))?
     .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
     .with_writer_properties(crate::storage::parquet_properties());
-    let mut stream = df.execute_stream().await.map_err(sql_err)?;
     let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(sql_err)?;
-        rows += batch.num_rows() as u64;
-        writer.write(batch).await.map_err(delta_err(target))?;
+    let written: Result<(), TransformError> = async {
+        let mut stream = df.execute_stream().await.map_err(sql_err)?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(sql_err)?;
+            rows += batch.num_rows() as u64;
+            writer.write(batch).await.map_err(delta_err(target))?;
+        }
+        Ok(())
     }
-    let adds = writer.flush().await.map_err(delta_err(target))?;
+    .await;
+    let adds = writer.flush().await.map_err(delta_err(target));
+    let adds = match (written, adds) {
+        (Ok(()), Ok(adds)) => adds,
+        (Ok(()), Err(e)) => return Err(e),
+        (Err(e), adds) => {
+            // Files the writer completed before the failure.
+            if let Ok(adds) = adds {
+                crate::storage::discard(&url, &adds).await;
+            }
+            return Err(e);
+        }
+    };
     tracing::debug!(rows, files = adds.len(), mode = mode.as_str(), "written, not committed");
 
     // 6. Audit.
@@ -419,7 +434,7 @@ async fn run_model(
             match result {
                 Ok(a) => a,
                 Err(e) => {
-                    crate::storage::discard(&table, &adds).await;
+                    crate::storage::discard(&url, &adds).await;
                     return Err(e);
                 }
             }
@@ -429,12 +444,22 @@ async fn run_model(
     let failed: Vec<&AuditOutcome> = audits.iter().filter(|a| !a.passed && a.severity == Severity::Error).collect();
     report.audits = audits.clone();
     if !failed.is_empty() {
-        crate::storage::discard(&table, &adds).await;
+        crate::storage::discard(&url, &adds).await;
         let list: Vec<String> = failed.iter().map(|a| format!("{} ({} rows)", a.label, a.failing)).collect();
         return Err(TransformError::Audit(list.join(", ")));
     }
 
     // 7. Publish.
+    let table = match existing {
+        Some(t) => t,
+        None => match create(lh, &url, &documented(&schema, model), &description, partition_by, target).await {
+            Ok(t) => t,
+            Err(e) => {
+                crate::storage::discard(&url, &adds).await;
+                return Err(e);
+            }
+        },
+    };
     let batch = previous.as_ref().map_or(1, |p| p.batch + 1);
     let run = RunCommit {
         run_id,
@@ -466,7 +491,7 @@ async fn run_model(
     }
     let published = if merge {
         let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
-        crate::storage::discard(&table, &adds).await;
+        crate::storage::discard(&url, &adds).await;
         v
     } else {
         let v = publish(
@@ -481,7 +506,7 @@ async fn run_model(
         )
         .await;
         if v.is_err() {
-            crate::storage::discard(&table, &adds).await;
+            crate::storage::discard(&url, &adds).await;
         }
         v
     };
