@@ -563,3 +563,44 @@ fn a_model_failing_at_run_time_leaves_nothing() {
     let dir = p.path().join("warehouse/silver/first");
     assert!(files_under(&dir).is_empty(), "{:?}", files_under(&dir));
 }
+
+/// An incremental model joining its new rows to a lookup table reads the lookup whole with
+/// `incremental=false`, so the incremental run equals a full rebuild.
+#[test]
+fn incremental_model_reads_lookups_whole() {
+    let p = TestProject::example(None);
+    p.write(
+        "transforms/silver/incidents_near_events.sql",
+        "{{ config(materialized='incremental', unique_key='incident_id') }}
+SELECT i.incident_id, count(e.event_id) AS events_same_day
+FROM {{ source('ddsp_incidents') }} i
+LEFT JOIN {{ ref('silver.ville_events', incremental=false) }} e
+  ON e.arrondissement = i.arrondissement AND e.event_day = time_bucket(i.reported_at, 'day')
+GROUP BY i.incident_id",
+    );
+    run_ok(&p, &["run"]);
+    // New incidents on the day and in the arrondissement of an event.
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let event = rt.block_on(query_lake(
+        &lh,
+        "SELECT arrondissement, to_char(local_time(starts_at), '%d/%m/%Y') FROM silver.ville_events ORDER BY event_id LIMIT 1",
+    ));
+    let (arr, day) = (&event[0][0], &event[0][1]);
+    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    p.write(
+        "sources/data/ddsp/incidents_2026-11-22.csv",
+        format!("{header}DDSP-2026-990001;{day} 12:00;tapage;43,29;5,38;{arr};A B;06;\nDDSP-2026-990002;{day} 13:00;vol;43,29;5,38;{arr};C D;06;\n"),
+    );
+    let out = run_ok(&p, &["run"]);
+    assert!(summary_line(&out, "silver.incidents_near_events").contains("incremental"), "{out}");
+    let all = "SELECT * FROM silver.incidents_near_events ORDER BY incident_id";
+    let incremental = rt.block_on(query_lake(&lh, all));
+    let new = rt.block_on(query_lake(
+        &lh,
+        "SELECT min(events_same_day) FROM silver.incidents_near_events WHERE incident_id LIKE 'DDSP-2026-99%'",
+    ));
+    assert_ne!(new, rows(&[&["0"]]), "the new incidents must see the event");
+    run_ok(&p, &["transform", "--select", "incidents_near_events", "--full-refresh"]);
+    assert_eq!(rt.block_on(query_lake(&lh, all)), incremental);
+}

@@ -299,7 +299,8 @@ async fn run_model(
                 // New SQL applies to every row, not only to the new ones.
                 let mut why_full = (prev.sql_hash.as_deref() != Some(sql_hash.as_str()))
                     .then(|| "the model's SQL changed since the last run".to_string());
-                for tv in read.iter().filter(|_| why_full.is_none()) {
+                let restricted = read.iter().filter(|tv| !model.rendered.whole_inputs.contains(&tv.table));
+                for tv in restricted.filter(|_| why_full.is_none()) {
                     let Some(before) = prev.read.iter().find(|p| p.table == tv.table) else {
                         why_full = Some(format!("{} is a new input", tv.table));
                         break;

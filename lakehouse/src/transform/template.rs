@@ -7,6 +7,8 @@
 //! Functions, the same in both phases except where noted:
 //! - `source('name')` → `bronze.name` (a source manifest's table);
 //! - `ref('silver.x')` or `ref('x')` → `silver.x` (another model);
+//! - both take `incremental=false`: an incremental run then reads that input whole (a lookup or dimension
+//!   table joined to the new rows) instead of only its new data;
 //! - `this` → the model's own table (`silver.x`);
 //! - `config(materialized='table'|'incremental', unique_key='col' or [...], partition_by='col' or [...])`;
 //! - `is_incremental()` → true only in the run phase of an incremental run;
@@ -48,6 +50,9 @@ pub struct Rendered {
     pub sql: String,
     /// Tables read, as `layer.name`.
     pub inputs: BTreeSet<String>,
+    /// Inputs an incremental run reads whole (`ref('x', incremental=false)`: lookups, dimensions); the others
+    /// it reads restricted to the data added since the last run.
+    pub whole_inputs: BTreeSet<String>,
     pub config: ModelConfig,
 }
 
@@ -64,6 +69,7 @@ pub struct Names {
 #[derive(Default)]
 struct Recorder {
     inputs: BTreeSet<String>,
+    whole_inputs: BTreeSet<String>,
     config: Option<ModelConfig>,
 }
 
@@ -103,7 +109,12 @@ impl Renderer {
         match result {
             Ok(sql) => {
                 let r = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
-                Ok(Rendered { sql: sql.trim().to_string(), inputs: r.inputs, config: r.config.unwrap_or_default() })
+                Ok(Rendered {
+                    sql: sql.trim().to_string(),
+                    inputs: r.inputs,
+                    whole_inputs: r.whole_inputs,
+                    config: r.config.unwrap_or_default(),
+                })
             }
             Err(e) => Err(self.diagnostic(&env, template, &e)),
         }
@@ -130,19 +141,19 @@ impl Renderer {
 
         let names = self.names.clone();
         let rec = recorder.clone();
-        env.add_function("source", move |name: String| -> Result<String, Error> {
+        env.add_function("source", move |name: String, kwargs: Kwargs| -> Result<String, Error> {
             if !names.sources.contains(&name) {
                 return Err(unknown("source", &name, names.sources.iter().map(String::as_str)));
             }
             let table = format!("bronze.{name}");
-            rec.lock().unwrap_or_else(|e| e.into_inner()).inputs.insert(table.clone());
+            record_input(&rec, &table, &kwargs, "source", &name)?;
             Ok(table)
         });
 
         let names = self.names.clone();
         let rec = recorder.clone();
         let me = target.to_string();
-        env.add_function("ref", move |name: String| -> Result<String, Error> {
+        env.add_function("ref", move |name: String, kwargs: Kwargs| -> Result<String, Error> {
             let resolved = if name.contains('.') {
                 names.models.contains(&name).then(|| name.clone())
             } else {
@@ -173,7 +184,7 @@ impl Renderer {
                     format!("ref('{name}') is the model itself: use `this` to read its current table"),
                 ));
             }
-            rec.lock().unwrap_or_else(|e| e.into_inner()).inputs.insert(table.clone());
+            record_input(&rec, &table, &kwargs, "ref", &name)?;
             Ok(table)
         });
 
@@ -268,6 +279,29 @@ impl Renderer {
         }
         d
     }
+}
+
+/// Records an input and whether an incremental run reads it whole (`incremental=false`).
+fn record_input(rec: &Mutex<Recorder>, table: &str, kwargs: &Kwargs, function: &str, name: &str) -> Result<(), Error> {
+    let whole = !kwargs.get::<Option<bool>>("incremental")?.unwrap_or(true);
+    kwargs.assert_all_used().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{function}('{name}', …): the only keyword argument is `incremental=false`"),
+        )
+    })?;
+    let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+    let first = r.inputs.insert(table.to_string());
+    if !first && r.whole_inputs.contains(table) != whole {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{table} is read both with and without incremental=false; choose one"),
+        ));
+    }
+    if whole {
+        r.whole_inputs.insert(table.to_string());
+    }
+    Ok(())
 }
 
 /// Globals and functions minijinja itself defines.
