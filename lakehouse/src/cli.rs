@@ -71,6 +71,26 @@ pub enum Command {
         #[arg(long)]
         full_refresh: bool,
     },
+    /// Run the project continuously: each source on its cron, each model when its inputs change (or on its
+    /// sidecar's cron). Stops on SIGTERM / Ctrl-C, letting running work finish within the grace period.
+    Schedule {
+        /// Template variable NAME=VALUE; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Seconds running work may take to finish after a stop signal; then it is abandoned (nothing partial
+        /// is committed).
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+        /// Sources run at the same time at most.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+    },
+    /// Per table: last successful run, freshness against its schedule, last error, next planned run.
+    Status {
+        /// Template variable NAME=VALUE; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {
         source: String,

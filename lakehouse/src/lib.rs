@@ -27,6 +27,8 @@ pub mod format;
 pub mod ingest;
 pub mod manifest;
 pub mod privacy;
+pub mod runlog;
+pub mod schedule;
 pub mod storage;
 pub mod transform;
 

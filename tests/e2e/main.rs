@@ -8,4 +8,5 @@ mod ingest;
 mod manifests;
 mod privacy;
 mod s3;
+mod schedule;
 mod transform;

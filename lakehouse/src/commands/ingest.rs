@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use lakehouse::Lakehouse;
 use lakehouse::ingest::{IngestReport, ingest_source};
 use lakehouse::manifest::LoadedSource;
+use lakehouse::runlog::RunRecord;
 
 use super::USER_ERROR;
 
@@ -22,8 +23,12 @@ pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
 pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<IngestReport>, u8) {
     let mut reports = Vec::new();
     let mut worst = 0u8;
+    let mut records = Vec::new();
     for src in selected {
-        match ingest_source(lh, src).await {
+        let started_at = chrono::Utc::now();
+        let result = ingest_source(lh, src).await;
+        records.push(RunRecord::ingest(src.manifest.name.as_str(), result.as_ref(), "manual", started_at));
+        match result {
             Ok(r) => {
                 if !r.failed.is_empty() {
                     worst = worst.max(USER_ERROR);
@@ -37,6 +42,7 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
             }
         }
     }
+    lakehouse::runlog::record(&lh.warehouse, &records).await;
     (reports, worst)
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod ingest;
 mod quarantine;
+mod schedule;
 mod schema;
 mod transform;
 mod validate;
@@ -31,6 +32,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             transform::transform(&cli.project, &select, &vars, full_refresh).await
         }
         Command::Run { vars, full_refresh } => transform::run_all(&cli.project, &vars, full_refresh).await,
+        Command::Schedule { vars, grace, parallel } => schedule::schedule(&cli.project, &vars, grace, parallel).await,
+        Command::Status { vars } => schedule::status(&cli.project, &vars).await,
         Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,

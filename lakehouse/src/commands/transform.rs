@@ -85,7 +85,7 @@ pub async fn transform(
         Err(code) => return Ok(code),
     };
     opts.full_refresh = full_refresh;
-    let reports = lakehouse::transform::run::run(&lh, &plan, &targets, &opts).await;
+    let reports = run_and_record(&lh, &plan, &targets, &opts).await;
     print_reports(&reports);
     Ok(ExitCode::from(worst(&reports)))
 }
@@ -98,13 +98,27 @@ pub async fn run_all(dir: &Path, vars: &[String], full_refresh: bool) -> anyhow:
     opts.full_refresh = full_refresh;
     let sources = lh.project.sources.clone();
     let (ingested, ingest_worst) = super::ingest::ingest_all(&lh, &sources).await;
-    let reports = lakehouse::transform::run::run(&lh, &plan, &targets, &opts).await;
+    let reports = run_and_record(&lh, &plan, &targets, &opts).await;
     println!("\ningest");
     super::ingest::print_reports(&ingested);
     println!("\ntransform");
     print_reports(&reports);
     println!("tables: {}{{bronze,silver,gold}}/", lh.warehouse.root());
     Ok(ExitCode::from(ingest_worst.max(worst(&reports))))
+}
+
+/// Runs the models and records each in `system.runs`.
+async fn run_and_record(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOptions) -> Vec<TransformReport> {
+    let started_at = chrono::Utc::now();
+    let reports = lakehouse::transform::run::run(lh, plan, targets, opts).await;
+    let mut at = started_at;
+    let mut records = Vec::new();
+    for r in &reports {
+        records.push(lakehouse::runlog::RunRecord::transform(r, "manual", at));
+        at += chrono::Duration::from_std(r.elapsed).unwrap_or_default();
+    }
+    lakehouse::runlog::record(&lh.warehouse, &records).await;
+    reports
 }
 
 fn worst(reports: &[TransformReport]) -> u8 {

@@ -235,7 +235,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let mut quarantine_adds: Vec<Add> = Vec::new();
     let mut upsert_rows: Vec<RecordBatch> = Vec::new();
     let mut ledger_rows: Vec<(FileEntry, RecordCounts)> = Vec::new();
-    let mut outcomes = futures::stream::iter(entries.iter()).map(|e| job.take(e)).buffered(PARALLEL_FILES);
+    // By index: a closure taking `&FileEntry` would make the future not provably `Send` (higher-ranked lifetime).
+    let mut outcomes = futures::stream::iter(0..entries.len()).map(|i| job.take(&entries[i])).buffered(PARALLEL_FILES);
     while let Some(outcome) = outcomes.next().await {
         match outcome {
             Ok(done) => {
@@ -319,6 +320,10 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         }
     };
 
+    // Test hook: `LAKEHOUSE_FAULT=slow-ingest` waits two seconds before committing (stop-signal tests).
+    if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == "slow-ingest") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     // 1. Ledger.
     if l < batch {
         let rows: Vec<tables::LedgerRow<'_>> =

@@ -19,10 +19,10 @@ use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
-pub use names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
+pub use names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
 pub use project::{KeySource, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
 pub use source::{
-    Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii,
+    Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii, Retry,
     SourceManifest,
 };
 
@@ -419,6 +419,23 @@ fn validate_sources(
         let text = texts.get(path).map(String::as_str).unwrap_or_default();
         let at = |p: &[&str]| diag::locate(text, p);
         let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+        if m.retry.attempts == 0 {
+            diags.push(
+                err(
+                    "retry.attempts".into(),
+                    "`attempts` counts the first run: it must be at least 1".into(),
+                    at(&["retry", "attempts"]),
+                )
+                .hint("use `attempts: 1` for no retry"),
+            );
+        }
+        if m.retry.max_backoff.0 < m.retry.backoff.0 {
+            diags.push(err(
+                "retry.max_backoff".into(),
+                "`max_backoff` is shorter than `backoff`".into(),
+                at(&["retry", "max_backoff"]),
+            ));
+        }
 
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         if stem != m.name.as_str() {

@@ -114,6 +114,13 @@ impl CronSchedule {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+    /// Whether the hour field is `*` or `*/N`: an interval job, which runs in both occurrences of the hour
+    /// repeated when clocks go back (a job at a fixed hour runs in the first only).
+    pub fn hour_is_wildcard(&self) -> bool {
+        let fields: Vec<&str> = self.source.split_whitespace().collect();
+        let hour = if fields.len() == 5 { fields[1] } else { fields.get(2).copied().unwrap_or("*") };
+        hour == "*" || hour.starts_with("*/")
+    }
 }
 
 impl JsonSchema for CronSchedule {
@@ -225,6 +232,56 @@ impl fmt::Display for Retention {
             Self::Months(n) => write!(f, "{n} months"),
             Self::Years(n) => write!(f, "{n} years"),
             Self::Forever => f.write_str("forever"),
+        }
+    }
+}
+
+/// A duration written for humans: `30 seconds`, `5 minutes`, `2 hours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Duration(pub std::time::Duration);
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`N seconds`, `N minutes` or `N hours`.",
+            "pattern": "^\\s*[1-9][0-9]*\\s+(second|seconds|minute|minutes|hour|hours)\\s*$"
+        })
+    }
+}
+
+impl TryFrom<String> for Duration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("invalid duration `{s}`: expected `N seconds`, `N minutes` or `N hours`");
+        let mut parts = s.split_whitespace();
+        let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+        let secs = match unit {
+            "second" | "seconds" => n,
+            "minute" | "minutes" => n * 60,
+            "hour" | "hours" => n * 3600,
+            _ => return Err(bad()),
+        };
+        Ok(Self(std::time::Duration::from_secs(secs)))
+    }
+}
+
+impl From<Duration> for String {
+    fn from(d: Duration) -> String {
+        let s = d.0.as_secs();
+        if s.is_multiple_of(3600) {
+            format!("{} hours", s / 3600)
+        } else if s.is_multiple_of(60) {
+            format!("{} minutes", s / 60)
+        } else {
+            format!("{s} seconds")
         }
     }
 }

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::names::{ColumnName, CronSchedule, DomainName, PartnerId, Retention, TableName, TimeZone};
+use super::names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
 
 /// A source manifest: one partner feed landing in the bronze table `bronze.<name>`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -34,6 +34,42 @@ pub struct SourceManifest {
     pub on_bad_record: OnBadRecord,
     /// How long bronze rows are kept: `90 days`, `3 years`, `forever`.
     pub retention: Retention,
+    /// What the scheduler does when a run fails.
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+/// Retries of failed scheduled runs: exponential backoff (doubling from `backoff`, at most `max_backoff`) with
+/// ±50% random jitter, up to `attempts` attempts in all; then the source waits for its next scheduled time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts per scheduled run, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub attempts: u32,
+    /// Wait before the first retry.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Longest wait between two attempts.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_max_backoff() -> Duration {
+    Duration(std::time::Duration::from_secs(3600))
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { attempts: default_attempts(), backoff: default_backoff(), max_backoff: default_max_backoff() }
+    }
 }
 
 /// Where records come from.

@@ -1,0 +1,180 @@
+//! `schedule` and `status`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lakehouse::Lakehouse;
+use lakehouse::runlog::{self, RunRecord};
+use lakehouse::schedule::{self, Config, ModelGraph, SourceJob, SystemClock, cron::next_fire, runner::LakehouseRunner};
+use lakehouse::transform::RunOptions;
+
+use super::USER_ERROR;
+
+async fn open(
+    dir: &Path,
+    vars: &[String],
+) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan, RunOptions), ExitCode>> {
+    let (project, plan, vars) = match super::load_with_plan(dir, vars).await? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(Err(code)),
+    };
+    match Lakehouse::open(project) {
+        Ok(lh) => Ok(Ok((lh, plan, RunOptions { full_refresh: false, vars }))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(USER_ERROR)))
+        }
+    }
+}
+
+/// The start of the last successful run of each target.
+fn last_success(records: &[RunRecord]) -> BTreeMap<String, DateTime<Utc>> {
+    let mut out = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status.is_success()) {
+        let e = out.entry(r.target.clone()).or_insert(r.started_at);
+        if r.started_at > *e {
+            *e = r.started_at;
+        }
+    }
+    out
+}
+
+pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) -> anyhow::Result<ExitCode> {
+    let (lh, plan, options) = match open(dir, vars).await? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let records = runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
+    let config = Config {
+        tz: lh.project.file.timezone.0,
+        sources: lh
+            .project
+            .sources
+            .iter()
+            .map(|s| SourceJob {
+                name: s.manifest.name.to_string(),
+                schedule: s.manifest.schedule.clone(),
+                retry: s.manifest.retry.clone(),
+            })
+            .collect(),
+        models: ModelGraph::from_plan(&plan),
+        last_success: last_success(&records),
+        parallel,
+        grace: Duration::from_secs(grace),
+    };
+    tracing::info!(sources = config.sources.len(), models = config.models.order.len(), "scheduler started");
+    let runner = Arc::new(LakehouseRunner { lh: Arc::new(lh), plan: Arc::new(plan), options });
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let summary = schedule::run(config, Arc::new(SystemClock), runner, shutdown, None).await;
+    println!(
+        "scheduler stopped: {} runs, {} failed, {} abandoned at shutdown",
+        summary.runs, summary.failures, summary.abandoned
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
+    let (lh, plan, _) = match open(dir, vars).await? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let records = runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
+    let tz = lh.project.file.timezone.0;
+    let now = Utc::now();
+    let show = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string();
+    let success = last_success(&records);
+    let last_error = |target: &str| {
+        let last = records.iter().rev().find(|r| r.target == target && !matches!(r.status, runlog::Status::Skipped))?;
+        (!last.status.is_success()).then(|| last.error.clone().unwrap_or_else(|| last.status.as_str().to_string()))
+    };
+    println!("{:<40} {:<16} {:<20} {:<28} {:<20} last error", "table", "schedule", "last success", "state", "next run");
+    for src in &lh.project.sources {
+        let target = format!("bronze.{}", src.manifest.name);
+        let schedule = &src.manifest.schedule;
+        let (last, state) = match success.get(&target) {
+            None => ("-".to_string(), "never run".to_string()),
+            Some(t) => {
+                let due = next_fire(schedule, tz, *t);
+                let period = due.and_then(|d| Some(next_fire(schedule, tz, d)? - d)).unwrap_or_default();
+                let late = due.is_some_and(|d| now > d + period / 2);
+                (
+                    show(*t),
+                    if late { format!("LATE (due {})", due.map(show).unwrap_or_default()) } else { "on time".into() },
+                )
+            }
+        };
+        let next = next_fire(schedule, tz, now).map(show).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<40} {:<16} {:<20} {:<28} {:<20} {}",
+            target,
+            schedule.as_str(),
+            last,
+            state,
+            next,
+            last_error(&target).unwrap_or_else(|| "-".into())
+        );
+    }
+    for target in &plan.order {
+        let model = &plan.models[target];
+        let cron = model.loaded.sidecar.as_ref().and_then(|s| s.schedule.clone());
+        let url = lh.warehouse.table_url(model.loaded.layer.as_str(), &model.loaded.name);
+        let state = match lh.warehouse.open(&url).await? {
+            None => "never run".to_string(),
+            Some(table) => match lakehouse::transform::run::last_run(&table).await {
+                None => "never run".to_string(),
+                Some(run) => {
+                    let mut changed = Vec::new();
+                    for input in &model.rendered.inputs {
+                        let (layer, name) = input.split_once('.').unwrap_or(("bronze", input));
+                        let current =
+                            lh.warehouse.open(&lh.warehouse.table_url(layer, name)).await?.and_then(|t| t.version());
+                        let read = run.read.iter().find(|r| &r.table == input).map(|r| r.version);
+                        if current != read {
+                            changed.push(input.clone());
+                        }
+                    }
+                    if changed.is_empty() {
+                        "up to date".to_string()
+                    } else {
+                        format!("STALE ({} changed)", changed.join(", "))
+                    }
+                }
+            },
+        };
+        let next = match &cron {
+            Some(c) => next_fire(c, tz, now).map(show).unwrap_or_else(|| "-".into()),
+            None => "on new data".to_string(),
+        };
+        println!(
+            "{:<40} {:<16} {:<20} {:<28} {:<20} {}",
+            target,
+            cron.as_ref().map_or("on new data", |c| c.as_str()),
+            success.get(target).map(|t| show(*t)).unwrap_or_else(|| "-".into()),
+            state,
+            next,
+            last_error(target).unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,399 @@
+//! The scheduler (`lakehouse schedule`): sources on their cron, models when their inputs change.
+//!
+//! - Each source runs on its manifest's `schedule` in the project's time zone ([`cron::next_fire`]). A run
+//!   still going when its next time comes is not started again: the next run is planned from its end.
+//! - At start, a source that never ran, or whose last successful run is older than a scheduled time that has
+//!   passed (the scheduler was down), runs once at once — not once per missed time.
+//! - A failed run is retried with exponential backoff and jitter, up to the manifest's `retry.attempts`; each
+//!   attempt is recorded in `system.runs`. Other sources keep their own rhythm.
+//! - Models are data-aware: when an ingest commits new data, the models that read the source, directly or
+//!   not, run in DAG order (up-to-date ones cost a version check). A model whose sidecar has a `schedule` also
+//!   runs on it. At start every model is checked once.
+//! - Across processes, a lock per target ([`lock`]) keeps two schedulers on one warehouse from running the same
+//!   source or model at once.
+//! - On SIGTERM or SIGINT the scheduler starts nothing new, lets running work finish within the grace period,
+//!   then abandons what is left (nothing partial is ever committed: commits are atomic) and returns.
+//!
+//! Time comes from a [`Clock`], and the work is done by a [`Runner`], so tests drive days of schedule in
+//! seconds with [`ManualClock`].
+
+pub mod cron;
+pub mod lock;
+pub mod runner;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio::task::JoinSet;
+
+use crate::manifest::{CronSchedule, Retry};
+
+/// Where the scheduler's time comes from.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+    /// Resolves at `t` (at once when `t` has passed).
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()>;
+    /// A manual clock jumps to the next planned time instead of waiting; runs then take no time.
+    fn is_manual(&self) -> bool {
+        false
+    }
+}
+
+/// Real time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        let wait = (t - Utc::now()).to_std().unwrap_or_default();
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// Virtual time for tests: sleeping moves the clock to the wake-up time at once.
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self { now: Mutex::new(start) }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        if t > *now {
+            *now = t;
+        }
+        Box::pin(std::future::ready(()))
+    }
+    fn is_manual(&self) -> bool {
+        true
+    }
+}
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its scheduled time came.
+    Schedule,
+    /// The scheduler started and the source never ran.
+    Startup,
+    /// A scheduled time passed while no scheduler ran.
+    Missed,
+    /// A retry of a failed attempt.
+    Retry,
+    /// An input of the model has new data (or the scheduler started).
+    Data,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Startup => "startup",
+            Self::Missed => "missed",
+            Self::Retry => "retry",
+            Self::Data => "data",
+        }
+    }
+}
+
+/// How a run went, as far as scheduling is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub ok: bool,
+    /// A commit with new rows (models reading it must run).
+    pub new_data: bool,
+    pub error: Option<String>,
+}
+
+/// Does the work. The real one ingests and transforms, with locks and the run log; tests use their own.
+pub trait Runner: Send + Sync {
+    fn ingest(&self, source: String, trigger: Trigger, attempt: u32) -> BoxFuture<'static, RunOutcome>;
+    /// Runs `targets` in order (a model whose input failed is skipped).
+    fn transform(&self, targets: Vec<String>, trigger: Trigger) -> BoxFuture<'static, Vec<(String, RunOutcome)>>;
+    /// Work abandoned at shutdown.
+    fn abandoned(&self, _target: String, _started_at: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A scheduled source.
+#[derive(Debug, Clone)]
+pub struct SourceJob {
+    pub name: String,
+    pub schedule: CronSchedule,
+    pub retry: Retry,
+}
+
+/// The models and what they read.
+#[derive(Debug, Clone, Default)]
+pub struct ModelGraph {
+    /// Targets in dependency order.
+    pub order: Vec<String>,
+    /// Target → the tables it reads (`bronze.x`, `silver.y`).
+    pub inputs: BTreeMap<String, BTreeSet<String>>,
+    /// Models with their own schedule.
+    pub schedules: BTreeMap<String, CronSchedule>,
+}
+
+impl ModelGraph {
+    pub fn from_plan(plan: &crate::transform::Plan) -> Self {
+        Self {
+            order: plan.order.clone(),
+            inputs: plan.models.iter().map(|(t, m)| (t.clone(), m.rendered.inputs.clone())).collect(),
+            schedules: plan
+                .models
+                .iter()
+                .filter_map(|(t, m)| Some((t.clone(), m.loaded.sidecar.as_ref()?.schedule.clone()?)))
+                .collect(),
+        }
+    }
+
+    /// The models reading `table`, directly or not.
+    pub fn downstream(&self, table: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![table.to_string()];
+        while let Some(t) = stack.pop() {
+            for (m, inputs) in &self.inputs {
+                if inputs.contains(&t) && out.insert(m.clone()) {
+                    stack.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Settings of a scheduler.
+#[derive(Clone)]
+pub struct Config {
+    pub tz: chrono_tz::Tz,
+    pub sources: Vec<SourceJob>,
+    pub models: ModelGraph,
+    /// Last successful run start per target (from `system.runs`), for missed schedules.
+    pub last_success: BTreeMap<String, DateTime<Utc>>,
+    /// Sources run at the same time at most.
+    pub parallel: usize,
+    /// How long running work may take to finish after a stop signal.
+    pub grace: Duration,
+}
+
+/// What a scheduler did, for the caller and tests.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub runs: usize,
+    pub failures: usize,
+    pub abandoned: usize,
+}
+
+struct SourceState {
+    job: SourceJob,
+    next_due: DateTime<Utc>,
+    trigger: Trigger,
+    attempt: u32,
+    running: Option<DateTime<Utc>>,
+}
+
+enum Done {
+    Ingest(String, RunOutcome),
+    Transform(Vec<(String, RunOutcome)>),
+}
+
+/// The wait before retry number `attempt` (1 = first retry): `backoff · 2^(attempt-1)`, at most `max_backoff`,
+/// times a random factor in [0.5, 1.5).
+pub fn retry_delay(retry: &Retry, attempt: u32) -> Duration {
+    let base = retry.backoff.0.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(retry.max_backoff.0);
+    let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+    base.mul_f64(jitter)
+}
+
+/// Runs until `shutdown` resolves (then finishes or abandons running work), or until the clock passes `until`.
+pub async fn run(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
+    shutdown: impl Future<Output = ()>,
+    until: Option<DateTime<Utc>>,
+) -> Summary {
+    let start = clock.now();
+    let tz = config.tz;
+    let next = |s: &CronSchedule, after: DateTime<Utc>| {
+        cron::next_fire(s, tz, after).unwrap_or(after + chrono::Duration::days(3650))
+    };
+    let mut sources: BTreeMap<String, SourceState> = BTreeMap::new();
+    for job in &config.sources {
+        let target = format!("bronze.{}", job.name);
+        let (next_due, trigger) = match config.last_success.get(&target) {
+            None => (start, Trigger::Startup),
+            Some(last) if next(&job.schedule, *last) <= start => (start, Trigger::Missed),
+            Some(_) => (next(&job.schedule, start), Trigger::Schedule),
+        };
+        tracing::info!(source = %job.name, next = %next_due, trigger = trigger.as_str(), "scheduled");
+        sources
+            .insert(job.name.clone(), SourceState { job: job.clone(), next_due, trigger, attempt: 1, running: None });
+    }
+    let mut model_due: BTreeMap<String, DateTime<Utc>> =
+        config.models.schedules.iter().map(|(t, s)| (t.clone(), next(s, start))).collect();
+    // Every model is checked once at start: catch up with data that landed while no scheduler ran.
+    let mut pending: BTreeSet<String> = config.models.order.iter().cloned().collect();
+    let mut transforming: Option<(DateTime<Utc>, Vec<String>)> = None;
+    let mut work: JoinSet<Done> = JoinSet::new();
+    let mut summary = Summary::default();
+    let mut stopping = false;
+    tokio::pin!(shutdown);
+
+    loop {
+        let now = clock.now();
+        if !stopping {
+            // Sources due now.
+            let running = sources.values().filter(|s| s.running.is_some()).count();
+            let mut slots = config.parallel.max(1).saturating_sub(running);
+            for s in sources.values_mut().filter(|s| s.next_due <= now) {
+                if s.running.is_some() {
+                    // Still running at its next time: not doubled; planned again from its end.
+                    continue;
+                }
+                if slots == 0 {
+                    break;
+                }
+                slots -= 1;
+                s.running = Some(now);
+                let (name, trigger, attempt) = (s.job.name.clone(), s.trigger, s.attempt);
+                tracing::info!(source = %name, trigger = trigger.as_str(), attempt, "starting");
+                let fut = runner.ingest(name.clone(), trigger, attempt);
+                work.spawn(async move { Done::Ingest(name, fut.await) });
+            }
+            // Models on their own schedule.
+            for (target, due) in model_due.iter_mut().filter(|(_, d)| **d <= now) {
+                pending.insert(target.clone());
+                pending.extend(config.models.downstream(target));
+                *due = next(&config.models.schedules[target], now);
+            }
+            // Models wait for the catch-up runs of sources (never run, or missed while down) to finish first.
+            let catching_up = sources.values().any(|s| matches!(s.trigger, Trigger::Startup | Trigger::Missed));
+            if transforming.is_none() && !pending.is_empty() && !catching_up {
+                let targets: Vec<String> =
+                    config.models.order.iter().filter(|t| pending.contains(*t)).cloned().collect();
+                pending.clear();
+                transforming = Some((now, targets.clone()));
+                let fut = runner.transform(targets, Trigger::Data);
+                work.spawn(async move { Done::Transform(fut.await) });
+            }
+        }
+        if stopping && work.is_empty() {
+            break;
+        }
+        let wake = sources
+            .values()
+            .filter(|s| s.running.is_none())
+            .map(|s| s.next_due)
+            .chain(model_due.values().copied())
+            .min();
+        if let Some(u) = until
+            && work.is_empty()
+            && wake.is_none_or(|w| w > u)
+        {
+            break;
+        }
+        // A manual clock does not move while work runs, so runs take no virtual time.
+        let sleep: BoxFuture<'static, ()> = match wake {
+            Some(w) if (!clock.is_manual() || work.is_empty()) && !stopping => clock.sleep_until(w),
+            _ => Box::pin(std::future::pending()),
+        };
+        tokio::select! {
+            biased;
+            Some(done) = work.join_next(), if !work.is_empty() => {
+                let now = clock.now();
+                summary.runs += 1;
+                match done {
+                    Ok(Done::Ingest(name, outcome)) => {
+                        let Some(s) = sources.get_mut(&name) else { continue };
+                        s.running = None;
+                        if outcome.ok {
+                            if outcome.new_data {
+                                pending.extend(config.models.downstream(&format!("bronze.{name}")));
+                            }
+                            s.attempt = 1;
+                            s.trigger = Trigger::Schedule;
+                            s.next_due = next(&s.job.schedule, now);
+                        } else {
+                            summary.failures += 1;
+                            if s.attempt < s.job.retry.attempts {
+                                let delay = retry_delay(&s.job.retry, s.attempt);
+                                s.attempt += 1;
+                                s.trigger = Trigger::Retry;
+                                s.next_due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                                tracing::warn!(source = %name, attempt = s.attempt, retry_at = %s.next_due, error = outcome.error.as_deref().unwrap_or(""), "run failed; retrying");
+                            } else {
+                                tracing::error!(source = %name, attempts = s.attempt, error = outcome.error.as_deref().unwrap_or(""), "run failed; giving up until the next scheduled time");
+                                s.attempt = 1;
+                                s.trigger = Trigger::Schedule;
+                                s.next_due = next(&s.job.schedule, now);
+                            }
+                        }
+                    }
+                    Ok(Done::Transform(results)) => {
+                        transforming = None;
+                        summary.failures += results.iter().filter(|(_, o)| !o.ok).count();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a scheduled task panicked");
+                        summary.failures += 1;
+                        transforming = None;
+                        for s in sources.values_mut() {
+                            s.running = None;
+                        }
+                    }
+                }
+            }
+            _ = sleep => {}
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                tracing::info!(running = work.len(), grace = ?config.grace, "stop requested: finishing running work");
+                let grace = tokio::time::sleep(config.grace);
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        done = work.join_next() => match done {
+                            None => break,
+                            Some(Ok(Done::Ingest(name, _))) => {
+                                summary.runs += 1;
+                                if let Some(s) = sources.get_mut(&name) { s.running = None; }
+                            }
+                            Some(_) => { summary.runs += 1; transforming = None; }
+                        },
+                        _ = &mut grace => {
+                            let left: Vec<(String, DateTime<Utc>)> = sources
+                                .values()
+                                .filter_map(|s| Some((format!("bronze.{}", s.job.name), s.running?)))
+                                .chain(transforming.iter().flat_map(|(at, ts)| ts.iter().map(move |t| (t.clone(), *at))))
+                                .collect();
+                            tracing::warn!(abandoned = left.len(), "grace period over: abandoning running work (nothing partial is committed)");
+                            work.abort_all();
+                            while work.join_next().await.is_some() {}
+                            for (target, at) in left {
+                                summary.abandoned += 1;
+                                runner.abandoned(target, at).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    summary
+}

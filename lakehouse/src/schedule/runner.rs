@@ -1,0 +1,128 @@
+//! The real [`Runner`]: ingest and transform with a cross-process lock per target, recorded in `system.runs`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use super::{RunOutcome, Runner, Trigger, lock};
+use crate::Lakehouse;
+use crate::runlog::{self, RunRecord, Status};
+use crate::transform::{Outcome, Plan, RunOptions};
+
+pub struct LakehouseRunner {
+    pub lh: Arc<Lakehouse>,
+    pub plan: Arc<Plan>,
+    pub options: RunOptions,
+}
+
+fn skipped(target: &str, kind: &str, trigger: Trigger, started_at: DateTime<Utc>, why: &str) -> RunRecord {
+    let mut r = RunRecord::new(target, kind, trigger.as_str(), started_at);
+    r.status = Status::Skipped;
+    r.error = Some(why.to_string());
+    r
+}
+
+const LOCKED: &str = "another process is running it";
+
+impl Runner for LakehouseRunner {
+    fn ingest(&self, source: String, trigger: Trigger, attempt: u32) -> BoxFuture<'static, RunOutcome> {
+        let lh = self.lh.clone();
+        Box::pin(async move {
+            let started_at = Utc::now();
+            let target = format!("bronze.{source}");
+            let guard = match lock::try_lock(&lh.warehouse, &target).await {
+                Ok(Some(g)) => g,
+                Ok(None) => {
+                    tracing::info!(source = %source, "skipped: {LOCKED}");
+                    runlog::record(&lh.warehouse, &[skipped(&target, "ingest", trigger, started_at, LOCKED)]).await;
+                    return RunOutcome { ok: true, new_data: false, error: None };
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let mut r = RunRecord::new(&target, "ingest", trigger.as_str(), started_at);
+                    (r.status, r.error, r.attempt) = (Status::Failed, Some(error.clone()), attempt);
+                    runlog::record(&lh.warehouse, &[r]).await;
+                    return RunOutcome { ok: false, new_data: false, error: Some(error) };
+                }
+            };
+            let Some(src) = lh.project.sources.iter().find(|s| s.manifest.name.as_str() == source) else {
+                return RunOutcome { ok: false, new_data: false, error: Some(format!("no source `{source}`")) };
+            };
+            let fut: BoxFuture<'_, _> = Box::pin(crate::ingest::ingest_source(&lh, src));
+            let result = fut.await;
+            drop(guard);
+            let mut record = RunRecord::ingest(&source, result.as_ref(), trigger.as_str(), started_at);
+            record.attempt = attempt;
+            let outcome = RunOutcome {
+                ok: record.status == Status::Succeeded,
+                new_data: result.as_ref().is_ok_and(|r| r.batch.is_some()),
+                error: record.error.clone(),
+            };
+            runlog::record(&lh.warehouse, &[record]).await;
+            outcome
+        })
+    }
+
+    fn transform(&self, targets: Vec<String>, trigger: Trigger) -> BoxFuture<'static, Vec<(String, RunOutcome)>> {
+        let (lh, plan, options) = (self.lh.clone(), self.plan.clone(), self.options.clone());
+        Box::pin(async move {
+            let mut failed: BTreeSet<String> = BTreeSet::new();
+            let mut out = Vec::new();
+            for target in targets {
+                let started_at = Utc::now();
+                let inputs = &plan.models[&target].rendered.inputs;
+                if let Some(bad) = inputs.iter().find(|i| failed.contains(*i)) {
+                    failed.insert(target.clone());
+                    let why = format!("input {bad} failed");
+                    runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, &why)]).await;
+                    out.push((target, RunOutcome { ok: false, new_data: false, error: Some(why) }));
+                    continue;
+                }
+                let guard = match lock::try_lock(&lh.warehouse, &target).await {
+                    Ok(Some(g)) => g,
+                    Ok(None) => {
+                        runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, LOCKED)])
+                            .await;
+                        out.push((target, RunOutcome { ok: true, new_data: false, error: None }));
+                        continue;
+                    }
+                    Err(e) => {
+                        failed.insert(target.clone());
+                        out.push((target, RunOutcome { ok: false, new_data: false, error: Some(e.to_string()) }));
+                        continue;
+                    }
+                };
+                let fut: BoxFuture<'_, _> =
+                    Box::pin(crate::transform::run::run(&lh, &plan, std::slice::from_ref(&target), &options));
+                let reports = fut.await;
+                drop(guard);
+                for r in &reports {
+                    runlog::record(&lh.warehouse, &[RunRecord::transform(r, trigger.as_str(), started_at)]).await;
+                    let outcome = match &r.outcome {
+                        Outcome::Built { .. } => RunOutcome { ok: true, new_data: true, error: None },
+                        Outcome::UpToDate { .. } => RunOutcome { ok: true, new_data: false, error: None },
+                        Outcome::Skipped { because } | Outcome::Failed { error: because, .. } => {
+                            failed.insert(r.target.clone());
+                            RunOutcome { ok: false, new_data: false, error: Some(because.clone()) }
+                        }
+                    };
+                    out.push((r.target.clone(), outcome));
+                }
+            }
+            out
+        })
+    }
+
+    fn abandoned(&self, target: String, started_at: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        let lh = self.lh.clone();
+        Box::pin(async move {
+            let kind = if target.starts_with("bronze.") { "ingest" } else { "transform" };
+            let mut r = RunRecord::new(&target, kind, "schedule", started_at);
+            r.status = Status::Abandoned;
+            r.error = Some("stopped at shutdown before committing; nothing was published".into());
+            runlog::record(&lh.warehouse, &[r]).await;
+        })
+    }
+}
