@@ -150,7 +150,7 @@ pub async fn open_table(url: &str) -> DeltaTable {
 pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
-    for layer in ["bronze", "silver", "gold"] {
+    for layer in ["bronze", "silver", "gold", "system"] {
         let base = lh.warehouse.table_url(layer, "x");
         let dir = base.join("..").expect("layer url");
         let names: Vec<String> = if dir.scheme() == "file" {

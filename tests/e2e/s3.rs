@@ -7,7 +7,7 @@ use object_store::ObjectStoreExt;
 use crate::ingest::ingest_all;
 
 /// The example deployment with its warehouse on S3 and the police drop zone on S3.
-async fn example_on_s3() -> (TestProject, String) {
+pub(crate) async fn example_on_s3() -> (TestProject, String) {
     let prefix = s3_prefix("example");
     let p = TestProject::example(Some(&format!("{prefix}/lake")));
     let drops = url::Url::parse(&format!("{prefix}/drops/ddsp/")).unwrap();

@@ -64,7 +64,8 @@ impl Runner for FakeRunner {
             }
             _ => true,
         };
-        let outcome = RunOutcome { ok, new_data: ok && self.new_data, error: (!ok).then(|| "boom".to_string()) };
+        let outcome =
+            RunOutcome { ok, new_data: ok && self.new_data, error: (!ok).then(|| "boom".to_string()), busy: false };
         Box::pin(std::future::ready(outcome))
     }
     fn transform(&self, targets: Vec<String>, trigger: Trigger) -> BoxFuture<'static, Vec<(String, RunOutcome)>> {
@@ -75,7 +76,10 @@ impl Runner for FakeRunner {
             trigger,
             attempt: 1,
         });
-        let out = targets.into_iter().map(|t| (t, RunOutcome { ok: true, new_data: true, error: None })).collect();
+        let out = targets
+            .into_iter()
+            .map(|t| (t, RunOutcome { ok: true, new_data: true, error: None, busy: false }))
+            .collect();
         Box::pin(std::future::ready(out))
     }
 }
@@ -231,4 +235,252 @@ async fn models_run_when_their_inputs_change() {
             "09:00 transform silver.a,gold.ab",
         ]
     );
+}
+
+// ---- the real binary ----
+
+use lakehouse_tests::{TestProject, query_lake, rows, stdout};
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+
+/// Starts `lakehouse schedule` with stderr read line by line on a thread.
+fn start_scheduler(p: &TestProject, args: &[&str], fault: Option<&str>) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = p.command(&[&["schedule"], args].concat());
+    if let Some(f) = fault {
+        cmd.env("LAKEHOUSE_FAULT", f);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a log line containing `needle` (at most 60 s); returns the lines seen.
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let hit = line.contains(needle);
+            seen.push(line);
+            if hit {
+                return seen;
+            }
+        }
+    }
+    panic!("no log line with {needle:?} in:\n{}", seen.join("\n"));
+}
+
+fn sigterm(child: &Child) {
+    let status = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+fn count(p: &TestProject, sql: &str) -> Vec<Vec<String>> {
+    let lh = p.load();
+    tokio::runtime::Runtime::new().unwrap().block_on(query_lake(&lh, sql))
+}
+
+/// SIGTERM during an ingest with no grace period: the run is abandoned without a partial commit, the process
+/// exits 0, and the next run takes the files exactly once.
+#[test]
+fn sigterm_during_an_ingest_abandons_it_cleanly() {
+    let p = TestProject::example(None);
+    let (child, rx) = start_scheduler(&p, &["--grace", "0", "--parallel", "1"], Some("slow-ingest"));
+    // The first source has parsed its files and waits before committing.
+    wait_for(&rx, "file parsed");
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}", out.status);
+    let text = stdout(&out);
+    assert!(text.contains("1 abandoned at shutdown"), "{text}");
+    // Nothing of it was committed.
+    let dir = p.path().join("warehouse/bronze");
+    let committed: Vec<_> = ["bmpm_interventions", "ddsp_incidents"]
+        .iter()
+        .filter(|t| dir.join(t).join("_delta_log/00000000000000000001.json").exists())
+        .collect();
+    assert!(committed.is_empty(), "{committed:?} committed a batch");
+    let abandoned = count(&p, "SELECT target, status FROM system.runs WHERE status = 'abandoned'");
+    assert_eq!(abandoned, rows(&[&["bronze.bmpm_interventions", "abandoned"]]));
+    // The next run takes the files, once.
+    let out = p.run(&["ingest", "bmpm_interventions"]);
+    assert!(out.status.success());
+    assert_eq!(
+        count(&p, "SELECT count(*), count(DISTINCT intervention_id) FROM bronze.bmpm_interventions"),
+        rows(&[&["794", "794"]])
+    );
+}
+
+/// SIGTERM with a grace period: the running ingest finishes and commits, nothing new starts, exit 0.
+#[test]
+fn sigterm_lets_running_work_finish_within_the_grace_period() {
+    let p = TestProject::example(None);
+    let (child, rx) = start_scheduler(&p, &["--grace", "30", "--parallel", "1"], Some("slow-ingest"));
+    wait_for(&rx, "file parsed");
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("0 abandoned at shutdown"), "{}", stdout(&out));
+    assert_eq!(count(&p, "SELECT count(*) FROM bronze.bmpm_interventions"), rows(&[&["794"]]));
+    // The sources not started yet were not started after the signal.
+    assert!(!p.path().join("warehouse/bronze/ville_signalements/_delta_log/00000000000000000001.json").exists());
+    let runs = count(&p, "SELECT target, status FROM system.runs ORDER BY started_at");
+    assert_eq!(runs, rows(&[&["bronze.bmpm_interventions", "succeeded"]]));
+}
+
+/// A scheduler left running builds and keeps fresh every layer: a new drop-zone file is ingested on the
+/// source's schedule and the models downstream follow.
+#[test]
+fn a_running_scheduler_keeps_every_layer_fresh() {
+    let p = TestProject::example(None);
+    // The police feed every 2 seconds (6 fields: seconds first).
+    let m = std::fs::read_to_string(p.path().join("sources/ddsp_incidents.yaml")).unwrap();
+    p.write("sources/ddsp_incidents.yaml", m.replace("schedule: \"*/15 * * * *\"", "schedule: \"*/2 * * * * *\""));
+    let (child, rx) = start_scheduler(&p, &[], None);
+    wait_for(&rx, "target=gold.night_noise_near_events");
+    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    p.write(
+        "sources/data/ddsp/incidents_2026-11-22.csv",
+        format!("{header}DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;A B;06;\n"),
+    );
+    wait_for(&rx, "target=silver.ddsp_incidents}: committed version=2");
+    wait_for(&rx, "target=gold.incidents_by_arrondissement_period}: committed version=2");
+    sigterm(&child);
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(count(&p, "SELECT count(*) FROM silver.ddsp_incidents"), rows(&[&["1486"]]));
+    let triggers = count(&p, "SELECT DISTINCT trigger FROM system.runs ORDER BY 1");
+    assert_eq!(triggers, rows(&[&["data"], &["schedule"], &["startup"]]));
+}
+
+/// `status`: per table, last success, freshness, next run and last error.
+#[test]
+fn status_reports_freshness_errors_and_next_runs() {
+    let p = TestProject::example(None);
+    let out = p.run(&["status"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let line = |t: &str, text: &str| {
+        text.lines().find(|l| l.starts_with(&format!("{t} "))).unwrap_or_else(|| panic!("{t} in\n{text}")).to_string()
+    };
+    assert!(line("bronze.ddsp_incidents", &text).contains("never run"), "{text}");
+    assert!(line("gold.fire_response_times", &text).contains("never run"), "{text}");
+
+    assert!(p.run(&["run"]).status.success());
+    // A source whose drop zone disappeared fails; another gets new data that its models have not seen.
+    std::fs::rename(p.path().join("sources/data/meteo"), p.path().join("sources/data/meteo_gone")).unwrap();
+    std::fs::copy(
+        p.path().join("sources/data/ddsp/incidents_2026-11-08.csv"),
+        p.path().join("sources/data/ddsp/incidents_2026-11-22.csv"),
+    )
+    .unwrap();
+    assert!(!p.run(&["ingest"]).status.success());
+    let text = stdout(&p.run(&["status"]));
+    let ddsp = line("bronze.ddsp_incidents", &text);
+    assert!(ddsp.contains("*/15 * * * *") && ddsp.contains("on time"), "{text}");
+    let meteo = line("bronze.meteo_observations", &text);
+    assert!(meteo.contains("on time") && meteo.contains("drop zone"), "the last error is shown:\n{text}");
+    assert!(line("silver.ddsp_incidents", &text).contains("STALE (bronze.ddsp_incidents changed)"), "{text}");
+    assert!(line("silver.bmpm_interventions", &text).contains("up to date"), "{text}");
+    assert!(line("gold.fire_response_times", &text).contains("on new data"), "{text}");
+
+    // A source whose last success is two days old is late.
+    let lh = p.load();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old = Utc::now() - chrono::Duration::days(2);
+    let p2 = TestProject::example(None);
+    let lh2 = p2.load();
+    rt.block_on(lakehouse::runlog::record(
+        &lh2.warehouse,
+        &[lakehouse::runlog::RunRecord::new("bronze.ville_events", "ingest", "manual", old)],
+    ));
+    let text = stdout(&p2.run(&["status"]));
+    assert!(line("bronze.ville_events", &text).contains("LATE (due"), "{text}");
+    drop(lh);
+}
+
+/// Two schedulers on one S3 warehouse, both starting every source at once (each ingest waits two seconds
+/// before committing): a target never runs in both at the same time, the loser of each race skips, and every
+/// record lands once.
+#[tokio::test]
+async fn two_schedulers_on_one_s3_warehouse_never_overlap() {
+    let (p, _) = crate::s3::example_on_s3().await;
+    let (a, rx_a) = start_scheduler(&p, &["--parallel", "5"], Some("slow-ingest"));
+    let (b, rx_b) = start_scheduler(&p, &["--parallel", "5"], Some("slow-ingest"));
+    tokio::task::spawn_blocking(move || {
+        wait_for(&rx_a, "models checked");
+        wait_for(&rx_b, "models checked");
+    })
+    .await
+    .unwrap();
+    // Models found busy in one process are retried after a few seconds: wait until gold is built.
+    let lh = p.load();
+    for _ in 0..120 {
+        if lh.warehouse.open(&lh.warehouse.table_url("gold", "night_noise_near_events")).await.unwrap().is_some()
+            && query_lake(&lh, "SELECT count(*) FROM silver.ddsp_incidents").await == rows(&[&["1485"]])
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sigterm(&a);
+    sigterm(&b);
+    assert!(a.wait_with_output().unwrap().status.success());
+    assert!(b.wait_with_output().unwrap().status.success());
+    let runs = query_lake(
+        &lh,
+        "SELECT target, status, error, CAST(started_at AS BIGINT) AS s, CAST(ended_at AS BIGINT) AS e, process FROM system.runs ORDER BY target, started_at",
+    )
+    .await;
+    let skipped = runs.iter().filter(|r| r[1] == "skipped" && r[2].contains("another process")).count();
+    assert!(skipped >= 1, "the second scheduler must have found targets locked:\n{runs:?}");
+    // Runs of one target that did work never overlap in time.
+    let worked: Vec<&Vec<String>> = runs.iter().filter(|r| r[1] != "skipped").collect();
+    for w in worked.windows(2) {
+        if w[0][0] == w[1][0] {
+            let (end0, start1): (i64, i64) = (w[0][4].parse().unwrap(), w[1][3].parse().unwrap());
+            assert!(end0 <= start1, "{} ran twice at once:\n{:?}\n{:?}", w[0][0], w[0], w[1]);
+        }
+    }
+    let n = query_lake(&lh, "SELECT count(*), count(DISTINCT incident_id) FROM bronze.ddsp_incidents").await;
+    assert_eq!(n, rows(&[&["1485", "1485"]]));
+    let n = query_lake(&lh, "SELECT count(*) FROM silver.ddsp_incidents").await;
+    assert_eq!(n, rows(&[&["1485"]]));
+}
+
+/// Locks exclude each other: an OS file lock on `file://`, a conditional-PUT lease on S3 that a dead
+/// process's expired lease does not block.
+#[tokio::test]
+async fn target_locks_exclude_each_other_on_disk_and_on_s3() {
+    use lakehouse::schedule::lock::try_lock;
+    use object_store::ObjectStoreExt;
+    let local = TestProject::example(None);
+    let (s3, prefix) = crate::s3::example_on_s3().await;
+    for p in [&local, &s3] {
+        let lh = p.load();
+        let first = try_lock(&lh.warehouse, "bronze.x").await.unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&lh.warehouse, "bronze.x").await.unwrap().is_none(), "held");
+        assert!(try_lock(&lh.warehouse, "bronze.y").await.unwrap().is_some(), "another target is free");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(try_lock(&lh.warehouse, "bronze.x").await.unwrap().is_some(), "released");
+    }
+    // A lease left by a process that died (expired) is taken over.
+    let url = url::Url::parse(&format!("{prefix}/lake/_locks/bronze.z.lock")).unwrap();
+    let (store, path) = object_store::parse_url_opts(&url, lakehouse::storage::storage_options(&url)).unwrap();
+    let stale = serde_json::json!({ "owner": "dead:1/x", "expires_at": Utc::now().timestamp_millis() - 1000 });
+    store.put(&path, serde_json::to_vec(&stale).unwrap().into()).await.unwrap();
+    let lh = s3.load();
+    assert!(try_lock(&lh.warehouse, "bronze.z").await.unwrap().is_some());
+    let live = serde_json::json!({ "owner": "alive:1/x", "expires_at": Utc::now().timestamp_millis() + 60_000 });
+    let path2 =
+        object_store::path::Path::from(format!("{}/../bronze.w.lock", path.as_ref()).replace("/bronze.z.lock/..", ""));
+    store.put(&path2, serde_json::to_vec(&live).unwrap().into()).await.unwrap();
+    assert!(try_lock(&lh.warehouse, "bronze.w").await.unwrap().is_none(), "a live lease blocks");
 }

@@ -117,7 +117,13 @@ pub struct RunOutcome {
     /// A commit with new rows (models reading it must run).
     pub new_data: bool,
     pub error: Option<String>,
+    /// Not run: another process held the target's lock. A model is tried again shortly (the other process
+    /// may have read its inputs before the newest data).
+    pub busy: bool,
 }
+
+/// How long a model found busy waits before it is tried again.
+pub const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// Does the work. The real one ingests and transforms, with locks and the run log; tests use their own.
 pub trait Runner: Send + Sync {
@@ -250,6 +256,7 @@ pub async fn run(
     // Every model is checked once at start: catch up with data that landed while no scheduler ran.
     let mut pending: BTreeSet<String> = config.models.order.iter().cloned().collect();
     let mut transforming: Option<(DateTime<Utc>, Vec<String>)> = None;
+    let mut pending_after: Option<DateTime<Utc>> = None;
     let mut work: JoinSet<Done> = JoinSet::new();
     let mut summary = Summary::default();
     let mut stopping = false;
@@ -284,7 +291,8 @@ pub async fn run(
             }
             // Models wait for the catch-up runs of sources (never run, or missed while down) to finish first.
             let catching_up = sources.values().any(|s| matches!(s.trigger, Trigger::Startup | Trigger::Missed));
-            if transforming.is_none() && !pending.is_empty() && !catching_up {
+            if transforming.is_none() && !pending.is_empty() && !catching_up && pending_after.is_none_or(|t| t <= now) {
+                pending_after = None;
                 let targets: Vec<String> =
                     config.models.order.iter().filter(|t| pending.contains(*t)).cloned().collect();
                 pending.clear();
@@ -301,6 +309,7 @@ pub async fn run(
             .filter(|s| s.running.is_none())
             .map(|s| s.next_due)
             .chain(model_due.values().copied())
+            .chain(pending_after.filter(|_| !pending.is_empty()))
             .min();
         if let Some(u) = until
             && work.is_empty()
@@ -348,6 +357,12 @@ pub async fn run(
                     Ok(Done::Transform(results)) => {
                         transforming = None;
                         summary.failures += results.iter().filter(|(_, o)| !o.ok).count();
+                        let busy: Vec<&String> = results.iter().filter(|(_, o)| o.busy).map(|(t, _)| t).collect();
+                        tracing::info!(models = results.len(), busy = busy.len(), "models checked");
+                        if !busy.is_empty() {
+                            pending.extend(busy.into_iter().cloned());
+                            pending_after = Some(now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default());
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "a scheduled task panicked");

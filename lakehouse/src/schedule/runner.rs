@@ -37,18 +37,23 @@ impl Runner for LakehouseRunner {
                 Ok(None) => {
                     tracing::info!(source = %source, "skipped: {LOCKED}");
                     runlog::record(&lh.warehouse, &[skipped(&target, "ingest", trigger, started_at, LOCKED)]).await;
-                    return RunOutcome { ok: true, new_data: false, error: None };
+                    return RunOutcome { ok: true, new_data: false, error: None, busy: false };
                 }
                 Err(e) => {
                     let error = e.to_string();
                     let mut r = RunRecord::new(&target, "ingest", trigger.as_str(), started_at);
                     (r.status, r.error, r.attempt) = (Status::Failed, Some(error.clone()), attempt);
                     runlog::record(&lh.warehouse, &[r]).await;
-                    return RunOutcome { ok: false, new_data: false, error: Some(error) };
+                    return RunOutcome { ok: false, new_data: false, error: Some(error), busy: false };
                 }
             };
             let Some(src) = lh.project.sources.iter().find(|s| s.manifest.name.as_str() == source) else {
-                return RunOutcome { ok: false, new_data: false, error: Some(format!("no source `{source}`")) };
+                return RunOutcome {
+                    ok: false,
+                    new_data: false,
+                    error: Some(format!("no source `{source}`")),
+                    busy: false,
+                };
             };
             let fut: BoxFuture<'_, _> = Box::pin(crate::ingest::ingest_source(&lh, src));
             let result = fut.await;
@@ -59,6 +64,7 @@ impl Runner for LakehouseRunner {
                 ok: record.status == Status::Succeeded,
                 new_data: result.as_ref().is_ok_and(|r| r.batch.is_some()),
                 error: record.error.clone(),
+                busy: false,
             };
             runlog::record(&lh.warehouse, &[record]).await;
             outcome
@@ -77,7 +83,7 @@ impl Runner for LakehouseRunner {
                     failed.insert(target.clone());
                     let why = format!("input {bad} failed");
                     runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, &why)]).await;
-                    out.push((target, RunOutcome { ok: false, new_data: false, error: Some(why) }));
+                    out.push((target, RunOutcome { ok: false, new_data: false, error: Some(why), busy: false }));
                     continue;
                 }
                 let guard = match lock::try_lock(&lh.warehouse, &target).await {
@@ -85,12 +91,15 @@ impl Runner for LakehouseRunner {
                     Ok(None) => {
                         runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, LOCKED)])
                             .await;
-                        out.push((target, RunOutcome { ok: true, new_data: false, error: None }));
+                        out.push((target, RunOutcome { ok: true, new_data: false, error: None, busy: true }));
                         continue;
                     }
                     Err(e) => {
                         failed.insert(target.clone());
-                        out.push((target, RunOutcome { ok: false, new_data: false, error: Some(e.to_string()) }));
+                        out.push((
+                            target,
+                            RunOutcome { ok: false, new_data: false, error: Some(e.to_string()), busy: false },
+                        ));
                         continue;
                     }
                 };
@@ -101,11 +110,11 @@ impl Runner for LakehouseRunner {
                 for r in &reports {
                     runlog::record(&lh.warehouse, &[RunRecord::transform(r, trigger.as_str(), started_at)]).await;
                     let outcome = match &r.outcome {
-                        Outcome::Built { .. } => RunOutcome { ok: true, new_data: true, error: None },
-                        Outcome::UpToDate { .. } => RunOutcome { ok: true, new_data: false, error: None },
+                        Outcome::Built { .. } => RunOutcome { ok: true, new_data: true, error: None, busy: false },
+                        Outcome::UpToDate { .. } => RunOutcome { ok: true, new_data: false, error: None, busy: false },
                         Outcome::Skipped { because } | Outcome::Failed { error: because, .. } => {
                             failed.insert(r.target.clone());
-                            RunOutcome { ok: false, new_data: false, error: Some(because.clone()) }
+                            RunOutcome { ok: false, new_data: false, error: Some(because.clone()), busy: false }
                         }
                     };
                     out.push((r.target.clone(), outcome));

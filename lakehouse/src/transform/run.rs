@@ -44,13 +44,14 @@ use crate::manifest::{AuditTest, Diagnostic, Severity};
 use crate::privacy::KeyRing;
 use crate::storage::StorageError;
 
-/// The one factory of DataFusion sessions: the `bronze`, `silver` and `gold` schemas and the privacy functions.
+/// The one factory of DataFusion sessions: the `bronze`, `silver`, `gold` and `system` schemas and the privacy
+/// functions.
 /// (Kept in one place so a distributed engine can be plugged in here.)
 pub fn new_session(keys: Arc<KeyRing>, domains: &[String], tz: chrono_tz::Tz) -> SessionContext {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     if let Some(catalog) = ctx.catalog("datafusion") {
-        for layer in ["bronze", "silver", "gold"] {
+        for layer in ["bronze", "silver", "gold", "system"] {
             let _ = catalog.register_schema(layer, Arc::new(MemorySchemaProvider::new()));
         }
     }
