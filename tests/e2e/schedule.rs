@@ -37,11 +37,20 @@ struct FakeRunner {
     fail: Mutex<BTreeMap<String, u32>>,
     slow: BTreeMap<String, chrono::Duration>,
     new_data: bool,
+    /// Models reported busy (locked by another process) the first time they are asked for.
+    busy_once: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl FakeRunner {
     fn new(clock: Arc<ManualClock>) -> Self {
-        Self { clock, calls: Mutex::default(), fail: Mutex::default(), slow: BTreeMap::new(), new_data: false }
+        Self {
+            clock,
+            calls: Mutex::default(),
+            fail: Mutex::default(),
+            slow: BTreeMap::new(),
+            new_data: false,
+            busy_once: Mutex::default(),
+        }
     }
     fn calls(&self, what: &str) -> Vec<Call> {
         self.calls.lock().unwrap().iter().filter(|c| c.what == what).cloned().collect()
@@ -76,9 +85,13 @@ impl Runner for FakeRunner {
             trigger,
             attempt: 1,
         });
+        let mut busy_once = self.busy_once.lock().unwrap();
         let out = targets
             .into_iter()
-            .map(|t| (t, RunOutcome { ok: true, new_data: true, error: None, busy: false }))
+            .map(|t| {
+                let busy = busy_once.remove(&t);
+                (t, RunOutcome { ok: true, new_data: !busy, error: None, busy })
+            })
             .collect();
         Box::pin(std::future::ready(out))
     }
@@ -93,6 +106,7 @@ fn config(sources: Vec<SourceJob>, last_success: DateTime<Utc>) -> Config {
         last_success: last,
         parallel: 4,
         grace: Duration::from_secs(1),
+        model_check: None,
     }
 }
 
@@ -202,8 +216,8 @@ async fn a_long_run_is_not_doubled() {
     assert_eq!(at, ["09:00", "09:45"]);
 }
 
-/// New data in a source runs the models downstream of it, after the catch-up runs of sources; a run without
-/// new data runs none.
+/// New data in a source runs the models downstream of it, after the catch-up runs of sources; every model is
+/// also checked periodically.
 #[tokio::test]
 async fn models_run_when_their_inputs_change() {
     let inputs: BTreeMap<String, std::collections::BTreeSet<String>> = [
@@ -222,7 +236,8 @@ async fn models_run_when_their_inputs_change() {
     let mut cfg = config(vec![job("src_a", "0 * * * *", 3), job("src_b", "0 6 * * *", 3)], utc("2026-11-28T08:30:00Z"));
     cfg.last_success.remove("bronze.src_a");
     cfg.models = models;
-    let r = drive(cfg, "2026-11-28T08:45:00Z", "2026-11-28T09:30:00Z", |r| r.new_data = true).await;
+    cfg.model_check = Some(Duration::from_secs(3600));
+    let r = drive(cfg, "2026-11-28T08:45:00Z", "2026-11-28T09:50:00Z", |r| r.new_data = true).await;
     let calls: Vec<String> =
         r.calls.lock().unwrap().iter().map(|c| format!("{} {}", c.at.format("%H:%M"), c.what)).collect();
     assert_eq!(
@@ -233,6 +248,8 @@ async fn models_run_when_their_inputs_change() {
             "08:45 transform silver.a,silver.b,gold.ab",
             "09:00 src_a",
             "09:00 transform silver.a,gold.ab",
+            // The hourly check of every model (new versions written by another process).
+            "09:45 transform silver.a,silver.b,gold.ab",
         ]
     );
 }
@@ -483,4 +500,23 @@ async fn target_locks_exclude_each_other_on_disk_and_on_s3() {
         object_store::path::Path::from(format!("{}/../bronze.w.lock", path.as_ref()).replace("/bronze.z.lock/..", ""));
     store.put(&path2, serde_json::to_vec(&live).unwrap().into()).await.unwrap();
     assert!(try_lock(&lh.warehouse, "bronze.w").await.unwrap().is_none(), "a live lease blocks");
+}
+
+/// A model another process was running (locked) is tried again a few seconds later.
+#[tokio::test]
+async fn a_busy_model_is_tried_again_shortly() {
+    let models = ModelGraph {
+        order: vec!["silver.a".into()],
+        inputs: [("silver.a".to_string(), ["bronze.src_a".to_string()].into_iter().collect())].into_iter().collect(),
+        schedules: BTreeMap::new(),
+    };
+    let mut cfg = config(vec![job("src_a", "0 * * * *", 3)], utc("2026-11-28T08:30:00Z"));
+    cfg.models = models;
+    let r = drive(cfg, "2026-11-28T08:45:00Z", "2026-11-28T08:50:00Z", |r| {
+        r.busy_once.lock().unwrap().insert("silver.a".into());
+    })
+    .await;
+    let calls: Vec<String> =
+        r.calls.lock().unwrap().iter().map(|c| format!("{} {}", c.at.format("%H:%M:%S"), c.what)).collect();
+    assert_eq!(calls, ["08:45:00 transform silver.a", "08:45:05 transform silver.a"]);
 }

@@ -8,7 +8,8 @@
 //!   attempt is recorded in `system.runs`. Other sources keep their own rhythm.
 //! - Models are data-aware: when an ingest commits new data, the models that read the source, directly or
 //!   not, run in DAG order (up-to-date ones cost a version check). A model whose sidecar has a `schedule` also
-//!   runs on it. At start every model is checked once.
+//!   runs on it. At start, and every [`Config::model_check`], every model is checked (inputs written by
+//!   another process).
 //! - Across processes, a lock per target ([`lock`]) keeps two schedulers on one warehouse from running the same
 //!   source or model at once.
 //! - On SIGTERM or SIGINT the scheduler starts nothing new, lets running work finish within the grace period,
@@ -195,6 +196,9 @@ pub struct Config {
     pub parallel: usize,
     /// How long running work may take to finish after a stop signal.
     pub grace: Duration,
+    /// Every this long, all models are checked (new input versions written by another process, a manual
+    /// ingest, …); `None`: only after this scheduler's own ingests.
+    pub model_check: Option<Duration>,
 }
 
 /// What a scheduler did, for the caller and tests.
@@ -257,6 +261,8 @@ pub async fn run(
     let mut pending: BTreeSet<String> = config.models.order.iter().cloned().collect();
     let mut transforming: Option<(DateTime<Utc>, Vec<String>)> = None;
     let mut pending_after: Option<DateTime<Utc>> = None;
+    let check_every = config.model_check.and_then(|d| chrono::Duration::from_std(d).ok());
+    let mut next_check = check_every.map(|d| start + d);
     let mut work: JoinSet<Done> = JoinSet::new();
     let mut summary = Summary::default();
     let mut stopping = false;
@@ -282,6 +288,13 @@ pub async fn run(
                 tracing::info!(source = %name, trigger = trigger.as_str(), attempt, "starting");
                 let fut = runner.ingest(name.clone(), trigger, attempt);
                 work.spawn(async move { Done::Ingest(name, fut.await) });
+            }
+            // Periodic check of every model (inputs changed by another writer).
+            if let (Some(at), Some(every)) = (next_check, check_every)
+                && at <= now
+            {
+                pending.extend(config.models.order.iter().cloned());
+                next_check = Some(now + every);
             }
             // Models on their own schedule.
             for (target, due) in model_due.iter_mut().filter(|(_, d)| **d <= now) {
@@ -310,6 +323,7 @@ pub async fn run(
             .map(|s| s.next_due)
             .chain(model_due.values().copied())
             .chain(pending_after.filter(|_| !pending.is_empty()))
+            .chain(next_check)
             .min();
         if let Some(u) = until
             && work.is_empty()
