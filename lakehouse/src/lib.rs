@@ -14,11 +14,14 @@
 //!
 //! - [`manifest`]: `lakehouse.yaml` and `sources/*.yaml`, strict and versioned, every problem reported at once.
 //! - [`connector`]: where records come from (`files` on local disk or S3).
-//! - [`format`]: CSV / NDJSON / JSON / Parquet into Arrow with the declared schema; bad records kept with a reason.
+//! - [`format`](mod@format): CSV / NDJSON / JSON / Parquet into Arrow with the declared schema; bad records kept with a reason.
 //! - [`privacy`]: keyed pseudonyms (HMAC-SHA-256) and encryption of quarantined records.
 //! - [`ingest`]: the exactly-once commit protocol into bronze Delta tables.
 //! - [`transform`]: SQL models (minijinja templates) → silver and gold Delta tables, full or incremental, with
 //!   audits before publishing and small-cell suppression in gold.
+//! - [`schedule`]: the scheduler — sources on cron (time-zone and DST aware), models when their inputs change,
+//!   retries, locks per target across processes, graceful stop; time and work are injectable.
+//! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
 pub mod bench;

@@ -63,7 +63,7 @@ impl ShortHmac {
 /// Computes keyed pseudonyms for one column: `hex(HMAC-SHA-256(key, normalize(value)))`.
 ///
 /// Values of up to 55 bytes (names, phone numbers, e-mail addresses) take the two-compression path of
-/// [`ShortHmac`]; longer ones the general HMAC, whose keyed state is computed once and cloned per value.
+/// `ShortHmac`; longer ones the general HMAC, whose keyed state is computed once and cloned per value.
 #[derive(Clone)]
 pub struct Pseudonymizer {
     short: ShortHmac,
