@@ -604,3 +604,18 @@ GROUP BY i.incident_id",
     run_ok(&p, &["transform", "--select", "incidents_near_events", "--full-refresh"]);
     assert_eq!(rt.block_on(query_lake(&lh, all)), incremental);
 }
+
+/// Indirect uses of sensitive columns (a filter on coordinates) are not errors, but `validate` reports them.
+#[test]
+fn validate_reports_indirect_uses_of_sensitive_columns() {
+    let p = TestProject::example(None);
+    p.write(
+        "transforms/silver/north.sql",
+        "SELECT report_id, topic FROM {{ source('ville_signalements') }} WHERE lat > 43.3",
+    );
+    let out = run_ok(&p, &["validate"]);
+    assert!(
+        out.contains("note: transforms/silver/north.sql: uses bronze.ville_signalements.lat (pii: quasi) in a filter"),
+        "{out}"
+    );
+}

@@ -78,7 +78,7 @@ pub async fn load_with_plan(
     };
     let plan = match &project {
         Some(p) => {
-            let plan = Plan::build(p, &vars, &mut diags);
+            let mut plan = Plan::build(p, &vars, &mut diags);
             plan.check_sql(p, &mut diags).await;
             Some(plan)
         }

@@ -26,5 +26,8 @@ pub async fn run(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
         let inputs: Vec<&str> = m.rendered.inputs.iter().map(String::as_str).collect();
         println!("  {:<28} {}  ← {}", target, m.loaded.path.display(), inputs.join(", "));
     }
+    for note in &plan.notes {
+        println!("note: {note}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //!   against the declared schemas.
 //! - [`run`]: the run phase — pinned input versions, full or incremental builds, write, audit, publish.
 
+pub mod lineage;
 pub mod plan;
 pub mod run;
 pub mod template;

@@ -27,6 +27,10 @@ pub struct Plan {
     pub models: BTreeMap<String, Model>,
     /// Targets, inputs before the models reading them (ties broken by name).
     pub order: Vec<String>,
+    /// Column lineage of each model whose SQL planned (filled by [`Plan::check_sql`]).
+    pub lineage: BTreeMap<String, super::lineage::Lineage>,
+    /// Things worth knowing that are not errors (indirect uses of sensitive columns).
+    pub notes: Vec<String>,
 }
 
 /// Builds the [`Names`] templates see: sources, models and vars (`overrides` from `--var name=value`).
@@ -166,7 +170,7 @@ impl Plan {
 
     /// Plans every model's SQL against the declared bronze schemas (empty tables), in order, so unknown
     /// columns and functions, type errors and sidecar columns that do not exist are found without data.
-    pub async fn check_sql(&self, project: &Project, diags: &mut Diagnostics) {
+    pub async fn check_sql(&mut self, project: &Project, diags: &mut Diagnostics) {
         let domains: Vec<String> = project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
         let ctx =
             super::run::new_session(Arc::new(crate::privacy::KeyRing::default()), &domains, project.file.timezone.0);
@@ -174,9 +178,11 @@ impl Plan {
             let plan = crate::format::TablePlan::new(&src.manifest, project.file.timezone.0);
             register_empty(&ctx, &format!("bronze.{}", src.manifest.name), plan.schema.clone());
         }
+        let mut privacy = super::lineage::PrivacyCheck::new(sensitive_columns(project));
         let mut planned: BTreeSet<String> =
             project.sources.iter().map(|s| format!("bronze.{}", s.manifest.name)).collect();
-        for target in &self.order {
+        for target in self.order.clone() {
+            let target = &target;
             let m = &self.models[target];
             // An input that failed earlier was reported already: do not cascade.
             if !m.rendered.inputs.iter().all(|i| planned.contains(i)) {
@@ -184,7 +190,34 @@ impl Plan {
             }
             // An incremental model reads its own table through `this`: plan the first (full) rendering.
             let schema = match ctx.sql(&m.rendered.sql).await {
-                Ok(df) => Arc::new(df.schema().as_arrow().clone()),
+                Ok(df) => {
+                    let lineage = super::lineage::lineage(df.logical_plan());
+                    let (leaks, uses) = privacy.add(target, &lineage);
+                    for leak in leaks {
+                        diags.push(
+                            Diagnostic::new(
+                                &m.loaded.path,
+                                "",
+                                format!(
+                                    "column `{}` exposes {} (pii: {}) without a privacy function: {}",
+                                    leak.column, leak.sensitive.column, leak.sensitive.class, leak.path
+                                ),
+                            )
+                            .hint("generalize it (geo_cell, age_band, time_bucket), pseudonymize it, or leave it out"),
+                        );
+                    }
+                    for (kind, sensitive, path) in uses {
+                        self.notes.push(format!(
+                            "{}: uses {} (pii: {}) in a {} ({path}); it is not published, but it shapes the result",
+                            m.loaded.path.display(),
+                            sensitive.column,
+                            sensitive.class,
+                            format!("{kind:?}").to_lowercase().replace("groupby", "group by")
+                        ));
+                    }
+                    self.lineage.insert(target.clone(), lineage);
+                    Arc::new(df.schema().as_arrow().clone())
+                }
                 Err(e) => {
                     diags.push(
                         Diagnostic::new(&m.loaded.path, "", format!("SQL: {}", super::run::short_error(&e)))
@@ -217,6 +250,26 @@ impl Plan {
             }
         }
     }
+}
+
+/// The bronze columns silver and gold may expose only through a privacy function: `quasi` ones, and `direct`
+/// ones kept in clear (pseudonymized ones are masked at landing).
+fn sensitive_columns(project: &Project) -> Vec<super::lineage::Sensitive> {
+    let mut out = Vec::new();
+    for src in &project.sources {
+        for (name, col) in &src.manifest.columns {
+            let class = match col.pii {
+                crate::manifest::Pii::Quasi => "quasi",
+                crate::manifest::Pii::Direct if col.keep_clear.is_some() => "direct, kept in clear",
+                _ => continue,
+            };
+            out.push(super::lineage::Sensitive {
+                column: format!("bronze.{}.{name}", src.manifest.name),
+                class: class.to_string(),
+            });
+        }
+    }
+    out
 }
 
 fn register_empty(ctx: &datafusion::prelude::SessionContext, table: &str, schema: SchemaRef) {
