@@ -91,6 +91,27 @@ pub enum Command {
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
     },
+    /// Where a table version, or one of its columns, comes from: input tables at their exact Delta versions,
+    /// runs, source manifests, partners and files (from the lake's commit metadata and file ledgers).
+    Lineage {
+        /// `layer.name` or `layer.name.column`.
+        target: String,
+        /// The table version (default: the latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: LineageFormat,
+    },
+    /// Re-run a model on the input versions a table version was built from (time travel) and say whether the
+    /// result is identical to that version.
+    Reproduce {
+        /// `silver.x` or `gold.y`.
+        table: String,
+        /// The table version to reproduce.
+        #[arg(long)]
+        version: u64,
+    },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {
         source: String,
@@ -105,6 +126,14 @@ pub enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LineageFormat {
+    Text,
+    Json,
+    Mermaid,
+    Dot,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,9 +21,12 @@
 //!   audits before publishing and small-cell suppression in gold.
 //! - [`schedule`]: the scheduler — sources on cron (time-zone and DST aware), models when their inputs change,
 //!   retries, locks per target across processes, graceful stop; time and work are injectable.
+//! - [`audit`]: lineage trees from the lake (versions, runs, manifests, partners, files) and reproduction of a
+//!   table version by time travel.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
+pub mod audit;
 pub mod bench;
 pub mod connector;
 pub mod format;

@@ -1,5 +1,6 @@
 //! One file per verb. Commands print results on stdout and diagnostics on stderr, and return the exit code.
 
+mod audit;
 mod bench;
 mod ingest;
 mod quarantine;
@@ -34,6 +35,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { vars, full_refresh } => transform::run_all(&cli.project, &vars, full_refresh).await,
         Command::Schedule { vars, grace, parallel } => schedule::schedule(&cli.project, &vars, grace, parallel).await,
         Command::Status { vars } => schedule::status(&cli.project, &vars).await,
+        Command::Lineage { target, version, format } => audit::lineage(&cli.project, &target, version, format).await,
+        Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,

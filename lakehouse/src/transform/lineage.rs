@@ -37,7 +37,7 @@ pub enum IndirectKind {
     Sort,
 }
 
-/// An input column of an output column.
+/// An input column of an output column (`*`: the rows, for `count(*)`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Source {
     /// `layer.name`.
@@ -100,8 +100,22 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, Strin
                 use_indirectly(g, &a.input, &input, IndirectKind::GroupBy, indirect);
                 out.push(expr_sources(g, &a.input, &input, indirect));
             }
+            // `count(*)` reads no column: it depends on the rows of every table the input reads (column `*`).
+            let tables: BTreeSet<String> = input.iter().flatten().map(|s| s.table.clone()).collect();
             for e in &a.aggr_expr {
-                out.push(expr_sources(e, &a.input, &input, indirect));
+                let mut sources = expr_sources(e, &a.input, &input, indirect);
+                if sources.is_empty() {
+                    sources = tables
+                        .iter()
+                        .map(|t| Source {
+                            table: t.clone(),
+                            column: "*".into(),
+                            kind: EdgeKind::Aggregation,
+                            masked: false,
+                        })
+                        .collect();
+                }
+                out.push(sources);
             }
             fit(out, plan)
         }

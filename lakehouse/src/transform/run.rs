@@ -359,13 +359,7 @@ async fn run_model(
     }
     let rendered =
         renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
-    let mut df = ctx.sql(&rendered.sql).await.map_err(sql_err)?;
-    if let Some(sc) = model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref())
-        && let Some(count) = &sc.count
-    {
-        df = suppress(df, count, &sc.measures, lh.project.file.privacy.min_group_size)?;
-    }
-    let df = delta_compatible(df)?;
+    let df = build_frame(lh, &ctx, model, &rendered.sql).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
 
     // 4. The target table: create it, or check its columns.
@@ -586,6 +580,41 @@ async fn publish(
 fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(e, DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) })
         || matches!(e, DeltaTableError::VersionAlreadyExists(_))
+}
+
+/// The model's result as published: its SQL, small-cell suppression for gold, types Delta stores.
+pub async fn build_frame(
+    lh: &Lakehouse,
+    ctx: &SessionContext,
+    model: &Model,
+    sql: &str,
+) -> Result<DataFrame, TransformError> {
+    let mut df = ctx.sql(sql).await.map_err(sql_err)?;
+    if let Some(sc) = model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref())
+        && let Some(count) = &sc.count
+    {
+        df = suppress(df, count, &sc.measures, lh.project.file.privacy.min_group_size)?;
+    }
+    delta_compatible(df)
+}
+
+/// The SHA-256 of rendered SQL, as recorded in each run's commit metadata.
+pub fn sql_hash(sql: &str) -> String {
+    hash(sql)
+}
+
+/// Rows as display strings (columns joined by a unit separator), for order-independent comparisons.
+pub fn row_strings(batches: Vec<arrow::array::RecordBatch>) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("∅");
+    let mut out = Vec::new();
+    for b in &batches {
+        let fmts: Vec<_> = b.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).ok()).collect();
+        for r in 0..b.num_rows() {
+            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("\u{1f}"));
+        }
+    }
+    out
 }
 
 /// Small-cell suppression: the count and measures of cells below `k` become null, and `suppressed` says so.
