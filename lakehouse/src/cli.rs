@@ -112,6 +112,20 @@ pub enum Command {
         #[arg(long)]
         version: u64,
     },
+    /// Run SQL over the warehouse: `bronze.*`, `silver.*`, `gold.*` and `system.runs`, with the privacy
+    /// functions; output as a table, CSV or JSON.
+    Sql {
+        /// The query (or use -f).
+        query: Option<String>,
+        /// Read the query from a file.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: SqlFormat,
+        /// Time travel: read TABLE at VERSION (`--at gold.fire_response_times=3`); repeatable.
+        #[arg(long, value_name = "TABLE=VERSION")]
+        at: Vec<String>,
+    },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {
         source: String,
@@ -126,6 +140,13 @@ pub enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SqlFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -683,3 +683,53 @@ fn lineage_and_reproduce_answer_the_auditor() {
         "{text}"
     );
 }
+
+/// `lakehouse sql`: every layer and the run log, as a table, CSV or JSON, with time travel; quarantined records
+/// are not exposed; bad SQL is a user error.
+#[test]
+fn sql_queries_every_layer_with_time_travel() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    p.write(
+        "sources/data/ddsp/incidents_2026-11-22.csv",
+        format!("{header}DDSP-2026-990001;22/11/2026 23:10;accident;43,29;5,38;1;A B;06;\n"),
+    );
+    run_ok(&p, &["run"]);
+    let csv = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) AS n FROM silver.ddsp_incidents"]);
+    assert_eq!(csv, "n\n1486\n");
+    let old = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "--at",
+            "silver.ddsp_incidents=1",
+            "SELECT count(*) AS n FROM silver.ddsp_incidents",
+        ],
+    );
+    assert_eq!(old, "n\n1485\n");
+    let json = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "json",
+            "SELECT status, count(*) AS runs FROM system.runs GROUP BY status ORDER BY status",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v.as_array().unwrap().iter().any(|r| r["status"] == "succeeded"), "{json}");
+    let table = run_ok(
+        &p,
+        &["sql", "SELECT pseudonymize('jean', 'police') = pseudonymize(' JEAN ', 'police', 'casefold') AS same"],
+    );
+    assert!(table.contains("| same |") && table.contains("| true |"), "{table}");
+    let out = p.run(&["sql", "SELECT * FROM bronze.ddsp_incidents__quarantine"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let out = p.run(&["sql", "--at", "gold.nowhere=1", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a table of the warehouse"), "{}", stderr(&out));
+}

@@ -6,6 +6,7 @@ mod ingest;
 mod quarantine;
 mod schedule;
 mod schema;
+mod sql;
 mod transform;
 mod validate;
 
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { vars } => schedule::status(&cli.project, &vars).await,
         Command::Lineage { target, version, format } => audit::lineage(&cli.project, &target, version, format).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
+        Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
         Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,

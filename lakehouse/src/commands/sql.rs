@@ -1,0 +1,123 @@
+//! `sql`: analysts' queries over every table of the warehouse.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use lakehouse::Lakehouse;
+use object_store::ObjectStore;
+
+use super::USER_ERROR;
+use crate::cli::SqlFormat;
+
+/// The tables of a layer: the directories under `<warehouse>/<layer>/` that hold a Delta log.
+async fn tables(lh: &Lakehouse, layer: &str) -> anyhow::Result<Vec<String>> {
+    let url = lh.warehouse.root().join(&format!("{layer}/"))?;
+    let (store, base) = object_store::parse_url_opts(&url, lakehouse::storage::storage_options(&url))?;
+    let listed = match store.list_with_delimiter(Some(&base)).await {
+        Ok(l) => l,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names: Vec<String> =
+        listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+    names.sort();
+    Ok(names)
+}
+
+pub async fn run(
+    dir: &Path,
+    query: Option<String>,
+    file: Option<PathBuf>,
+    format: SqlFormat,
+    at: &[String],
+) -> anyhow::Result<ExitCode> {
+    let sql = match (query, file) {
+        (Some(q), None) => q,
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return Ok(ExitCode::from(USER_ERROR));
+            }
+        },
+        _ => {
+            eprintln!("error: give the query as an argument or with -f FILE (one of them)");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
+    let mut versions = std::collections::BTreeMap::new();
+    for a in at {
+        match a.split_once('=').map(|(t, v)| (t.trim(), v.trim().parse::<u64>())) {
+            Some((t, Ok(v))) if t.contains('.') => {
+                versions.insert(t.to_string(), v);
+            }
+            _ => {
+                eprintln!("error: --at `{a}` is not TABLE=VERSION (e.g. --at gold.fire_response_times=3)");
+                return Ok(ExitCode::from(USER_ERROR));
+            }
+        }
+    }
+    let (lh, _) = match super::open(dir, &[])? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
+    let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    for layer in ["bronze", "silver", "gold", "system"] {
+        for name in tables(&lh, layer).await? {
+            // Quarantined records are for the roles that repair ingestion: `lakehouse quarantine`.
+            if name.ends_with("__quarantine") {
+                continue;
+            }
+            let target = format!("{layer}.{name}");
+            let url = lh.warehouse.table_url(layer, &name);
+            let Some(mut table) = lh.warehouse.open(&url).await? else { continue };
+            if let Some(v) = versions.remove(&target) {
+                if let Err(e) = table.load_version(v).await {
+                    eprintln!("error: {target} has no version {v}: {e}");
+                    return Ok(ExitCode::from(USER_ERROR));
+                }
+            }
+            table.update_datafusion_session(&ctx.state())?;
+            ctx.register_table(target.as_str(), table.table_provider().await?)?;
+        }
+    }
+    if let Some(t) = versions.keys().next() {
+        eprintln!("error: --at names `{t}`, which is not a table of the warehouse");
+        return Ok(ExitCode::from(USER_ERROR));
+    }
+    let batches = match ctx.sql(&sql).await {
+        Ok(df) => df.collect().await,
+        Err(e) => Err(e),
+    };
+    let batches = match batches {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: SQL: {}", lakehouse::transform::run::short_error(&e));
+            return Ok(ExitCode::from(USER_ERROR));
+        }
+    };
+    let mut out = Vec::new();
+    match format {
+        SqlFormat::Table => {
+            out.extend(arrow::util::pretty::pretty_format_batches(&batches)?.to_string().into_bytes());
+            out.push(b'\n');
+        }
+        SqlFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        SqlFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            let refs: Vec<&arrow::array::RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            out.push(b'\n');
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
