@@ -72,11 +72,11 @@ pub async fn run(
             let target = format!("{layer}.{name}");
             let url = lh.warehouse.table_url(layer, &name);
             let Some(mut table) = lh.warehouse.open(&url).await? else { continue };
-            if let Some(v) = versions.remove(&target) {
-                if let Err(e) = table.load_version(v).await {
-                    eprintln!("error: {target} has no version {v}: {e}");
-                    return Ok(ExitCode::from(USER_ERROR));
-                }
+            if let Some(v) = versions.remove(&target)
+                && let Err(e) = table.load_version(v).await
+            {
+                eprintln!("error: {target} has no version {v}: {e}");
+                return Ok(ExitCode::from(USER_ERROR));
             }
             table.update_datafusion_session(&ctx.state())?;
             ctx.register_table(target.as_str(), table.table_provider().await?)?;
