@@ -102,6 +102,9 @@ impl TestProject {
     }
 }
 
+/// Header of the example police export (`sources/data/ddsp/`).
+pub const POLICE_HEADER: &str = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+
 /// The `lakehouse` binary built by the same `cargo test` run.
 pub fn lakehouse_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

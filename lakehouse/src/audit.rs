@@ -89,16 +89,6 @@ pub async fn trace(
     version: Option<u64>,
     columns: Option<BTreeSet<String>>,
 ) -> Result<Node, AuditError> {
-    Box::pin(trace_inner(lh, plan, table, version, columns)).await
-}
-
-async fn trace_inner(
-    lh: &Lakehouse,
-    plan: &Plan,
-    table: &str,
-    version: Option<u64>,
-    columns: Option<BTreeSet<String>>,
-) -> Result<Node, AuditError> {
     let t = open_at(lh, table, version).await?;
     let version = t.version().unwrap_or(0);
     let run = run_of(&t).await;
@@ -175,7 +165,8 @@ async fn trace_inner(
         // Following `*` (the rows) means following the whole input table.
         let cols =
             columns.as_ref().map(|_| next.get(&input.table).cloned().unwrap_or_default()).filter(|c| !c.contains("*"));
-        node.inputs.push(Box::pin(trace_inner(lh, plan, &input.table, Some(input.version), cols)).await?);
+        // Boxed: the future is recursive.
+        node.inputs.push(Box::pin(trace(lh, plan, &input.table, Some(input.version), cols)).await?);
     }
     Ok(node)
 }

@@ -256,7 +256,7 @@ async fn models_run_when_their_inputs_change() {
 
 // ---- the real binary ----
 
-use lakehouse_tests::{TestProject, query_lake, rows, stdout};
+use lakehouse_tests::{POLICE_HEADER, TestProject, query_lake, rows, stdout};
 use std::io::BufRead;
 use std::process::{Child, Stdio};
 
@@ -361,7 +361,7 @@ fn a_running_scheduler_keeps_every_layer_fresh() {
     p.write("sources/ddsp_incidents.yaml", m.replace("schedule: \"*/15 * * * *\"", "schedule: \"*/2 * * * * *\""));
     let (child, rx) = start_scheduler(&p, &[], None);
     wait_for(&rx, "target=gold.night_noise_near_events");
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    let header = POLICE_HEADER;
     p.write(
         "sources/data/ddsp/incidents_2026-11-22.csv",
         format!("{header}DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;A B;06;\n"),

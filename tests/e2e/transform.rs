@@ -12,6 +12,17 @@ const GOLD: [(&str, &str); 5] = [
     ("night_noise_near_events", "reports"),
 ];
 
+/// The example after two `run`s, the second with one new police incident (an accident): every table has an
+/// older version to travel to.
+fn example_run_twice() -> TestProject {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let body = "DDSP-2026-990001;22/11/2026 23:10;accident;43,29;5,38;1;A B;06;\n";
+    p.write("sources/data/ddsp/incidents_2026-11-22.csv", format!("{POLICE_HEADER}{body}"));
+    run_ok(&p, &["run"]);
+    p
+}
+
 fn run_ok(p: &TestProject, args: &[&str]) -> String {
     let out = p.run(args);
     assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
@@ -178,7 +189,7 @@ fn incremental_run_equals_full_rebuild() {
     let p = TestProject::example(None);
     run_ok(&p, &["run"]);
     // incident 000001 corrected (category rixe), two new incidents.
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    let header = POLICE_HEADER;
     let body = "DDSP-2026-000001;02/11/2026 04:01;rixe;43,30139;5,40903;3;Jean Martin;06 11 22 33 44;corrigé\n\
                 DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;Ana Lopez;06 00 00 00 01;\n\
                 DDSP-2026-990002;23/11/2026 02:45;vol;43,31;5,39;2;Luc Roux;06 00 00 00 02;\n";
@@ -416,7 +427,7 @@ fn concurrent_runs_of_a_model_publish_once() {
         assert_eq!(won, 1, "exactly one run publishes");
     };
     race();
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    let header = POLICE_HEADER;
     p.write(
         "sources/data/ddsp/incidents_2026-11-22.csv",
         format!("{header}DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;A B;06;\n"),
@@ -587,7 +598,7 @@ GROUP BY i.incident_id",
         "SELECT arrondissement, to_char(local_time(starts_at), '%d/%m/%Y') FROM silver.ville_events ORDER BY event_id LIMIT 1",
     ));
     let (arr, day) = (&event[0][0], &event[0][1]);
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
+    let header = POLICE_HEADER;
     p.write(
         "sources/data/ddsp/incidents_2026-11-22.csv",
         format!("{header}DDSP-2026-990001;{day} 12:00;tapage;43,29;5,38;{arr};A B;06;\nDDSP-2026-990002;{day} 13:00;vol;43,29;5,38;{arr};C D;06;\n"),
@@ -624,14 +635,7 @@ fn validate_reports_indirect_uses_of_sensitive_columns() {
 /// incremental silver versions by time travel; a tampered version is reported different.
 #[test]
 fn lineage_and_reproduce_answer_the_auditor() {
-    let p = TestProject::example(None);
-    run_ok(&p, &["run"]);
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
-    p.write(
-        "sources/data/ddsp/incidents_2026-11-22.csv",
-        format!("{header}DDSP-2026-990001;22/11/2026 23:10;accident;43,29;5,38;1;A B;06;\n"),
-    );
-    run_ok(&p, &["run"]);
+    let p = example_run_twice();
 
     let out = run_ok(&p, &["lineage", "gold.accident_hotspots.accidents", "--version", "2"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -688,14 +692,7 @@ fn lineage_and_reproduce_answer_the_auditor() {
 /// are not exposed; bad SQL is a user error.
 #[test]
 fn sql_queries_every_layer_with_time_travel() {
-    let p = TestProject::example(None);
-    run_ok(&p, &["run"]);
-    let header = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n";
-    p.write(
-        "sources/data/ddsp/incidents_2026-11-22.csv",
-        format!("{header}DDSP-2026-990001;22/11/2026 23:10;accident;43,29;5,38;1;A B;06;\n"),
-    );
-    run_ok(&p, &["run"]);
+    let p = example_run_twice();
     let csv = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) AS n FROM silver.ddsp_incidents"]);
     assert_eq!(csv, "n\n1486\n");
     let old = run_ok(
