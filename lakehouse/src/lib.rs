@@ -23,6 +23,7 @@
 //!   retries, locks per target across processes, graceful stop; time and work are injectable.
 //! - [`audit`]: lineage trees from the lake (versions, runs, manifests, partners, files) and reproduction of a
 //!   table version by time travel.
+//! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
@@ -32,6 +33,7 @@ pub mod connector;
 pub mod format;
 pub mod ingest;
 pub mod manifest;
+pub mod openlineage;
 pub mod privacy;
 pub mod runlog;
 pub mod schedule;
@@ -50,6 +52,8 @@ pub struct Lakehouse {
     pub project: Project,
     pub warehouse: Warehouse,
     pub keys: Arc<KeyRing>,
+    /// Where OpenLineage run events go.
+    pub events: openlineage::Emitter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,10 @@ impl Lakehouse {
         let mut domains: Vec<&str> = project.file.privacy.domains.iter().map(|d| d.as_str()).collect();
         domains.push(QUARANTINE_DOMAIN);
         let keys = KeyRing::load(&project.file.privacy.keys, &domains)?;
-        Ok(Self { project, warehouse, keys: Arc::new(keys) })
+        let events = openlineage::Emitter::new(
+            project.file.openlineage.as_ref().map(|o| project.dir.join(&o.directory)),
+            &project.file.name,
+        );
+        Ok(Self { project, warehouse, keys: Arc::new(keys), events })
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod exactly_once;
 mod ingest;
 mod manifests;
+mod openlineage;
 mod privacy;
 mod s3;
 mod schedule;

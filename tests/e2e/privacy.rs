@@ -102,7 +102,11 @@ async fn canary_keys_and_clear_identifiers_never_reach_storage_or_logs() {
     assert!(needles.find(format!("xx{POLICE_KEY_HEX}yy").as_bytes()).is_some());
     let sample = std::fs::read(repo().join("sources/data/ddsp/incidents_2026-11-01.csv")).unwrap();
     assert!(needles.find(&sample).is_some(), "the scanner must find the identifiers of the input");
-    let files = files_under(&p.path().join("warehouse"));
+    let mut files = files_under(&p.path().join("warehouse"));
+    // OpenLineage events too.
+    let events = files_under(&p.path().join(".lakehouse/openlineage"));
+    assert!(events.len() >= 30, "expected the run's lineage events");
+    files.extend(events);
     assert!(files.iter().any(|f| f.to_string_lossy().contains("_delta_log")));
     assert!(files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).count() >= 20);
     for layer in ["silver", "gold"] {

@@ -43,6 +43,17 @@ pub struct ProjectFile {
     pub partners: Vec<Partner>,
     #[serde(default)]
     pub privacy: Privacy,
+    /// Where OpenLineage run events go (none when absent).
+    #[serde(default)]
+    pub openlineage: Option<OpenLineage>,
+}
+
+/// OpenLineage 2-0-2 run events, one JSON file per event.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineage {
+    /// Directory of the event files, relative to the project.
+    pub directory: PathBuf,
 }
 
 fn default_warehouse() -> String {

@@ -41,6 +41,7 @@ use super::plan::{Model, Plan};
 use super::template::{Materialized, Renderer};
 use crate::Lakehouse;
 use crate::manifest::{AuditTest, Diagnostic, Severity};
+use crate::openlineage;
 use crate::privacy::KeyRing;
 use crate::storage::StorageError;
 
@@ -130,6 +131,28 @@ pub struct TransformReport {
     /// Why an incremental model was rebuilt in full, if it was.
     pub note: Option<String>,
     pub elapsed: Duration,
+    pub run_id: RunId,
+    /// Input tables at the versions read.
+    pub read: Vec<TableVersion>,
+    /// The published schema and the column lineage of the run's plan (when it got that far).
+    pub schema: Option<SchemaRef>,
+    pub lineage: Option<super::lineage::Lineage>,
+}
+
+impl TransformReport {
+    fn new(target: &str) -> Self {
+        Self {
+            target: target.to_string(),
+            outcome: Outcome::UpToDate { version: 0 },
+            audits: Vec::new(),
+            note: None,
+            elapsed: Duration::ZERO,
+            run_id: RunId::new(),
+            read: Vec::new(),
+            schema: None,
+            lineage: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,29 +215,52 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
         let started = Instant::now();
         if let Some(bad) = model.rendered.inputs.iter().find(|i| failed.contains(*i)) {
             failed.insert(target.clone());
-            reports.push(TransformReport {
-                target: target.clone(),
-                outcome: Outcome::Skipped { because: format!("input {bad} failed") },
-                audits: Vec::new(),
-                note: None,
-                elapsed: started.elapsed(),
-            });
+            let mut report = TransformReport::new(target);
+            report.outcome = Outcome::Skipped { because: format!("input {bad} failed") };
+            report.elapsed = started.elapsed();
+            reports.push(report);
             continue;
         }
         let span = tracing::info_span!("transform", target = %target);
-        let mut report = TransformReport {
-            target: target.clone(),
-            outcome: Outcome::UpToDate { version: 0 },
-            audits: Vec::new(),
-            note: None,
-            elapsed: Duration::ZERO,
-        };
-        match run_model(lh, &renderer, model, opts, &mut report).instrument(span.clone()).await {
-            Ok(outcome) => report.outcome = outcome,
+        let mut report = TransformReport::new(target);
+        let ns = lh.warehouse.root().as_str();
+        let job = (lh.events.namespace.as_str(), target.as_str());
+        let named = |t: &String| openlineage::dataset(ns, t);
+        lh.events.emit(&openlineage::run_event(
+            "START",
+            &report.run_id.0,
+            job,
+            model.rendered.inputs.iter().map(named).collect(),
+            vec![named(target)],
+            None,
+        ));
+        let result = run_model(lh, &renderer, model, opts, &mut report).instrument(span.clone()).await;
+        let inputs: Vec<serde_json::Value> =
+            report.read.iter().map(|r| openlineage::table_dataset(ns, &r.table, Some(r.version), None, None)).collect();
+        match result {
+            Ok(outcome) => {
+                let version = match &outcome {
+                    Outcome::Built { version, .. } | Outcome::UpToDate { version } => Some(*version),
+                    _ => None,
+                };
+                let output =
+                    openlineage::table_dataset(ns, target, version, report.schema.as_deref(), report.lineage.as_ref());
+                lh.events.emit(&openlineage::run_event("COMPLETE", &report.run_id.0, job, inputs, vec![output], None));
+                report.outcome = outcome;
+            }
             Err(e) => {
                 span.in_scope(|| tracing::error!(error = %e, "transform failed"));
                 failed.insert(target.clone());
-                report.outcome = Outcome::Failed { error: e.to_string(), user_error: e.is_user_error() };
+                let message = e.to_string();
+                lh.events.emit(&openlineage::run_event(
+                    "FAIL",
+                    &report.run_id.0,
+                    job,
+                    inputs,
+                    vec![named(target)],
+                    Some(&message),
+                ));
+                report.outcome = Outcome::Failed { error: message, user_error: e.is_user_error() };
             }
         }
         report.elapsed = started.elapsed();
@@ -268,6 +314,7 @@ async fn run_model(
     }
     let read: Vec<TableVersion> =
         inputs.iter().map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) }).collect();
+    report.read = read.clone();
     let sql_hash = hash(&model.rendered.sql);
     // The model's definition beyond its SQL: the sidecar (audits, small cells) and the deployment's threshold.
     let suppressed =
@@ -361,6 +408,8 @@ async fn run_model(
         renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
     let df = build_frame(lh, &ctx, model, &rendered.sql).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    report.schema = Some(schema.clone());
+    report.lineage = ctx.sql(&rendered.sql).await.ok().map(|d| super::lineage::lineage(d.logical_plan()));
 
     // 4. The target table: create it, or check its columns.
     let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
@@ -385,7 +434,7 @@ async fn run_model(
     };
     // A first run creates the table only when it publishes: a failed first run leaves nothing behind.
     // 5. Write files (not committed yet).
-    let run_id = RunId::new();
+    let run_id = report.run_id.clone();
     let started_at = chrono::Utc::now();
     let mut writer = RecordBatchWriter::try_new(
         url.as_str(),
