@@ -102,6 +102,17 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: LineageFormat,
+        /// The models that read the table, directly or not, instead of where it comes from.
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// List the tables: layer, Delta version, owner, description, location.
+    Tables,
+    /// One table: description, owner, location, version, last run, and each column's type, privacy class and
+    /// documentation (for models: where it comes from).
+    Describe {
+        /// `layer.name`.
+        table: String,
     },
     /// Re-run a model on the input versions a table version was built from (time travel) and say whether the
     /// result is identical to that version.

@@ -730,3 +730,39 @@ fn sql_queries_every_layer_with_time_travel() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a table of the warehouse"), "{}", stderr(&out));
 }
+
+/// `tables`, `describe` (privacy classes, docs and where model columns come from) and `lineage --downstream`.
+#[test]
+fn tables_describe_and_downstream() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let tables = run_ok(&p, &["tables"]);
+    let line = |t: &str| {
+        tables.lines().find(|l| l.starts_with(&format!("{t} "))).unwrap_or_else(|| panic!("{t}:\n{tables}")).to_string()
+    };
+    assert!(line("bronze.ddsp_incidents").contains(" 1  ddsp "), "{tables}");
+    assert!(line("gold.fire_response_times").contains("Fire-brigade response times"), "{tables}");
+    assert!(line("system.runs").contains("Run attempts"), "{tables}");
+
+    let bronze = run_ok(&p, &["describe", "bronze.ddsp_incidents"]);
+    assert!(bronze.contains("owner        ddsp (agreement CONV-2018-014)"), "{bronze}");
+    let col = |text: &str, c: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{c} ")))
+            .unwrap_or_else(|| panic!("{c}:\n{text}"))
+            .to_string()
+    };
+    assert!(col(&bronze, "reporter_name").contains("pii: direct (keyed pseudonym)"), "{bronze}");
+    assert!(col(&bronze, "lat").contains("pii: quasi"), "{bronze}");
+    assert!(col(&bronze, "reporter_name_key_id").contains("key id of the pseudonyms in reporter_name"), "{bronze}");
+    let silver = run_ok(&p, &["describe", "silver.ddsp_incidents"]);
+    assert!(col(&silver, "cell_1km").contains("INSEE 1 km grid cell (EPSG:3035) of the incident ← bronze.ddsp_incidents.lat (masked), bronze.ddsp_incidents.lon (masked)"), "{silver}");
+
+    let down = run_ok(&p, &["lineage", "silver.bmpm_interventions", "--downstream"]);
+    assert_eq!(
+        down,
+        "silver.bmpm_interventions @ v1\n├─ gold.accident_hotspots @ v1\n├─ gold.fire_response_times @ v1\n└─ gold.incidents_weather_daily @ v1\n"
+    );
+    let out = p.run(&["describe", "gold.nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -33,11 +33,15 @@ pub async fn lineage(
     target: &str,
     version: Option<u64>,
     format: LineageFormat,
+    downstream: bool,
 ) -> anyhow::Result<ExitCode> {
     let (lh, plan) = match open(dir).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
+    if downstream {
+        return downstream_of(&lh, &plan, target).await;
+    }
     // `layer.name` or `layer.name.column`.
     let parts: Vec<&str> = target.splitn(3, '.').collect();
     let (table, columns) = match parts.as_slice() {
@@ -94,4 +98,162 @@ pub async fn reproduce(dir: &Path, table: &str, version: u64) -> anyhow::Result<
             Ok(ExitCode::from(if user_error(&e) { USER_ERROR } else { 2 }))
         }
     }
+}
+
+/// The models reading `table`, directly or not, as a tree with their versions and freshness.
+async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table: &str) -> anyhow::Result<ExitCode> {
+    let known = plan.models.contains_key(table)
+        || table
+            .strip_prefix("bronze.")
+            .is_some_and(|n| lh.project.sources.iter().any(|s| s.manifest.name.as_str() == n));
+    if !known {
+        eprintln!("error: no table `{table}`: name it `layer.name` (bronze.x, silver.y, gold.z)");
+        return Ok(ExitCode::from(USER_ERROR));
+    }
+    let mut out = String::new();
+    out.push_str(&format!("{table}{}\n", version_text(lh, table).await));
+    fn readers<'a>(plan: &'a lakehouse::transform::Plan, t: &str) -> Vec<&'a String> {
+        plan.order.iter().filter(|m| plan.models[*m].rendered.inputs.contains(t)).collect()
+    }
+    let mut stack: Vec<(String, String, bool)> = Vec::new();
+    let first = readers(&plan, table);
+    for (i, m) in first.iter().enumerate().rev() {
+        stack.push(((*m).clone(), String::new(), i + 1 == first.len()));
+    }
+    while let Some((m, prefix, last)) = stack.pop() {
+        let branch = if last { "└─ " } else { "├─ " };
+        out.push_str(&format!("{prefix}{branch}{m}{}\n", version_text(lh, &m).await));
+        let child_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
+        let next = readers(&plan, &m);
+        for (i, n) in next.iter().enumerate().rev() {
+            stack.push(((*n).clone(), child_prefix.clone(), i + 1 == next.len()));
+        }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn version_text(lh: &Lakehouse, table: &str) -> String {
+    let Some((layer, name)) = table.split_once('.') else { return String::new() };
+    match lh.warehouse.open(&lh.warehouse.table_url(layer, name)).await {
+        Ok(Some(t)) => format!(" @ v{}", t.version().unwrap_or(0)),
+        _ => " (not built yet)".to_string(),
+    }
+}
+
+pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (lh, plan) = match open(dir).await? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    println!("{:<42} {:>7}  {:<8} {}", "table", "version", "owner", "description");
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for s in &lh.project.sources {
+        rows.push((
+            format!("bronze.{}", s.manifest.name),
+            s.manifest.owner.to_string(),
+            s.manifest.description.clone(),
+        ));
+    }
+    for t in &plan.order {
+        let m = &plan.models[t];
+        let d = m.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
+        rows.push((t.clone(), "-".into(), d));
+    }
+    rows.push(("system.runs".into(), "-".into(), "Run attempts of sources and models".into()));
+    for (t, owner, d) in rows {
+        let v = version_text(&lh, &t).await;
+        let v = v.trim().trim_start_matches("@ v").to_string();
+        let v = if v.starts_with('(') { "-".to_string() } else { v };
+        println!("{t:<42} {v:>7}  {owner:<8} {d}");
+    }
+    println!("location: {}<layer>/<name>/", lh.warehouse.root());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
+    let (lh, plan) = match open(dir).await? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let Some((layer, name)) = table.split_once('.') else {
+        eprintln!("error: `{table}` is not `layer.name`");
+        return Ok(ExitCode::from(USER_ERROR));
+    };
+    let url = lh.warehouse.table_url(layer, name);
+    let source =
+        (layer == "bronze").then(|| lh.project.sources.iter().find(|s| s.manifest.name.as_str() == name)).flatten();
+    let model = plan.models.get(table);
+    if source.is_none() && model.is_none() {
+        eprintln!("error: no table `{table}`; `lakehouse tables` lists them");
+        return Ok(ExitCode::from(USER_ERROR));
+    }
+    println!("{table}");
+    println!("  location     {url}");
+    if let Some(s) = source {
+        println!("  defined by   {}", s.path.display());
+        println!("  description  {}", s.manifest.description);
+        println!(
+            "  owner        {}{}",
+            s.manifest.owner,
+            s.manifest.agreement.as_ref().map_or(String::new(), |a| format!(" (agreement {a})"))
+        );
+        println!("  schedule     {}", s.manifest.schedule.as_str());
+        println!("  retention    {}", s.manifest.retention);
+    }
+    if let Some(m) = model {
+        println!("  defined by   {}", m.loaded.path.display());
+        if let Some(d) = m.loaded.sidecar.as_ref().and_then(|s| s.description.as_ref()) {
+            println!("  description  {d}");
+        }
+        println!("  reads        {}", m.rendered.inputs.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    let table_now = lh.warehouse.open(&url).await?;
+    match &table_now {
+        Some(t) => println!("  version      {}", t.version().unwrap_or(0)),
+        None => println!("  version      - (not built yet)"),
+    }
+    println!("  columns:");
+    let schema_cols: Vec<(String, String)> = match &table_now {
+        Some(t) => t.snapshot()?.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect(),
+        None => Vec::new(),
+    };
+    for (c, ty) in &schema_cols {
+        let mut info = String::new();
+        if let Some(s) = source {
+            let base = c.strip_suffix("_key_id").filter(|b| s.manifest.columns.contains_key(*b));
+            if let Some((_, col)) = s.manifest.columns.iter().find(|(n, _)| n.as_str() == c.as_str()) {
+                let pii = format!("{:?}", col.pii).to_lowercase();
+                let pseudo = col.pii == lakehouse::manifest::Pii::Direct && col.keep_clear.is_none();
+                info = format!("pii: {pii}{}", if pseudo { " (keyed pseudonym)" } else { "" });
+                if let Some(d) = &col.description {
+                    info.push_str(&format!(" — {d}"));
+                }
+            } else if let Some(b) = base {
+                info = format!("key id of the pseudonyms in {b}");
+            } else {
+                info = "ingestion metadata".into();
+            }
+        }
+        if let Some(m) = model {
+            let doc =
+                m.loaded.sidecar.as_ref().and_then(|s| s.columns.get(c.as_str())).and_then(|d| d.description.clone());
+            let from =
+                plan.lineage.get(table).and_then(|l| l.columns.iter().find(|(n, _)| n == c)).map(|(_, sources)| {
+                    sources
+                        .iter()
+                        .map(|s| format!("{}.{}{}", s.table, s.column, if s.masked { " (masked)" } else { "" }))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            info = match (doc, from) {
+                (Some(d), Some(f)) => format!("{d} ← {f}"),
+                (Some(d), None) => d,
+                (None, Some(f)) => format!("← {f}"),
+                (None, None) => String::new(),
+            };
+        }
+        println!("    {c:<28} {ty:<24} {info}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

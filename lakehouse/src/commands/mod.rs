@@ -36,7 +36,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { vars, full_refresh } => transform::run_all(&cli.project, &vars, full_refresh).await,
         Command::Schedule { vars, grace, parallel } => schedule::schedule(&cli.project, &vars, grace, parallel).await,
         Command::Status { vars } => schedule::status(&cli.project, &vars).await,
-        Command::Lineage { target, version, format } => audit::lineage(&cli.project, &target, version, format).await,
+        Command::Lineage { target, version, format, downstream } => {
+            audit::lineage(&cli.project, &target, version, format, downstream).await
+        }
+        Command::Tables => audit::tables(&cli.project).await,
+        Command::Describe { table } => audit::describe(&cli.project, &table).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
         Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
