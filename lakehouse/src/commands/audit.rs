@@ -116,7 +116,7 @@ async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table:
         plan.order.iter().filter(|m| plan.models[*m].rendered.inputs.contains(t)).collect()
     }
     let mut stack: Vec<(String, String, bool)> = Vec::new();
-    let first = readers(&plan, table);
+    let first = readers(plan, table);
     for (i, m) in first.iter().enumerate().rev() {
         stack.push(((*m).clone(), String::new(), i + 1 == first.len()));
     }
@@ -124,7 +124,7 @@ async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table:
         let branch = if last { "└─ " } else { "├─ " };
         out.push_str(&format!("{prefix}{branch}{m}{}\n", version_text(lh, &m).await));
         let child_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
-        let next = readers(&plan, &m);
+        let next = readers(plan, &m);
         for (i, n) in next.iter().enumerate().rev() {
             stack.push(((*n).clone(), child_prefix.clone(), i + 1 == next.len()));
         }
@@ -146,7 +146,7 @@ pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
-    println!("{:<42} {:>7}  {:<8} {}", "table", "version", "owner", "description");
+    println!("{:<42} {:>7}  {:<8} description", "table", "version", "owner");
     let mut rows: Vec<(String, String, String)> = Vec::new();
     for s in &lh.project.sources {
         rows.push((
