@@ -108,6 +108,18 @@ pub enum Command {
     },
     /// List the tables: layer, Delta version, owner, description, location.
     Tables,
+    /// List run attempts (from `system.runs`), newest first.
+    Runs {
+        /// Only the runs of this table (`bronze.x`, `silver.y`, …).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only failed and abandoned runs.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// One table: description, owner, location, version, last run, and each column's type, privacy class and
     /// documentation (for models: where it comes from).
     Describe {

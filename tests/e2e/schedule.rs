@@ -405,6 +405,21 @@ fn status_reports_freshness_errors_and_next_runs() {
     assert!(line("silver.ddsp_incidents", &text).contains("STALE (bronze.ddsp_incidents changed)"), "{text}");
     assert!(line("silver.bmpm_interventions", &text).contains("up to date"), "{text}");
     assert!(line("gold.fire_response_times", &text).contains("on new data"), "{text}");
+    // `runs` lists the attempts; `--failed` only the failures, with their error.
+    let runs = stdout(&p.run(&["runs", "--target", "bronze.ddsp_incidents"]));
+    let rows: Vec<&str> = runs.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{runs}");
+    assert!(
+        rows.iter().all(|r| r.contains("bronze.ddsp_incidents") && r.contains("ingest") && r.contains("succeeded")),
+        "{runs}"
+    );
+    let failed = stdout(&p.run(&["runs", "--failed"]));
+    let rows: Vec<&str> = failed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{failed}");
+    assert!(
+        rows[0].contains("bronze.meteo_observations") && rows[0].contains("failed") && rows[0].contains("drop zone"),
+        "{failed}"
+    );
 
     // A source whose last success is two days old is late.
     let lh = p.load();

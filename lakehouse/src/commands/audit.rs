@@ -257,3 +257,40 @@ pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize) -> anyhow::Result<ExitCode> {
+    let (lh, _) = match super::open(dir, &[])? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let tz = lh.project.file.timezone.0;
+    let records =
+        lakehouse::runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
+    println!(
+        "{:<20} {:<40} {:<9} {:<8} {:>3} {:<11} {:>9} {:>7}  run / error",
+        "started", "target", "kind", "trigger", "#", "status", "rows", "version"
+    );
+    let shown = records
+        .iter()
+        .rev()
+        .filter(|r| target.is_none_or(|t| r.target == t))
+        .filter(|r| {
+            !failed || matches!(r.status, lakehouse::runlog::Status::Failed | lakehouse::runlog::Status::Abandoned)
+        })
+        .take(limit);
+    for r in shown {
+        println!(
+            "{:<20} {:<40} {:<9} {:<8} {:>3} {:<11} {:>9} {:>7}  {}",
+            r.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S"),
+            r.target,
+            r.kind,
+            r.trigger,
+            r.attempt,
+            r.status.as_str(),
+            r.rows.map_or("-".into(), |n| n.to_string()),
+            r.version.map_or("-".into(), |v| v.to_string()),
+            r.error.as_deref().unwrap_or(&r.run_id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

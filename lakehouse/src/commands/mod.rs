@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit::lineage(&cli.project, &target, version, format, downstream).await
         }
         Command::Tables => audit::tables(&cli.project).await,
+        Command::Runs { target, failed, limit } => audit::runs(&cli.project, target.as_deref(), failed, limit).await,
         Command::Describe { table } => audit::describe(&cli.project, &table).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
