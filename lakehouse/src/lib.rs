@@ -71,8 +71,14 @@ impl Lakehouse {
         let mut domains: Vec<&str> = project.file.privacy.domains.iter().map(|d| d.as_str()).collect();
         domains.push(QUARANTINE_DOMAIN);
         let keys = KeyRing::load(&project.file.privacy.keys, &domains)?;
+        let ol = project.file.openlineage.as_ref();
+        let endpoint = ol.and_then(|o| {
+            let url = url::Url::parse(o.url.as_deref()?).ok()?;
+            Some((url, o.api_key_variable.as_ref().and_then(|v| std::env::var(v).ok())))
+        });
         let events = openlineage::Emitter::new(
-            project.file.openlineage.as_ref().map(|o| project.dir.join(&o.directory)),
+            ol.and_then(|o| o.directory.as_ref()).map(|d| project.dir.join(d)),
+            endpoint,
             &project.file.name,
         );
         Ok(Self { project, warehouse, keys: Arc::new(keys), events })

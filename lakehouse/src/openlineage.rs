@@ -1,5 +1,6 @@
 //! OpenLineage 2-0-2 run events: every ingest and every model run emits a `START` event and a `COMPLETE` or
-//! `FAIL` event, as JSON files in the directory set by `openlineage: { directory: … }` in `lakehouse.yaml`.
+//! `FAIL` event, as JSON files in the directory and/or POSTed to the HTTP endpoint set by
+//! `openlineage: { directory: …, url: … }` in `lakehouse.yaml`.
 //!
 //! Datasets are named `layer.name` in the namespace of the warehouse URL; drop-zone files in the namespace of their
 //! location. Output datasets carry the `schema`, `dataSource`, `version` (the Delta version written) and, for
@@ -23,25 +24,45 @@ const RUN_EVENT: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$de
 #[derive(Debug, Clone, Default)]
 pub struct Emitter {
     directory: Option<PathBuf>,
+    endpoint: Option<(url::Url, Option<String>)>,
+    client: Option<reqwest::Client>,
     /// Namespace of jobs (the deployment's name).
     pub namespace: String,
 }
 
 impl Emitter {
-    pub fn new(directory: Option<PathBuf>, namespace: &str) -> Self {
-        Self { directory, namespace: namespace.to_string() }
+    /// Events go to `directory` and/or are POSTed to `url` (with `Authorization: Bearer <api_key>` when given).
+    pub fn new(directory: Option<PathBuf>, endpoint: Option<(url::Url, Option<String>)>, namespace: &str) -> Self {
+        let client = endpoint
+            .as_ref()
+            .and_then(|_| reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().ok());
+        Self { directory, endpoint, client, namespace: namespace.to_string() }
     }
 
-    /// Writes the event (a failure to write is a warning: lineage never fails a run).
-    pub fn emit(&self, event: &Value) {
-        let Some(dir) = &self.directory else { return };
-        let run = event["run"]["runId"].as_str().unwrap_or("run");
-        let kind = event["eventType"].as_str().unwrap_or("EVENT");
-        let path = dir.join(format!("{}-{run}-{kind}.json", Utc::now().format("%Y%m%dT%H%M%S%.6fZ")));
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(event).unwrap_or_default()));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "could not write an OpenLineage event");
+    /// Writes and sends the event. Failures are warnings: lineage never fails a run.
+    pub async fn emit(&self, event: &Value) {
+        let body = serde_json::to_vec_pretty(event).unwrap_or_default();
+        if let Some(dir) = &self.directory {
+            let run = event["run"]["runId"].as_str().unwrap_or("run");
+            let kind = event["eventType"].as_str().unwrap_or("EVENT");
+            let path = dir.join(format!("{}-{run}-{kind}.json", Utc::now().format("%Y%m%dT%H%M%S%.6fZ")));
+            let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &body));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "could not write an OpenLineage event");
+            }
+        }
+        if let (Some((url, key)), Some(client)) = (&self.endpoint, &self.client) {
+            let mut request = client.post(url.clone()).header("Content-Type", "application/json").body(body);
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(endpoint = %url, status = %r.status(), "the OpenLineage endpoint refused an event")
+                }
+                Err(e) => tracing::warn!(endpoint = %url, error = %e, "could not send an OpenLineage event"),
+            }
         }
     }
 }

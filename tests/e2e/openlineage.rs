@@ -137,3 +137,65 @@ fn a_failed_run_emits_fail_with_its_error() {
     let message = fail["run"]["facets"]["errorMessage"]["message"].as_str().unwrap();
     assert!(message.contains("audit failed, nothing committed: row_count(100000..)"), "{message}");
 }
+
+/// Events POSTed to an HTTP endpoint (with the API key from the environment as a bearer token); an endpoint
+/// that is down only costs a warning.
+#[test]
+fn events_are_posted_to_an_http_endpoint() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Value)>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut auth, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((auth, serde_json::from_slice(&body).unwrap()));
+        }
+    });
+    let p = TestProject::example(None);
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    let endpoint = format!(
+        "openlineage: {{ url: \"http://127.0.0.1:{port}/api/v1/lineage\", api_key_variable: LAKEHOUSE_TEST_OL_KEY }}"
+    );
+    p.write("lakehouse.yaml", yaml.replace("openlineage: { directory: .lakehouse/openlineage }", &endpoint));
+    let out = p.command(&["ingest", "ville_events"]).env("LAKEHOUSE_TEST_OL_KEY", "s3cret-token").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let received: Vec<(String, Value)> =
+        (0..2).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+    assert_eq!(received[0].1["eventType"], "START");
+    assert_eq!(received[1].1["eventType"], "COMPLETE");
+    assert_eq!(received[1].1["job"]["name"], "bronze.ville_events");
+    assert!(
+        received
+            .iter()
+            .all(|(auth, _)| auth == "authorization: Bearer s3cret-token"
+                || auth == "Authorization: Bearer s3cret-token"),
+        "{received:?}"
+    );
+    check_valid(&received.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    // Nothing listens there any more: the run still succeeds, with a warning.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write("lakehouse.yaml", yaml.replace(&format!(":{port}/"), &format!(":{closed}/")));
+    let out = p.run(&["ingest", "ville_events"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could not send an OpenLineage event"), "{}", stderr(&out));
+}

@@ -143,18 +143,20 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let span = tracing::info_span!("ingest", source = src.manifest.name.as_str(), run_id = %run_id);
     let target = format!("bronze.{}", src.manifest.name);
     let (ns, job) = (lh.warehouse.root().as_str(), (lh.events.namespace.as_str(), target.as_str()));
-    lh.events.emit(&run_event("START", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], None));
+    lh.events.emit(&run_event("START", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], None)).await;
     let result = ingest_run(lh, src, run_id.clone()).instrument(span).await;
     match &result {
         Ok(report) => {
             let inputs = report.files.iter().map(|f| dataset(&f.location, &f.path)).collect();
             let schema = TablePlan::new(&src.manifest, lh.project.file.timezone.0).schema;
             let output = table_dataset(ns, &target, report.bronze_version, Some(&schema), None);
-            lh.events.emit(&run_event("COMPLETE", &run_id.0, job, inputs, vec![output], None));
+            lh.events.emit(&run_event("COMPLETE", &run_id.0, job, inputs, vec![output], None)).await;
         }
         Err(e) => {
             let message = e.to_string();
-            lh.events.emit(&run_event("FAIL", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], Some(&message)));
+            lh.events
+                .emit(&run_event("FAIL", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], Some(&message)))
+                .await;
         }
     }
     result

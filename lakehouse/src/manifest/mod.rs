@@ -359,6 +359,23 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
                 .hint("use `sqlite://./.lakehouse/catalog.db` or `postgres://user@host/db`"),
         );
     }
+    if let Some(ol) = &file.openlineage {
+        if ol.directory.is_none() && ol.url.is_none() {
+            diags.push(
+                Diagnostic::new(path, "openlineage", "OpenLineage events need a `directory`, a `url` or both")
+                    .at(at(&["openlineage"])),
+            );
+        }
+        if let Some(u) = &ol.url
+            && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            diags.push(
+                Diagnostic::new(path, "openlineage.url", format!("`{u}` is not an http(s) URL"))
+                    .at(at(&["openlineage", "url"]))
+                    .hint("e.g. http://marquez:5000/api/v1/lineage"),
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, p) in file.partners.iter().enumerate() {
         if !seen.insert(p.id.as_str()) {

@@ -48,12 +48,19 @@ pub struct ProjectFile {
     pub openlineage: Option<OpenLineage>,
 }
 
-/// OpenLineage 2-0-2 run events, one JSON file per event.
+/// OpenLineage 2-0-2 run events: one JSON file per event in `directory`, and/or POSTed to `url`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenLineage {
     /// Directory of the event files, relative to the project.
-    pub directory: PathBuf,
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// HTTP endpoint receiving each event as a POST (e.g. Marquez: `http://host:5000/api/v1/lineage`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the endpoint's API key (sent as a bearer token); never in the file.
+    #[serde(default)]
+    pub api_key_variable: Option<String>,
 }
 
 fn default_warehouse() -> String {

@@ -226,14 +226,16 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
         let ns = lh.warehouse.root().as_str();
         let job = (lh.events.namespace.as_str(), target.as_str());
         let named = |t: &String| openlineage::dataset(ns, t);
-        lh.events.emit(&openlineage::run_event(
-            "START",
-            &report.run_id.0,
-            job,
-            model.rendered.inputs.iter().map(named).collect(),
-            vec![named(target)],
-            None,
-        ));
+        lh.events
+            .emit(&openlineage::run_event(
+                "START",
+                &report.run_id.0,
+                job,
+                model.rendered.inputs.iter().map(named).collect(),
+                vec![named(target)],
+                None,
+            ))
+            .await;
         let result = run_model(lh, &renderer, model, opts, &mut report).instrument(span.clone()).await;
         let inputs: Vec<serde_json::Value> =
             report.read.iter().map(|r| openlineage::table_dataset(ns, &r.table, Some(r.version), None, None)).collect();
@@ -245,21 +247,25 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
                 };
                 let output =
                     openlineage::table_dataset(ns, target, version, report.schema.as_deref(), report.lineage.as_ref());
-                lh.events.emit(&openlineage::run_event("COMPLETE", &report.run_id.0, job, inputs, vec![output], None));
+                lh.events
+                    .emit(&openlineage::run_event("COMPLETE", &report.run_id.0, job, inputs, vec![output], None))
+                    .await;
                 report.outcome = outcome;
             }
             Err(e) => {
                 span.in_scope(|| tracing::error!(error = %e, "transform failed"));
                 failed.insert(target.clone());
                 let message = e.to_string();
-                lh.events.emit(&openlineage::run_event(
-                    "FAIL",
-                    &report.run_id.0,
-                    job,
-                    inputs,
-                    vec![named(target)],
-                    Some(&message),
-                ));
+                lh.events
+                    .emit(&openlineage::run_event(
+                        "FAIL",
+                        &report.run_id.0,
+                        job,
+                        inputs,
+                        vec![named(target)],
+                        Some(&message),
+                    ))
+                    .await;
                 report.outcome = Outcome::Failed { error: message, user_error: e.is_user_error() };
             }
         }
