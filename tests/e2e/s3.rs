@@ -107,4 +107,21 @@ async fn transform_pipeline_on_s3() {
     assert!(line.contains("incremental"), "{text}");
     let n = query_lake(&lh, "SELECT count(*) FROM silver.ddsp_incidents").await;
     assert_eq!(n, rows(&[&["1486"]]));
+    // The analyst's and the auditor's commands work on S3 too (tables are listed from the bucket).
+    let out = p.run(&["sql", "--format", "csv", "SELECT count(*) AS n FROM silver.ddsp_incidents"]);
+    assert_eq!(stdout(&out), "n\n1486\n", "{}", stderr(&out));
+    let out = p.run(&["reproduce", "silver.ddsp_incidents", "--version", "2"]);
+    assert!(stdout(&out).contains("IDENTICAL: 1486 rows"), "{}{}", stdout(&out), stderr(&out));
+    let out = p.run(&["lineage", "silver.ddsp_incidents"]);
+    assert!(
+        stdout(&out).contains("drops/ddsp/incidents_2026-11-22.csv (batch 2: 1 read, 1 written, 0 quarantined)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = p.run(&["tables"]);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("silver.ddsp_incidents ") && l.contains(" 2  ")),
+        "{}",
+        stdout(&out)
+    );
 }
