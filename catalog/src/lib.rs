@@ -37,6 +37,8 @@ impl std::fmt::Display for RunId {
 pub enum RunKind {
     Ingest,
     Transform,
+    /// Deletion of rows past the manifest's retention.
+    Retention,
 }
 
 /// Records read, written and quarantined. Invariant: `read == written + quarantined`.

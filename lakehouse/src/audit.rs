@@ -111,8 +111,14 @@ pub async fn trace(
             node.partner = Some(owner.map_or(src.manifest.owner.to_string(), |p| format!("{} ({})", p.id, p.name)));
             node.agreement = src.manifest.agreement.clone();
             let replace = matches!(src.manifest.load.mode, crate::manifest::LoadMode::Replace);
-            if let Some(batch) = run.as_ref().map(|r| r.batch) {
-                node.files = ledger_files(lh, name, batch, replace).await?;
+            match &run {
+                Some(r) if r.kind == catalog::RunKind::Retention => {
+                    node.notes.push(format!("retention: {}", r.mode.as_deref().unwrap_or("rows deleted")));
+                    node.notes.push("the files below are every batch taken; rows past retention are gone".into());
+                    node.files = ledger_files(lh, name, i64::MAX, false).await?;
+                }
+                Some(r) => node.files = ledger_files(lh, name, r.batch, replace).await?,
+                None => {}
             }
         }
         if let Some(cols) = &columns {

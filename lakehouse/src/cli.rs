@@ -149,6 +149,18 @@ pub enum Command {
         #[arg(long, value_name = "TABLE=VERSION")]
         at: Vec<String>,
     },
+    /// Delete the bronze and quarantine rows ingested longer ago than each manifest's `retention`, then VACUUM
+    /// (GDPR storage limitation).
+    Retention {
+        /// Source names (all when none is named).
+        sources: Vec<String>,
+        /// Only count the rows that would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Evaluate retention as of this time (RFC 3339) instead of now.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {
         source: String,

@@ -24,6 +24,7 @@
 //! - [`audit`]: lineage trees from the lake (versions, runs, manifests, partners, files) and reproduction of a
 //!   table version by time travel.
 //! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
+//! - [`retention`]: deletes bronze and quarantine rows past the manifest's retention, then vacuums.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
@@ -35,6 +36,7 @@ pub mod ingest;
 pub mod manifest;
 pub mod openlineage;
 pub mod privacy;
+pub mod retention;
 pub mod runlog;
 pub mod schedule;
 pub mod storage;

@@ -766,3 +766,39 @@ fn tables_describe_and_downstream() {
     let out = p.run(&["describe", "gold.nope"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Retention: rows ingested before `now − retention` leave bronze and the quarantine (the ledger stays, so
+/// nothing is ingested again), the models rebuild without them, `--dry-run` only counts.
+#[test]
+fn retention_deletes_old_rows_everywhere_downstream() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    // Three years and a day later, the police data (retention: 3 years) is past retention; the weather's
+    // (10 years) is not.
+    let later = (chrono::Utc::now() + chrono::Duration::days(3 * 366 + 1)).to_rfc3339();
+    let dry = run_ok(&p, &["retention", "--dry-run", "--as-of", &later]);
+    let line = dry.lines().find(|l| l.starts_with("ddsp_incidents ")).unwrap().to_string();
+    assert!(line.contains(" 1485 ") && line.contains(" 15 "), "{dry}");
+    assert!(dry.contains("(dry run: nothing deleted)"), "{dry}");
+    assert_eq!(count_rows(&p, "bronze.ddsp_incidents"), 1485);
+
+    let out = run_ok(&p, &["retention", "ddsp_incidents", "--as-of", &later]);
+    assert!(out.lines().any(|l| l.starts_with("ddsp_incidents ") && l.contains(" 1485 ")), "{out}");
+    assert_eq!(count_rows(&p, "bronze.ddsp_incidents"), 0);
+    let q = run_ok(&p, &["quarantine", "ddsp_incidents"]);
+    assert!(q.contains("0 quarantined records in bronze.ddsp_incidents__quarantine"), "{q}");
+    assert_eq!(count_rows(&p, "bronze.ddsp_incidents__files"), 3, "the ledger is kept");
+    assert_eq!(count_rows(&p, "bronze.meteo_observations"), 960, "other sources are untouched");
+    // The next run takes nothing again and rebuilds the models without the deleted rows.
+    let out = run_ok(&p, &["run"]);
+    assert!(out.contains("silver.ddsp_incidents: full rebuild: bronze.ddsp_incidents was rewritten"), "{out}");
+    assert_eq!(count_rows(&p, "silver.ddsp_incidents"), 0);
+    assert_eq!(count_rows(&p, "gold.incidents_by_arrondissement_period"), 0);
+    let lineage = run_ok(&p, &["lineage", "bronze.ddsp_incidents"]);
+    assert!(lineage.contains("note: retention: delete rows ingested before"), "{lineage}");
+}
+
+fn count_rows(p: &TestProject, table: &str) -> u64 {
+    let out = run_ok(p, &["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM {table}")]);
+    out.lines().nth(1).unwrap().parse().unwrap()
+}

@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod ingest;
 mod quarantine;
+mod retention;
 mod schedule;
 mod schema;
 mod sql;
@@ -40,6 +41,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit::lineage(&cli.project, &target, version, format, downstream).await
         }
         Command::Tables => audit::tables(&cli.project).await,
+        Command::Retention { sources, dry_run, as_of } => {
+            retention::run(&cli.project, &sources, dry_run, as_of.as_deref()).await
+        }
         Command::Runs { target, failed, limit } => audit::runs(&cli.project, target.as_deref(), failed, limit).await,
         Command::Describe { table } => audit::describe(&cli.project, &table).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,

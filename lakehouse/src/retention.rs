@@ -1,0 +1,136 @@
+//! Retention (GDPR storage limitation): `lakehouse retention` deletes the bronze and quarantine rows ingested
+//! longer ago than the manifest's `retention`, then vacuums the data files no version needs any more.
+//!
+//! - Rows are selected by `_ingested_at`, compared with `now − retention` (calendar months and years).
+//! - The delete is one Delta commit per table, with the run in its metadata (`kind: retention`). Older Delta
+//!   versions keep the rows until VACUUM removes their files: files no longer referenced for longer than the
+//!   table's `deletedFileRetentionDuration` (7 days by default, so time travel and readers in flight stay safe).
+//! - Models follow: an incremental model whose input lost files is rebuilt in full at its next run, so the
+//!   deleted rows leave silver and gold too.
+//! - The file ledger (`__files`) is kept: it holds no personal data (paths, sizes, counts) and is what
+//!   prevents a file still in the drop zone from being ingested again.
+
+use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind};
+use chrono::{DateTime, Months, Utc};
+use datafusion::logical_expr::{col, lit};
+use datafusion::scalar::ScalarValue;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+
+use crate::Lakehouse;
+use crate::manifest::{LoadedSource, Retention};
+
+/// What retention did (or would do) for one source.
+#[derive(Debug, Clone)]
+pub struct RetentionReport {
+    pub source: String,
+    /// Rows ingested before this are deleted; `None` for `retention: forever`.
+    pub cutoff: Option<DateTime<Utc>>,
+    pub bronze_rows: u64,
+    pub quarantine_rows: u64,
+    /// Bronze version written by the delete.
+    pub bronze_version: Option<u64>,
+    /// Data files removed by VACUUM (bronze and quarantine).
+    pub files_vacuumed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("retention of {source_name}: {message}")]
+pub struct RetentionError {
+    pub source_name: String,
+    pub message: String,
+}
+
+/// The instant before which rows are deleted.
+pub fn cutoff(retention: Retention, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match retention {
+        Retention::Forever => None,
+        Retention::Days(n) => Some(now - chrono::Duration::days(i64::from(n))),
+        Retention::Months(n) => now.checked_sub_months(Months::new(n)),
+        Retention::Years(n) => now.checked_sub_months(Months::new(n.saturating_mul(12))),
+    }
+}
+
+/// Applies the retention of `src` as of `now` (`dry_run`: count only).
+pub async fn apply(
+    lh: &Lakehouse,
+    src: &LoadedSource,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RetentionReport, RetentionError> {
+    let name = src.manifest.name.to_string();
+    let err = |message: String| RetentionError { source_name: name.clone(), message };
+    let mut report = RetentionReport {
+        source: name.clone(),
+        cutoff: cutoff(src.manifest.retention, now),
+        bronze_rows: 0,
+        quarantine_rows: 0,
+        bronze_version: None,
+        files_vacuumed: 0,
+    };
+    let Some(cut) = report.cutoff else { return Ok(report) };
+    let old = col("_ingested_at")
+        .lt(lit(ScalarValue::TimestampMicrosecond(Some(cut.timestamp_micros()), Some("UTC".into()))));
+    for (table_name, is_bronze) in [(name.clone(), true), (format!("{name}__quarantine"), false)] {
+        let url = lh.warehouse.table_url("bronze", &table_name);
+        let Some(table) = lh.warehouse.open(&url).await.map_err(|e| err(e.to_string()))? else { continue };
+        let n = count(&table, cut).await.map_err(err)?;
+        if is_bronze {
+            report.bronze_rows = n;
+        } else {
+            report.quarantine_rows = n;
+        }
+        if dry_run {
+            continue;
+        }
+        let table = if n > 0 {
+            let run = RunCommit {
+                run_id: RunId::new(),
+                kind: RunKind::Retention,
+                target: format!("bronze.{table_name}"),
+                manifest_hash: src.content_hash.clone(),
+                batch: 0,
+                started_at: Utc::now(),
+                records: RecordCounts { read: n, written: 0, quarantined: 0 },
+                inputs: Vec::new(),
+                read: Vec::new(),
+                sql_hash: None,
+                mode: Some(format!("delete rows ingested before {}", cut.to_rfc3339())),
+            };
+            let props = CommitProperties::default()
+                .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())]);
+            let (table, _) = table
+                .delete()
+                .with_predicate(old.clone())
+                .with_commit_properties(props)
+                .await
+                .map_err(|e| err(format!("delete: {e}")))?;
+            if is_bronze {
+                report.bronze_version = table.version();
+            }
+            tracing::info!(table = %table_name, rows = n, cutoff = %cut, "deleted rows past retention");
+            table
+        } else {
+            table
+        };
+        let (_, metrics) = table.vacuum().await.map_err(|e| err(format!("vacuum: {e}")))?;
+        report.files_vacuumed += metrics.files_deleted.len();
+    }
+    Ok(report)
+}
+
+async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
+    ctx.register_table("t", table.table_provider().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let sql = format!(
+        "SELECT count(*) FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
+        cut.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+    );
+    let batches = ctx.sql(&sql).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
+    let v = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(v as u64)
+}
