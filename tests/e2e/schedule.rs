@@ -77,6 +77,16 @@ impl Runner for FakeRunner {
             RunOutcome { ok, new_data: ok && self.new_data, error: (!ok).then(|| "boom".to_string()), busy: false };
         Box::pin(std::future::ready(outcome))
     }
+    fn retention(&self) -> BoxFuture<'static, ()> {
+        let now = self.clock.now();
+        self.calls.lock().unwrap().push(Call {
+            at: now,
+            what: "retention".into(),
+            trigger: Trigger::Schedule,
+            attempt: 1,
+        });
+        Box::pin(std::future::ready(()))
+    }
     fn transform(&self, targets: Vec<String>, trigger: Trigger) -> BoxFuture<'static, Vec<(String, RunOutcome)>> {
         let now = self.clock.now();
         self.calls.lock().unwrap().push(Call {
@@ -107,6 +117,7 @@ fn config(sources: Vec<SourceJob>, last_success: DateTime<Utc>) -> Config {
         parallel: 4,
         grace: Duration::from_secs(1),
         model_check: None,
+        retention: None,
     }
 }
 

@@ -66,6 +66,7 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
         parallel,
         grace: Duration::from_secs(grace),
         model_check: Some(Duration::from_secs(60)),
+        retention: lakehouse::manifest::CronSchedule::try_from("0 3 * * *".to_string()).ok(),
     };
     tracing::info!(sources = config.sources.len(), models = config.models.order.len(), "scheduler started");
     let runner = Arc::new(LakehouseRunner { lh: Arc::new(lh), plan: Arc::new(plan), options });

@@ -12,6 +12,8 @@
 //!   another process).
 //! - Across processes, a lock per target ([`lock`]) keeps two schedulers on one warehouse from running the same
 //!   source or model at once.
+//! - Retention runs daily (03:00 local by default): rows past each manifest's retention leave bronze, then
+//!   every model is checked so they leave silver and gold.
 //! - On SIGTERM or SIGINT the scheduler starts nothing new, lets running work finish within the grace period,
 //!   then abandons what is left (nothing partial is ever committed: commits are atomic) and returns.
 //!
@@ -131,6 +133,10 @@ pub trait Runner: Send + Sync {
     fn ingest(&self, source: String, trigger: Trigger, attempt: u32) -> BoxFuture<'static, RunOutcome>;
     /// Runs `targets` in order (a model whose input failed is skipped).
     fn transform(&self, targets: Vec<String>, trigger: Trigger) -> BoxFuture<'static, Vec<(String, RunOutcome)>>;
+    /// Deletes rows past each source's retention (the daily maintenance job).
+    fn retention(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
     /// Work abandoned at shutdown.
     fn abandoned(&self, _target: String, _started_at: DateTime<Utc>) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
@@ -199,6 +205,8 @@ pub struct Config {
     /// Every this long, all models are checked (new input versions written by another process, a manual
     /// ingest, …); `None`: only after this scheduler's own ingests.
     pub model_check: Option<Duration>,
+    /// When retention runs (deleting rows past each manifest's retention); `None`: never.
+    pub retention: Option<CronSchedule>,
 }
 
 /// What a scheduler did, for the caller and tests.
@@ -220,6 +228,7 @@ struct SourceState {
 enum Done {
     Ingest(String, RunOutcome),
     Transform(Vec<(String, RunOutcome)>),
+    Retention,
 }
 
 /// The wait before retry number `attempt` (1 = first retry): `backoff · 2^(attempt-1)`, at most `max_backoff`,
@@ -263,6 +272,8 @@ pub async fn run(
     let mut pending_after: Option<DateTime<Utc>> = None;
     let check_every = config.model_check.and_then(|d| chrono::Duration::from_std(d).ok());
     let mut next_check = check_every.map(|d| start + d);
+    let mut retention_due = config.retention.as_ref().map(|c| next(c, start));
+    let mut retaining = false;
     let mut work: JoinSet<Done> = JoinSet::new();
     let mut summary = Summary::default();
     let mut stopping = false;
@@ -296,6 +307,20 @@ pub async fn run(
                 pending.extend(config.models.order.iter().cloned());
                 next_check = Some(now + every);
             }
+            // The daily retention job (not while the previous one runs).
+            if let (Some(due), Some(cron)) = (retention_due, &config.retention)
+                && due <= now
+                && !retaining
+            {
+                retaining = true;
+                retention_due = Some(next(cron, now));
+                tracing::info!("starting retention");
+                let fut = runner.retention();
+                work.spawn(async move {
+                    fut.await;
+                    Done::Retention
+                });
+            }
             // Models on their own schedule.
             for (target, due) in model_due.iter_mut().filter(|(_, d)| **d <= now) {
                 pending.insert(target.clone());
@@ -324,6 +349,7 @@ pub async fn run(
             .chain(model_due.values().copied())
             .chain(pending_after.filter(|_| !pending.is_empty()))
             .chain(next_check)
+            .chain(retention_due.filter(|_| !retaining))
             .min();
         if let Some(u) = until
             && work.is_empty()
@@ -367,6 +393,11 @@ pub async fn run(
                                 s.next_due = next(&s.job.schedule, now);
                             }
                         }
+                    }
+                    Ok(Done::Retention) => {
+                        retaining = false;
+                        // Rows deleted: the models rebuild without them.
+                        pending.extend(config.models.order.iter().cloned());
                     }
                     Ok(Done::Transform(results)) => {
                         transforming = None;
