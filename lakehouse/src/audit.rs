@@ -371,3 +371,149 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
         sql_changed: run.sql_hash.as_deref() != Some(crate::transform::run::sql_hash(&model.rendered.sql).as_str()),
     })
 }
+
+/// Every run recorded in the commit metadata of a table, version by version: (version, run).
+pub async fn runs_of_table(lh: &Lakehouse, table: &str) -> Result<Vec<(u64, RunCommit)>, AuditError> {
+    let t = open_at(lh, table, None).await?;
+    let latest = t.version().unwrap_or(0);
+    let mut out = Vec::new();
+    for v in 0..=latest {
+        let Ok(Some(bytes)) = t.log_store().read_commit_entry(v).await else { continue };
+        for line in bytes.split(|b| *b == b'\n') {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            if let Some(run) = action.get("commitInfo").and_then(|c| c.get(RUN_COMMIT_KEY))
+                && let Ok(run) = serde_json::from_value::<RunCommit>(run.clone())
+            {
+                out.push((v, run));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The lake's lineage as rows for `catalog.*` views in `lakehouse sql`.
+pub mod views {
+    use std::sync::Arc;
+
+    use arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn strings(v: Vec<Option<String>>) -> Arc<StringArray> {
+        Arc::new(StringArray::from(v))
+    }
+
+    /// `catalog.lineage`: one row per (run, input) — output table and version written, input table and version
+    /// read (or input file for ingests), run id, kind, time, mode, SQL and manifest hashes.
+    pub async fn lineage(lh: &Lakehouse, tables: &[String]) -> Result<RecordBatch, AuditError> {
+        let mut rows: Vec<[Option<String>; 9]> = Vec::new();
+        let mut versions: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+        for table in tables {
+            for (v, run) in runs_of_table(lh, table).await? {
+                let common = |input: Option<String>| {
+                    [
+                        Some(run.run_id.0.clone()),
+                        serde_json::to_value(run.kind).ok().and_then(|k| k.as_str().map(String::from)),
+                        Some(table.clone()),
+                        input,
+                        Some(run.started_at.to_rfc3339()),
+                        run.mode.clone(),
+                        run.sql_hash.clone(),
+                        Some(run.manifest_hash.clone()),
+                        Some(run.batch.to_string()),
+                    ]
+                };
+                if run.read.is_empty() && run.inputs.is_empty() {
+                    rows.push(common(None));
+                    versions.push((Some(v as i64), None));
+                }
+                for r in &run.read {
+                    rows.push(common(Some(r.table.clone())));
+                    versions.push((Some(v as i64), Some(r.version as i64)));
+                }
+                for f in &run.inputs {
+                    rows.push(common(Some(format!("{}{}", f.location, f.path))));
+                    versions.push((Some(v as i64), None));
+                }
+            }
+        }
+        let col = |i: usize| strings(rows.iter().map(|r| r[i].clone()).collect());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("run_id", DataType::Utf8, true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("output_table", DataType::Utf8, true),
+            Field::new("output_version", DataType::Int64, true),
+            Field::new("input", DataType::Utf8, true),
+            Field::new("input_version", DataType::Int64, true),
+            Field::new("started_at", DataType::Utf8, true),
+            Field::new("mode", DataType::Utf8, true),
+            Field::new("sql_hash", DataType::Utf8, true),
+            Field::new("manifest_hash", DataType::Utf8, true),
+            Field::new("batch", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                col(0),
+                col(1),
+                col(2),
+                Arc::new(Int64Array::from(versions.iter().map(|v| v.0).collect::<Vec<_>>())),
+                col(3),
+                Arc::new(Int64Array::from(versions.iter().map(|v| v.1).collect::<Vec<_>>())),
+                col(4),
+                col(5),
+                col(6),
+                col(7),
+                col(8),
+            ],
+        )
+        .map_err(lake)
+    }
+
+    /// `catalog.column_lineage`: one row per (output column, input column) of the models' current SQL, with the
+    /// kind (identity, transformation, aggregation; filter, join, group_by, window, sort for indirect uses) and
+    /// whether a privacy function masks it.
+    pub fn column_lineage(plan: &Plan) -> Result<RecordBatch, AuditError> {
+        let mut rows: Vec<(String, Option<String>, String, String, String, bool)> = Vec::new();
+        for (table, l) in &plan.lineage {
+            for (column, sources) in &l.columns {
+                for s in sources {
+                    let kind = serde_json::to_value(s.kind).ok().and_then(|k| k.as_str().map(String::from));
+                    rows.push((
+                        table.clone(),
+                        Some(column.clone()),
+                        s.table.clone(),
+                        s.column.clone(),
+                        kind.unwrap_or_default(),
+                        s.masked,
+                    ));
+                }
+            }
+            for (kind, t, c) in &l.indirect {
+                let kind = serde_json::to_value(kind).ok().and_then(|k| k.as_str().map(String::from));
+                rows.push((table.clone(), None, t.clone(), c.clone(), kind.unwrap_or_default(), false));
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("output_table", DataType::Utf8, false),
+            Field::new("output_column", DataType::Utf8, true),
+            Field::new("input_table", DataType::Utf8, false),
+            Field::new("input_column", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("masked", DataType::Boolean, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2.as_str()))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.as_str()))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.4.as_str()))),
+                Arc::new(BooleanArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())),
+            ],
+        )
+        .map_err(lake)
+    }
+}

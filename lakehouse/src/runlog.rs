@@ -122,7 +122,8 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-fn batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// Records as a batch of the `system.runs` schema.
+pub fn batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let strings = |f: fn(&RunRecord) -> &str| Arc::new(StringArray::from_iter_values(records.iter().map(f)));
     let ts = |f: fn(&RunRecord) -> DateTime<Utc>| {
         Arc::new(

@@ -723,6 +723,39 @@ fn sql_queries_every_layer_with_time_travel() {
         &["sql", "SELECT pseudonymize('jean', 'police') = pseudonymize(' JEAN ', 'police', 'casefold') AS same"],
     );
     assert!(table.contains("| same |") && table.contains("| true |"), "{table}");
+    // The catalog views: table lineage pinned to versions, column lineage with masking, runs.
+    let lineage = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT output_version, input, input_version FROM catalog.lineage WHERE output_table = 'silver.ddsp_incidents' ORDER BY 1",
+        ],
+    );
+    assert_eq!(lineage, "output_version,input,input_version\n1,bronze.ddsp_incidents,1\n2,bronze.ddsp_incidents,2\n");
+    let files = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM catalog.lineage WHERE output_table = 'bronze.ddsp_incidents' AND input LIKE '%incidents_2026-11-22.csv'",
+        ],
+    );
+    assert_eq!(files, "n\n1\n");
+    let masked = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT input_column, kind, masked FROM catalog.column_lineage WHERE output_table = 'silver.ddsp_incidents' AND output_column = 'cell_1km' ORDER BY 1",
+        ],
+    );
+    assert_eq!(masked, "input_column,kind,masked\nlat,transformation,true\nlon,transformation,true\n");
+    let runs = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) > 20 AS many FROM catalog.runs"]);
+    assert_eq!(runs, "many\ntrue\n");
     let out = p.run(&["sql", "SELECT * FROM bronze.ddsp_incidents__quarantine"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));

@@ -57,9 +57,16 @@ pub async fn run(
             }
         }
     }
-    let (lh, _) = match super::open(dir, &[])? {
-        Ok(o) => o,
+    let (project, plan, _) = match super::load_with_plan(dir, &[]).await? {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
+    };
+    let lh = match Lakehouse::open(project) {
+        Ok(lh) => lh,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(USER_ERROR));
+        }
     };
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
@@ -81,6 +88,30 @@ pub async fn run(
             table.update_datafusion_session(&ctx.state())?;
             ctx.register_table(target.as_str(), table.table_provider().await?)?;
         }
+    }
+    // The catalog views, derived from the lake: runs (system.runs), table lineage (commit metadata), column
+    // lineage (the models' logical plans).
+    if let Some(catalog) = ctx.catalog("datafusion") {
+        let _ =
+            catalog.register_schema("catalog", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
+    }
+    let mut lake_tables = Vec::new();
+    for layer in ["bronze", "silver", "gold"] {
+        for name in tables(&lh, layer).await? {
+            if !name.contains("__") {
+                lake_tables.push(format!("{layer}.{name}"));
+            }
+        }
+    }
+    let runs = lakehouse::runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
+    let views = [
+        ("catalog.runs", lakehouse::runlog::batch(&runs)?),
+        ("catalog.lineage", lakehouse::audit::views::lineage(&lh, &lake_tables).await?),
+        ("catalog.column_lineage", lakehouse::audit::views::column_lineage(&plan)?),
+    ];
+    for (name, batch) in views {
+        let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        ctx.register_table(name, std::sync::Arc::new(mem))?;
     }
     if let Some(t) = versions.keys().next() {
         eprintln!("error: --at names `{t}`, which is not a table of the warehouse");
