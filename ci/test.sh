@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test, as CI does: formatting, clippy, then all tests against a real S3-compatible server
-# (SeaweedFS, installed and started by ci/start-s3.sh). Usage: ci/test.sh [extra cargo test arguments]
+# (SeaweedFS, installed and started by ci/start-s3.sh) and a real PostgreSQL (ci/start-postgres.sh).
+# Usage: ci/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 eval "$(ci/start-s3.sh)"
 trap 'ci/stop-s3.sh' EXIT
+# The catalog tests use a real PostgreSQL (the one running, or one installed and started here).
+eval "$(ci/start-postgres.sh)"
 
 # The end-to-end tests run the `lakehouse` binary: `cargo test` alone does not build it.
 cargo build --workspace --locked --bins

@@ -3,6 +3,12 @@
 //! Every Delta commit made by a run carries a [`RunCommit`] under the commit-metadata key [`RUN_COMMIT_KEY`],
 //! so the catalog can always be rebuilt from the lake. This crate never depends on `lakehouse`.
 
+mod store;
+
+pub use store::{
+    AttemptRow, Catalog, CatalogError, ColumnLineageRow, ColumnRow, LineageRow, RunRow, Snapshot, TableRow,
+};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +101,9 @@ pub struct RunCommit {
     /// has nothing to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_hash: Option<String>,
+    /// The rendered SQL of a transform run (as executed; it names tables, columns and key domains, never keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
     /// How a transform run built its output (`full` or `incremental`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,

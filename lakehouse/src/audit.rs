@@ -391,129 +391,360 @@ pub async fn runs_of_table(lh: &Lakehouse, table: &str) -> Result<Vec<(u64, RunC
     Ok(out)
 }
 
-/// The lake's lineage as rows for `catalog.*` views in `lakehouse sql`.
-pub mod views {
+/// The catalog's content, built from the lake: tables, every run recorded in their commits, the inputs of each
+/// run, and the models' column lineage.
+pub async fn snapshot(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+    let mut s = catalog::Snapshot::default();
+    let mut names: Vec<(String, Option<String>, Option<String>)> = lh
+        .project
+        .sources
+        .iter()
+        .map(|src| {
+            (
+                format!("bronze.{}", src.manifest.name),
+                Some(src.manifest.owner.to_string()),
+                Some(src.manifest.description.clone()),
+            )
+        })
+        .collect();
+    for (t, m) in &plan.models {
+        names.push((t.clone(), None, m.loaded.sidecar.as_ref().and_then(|s| s.description.clone())));
+    }
+    for (name, owner, description) in names {
+        let Some((layer, short)) = name.split_once('.') else { continue };
+        let url = lh.warehouse.table_url(layer, short);
+        let Some(table) = lh.warehouse.open(&url).await.map_err(lake)? else { continue };
+        let schema = table.snapshot().map_err(lake)?.schema();
+        let source = lh.project.sources.iter().find(|src| format!("bronze.{}", src.manifest.name) == name);
+        let model = plan.models.get(&name);
+        for (i, f) in schema.fields().enumerate() {
+            let declared = source.and_then(|src| src.manifest.columns.iter().find(|(n, _)| n.as_str() == f.name()));
+            let privacy_class = declared.map(|(_, c)| format!("{:?}", c.pii).to_lowercase());
+            let description = declared
+                .and_then(|(_, c)| c.description.clone())
+                .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(f.name().as_str())?.description.clone());
+            s.columns.push(catalog::ColumnRow {
+                table_name: name.clone(),
+                position: i as i64 + 1,
+                name: f.name().to_string(),
+                data_type: f.data_type().to_string(),
+                privacy_class,
+                description,
+            });
+        }
+        s.tables.push(catalog::TableRow {
+            name: name.clone(),
+            layer: layer.to_string(),
+            location: url.to_string(),
+            owner,
+            description,
+            version: table.version().unwrap_or(0) as i64,
+        });
+        for (version, run) in runs_of_table(lh, &name).await? {
+            let v = version as i64;
+            s.runs.push(catalog::RunRow {
+                target: name.clone(),
+                output_version: v,
+                run_id: run.run_id.0.clone(),
+                kind: serde_json::to_value(run.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(String::from))
+                    .unwrap_or_default(),
+                started_at: run.started_at.to_rfc3339(),
+                batch: run.batch,
+                manifest_hash: run.manifest_hash.clone(),
+                sql_hash: run.sql_hash.clone(),
+                mode: run.mode.clone(),
+                sql: run.sql.clone(),
+                records_read: run.records.read as i64,
+                records_written: run.records.written as i64,
+                records_quarantined: run.records.quarantined as i64,
+            });
+            for r in &run.read {
+                s.lineage.push(catalog::LineageRow {
+                    target: name.clone(),
+                    output_version: v,
+                    input: r.table.clone(),
+                    input_version: Some(r.version as i64),
+                });
+            }
+            for f in &run.inputs {
+                s.lineage.push(catalog::LineageRow {
+                    target: name.clone(),
+                    output_version: v,
+                    input: format!("{}{}", f.location, f.path),
+                    input_version: None,
+                });
+            }
+        }
+    }
+    for r in crate::runlog::read(&lh.warehouse).await.map_err(lake)? {
+        s.attempts.push(catalog::AttemptRow {
+            started_at: r.started_at.to_rfc3339(),
+            run_id: r.run_id,
+            target: r.target,
+            kind: r.kind,
+            trigger: r.trigger,
+            attempt: i64::from(r.attempt),
+            ended_at: r.ended_at.to_rfc3339(),
+            status: r.status.as_str().to_string(),
+            error: r.error,
+            rows: r.rows.map(|v| v as i64),
+            version: r.version.map(|v| v as i64),
+        });
+    }
+    for (table, l) in &plan.lineage {
+        for (column, sources) in &l.columns {
+            for src in sources {
+                s.column_lineage.push(catalog::ColumnLineageRow {
+                    output_table: table.clone(),
+                    output_column: Some(column.clone()),
+                    input_table: src.table.clone(),
+                    input_column: src.column.clone(),
+                    kind: serde_json::to_value(src.kind)
+                        .ok()
+                        .and_then(|k| k.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    masked: src.masked,
+                });
+            }
+        }
+        for (kind, t, c) in &l.indirect {
+            s.column_lineage.push(catalog::ColumnLineageRow {
+                output_table: table.clone(),
+                output_column: None,
+                input_table: t.clone(),
+                input_column: c.clone(),
+                kind: serde_json::to_value(kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default(),
+                masked: false,
+            });
+        }
+    }
+    s.sort();
+    Ok(s)
+}
+
+/// The project's catalog URL with a relative SQLite path made absolute (against the project directory).
+pub fn catalog_url(lh: &Lakehouse) -> String {
+    let url = &lh.project.file.catalog;
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !std::path::Path::new(path).is_absolute() => {
+            format!("sqlite://{}", lh.project.dir.join(path.trim_start_matches("./")).display())
+        }
+        _ => url.clone(),
+    }
+}
+
+/// Rebuilds the catalog database from the lake.
+pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+    let snapshot = snapshot(lh, plan).await?;
+    let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
+    catalog.replace_all(&snapshot).await.map_err(lake)?;
+    Ok(snapshot)
+}
+
+/// Updates the catalog after a command; a failure is a warning (the lake stays the source of truth).
+pub async fn sync_catalog_quietly(lh: &Lakehouse, plan: &Plan) {
+    if let Err(e) = sync_catalog(lh, plan).await {
+        tracing::warn!(error = %e, "could not update the catalog (`lakehouse catalog rebuild` retries)");
+    }
+}
+
+/// The catalog database's tables as Arrow batches, for `lakehouse sql` (`catalog.tables`, `catalog.columns`,
+/// `catalog.runs`, `catalog.attempts`, `catalog.lineage`, `catalog.column_lineage`).
+pub fn catalog_batches(s: &catalog::Snapshot) -> Result<Vec<(&'static str, arrow::array::RecordBatch)>, AuditError> {
     use std::sync::Arc;
 
-    use arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
+    use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
-    use super::*;
-
-    fn strings(v: Vec<Option<String>>) -> Arc<StringArray> {
-        Arc::new(StringArray::from(v))
+    enum V {
+        S(Option<String>),
+        I(Option<i64>),
+        B(bool),
     }
-
-    /// `catalog.lineage`: one row per (run, input) — output table and version written, input table and version
-    /// read (or input file for ingests), run id, kind, time, mode, SQL and manifest hashes.
-    pub async fn lineage(lh: &Lakehouse, tables: &[String]) -> Result<RecordBatch, AuditError> {
-        let mut rows: Vec<[Option<String>; 9]> = Vec::new();
-        let mut versions: Vec<(Option<i64>, Option<i64>)> = Vec::new();
-        for table in tables {
-            for (v, run) in runs_of_table(lh, table).await? {
-                let common = |input: Option<String>| {
-                    [
-                        Some(run.run_id.0.clone()),
-                        serde_json::to_value(run.kind).ok().and_then(|k| k.as_str().map(String::from)),
-                        Some(table.clone()),
-                        input,
-                        Some(run.started_at.to_rfc3339()),
-                        run.mode.clone(),
-                        run.sql_hash.clone(),
-                        Some(run.manifest_hash.clone()),
-                        Some(run.batch.to_string()),
-                    ]
-                };
-                if run.read.is_empty() && run.inputs.is_empty() {
-                    rows.push(common(None));
-                    versions.push((Some(v as i64), None));
-                }
-                for r in &run.read {
-                    rows.push(common(Some(r.table.clone())));
-                    versions.push((Some(v as i64), Some(r.version as i64)));
-                }
-                for f in &run.inputs {
-                    rows.push(common(Some(format!("{}{}", f.location, f.path))));
-                    versions.push((Some(v as i64), None));
-                }
-            }
+    fn batch(names: &[&str], rows: Vec<Vec<V>>) -> Result<RecordBatch, AuditError> {
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let kind = rows.first().map(|r| match r[i] {
+                V::S(_) => 0,
+                V::I(_) => 1,
+                V::B(_) => 2,
+            });
+            let (dt, array): (DataType, ArrayRef) = match kind.unwrap_or(0) {
+                1 => (
+                    DataType::Int64,
+                    Arc::new(Int64Array::from(
+                        rows.iter().map(|r| if let V::I(v) = &r[i] { *v } else { None }).collect::<Vec<_>>(),
+                    )),
+                ),
+                2 => (
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from(rows.iter().map(|r| matches!(r[i], V::B(true))).collect::<Vec<_>>())),
+                ),
+                _ => (
+                    DataType::Utf8,
+                    Arc::new(StringArray::from(
+                        rows.iter().map(|r| if let V::S(v) = &r[i] { v.clone() } else { None }).collect::<Vec<_>>(),
+                    )),
+                ),
+            };
+            fields.push(Field::new(*name, dt, true));
+            columns.push(array);
         }
-        let col = |i: usize| strings(rows.iter().map(|r| r[i].clone()).collect());
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("run_id", DataType::Utf8, true),
-            Field::new("kind", DataType::Utf8, true),
-            Field::new("output_table", DataType::Utf8, true),
-            Field::new("output_version", DataType::Int64, true),
-            Field::new("input", DataType::Utf8, true),
-            Field::new("input_version", DataType::Int64, true),
-            Field::new("started_at", DataType::Utf8, true),
-            Field::new("mode", DataType::Utf8, true),
-            Field::new("sql_hash", DataType::Utf8, true),
-            Field::new("manifest_hash", DataType::Utf8, true),
-            Field::new("batch", DataType::Utf8, true),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                col(0),
-                col(1),
-                col(2),
-                Arc::new(Int64Array::from(versions.iter().map(|v| v.0).collect::<Vec<_>>())),
-                col(3),
-                Arc::new(Int64Array::from(versions.iter().map(|v| v.1).collect::<Vec<_>>())),
-                col(4),
-                col(5),
-                col(6),
-                col(7),
-                col(8),
-            ],
-        )
-        .map_err(lake)
-    }
-
-    /// `catalog.column_lineage`: one row per (output column, input column) of the models' current SQL, with the
-    /// kind (identity, transformation, aggregation; filter, join, group_by, window, sort for indirect uses) and
-    /// whether a privacy function masks it.
-    pub fn column_lineage(plan: &Plan) -> Result<RecordBatch, AuditError> {
-        let mut rows: Vec<(String, Option<String>, String, String, String, bool)> = Vec::new();
-        for (table, l) in &plan.lineage {
-            for (column, sources) in &l.columns {
-                for s in sources {
-                    let kind = serde_json::to_value(s.kind).ok().and_then(|k| k.as_str().map(String::from));
-                    rows.push((
-                        table.clone(),
-                        Some(column.clone()),
-                        s.table.clone(),
-                        s.column.clone(),
-                        kind.unwrap_or_default(),
-                        s.masked,
-                    ));
-                }
-            }
-            for (kind, t, c) in &l.indirect {
-                let kind = serde_json::to_value(kind).ok().and_then(|k| k.as_str().map(String::from));
-                rows.push((table.clone(), None, t.clone(), c.clone(), kind.unwrap_or_default(), false));
-            }
+        if rows.is_empty() {
+            let schema =
+                Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+            return Ok(RecordBatch::new_empty(schema));
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("output_table", DataType::Utf8, false),
-            Field::new("output_column", DataType::Utf8, true),
-            Field::new("input_table", DataType::Utf8, false),
-            Field::new("input_column", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("masked", DataType::Boolean, false),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2.as_str()))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.as_str()))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.4.as_str()))),
-                Arc::new(BooleanArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())),
-            ],
-        )
-        .map_err(lake)
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(lake)
     }
+    let st = |v: &String| V::S(Some(v.clone()));
+    let so = |v: &Option<String>| V::S(v.clone());
+    Ok(vec![
+        (
+            "catalog.tables",
+            batch(
+                &["name", "layer", "location", "owner", "description", "version"],
+                s.tables
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            st(&t.name),
+                            st(&t.layer),
+                            st(&t.location),
+                            so(&t.owner),
+                            so(&t.description),
+                            V::I(Some(t.version)),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        ),
+        (
+            "catalog.columns",
+            batch(
+                &["table_name", "position", "name", "data_type", "privacy_class", "description"],
+                s.columns
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            st(&c.table_name),
+                            V::I(Some(c.position)),
+                            st(&c.name),
+                            st(&c.data_type),
+                            so(&c.privacy_class),
+                            so(&c.description),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        ),
+        (
+            "catalog.runs",
+            batch(
+                &[
+                    "target",
+                    "output_version",
+                    "run_id",
+                    "kind",
+                    "started_at",
+                    "batch",
+                    "manifest_hash",
+                    "sql_hash",
+                    "mode",
+                    "rendered_sql",
+                    "records_read",
+                    "records_written",
+                    "records_quarantined",
+                ],
+                s.runs
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            st(&r.target),
+                            V::I(Some(r.output_version)),
+                            st(&r.run_id),
+                            st(&r.kind),
+                            st(&r.started_at),
+                            V::I(Some(r.batch)),
+                            st(&r.manifest_hash),
+                            so(&r.sql_hash),
+                            so(&r.mode),
+                            so(&r.sql),
+                            V::I(Some(r.records_read)),
+                            V::I(Some(r.records_written)),
+                            V::I(Some(r.records_quarantined)),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        ),
+        (
+            "catalog.attempts",
+            batch(
+                &[
+                    "started_at",
+                    "run_id",
+                    "target",
+                    "kind",
+                    "trigger",
+                    "attempt",
+                    "ended_at",
+                    "status",
+                    "error",
+                    "rows",
+                    "version",
+                ],
+                s.attempts
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            st(&a.started_at),
+                            st(&a.run_id),
+                            st(&a.target),
+                            st(&a.kind),
+                            st(&a.trigger),
+                            V::I(Some(a.attempt)),
+                            st(&a.ended_at),
+                            st(&a.status),
+                            so(&a.error),
+                            V::I(a.rows),
+                            V::I(a.version),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        ),
+        (
+            "catalog.lineage",
+            batch(
+                &["target", "output_version", "input", "input_version"],
+                s.lineage
+                    .iter()
+                    .map(|l| vec![st(&l.target), V::I(Some(l.output_version)), st(&l.input), V::I(l.input_version)])
+                    .collect(),
+            )?,
+        ),
+        (
+            "catalog.column_lineage",
+            batch(
+                &["output_table", "output_column", "input_table", "input_column", "kind", "masked"],
+                s.column_lineage
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            st(&c.output_table),
+                            so(&c.output_column),
+                            st(&c.input_table),
+                            st(&c.input_column),
+                            st(&c.kind),
+                            V::B(c.masked),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        ),
+    ])
 }

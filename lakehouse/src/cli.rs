@@ -106,6 +106,11 @@ pub enum Command {
         #[arg(long)]
         downstream: bool,
     },
+    /// The catalog database (SQLite or PostgreSQL, `catalog:` in lakehouse.yaml).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// List the tables: layer, Delta version, owner, description, location.
     Tables,
     /// List run attempts (from `system.runs`), newest first.
@@ -175,6 +180,12 @@ pub enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Rebuild the catalog from the lake alone (Delta commit metadata, file ledgers, the models' lineage).
+    Rebuild,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

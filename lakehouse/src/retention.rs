@@ -95,6 +95,7 @@ pub async fn apply(
                 inputs: Vec::new(),
                 read: Vec::new(),
                 sql_hash: None,
+                sql: None,
                 mode: Some(format!("delete rows ingested before {}", cut.to_rfc3339())),
             };
             let props = CommitProperties::default()

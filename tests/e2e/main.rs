@@ -2,6 +2,7 @@
 //! SeaweedFS S3 server of `ci/start-s3.sh`, and the real `lakehouse` binary where the CLI is the subject.
 
 mod bad_input;
+mod catalog;
 mod cli;
 mod exactly_once;
 mod ingest;

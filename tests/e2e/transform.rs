@@ -730,7 +730,7 @@ fn sql_queries_every_layer_with_time_travel() {
             "sql",
             "--format",
             "csv",
-            "SELECT output_version, input, input_version FROM catalog.lineage WHERE output_table = 'silver.ddsp_incidents' ORDER BY 1",
+            "SELECT output_version, input, input_version FROM catalog.lineage WHERE target = 'silver.ddsp_incidents' ORDER BY 1",
         ],
     );
     assert_eq!(lineage, "output_version,input,input_version\n1,bronze.ddsp_incidents,1\n2,bronze.ddsp_incidents,2\n");
@@ -740,7 +740,7 @@ fn sql_queries_every_layer_with_time_travel() {
             "sql",
             "--format",
             "csv",
-            "SELECT count(*) AS n FROM catalog.lineage WHERE output_table = 'bronze.ddsp_incidents' AND input LIKE '%incidents_2026-11-22.csv'",
+            "SELECT count(*) AS n FROM catalog.lineage WHERE target = 'bronze.ddsp_incidents' AND input LIKE '%incidents_2026-11-22.csv'",
         ],
     );
     assert_eq!(files, "n\n1\n");
@@ -754,8 +754,28 @@ fn sql_queries_every_layer_with_time_travel() {
         ],
     );
     assert_eq!(masked, "input_column,kind,masked\nlat,transformation,true\nlon,transformation,true\n");
-    let runs = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) > 20 AS many FROM catalog.runs"]);
+    let runs = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) > 20 AS many FROM catalog.attempts"]);
     assert_eq!(runs, "many\ntrue\n");
+    let sql = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT rendered_sql LIKE '%geo_cell(lat, lon, 1000)%' AS kept FROM catalog.runs WHERE target = 'silver.ddsp_incidents' AND output_version = 2",
+        ],
+    );
+    assert_eq!(sql, "kept\ntrue\n");
+    let cols = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT privacy_class FROM catalog.columns WHERE table_name = 'bronze.ddsp_incidents' AND name = 'lat'",
+        ],
+    );
+    assert_eq!(cols, "privacy_class\nquasi\n");
     let out = p.run(&["sql", "SELECT * FROM bronze.ddsp_incidents__quarantine"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));

@@ -294,3 +294,27 @@ pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize) 
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn rebuild(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (lh, plan) = match open(dir).await? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    match audit::sync_catalog(&lh, &plan).await {
+        Ok(s) => {
+            println!(
+                "catalog rebuilt from the lake: {} tables, {} runs, {} lineage edges, {} column lineage edges ({})",
+                s.tables.len(),
+                s.runs.len(),
+                s.lineage.len(),
+                s.column_lineage.len(),
+                audit::catalog_url(&lh).split('@').next_back().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(if user_error(&e) { USER_ERROR } else { 2 }))
+        }
+    }
+}

@@ -14,6 +14,9 @@ pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let (reports, worst) = ingest_all(&lh, &selected).await;
+    if let Some(plan) = super::quiet_plan(&lh).await {
+        lakehouse::audit::sync_catalog_quietly(&lh, &plan).await;
+    }
     print_reports(&reports);
     println!("tables: {}bronze/", lh.warehouse.root());
     Ok(ExitCode::from(worst))

@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit::lineage(&cli.project, &target, version, format, downstream).await
         }
         Command::Tables => audit::tables(&cli.project).await,
+        Command::Catalog { command: crate::cli::CatalogCommand::Rebuild } => audit::rebuild(&cli.project).await,
         Command::Retention { sources, dry_run, as_of } => {
             retention::run(&cli.project, &sources, dry_run, as_of.as_deref()).await
         }
@@ -105,6 +106,14 @@ pub async fn load_with_plan(
             Ok(Err(ExitCode::from(USER_ERROR)))
         }
     }
+}
+
+/// The plan of an already validated project (for commands that did not need it), to update the catalog.
+pub async fn quiet_plan(lh: &Lakehouse) -> Option<Plan> {
+    let mut diags = Diagnostics::default();
+    let mut plan = Plan::build(&lh.project, &BTreeMap::new(), &mut diags);
+    plan.check_sql(&lh.project, &mut diags).await;
+    diags.is_empty().then_some(plan)
 }
 
 /// Loads the project, printing every problem on failure.

@@ -59,5 +59,8 @@ pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str
         println!("(dry run: nothing deleted)");
     }
     lakehouse::runlog::record(&lh.warehouse, &records).await;
+    if !dry_run && let Some(plan) = super::quiet_plan(&lh).await {
+        lakehouse::audit::sync_catalog_quietly(&lh, &plan).await;
+    }
     Ok(ExitCode::from(worst))
 }

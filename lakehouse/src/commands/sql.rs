@@ -89,26 +89,18 @@ pub async fn run(
             ctx.register_table(target.as_str(), table.table_provider().await?)?;
         }
     }
-    // The catalog views, derived from the lake: runs (system.runs), table lineage (commit metadata), column
-    // lineage (the models' logical plans).
+    // The catalog's tables: `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`.
     if let Some(catalog) = ctx.catalog("datafusion") {
         let _ =
             catalog.register_schema("catalog", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
     }
-    let mut lake_tables = Vec::new();
-    for layer in ["bronze", "silver", "gold"] {
-        for name in tables(&lh, layer).await? {
-            if !name.contains("__") {
-                lake_tables.push(format!("{layer}.{name}"));
-            }
-        }
+    // The catalog database (filled from the lake when it is still empty).
+    let db = catalog::Catalog::open(&lakehouse::audit::catalog_url(&lh)).await?;
+    let mut snapshot = db.dump().await?;
+    if snapshot.tables.is_empty() {
+        snapshot = lakehouse::audit::sync_catalog(&lh, &plan).await?;
     }
-    let runs = lakehouse::runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
-    let views = [
-        ("catalog.runs", lakehouse::runlog::batch(&runs)?),
-        ("catalog.lineage", lakehouse::audit::views::lineage(&lh, &lake_tables).await?),
-        ("catalog.column_lineage", lakehouse::audit::views::column_lineage(&plan)?),
-    ];
+    let views = lakehouse::audit::catalog_batches(&snapshot)?;
     for (name, batch) in views {
         let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         ctx.register_table(name, std::sync::Arc::new(mem))?;

@@ -118,6 +118,7 @@ async fn run_and_record(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &
         at += chrono::Duration::from_std(r.elapsed).unwrap_or_default();
     }
     lakehouse::runlog::record(&lh.warehouse, &records).await;
+    lakehouse::audit::sync_catalog_quietly(lh, plan).await;
     reports
 }
 

@@ -317,6 +317,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         inputs: report.files.clone(),
         read: Vec::new(),
         sql_hash: None,
+        sql: None,
         mode: None,
     };
     let props = || {

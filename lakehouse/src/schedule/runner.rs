@@ -120,6 +120,7 @@ impl Runner for LakehouseRunner {
                     out.push((r.target.clone(), outcome));
                 }
             }
+            crate::audit::sync_catalog_quietly(&lh, &plan).await;
             out
         })
     }

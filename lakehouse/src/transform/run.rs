@@ -523,6 +523,7 @@ async fn run_model(
         inputs: Vec::new(),
         read,
         sql_hash: Some(sql_hash),
+        sql: Some(rendered.sql.clone()),
         mode: Some(mode.as_str().to_string()),
     };
     // The run number as a Delta application transaction: two runs of the model racing from the same previous

@@ -1,0 +1,73 @@
+//! The catalog database on both backends (SQLite file, PostgreSQL server): filled by the commands, and rebuilt
+//! from the lake alone to the same content.
+
+use lakehouse_tests::*;
+
+/// The PostgreSQL server of the tests (`ci/test.sh` starts one when none runs).
+fn pg_base() -> String {
+    std::env::var("LAKEHOUSE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([pg_base().as_str(), "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql (PostgreSQL client) must be installed: ci/test.sh installs it");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn recorded_then_rebuilt(p: &TestProject, url: &str, forget: impl Fn()) {
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write(
+        "lakehouse.yaml",
+        yaml.replace("catalog: sqlite://./.lakehouse/catalog.db", &format!("catalog: \"{url}\"")),
+    );
+    let out = p.run(&["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = catalog::Catalog::open(url).await.unwrap().dump().await.unwrap();
+    assert_eq!(recorded.tables.len(), 15, "{:?}", recorded.tables);
+    assert_eq!(recorded.runs.len(), 15, "one run per table");
+    // Table lineage pinned to versions: gold reads silver at the version it was built from.
+    assert!(recorded.lineage.iter().any(|l| l.target == "gold.fire_response_times"
+        && l.input == "silver.bmpm_interventions"
+        && l.input_version == Some(1)));
+    assert!(
+        recorded
+            .lineage
+            .iter()
+            .any(|l| l.target == "bronze.ddsp_incidents" && l.input.ends_with("incidents_2026-11-01.csv"))
+    );
+    // Column lineage with masking.
+    assert!(recorded.column_lineage.iter().any(|c| c.output_table == "silver.ddsp_incidents"
+        && c.output_column.as_deref() == Some("cell_1km")
+        && c.input_column == "lat"
+        && c.masked));
+    forget();
+    let out = p.run(&["catalog", "rebuild"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("catalog rebuilt from the lake: 15 tables, 15 runs"), "{}", stdout(&out));
+    let rebuilt = catalog::Catalog::open(url).await.unwrap().dump().await.unwrap();
+    assert_eq!(rebuilt, recorded);
+}
+
+#[tokio::test]
+async fn sqlite_catalog_is_rebuilt_from_the_lake() {
+    let p = TestProject::example(None);
+    let file = p.path().join(".lakehouse/catalog.db");
+    let url = format!("sqlite://{}", file.display());
+    recorded_then_rebuilt(&p, &url, || std::fs::remove_file(&file).unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_catalog_is_rebuilt_from_the_lake() {
+    let schema = format!(
+        "lakehouse_test_{}",
+        std::process::id() as u64 * 1000
+            + u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis())
+    );
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let url = format!("{}?options=-c%20search_path%3D{schema}", pg_base());
+    let p = TestProject::example(None);
+    recorded_then_rebuilt(&p, &url, || psql(&format!("DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}"))).await;
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
