@@ -250,6 +250,8 @@ impl RunRecord {
     pub fn transform(report: &crate::transform::TransformReport, trigger: &str, started_at: DateTime<Utc>) -> Self {
         use crate::transform::Outcome;
         let mut r = Self::new(report.target.clone(), "transform", trigger, started_at);
+        // The same id as the run in the commit metadata and in the OpenLineage events.
+        r.run_id = report.run_id.0.clone();
         r.ended_at = started_at + chrono::Duration::from_std(report.elapsed).unwrap_or_default();
         match &report.outcome {
             Outcome::Built { version, rows, .. } => {

@@ -42,6 +42,11 @@ async fn recorded_then_rebuilt(p: &TestProject, url: &str, forget: impl Fn()) {
         && c.output_column.as_deref() == Some("cell_1km")
         && c.input_column == "lat"
         && c.masked));
+    // An attempt and the commit it made share the run id.
+    let run = recorded.runs.iter().find(|r| r.target == "silver.ddsp_incidents").unwrap();
+    assert!(
+        recorded.attempts.iter().any(|a| a.run_id == run.run_id && a.status == "succeeded" && a.trigger == "manual")
+    );
     forget();
     let out = p.run(&["catalog", "rebuild"]);
     assert!(out.status.success(), "{}", stderr(&out));
