@@ -186,16 +186,48 @@ impl Catalog {
 
     /// Replaces the catalog's content with `snapshot`, in one transaction.
     pub async fn replace_all(&self, snapshot: &Snapshot) -> Result<(), CatalogError> {
+        self.write(snapshot, None).await
+    }
+
+    /// The Delta version each table was indexed at (empty for a new catalog).
+    pub async fn indexed_versions(&self) -> Result<std::collections::BTreeMap<String, i64>, CatalogError> {
+        let mut out = std::collections::BTreeMap::new();
+        for row in sqlx::query("SELECT name, version FROM catalog_tables").fetch_all(&self.pool).await? {
+            out.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        Ok(out)
+    }
+
+    /// Adds the runs and lineage of `snapshot` (the versions written since the last update) and replaces the
+    /// tables, columns, attempts and column lineage; the runs of the `rewritten` tables (recreated, so their
+    /// versions restarted) are replaced too. One transaction.
+    pub async fn update(&self, snapshot: &Snapshot, rewritten: &[String]) -> Result<(), CatalogError> {
+        self.write(snapshot, Some(rewritten)).await
+    }
+
+    /// `keep_runs`: `None` replaces everything; `Some(rewritten)` keeps the runs and lineage already indexed
+    /// except those of the rewritten tables.
+    async fn write(&self, snapshot: &Snapshot, keep_runs: Option<&[String]>) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        for t in [
-            "catalog_tables",
-            "catalog_columns",
-            "catalog_attempts",
-            "catalog_runs",
-            "catalog_lineage",
-            "catalog_column_lineage",
-        ] {
+        for t in ["catalog_tables", "catalog_columns", "catalog_attempts", "catalog_column_lineage"] {
             sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *tx).await?;
+        }
+        match keep_runs {
+            None => {
+                for t in ["catalog_runs", "catalog_lineage"] {
+                    sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *tx).await?;
+                }
+            }
+            Some(rewritten) => {
+                for target in rewritten {
+                    for t in ["catalog_runs", "catalog_lineage"] {
+                        sqlx::query(&format!("DELETE FROM {t} WHERE target = $1"))
+                            .bind(target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
         }
         for t in &snapshot.tables {
             sqlx::query(

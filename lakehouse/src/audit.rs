@@ -372,12 +372,12 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
     })
 }
 
-/// Every run recorded in the commit metadata of a table, version by version: (version, run).
-pub async fn runs_of_table(lh: &Lakehouse, table: &str) -> Result<Vec<(u64, RunCommit)>, AuditError> {
+/// Every run recorded in the commit metadata of a table from version `from` on: (version, run).
+pub async fn runs_of_table(lh: &Lakehouse, table: &str, from: u64) -> Result<Vec<(u64, RunCommit)>, AuditError> {
     let t = open_at(lh, table, None).await?;
     let latest = t.version().unwrap_or(0);
     let mut out = Vec::new();
-    for v in 0..=latest {
+    for v in from..=latest {
         let Ok(Some(bytes)) = t.log_store().read_commit_entry(v).await else { continue };
         for line in bytes.split(|b| *b == b'\n') {
             let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
@@ -391,10 +391,16 @@ pub async fn runs_of_table(lh: &Lakehouse, table: &str) -> Result<Vec<(u64, RunC
     Ok(out)
 }
 
-/// The catalog's content, built from the lake: tables, every run recorded in their commits, the inputs of each
-/// run, and the models' column lineage.
-pub async fn snapshot(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+/// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions in
+/// `indexed`, all when it is empty), the inputs of each run, and the models' column lineage. Also returns the
+/// tables whose versions went back (recreated), whose runs must be indexed again from the start.
+pub async fn snapshot(
+    lh: &Lakehouse,
+    plan: &Plan,
+    indexed: &BTreeMap<String, i64>,
+) -> Result<(catalog::Snapshot, Vec<String>), AuditError> {
     let mut s = catalog::Snapshot::default();
+    let mut rewritten = Vec::new();
     let mut names: Vec<(String, Option<String>, Option<String>)> = lh
         .project
         .sources
@@ -440,7 +446,16 @@ pub async fn snapshot(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, 
             description,
             version: table.version().unwrap_or(0) as i64,
         });
-        for (version, run) in runs_of_table(lh, &name).await? {
+        let latest = table.version().unwrap_or(0) as i64;
+        let from = match indexed.get(&name) {
+            Some(v) if *v > latest => {
+                rewritten.push(name.clone());
+                0
+            }
+            Some(v) => (*v + 1) as u64,
+            None => 0,
+        };
+        for (version, run) in runs_of_table(lh, &name, from).await? {
             let v = version as i64;
             s.runs.push(catalog::RunRow {
                 target: name.clone(),
@@ -521,7 +536,7 @@ pub async fn snapshot(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, 
         }
     }
     s.sort();
-    Ok(s)
+    Ok((s, rewritten))
 }
 
 /// The project's catalog URL with a relative SQLite path made absolute (against the project directory).
@@ -535,12 +550,26 @@ pub fn catalog_url(lh: &Lakehouse) -> String {
     }
 }
 
-/// Rebuilds the catalog database from the lake.
-pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
-    let snapshot = snapshot(lh, plan).await?;
+/// Rebuilds the catalog database from the lake alone.
+pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new()).await?;
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
     catalog.replace_all(&snapshot).await.map_err(lake)?;
     Ok(snapshot)
+}
+
+/// Brings the catalog up to date: only the table versions written since its last update are read (a new
+/// catalog is built in full). Returns the catalog's content.
+pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+    let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
+    let indexed = catalog.indexed_versions().await.map_err(lake)?;
+    let (delta, rewritten) = snapshot(lh, plan, &indexed).await?;
+    if indexed.is_empty() {
+        catalog.replace_all(&delta).await.map_err(lake)?;
+    } else {
+        catalog.update(&delta, &rewritten).await.map_err(lake)?;
+    }
+    catalog.dump().await.map_err(lake)
 }
 
 /// Updates the catalog after a command; a failure is a warning (the lake stays the source of truth).

@@ -300,7 +300,7 @@ pub async fn rebuild(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
-    match audit::sync_catalog(&lh, &plan).await {
+    match audit::rebuild_catalog(&lh, &plan).await {
         Ok(s) => {
             println!(
                 "catalog rebuilt from the lake: {} tables, {} runs, {} lineage edges, {} column lineage edges ({})",
