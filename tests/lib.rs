@@ -149,23 +149,11 @@ pub async fn open_table(url: &str) -> DeltaTable {
 }
 
 /// Runs SQL over tables registered by name (`bronze.x`, `silver.y`, `gold.z`) with the project's functions.
-/// Tables are found by listing the layer directories on `file://`; on `s3://`, the tables named in the SQL.
 pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
     for layer in ["bronze", "silver", "gold", "system"] {
-        let base = lh.warehouse.table_url(layer, "x");
-        let dir = base.join("..").expect("layer url");
-        let names: Vec<String> = if dir.scheme() == "file" {
-            std::fs::read_dir(dir.to_file_path().expect("path"))
-                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
-                .unwrap_or_default()
-        } else {
-            sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-                .filter_map(|w| w.strip_prefix(&format!("{layer}.")))
-                .map(str::to_string)
-                .collect()
-        };
+        let names = lh.warehouse.list_tables(layer).await.expect("list tables");
         for name in names {
             let url = lh.warehouse.table_url(layer, &name);
             if let Ok(Some(t)) = lh.warehouse.open(&url).await {

@@ -55,9 +55,11 @@ pub struct Node {
 }
 
 async fn open_at(lh: &Lakehouse, table: &str, version: Option<u64>) -> Result<DeltaTable, AuditError> {
-    let (layer, name) = table.split_once('.').ok_or_else(|| AuditError::UnknownTable(table.to_string()))?;
-    let url = lh.warehouse.table_url(layer, name);
-    let mut t = lh.warehouse.open(&url).await.map_err(lake)?.ok_or_else(|| AuditError::UnknownTable(table.into()))?;
+    if !table.contains('.') {
+        return Err(AuditError::UnknownTable(table.to_string()));
+    }
+    let mut t =
+        lh.warehouse.open_table(table).await.map_err(lake)?.ok_or_else(|| AuditError::UnknownTable(table.into()))?;
     if let Some(v) = version {
         let latest = t.version().unwrap_or(0);
         if v > latest {

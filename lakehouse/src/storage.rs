@@ -134,6 +134,30 @@ impl Warehouse {
         Ok(table.version().is_some().then_some(table))
     }
 
+    /// Opens the table named `layer.name` (a bare name is a bronze table); `None` when it does not exist yet.
+    pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>, StorageError> {
+        let (layer, name) = table.split_once('.').unwrap_or(("bronze", table));
+        self.open(&self.table_url(layer, name)).await
+    }
+
+    /// The tables of a layer, sorted: the directories under `<warehouse>/<layer>/` (on disk or in the bucket).
+    pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>, StorageError> {
+        use object_store::ObjectStore;
+        let url = self.table_url(layer, "x").join("..").unwrap_or_else(|_| self.root.clone());
+        let invalid =
+            |e: &dyn std::fmt::Display| StorageError::InvalidUrl { url: url.to_string(), reason: e.to_string() };
+        let (store, base) = object_store::parse_url_opts(&url, self.options.clone()).map_err(|e| invalid(&e))?;
+        let listed = match store.list_with_delimiter(Some(&base)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(invalid(&e)),
+        };
+        let mut names: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Opens the table, creating it with `schema` when it does not exist. An existing table must have the same
     /// column names and types. `stats_columns` limits the columns Delta keeps file statistics for.
     pub async fn open_or_create(

@@ -134,8 +134,7 @@ async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table:
 }
 
 async fn version_text(lh: &Lakehouse, table: &str) -> String {
-    let Some((layer, name)) = table.split_once('.') else { return String::new() };
-    match lh.warehouse.open(&lh.warehouse.table_url(layer, name)).await {
+    match lh.warehouse.open_table(table).await {
         Ok(Some(t)) => format!(" @ v{}", t.version().unwrap_or(0)),
         _ => " (not built yet)".to_string(),
     }

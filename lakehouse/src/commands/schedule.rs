@@ -148,9 +148,7 @@ pub async fn status(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
                 Some(run) => {
                     let mut changed = Vec::new();
                     for input in &model.rendered.inputs {
-                        let (layer, name) = input.split_once('.').unwrap_or(("bronze", input));
-                        let current =
-                            lh.warehouse.open(&lh.warehouse.table_url(layer, name)).await?.and_then(|t| t.version());
+                        let current = lh.warehouse.open_table(input).await?.and_then(|t| t.version());
                         let read = run.read.iter().find(|r| &r.table == input).map(|r| r.version);
                         if current != read {
                             changed.push(input.clone());

@@ -4,25 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use lakehouse::Lakehouse;
-use object_store::ObjectStore;
 
 use super::USER_ERROR;
 use crate::cli::SqlFormat;
-
-/// The tables of a layer: the directories under `<warehouse>/<layer>/` that hold a Delta log.
-async fn tables(lh: &Lakehouse, layer: &str) -> anyhow::Result<Vec<String>> {
-    let url = lh.warehouse.root().join(&format!("{layer}/"))?;
-    let (store, base) = object_store::parse_url_opts(&url, lakehouse::storage::storage_options(&url))?;
-    let listed = match store.list_with_delimiter(Some(&base)).await {
-        Ok(l) => l,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names: Vec<String> =
-        listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
-    names.sort();
-    Ok(names)
-}
 
 pub async fn run(
     dir: &Path,
@@ -71,7 +55,7 @@ pub async fn run(
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
     for layer in ["bronze", "silver", "gold", "system"] {
-        for name in tables(&lh, layer).await? {
+        for name in lh.warehouse.list_tables(layer).await? {
             // Quarantined records are for the roles that repair ingestion: `lakehouse quarantine`.
             if name.ends_with("__quarantine") {
                 continue;

@@ -277,9 +277,7 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
 
 /// Opens `layer.name`.
 async fn open_input(lh: &Lakehouse, table: &str) -> Result<DeltaTable, TransformError> {
-    let (layer, name) = table.split_once('.').unwrap_or(("bronze", table));
-    let url = lh.warehouse.table_url(layer, name);
-    lh.warehouse.open(&url).await?.ok_or_else(|| TransformError::MissingInput { table: table.to_string() })
+    lh.warehouse.open_table(table).await?.ok_or_else(|| TransformError::MissingInput { table: table.to_string() })
 }
 
 /// The run metadata of the table's last commit, when it was made by a transform run.
