@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use catalog::{RUN_COMMIT_KEY, RunCommit};
+use catalog::RunCommit;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use serde::Serialize;
@@ -70,19 +70,6 @@ async fn open_at(lh: &Lakehouse, table: &str, version: Option<u64>) -> Result<De
     Ok(t)
 }
 
-/// The run metadata of the commit that made the table's loaded version, read from that commit's log entry.
-async fn run_of(table: &DeltaTable) -> Option<RunCommit> {
-    let version = table.version()?;
-    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
-    for line in bytes.split(|b| *b == b'\n') {
-        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-        if let Some(run) = action.get("commitInfo").and_then(|c| c.get(RUN_COMMIT_KEY)) {
-            return serde_json::from_value(run.clone()).ok();
-        }
-    }
-    None
-}
-
 /// Traces `table` at `version` (latest when `None`); with `columns`, also the column lineage of those columns.
 pub async fn trace(
     lh: &Lakehouse,
@@ -93,7 +80,7 @@ pub async fn trace(
 ) -> Result<Node, AuditError> {
     let t = open_at(lh, table, version).await?;
     let version = t.version().unwrap_or(0);
-    let run = run_of(&t).await;
+    let run = crate::storage::run_of(&t).await;
     let mut node = Node {
         table: table.to_string(),
         version,
@@ -338,7 +325,7 @@ impl Reproduction {
 pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -> Result<Reproduction, AuditError> {
     let model = plan.models.get(table).ok_or_else(|| AuditError::NotAModel(table.to_string()))?;
     let t = open_at(lh, table, Some(version)).await?;
-    let run = run_of(&t).await.ok_or(AuditError::NoRun { table: table.into(), version })?;
+    let run = crate::storage::run_of(&t).await.ok_or(AuditError::NoRun { table: table.into(), version })?;
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = crate::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
     for input in &run.read {
@@ -375,22 +362,14 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
 }
 
 /// Every run recorded in the commit metadata of a table from version `from` on: (version, run).
-pub async fn runs_of_table(lh: &Lakehouse, table: &str, from: u64) -> Result<Vec<(u64, RunCommit)>, AuditError> {
-    let t = open_at(lh, table, None).await?;
-    let latest = t.version().unwrap_or(0);
+pub async fn runs_of_table(table: &DeltaTable, from: u64) -> Vec<(u64, RunCommit)> {
     let mut out = Vec::new();
-    for v in from..=latest {
-        let Ok(Some(bytes)) = t.log_store().read_commit_entry(v).await else { continue };
-        for line in bytes.split(|b| *b == b'\n') {
-            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-            if let Some(run) = action.get("commitInfo").and_then(|c| c.get(RUN_COMMIT_KEY))
-                && let Ok(run) = serde_json::from_value::<RunCommit>(run.clone())
-            {
-                out.push((v, run));
-            }
+    for v in from..=table.version().unwrap_or(0) {
+        if let Some(run) = crate::storage::run_at(table, v).await {
+            out.push((v, run));
         }
     }
-    Ok(out)
+    out
 }
 
 /// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions in
@@ -457,7 +436,7 @@ pub async fn snapshot(
             Some(v) => (*v + 1) as u64,
             None => 0,
         };
-        for (version, run) in runs_of_table(lh, &name, from).await? {
+        for (version, run) in runs_of_table(&table, from).await {
             let v = version as i64;
             s.runs.push(catalog::RunRow {
                 target: name.clone(),

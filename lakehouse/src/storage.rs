@@ -292,6 +292,24 @@ pub async fn discard(table_url: &Url, adds: &[deltalake::kernel::Add]) {
     }
 }
 
+/// The run metadata ([`catalog::RunCommit`]) of the commit that wrote `version` of the table, read from that
+/// commit's log entry; `None` for commits not made by a run (the table's creation).
+pub async fn run_at(table: &DeltaTable, version: u64) -> Option<catalog::RunCommit> {
+    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if let Some(run) = action.get("commitInfo").and_then(|c| c.get(catalog::RUN_COMMIT_KEY)) {
+            return serde_json::from_value(run.clone()).ok();
+        }
+    }
+    None
+}
+
+/// The run of the commit that made the table's loaded version.
+pub async fn run_of(table: &DeltaTable) -> Option<catalog::RunCommit> {
+    run_at(table, table.version()?).await
+}
+
 /// Storage options for a URL: the `AWS_*` variables for `s3://`.
 pub fn storage_options(url: &Url) -> HashMap<String, String> {
     let mut options = HashMap::new();

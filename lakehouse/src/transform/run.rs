@@ -282,10 +282,7 @@ async fn open_input(lh: &Lakehouse, table: &str) -> Result<DeltaTable, Transform
 
 /// The run metadata of the table's last commit, when it was made by a transform run.
 pub async fn last_run(table: &DeltaTable) -> Option<RunCommit> {
-    let mut history = table.history(Some(1));
-    let info = history.next().await?.ok()?;
-    let value = info.info.get(RUN_COMMIT_KEY)?;
-    serde_json::from_value::<RunCommit>(value.clone()).ok().filter(|r| r.kind == RunKind::Transform)
+    crate::storage::run_of(table).await.filter(|r| r.kind == RunKind::Transform)
 }
 
 /// Paths of the data files of `table` at `version`.
