@@ -540,8 +540,8 @@ pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Sna
 }
 
 /// Brings the catalog up to date: only the table versions written since its last update are read (a new
-/// catalog is built in full). Returns the catalog's content.
-pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
+/// catalog is built in full).
+pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<(), AuditError> {
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
     let indexed = catalog.indexed_versions().await.map_err(lake)?;
     let (delta, rewritten) = snapshot(lh, plan, &indexed).await?;
@@ -550,7 +550,7 @@ pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapsh
     } else {
         catalog.update(&delta, &rewritten).await.map_err(lake)?;
     }
-    catalog.dump().await.map_err(lake)
+    Ok(())
 }
 
 /// Updates the catalog after a command; a failure is a warning (the lake stays the source of truth).

@@ -82,7 +82,8 @@ pub async fn run(
     let db = catalog::Catalog::open(&lakehouse::audit::catalog_url(&lh)).await?;
     let mut snapshot = db.dump().await?;
     if snapshot.tables.is_empty() {
-        snapshot = lakehouse::audit::sync_catalog(&lh, &plan).await?;
+        lakehouse::audit::sync_catalog(&lh, &plan).await?;
+        snapshot = db.dump().await?;
     }
     let views = lakehouse::audit::catalog_batches(&snapshot)?;
     for (name, batch) in views {

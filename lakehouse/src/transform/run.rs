@@ -407,10 +407,11 @@ async fn run_model(
     }
     let rendered =
         renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
-    let df = build_frame(lh, &ctx, model, &rendered.sql).await?;
+    let planned = ctx.sql(&rendered.sql).await.map_err(sql_err)?;
+    report.lineage = Some(super::lineage::lineage(planned.logical_plan()));
+    let df = publishable(lh, model, planned)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     report.schema = Some(schema.clone());
-    report.lineage = ctx.sql(&rendered.sql).await.ok().map(|d| super::lineage::lineage(d.logical_plan()));
 
     // 4. The target table: create it, or check its columns.
     let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
@@ -640,7 +641,11 @@ pub async fn build_frame(
     model: &Model,
     sql: &str,
 ) -> Result<DataFrame, TransformError> {
-    let mut df = ctx.sql(sql).await.map_err(sql_err)?;
+    publishable(lh, model, ctx.sql(sql).await.map_err(sql_err)?)
+}
+
+/// A planned model as published: small-cell suppression for gold, types Delta stores.
+fn publishable(lh: &Lakehouse, model: &Model, mut df: DataFrame) -> Result<DataFrame, TransformError> {
     if let Some(sc) = model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref())
         && let Some(count) = &sc.count
     {
