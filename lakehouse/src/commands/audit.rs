@@ -161,9 +161,10 @@ pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     rows.push(("system.runs".into(), "-".into(), "Run attempts of sources and models".into()));
     for (t, owner, d) in rows {
-        let v = version_text(&lh, &t).await;
-        let v = v.trim().trim_start_matches("@ v").to_string();
-        let v = if v.starts_with('(') { "-".to_string() } else { v };
+        let v = match lh.warehouse.open_table(&t).await {
+            Ok(Some(table)) => table.version().unwrap_or(0).to_string(),
+            _ => "-".to_string(),
+        };
         println!("{t:<42} {v:>7}  {owner:<8} {d}");
     }
     println!("location: {}<layer>/<name>/", lh.warehouse.root());
