@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: projects in temporary directories, test keys, reading Delta tables back,
 //! running the real `lakehouse` binary, and the S3 server started by `ci/start-s3.sh`.
 
+// The tests read tables back with DataFusion directly, independently of the engine's sandboxed sessions.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -82,7 +85,7 @@ impl TestProject {
 
     pub fn load(&self) -> lakehouse::Lakehouse {
         let project = lakehouse::manifest::Project::load(self.path()).unwrap_or_else(|e| panic!("{e}"));
-        lakehouse::Lakehouse::open(project).unwrap_or_else(|e| panic!("{e}"))
+        lakehouse::Lakehouse::open(project, lakehouse::KeyUse::Write).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs the `lakehouse` binary in this project.
@@ -151,7 +154,11 @@ pub async fn open_table(url: &str) -> DeltaTable {
 /// Runs SQL over tables registered by name (`bronze.x`, `silver.y`, `gold.z`) with the project's functions.
 pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    let ctx = lakehouse::session::new_session(
+        lakehouse::session::Functions::Keyed(lh.keys.clone()),
+        &domains,
+        lh.project.file.timezone.0,
+    );
     for layer in ["bronze", "silver", "gold", "system"] {
         let names = lh.warehouse.list_tables(layer).await.expect("list tables");
         for name in names {

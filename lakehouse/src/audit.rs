@@ -178,7 +178,7 @@ async fn ledger_files(lh: &Lakehouse, source: &str, batch: i64, replace: bool) -
         "SELECT CAST(location || path AS VARCHAR), batch, records_read, records_written, records_quarantined \
          FROM ledger WHERE {cond} ORDER BY batch, path"
     );
-    let batches = ctx.sql(&sql).await.map_err(lake)?.collect().await.map_err(lake)?;
+    let batches = crate::session::sql(&ctx, &sql).await.map_err(lake)?.collect().await.map_err(lake)?;
     let mut out = Vec::new();
     for b in &batches {
         use arrow::array::AsArray;
@@ -327,7 +327,11 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
     let t = open_at(lh, table, Some(version)).await?;
     let run = crate::storage::run_of(&t).await.ok_or(AuditError::NoRun { table: table.into(), version })?;
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = crate::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    let ctx = crate::session::new_session(
+        crate::session::Functions::Keyed(lh.keys.clone()),
+        &domains,
+        lh.project.file.timezone.0,
+    );
     for input in &run.read {
         let it = open_at(lh, &input.table, Some(input.version)).await?;
         it.update_datafusion_session(&ctx.state()).map_err(lake)?;

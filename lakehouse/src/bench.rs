@@ -148,7 +148,7 @@ fn setup(
     }
     let generate_secs = t0.elapsed().as_secs_f64();
     let project = Project::load(&project_dir)?;
-    Ok((Lakehouse::open(project)?, bytes, generate_secs, files))
+    Ok((Lakehouse::open(project, crate::KeyUse::Write)?, bytes, generate_secs, files))
 }
 
 /// Figures of one `bench transform` run.

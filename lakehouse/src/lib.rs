@@ -26,6 +26,7 @@
 //! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
 //! - [`retention`]: deletes bronze and quarantine rows past the manifest's retention, then vacuums.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
+//! - [`session`]: the one factory of DataFusion sessions, a read-only SQL sandbox.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
 pub mod audit;
@@ -39,6 +40,7 @@ pub mod privacy;
 pub mod retention;
 pub mod runlog;
 pub mod schedule;
+pub mod session;
 pub mod storage;
 pub mod transform;
 
@@ -47,6 +49,19 @@ use std::sync::Arc;
 use manifest::Project;
 use privacy::{KeyError, KeyRing, QUARANTINE_DOMAIN};
 use storage::{StorageError, Warehouse};
+
+/// Whether a command loads the privacy keys.
+///
+/// Only commands that write pseudonyms or decrypt quarantined records load them (ingest, transform, run,
+/// schedule, retention, reproduce, `quarantine --raw`); read-only commands (sql, lineage, tables, runs, status,
+/// describe) never read, and never create, a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Load the keys (and create the key file when the project says `create_if_missing`).
+    Write,
+    /// No keys: every keyed operation fails with a clear error.
+    ReadOnly,
+}
 
 /// A loaded project with its warehouse and keys: what every command runs against.
 #[derive(Debug, Clone)]
@@ -67,12 +82,15 @@ pub enum OpenError {
 }
 
 impl Lakehouse {
-    /// Opens the warehouse and loads the keys of a validated project.
-    pub fn open(project: Project) -> Result<Self, OpenError> {
+    /// Opens the warehouse of a validated project, and loads its keys when `keys` is [`KeyUse::Write`].
+    pub fn open(project: Project, keys: KeyUse) -> Result<Self, OpenError> {
         let warehouse = Warehouse::new(&project.dir, &project.file.warehouse)?;
         let mut domains: Vec<&str> = project.file.privacy.domains.iter().map(|d| d.as_str()).collect();
         domains.push(QUARANTINE_DOMAIN);
-        let keys = KeyRing::load(&project.file.privacy.keys, &domains)?;
+        let keys = match keys {
+            KeyUse::Write => KeyRing::load(&project.file.privacy.keys, &domains)?,
+            KeyUse::ReadOnly => KeyRing::not_loaded(),
+        };
         let ol = project.file.openlineage.as_ref();
         let endpoint = ol.and_then(|o| {
             let url = url::Url::parse(o.url.as_deref()?).ok()?;

@@ -20,11 +20,21 @@ use crate::transform::lineage::{EdgeKind, IndirectKind, Lineage};
 pub const PRODUCER: &str = concat!("https://github.com/lakehouse-rs/lakehouse/tree/v", env!("CARGO_PKG_VERSION"));
 const RUN_EVENT: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 
+/// A secret (the endpoint's API key): its `Debug` shows that it is set, never what it is.
+#[derive(Clone, Default)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Where events go.
 #[derive(Debug, Clone, Default)]
 pub struct Emitter {
     directory: Option<PathBuf>,
-    endpoint: Option<(url::Url, Option<String>)>,
+    endpoint: Option<(url::Url, Option<Secret>)>,
     client: Option<reqwest::Client>,
     /// Namespace of jobs (the deployment's name).
     pub namespace: String,
@@ -36,6 +46,7 @@ impl Emitter {
         let client = endpoint
             .as_ref()
             .and_then(|_| reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().ok());
+        let endpoint = endpoint.map(|(url, key)| (url, key.map(Secret)));
         Self { directory, endpoint, client, namespace: namespace.to_string() }
     }
 
@@ -54,7 +65,7 @@ impl Emitter {
         if let (Some((url, key)), Some(client)) = (&self.endpoint, &self.client) {
             let mut request = client.post(url.clone()).header("Content-Type", "application/json").body(body);
             if let Some(key) = key {
-                request = request.bearer_auth(key);
+                request = request.bearer_auth(&key.0);
             }
             match request.send().await {
                 Ok(r) if r.status().is_success() => {}
@@ -190,4 +201,17 @@ fn column_lineage(namespace: &str, lineage: &Lineage) -> Value {
         "https://openlineage.io/spec/facets/1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet",
         json!({ "fields": fields, "dataset": dataset }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_api_key() {
+        let url = url::Url::parse("http://127.0.0.1:5000/api/v1/lineage").unwrap();
+        let e = Emitter::new(None, Some((url, Some("canary-bearer-4f1c".into()))), "ns");
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("canary-bearer-4f1c") && shown.contains("<redacted>"), "{shown}");
+    }
 }

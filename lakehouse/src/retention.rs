@@ -128,7 +128,8 @@ async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {
         "SELECT count(*) FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
         cut.format("%Y-%m-%dT%H:%M:%S%.6fZ")
     );
-    let batches = ctx.sql(&sql).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
+    let batches =
+        crate::session::sql(&ctx, &sql).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
     let v = batches
         .first()
         .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))

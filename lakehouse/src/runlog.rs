@@ -162,7 +162,7 @@ pub async fn record(warehouse: &Warehouse, records: &[RunRecord]) {
 
 async fn try_record(warehouse: &Warehouse, records: &[RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
     let url = warehouse.table_url("system", "runs");
-    let table = warehouse.open_or_create(&url, &schema(), "Run attempts of sources and models", None).await?;
+    let table = warehouse.open_or_create(&url, &schema(), "Run attempts of sources and models", &[]).await?;
     let mut writer = RecordBatchWriter::for_table(&table)?;
     writer.write(batch(records)?).await?;
     let adds = writer.flush().await?;
@@ -183,7 +183,7 @@ pub async fn read(warehouse: &Warehouse) -> Result<Vec<RunRecord>, Box<dyn std::
     ctx.register_table("runs", table.table_provider().await?)?;
     let sql = "SELECT run_id, target, kind, trigger, attempt, started_at, ended_at, status, error, rows, version, process \
                FROM runs ORDER BY started_at, ended_at";
-    let batches: Vec<RecordBatch> = ctx.sql(sql).await?.execute_stream().await?.try_collect().await?;
+    let batches: Vec<RecordBatch> = crate::session::sql(&ctx, sql).await?.execute_stream().await?.try_collect().await?;
     let mut out = Vec::new();
     for b in &batches {
         let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);

@@ -12,7 +12,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
 /// Data files are cut at about this size.
@@ -60,6 +60,67 @@ pub enum StorageError {
     },
     #[error("table {table} has columns {found} but the manifest declares {declared}")]
     SchemaMismatch { table: String, found: String, declared: String },
+    #[error(
+        "table {table} holds pseudonyms made with the `{domain}` key {recorded}, but the key loaded now is \
+         {loaded}: another key under the same id (another key file, or one created by `create_if_missing`). \
+         Pseudonyms of two keys cannot be linked, so nothing was written: use the key file this table was written \
+         with, or give a new key a new id to rotate it"
+    )]
+    KeyMismatch { table: String, domain: String, recorded: String, loaded: String },
+}
+
+/// The id of the key file in a key id with fingerprint (`t1` of `t1:3fa2c1d09b7e`).
+fn key_name(id: &str) -> &str {
+    id.rsplit_once(':').map_or(id, |(name, _)| name)
+}
+
+/// The table property that records which key (id with fingerprint) a table's pseudonyms of `domain` are made
+/// with.
+pub fn key_property(domain: &str) -> String {
+    format!("lakehouse.key.{domain}")
+}
+
+/// Checks that the table records the same keys (`domain` → key id with fingerprint) as `keys`, and records the
+/// ones it does not hold yet (a new table or pseudonymized column) or that were rotated (a new key id). A
+/// different key under the same id is [`StorageError::KeyMismatch`]: nothing may be written with it.
+pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<DeltaTable, StorageError> {
+    let name = table.table_url().to_string();
+    let configuration = table
+        .snapshot()
+        .map(|s| s.metadata().configuration().clone())
+        .map_err(|source| StorageError::Delta { table: name.clone(), source: Box::new(source) })?;
+    let mut missing = HashMap::new();
+    for (domain, id) in keys {
+        let property = key_property(domain);
+        match configuration.get(&property) {
+            Some(recorded) if recorded == id => {}
+            Some(recorded) if key_name(recorded) == key_name(id) => {
+                return Err(StorageError::KeyMismatch {
+                    table: name,
+                    domain: domain.clone(),
+                    recorded: recorded.clone(),
+                    loaded: id.clone(),
+                });
+            }
+            Some(recorded) => {
+                tracing::info!(table = %name, domain = %domain, from = %recorded, to = %id, "key rotated: new pseudonyms use the new key id");
+                missing.insert(property, id.clone());
+            }
+            None => {
+                missing.insert(property, id.clone());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    tracing::info!(table = %name, "recording the key fingerprints in the table properties");
+    table
+        .set_tbl_properties()
+        .with_properties(missing)
+        .with_raise_if_not_exists(false)
+        .await
+        .map_err(|source| StorageError::Delta { table: name, source: Box::new(source) })
 }
 
 /// Where the tables of a deployment live.
@@ -165,7 +226,7 @@ impl Warehouse {
         url: &Url,
         schema: &SchemaRef,
         description: &str,
-        stats_columns: Option<&str>,
+        configuration: &[(&str, &str)],
     ) -> Result<DeltaTable, StorageError> {
         let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
         if let Some(table) = self.open(url).await? {
@@ -189,8 +250,11 @@ impl Warehouse {
             .with_columns(delta_schema.fields().cloned())
             .with_comment(description)
             .with_commit_properties(CommitProperties::default().with_max_retries(0));
-        if let Some(cols) = stats_columns {
-            create = create.with_configuration_property(TableProperty::DataSkippingStatsColumns, Some(cols));
+        if !configuration.is_empty() {
+            // Our own properties (`lakehouse.*`) are not Delta's: do not refuse them.
+            create = create
+                .with_configuration(configuration.iter().map(|(k, v)| (*k, Some(*v))))
+                .with_raise_if_key_not_exists(false);
         }
         let error = match create.await {
             Ok(t) => return Ok(t),

@@ -179,16 +179,16 @@ async fn json_problems_are_quarantined_or_reported() {
     let manifest = |name: &str, format: &str| {
         format!(
             "version: 1\nname: {name}\ndescription: t\nowner: ddsp\nagreement: C\nschedule: \"0 * * * *\"\n\
-             connector: {{ kind: files, location: {name} }}\nformat: {format}\ncolumns:\n  id: {{ type: string, required: true }}\n  \
+             connector: {{ kind: files, location: drop/{name} }}\nformat: {format}\ncolumns:\n  id: {{ type: string, required: true }}\n  \
              n: {{ type: int, from: a.b }}\nretention: 1 year\n"
         )
     };
     p.write("sources/lines.yaml", manifest("lines", "{ kind: ndjson }"));
     p.write("sources/doc.yaml", manifest("doc", "{ kind: json, records: items }"));
-    p.write("lines/1.ndjson", "{\"id\": \"x\", \"a\": {\"b\": 3}}\n{\"id\": \"y\", \"a\": \n\n[1]\n{\"a\": {\"b\": \"4\"}}\n{\"id\": \"z\", \"a\": {\"b\": \"4\"}}\n");
-    p.write("doc/good.json", r#"{"items": [{"id": "a", "a": {"b": 1}}, 7, {"id": "b", "a": {"b": "x"}}]}"#);
-    p.write("doc/bad.json", r#"{"items": [{"id": "a""#);
-    p.write("doc/nopath.json", r#"{"records": []}"#);
+    p.write("drop/lines/1.ndjson", "{\"id\": \"x\", \"a\": {\"b\": 3}}\n{\"id\": \"y\", \"a\": \n\n[1]\n{\"a\": {\"b\": \"4\"}}\n{\"id\": \"z\", \"a\": {\"b\": \"4\"}}\n");
+    p.write("drop/doc/good.json", r#"{"items": [{"id": "a", "a": {"b": 1}}, 7, {"id": "b", "a": {"b": "x"}}]}"#);
+    p.write("drop/doc/bad.json", r#"{"items": [{"id": "a""#);
+    p.write("drop/doc/nopath.json", r#"{"records": []}"#);
     let reports = ingest_all(&p).await;
     let doc = reports.iter().find(|r| r.source == "doc").unwrap();
     let lines = reports.iter().find(|r| r.source == "lines").unwrap();

@@ -12,3 +12,4 @@ mod privacy;
 mod s3;
 mod schedule;
 mod transform;
+mod trust;

@@ -21,6 +21,11 @@ pub(crate) async fn example_on_s3() -> (TestProject, String) {
         .unwrap()
         .replace("location: sources/data/ddsp", &format!("location: \"{drops}\""));
     p.write("sources/ddsp_incidents.yaml", manifest);
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write(
+        "lakehouse.yaml",
+        yaml.replace("drop_zones: [sources/data]", &format!("drop_zones: [sources/data, \"{prefix}/drops/\"]")),
+    );
     (p, prefix)
 }
 

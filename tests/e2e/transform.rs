@@ -718,11 +718,9 @@ fn sql_queries_every_layer_with_time_travel() {
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(v.as_array().unwrap().iter().any(|r| r["status"] == "succeeded"), "{json}");
-    let table = run_ok(
-        &p,
-        &["sql", "SELECT pseudonymize('jean', 'police') = pseudonymize(' JEAN ', 'police', 'casefold') AS same"],
-    );
-    assert!(table.contains("| same |") && table.contains("| true |"), "{table}");
+    // Interactive SQL has no keyed functions (see trust::interactive_sql_cannot_compute_pseudonyms).
+    let out = p.run(&["sql", "SELECT pseudonymize('jean', 'police') AS t"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     // The catalog views: table lineage pinned to versions, column lineage with masking, runs.
     let lineage = run_ok(
         &p,

@@ -11,7 +11,7 @@ WITH incidents AS (
            round(avg(temperature_c), 1) AS avg_temperature_c,
            round(sum(precipitation_mm), 1) AS precipitation_mm,
            max(wind_kmh) AS max_wind_kmh
-    FROM {{ ref('silver.meteo_observations') }} WHERE station = '{{ var("weather_station", "13055001") }}' GROUP BY 1
+    FROM {{ ref('silver.meteo_observations') }} WHERE station = {{ var("weather_station", "13055001") }} GROUP BY 1
 )
 SELECT w.day, coalesce(i.incidents, 0) AS incidents, coalesce(f.interventions, 0) AS interventions,
        w.avg_temperature_c, w.precipitation_mm, w.max_wind_kmh,

@@ -10,12 +10,15 @@ use lakehouse::audit::{self, AuditError};
 use super::USER_ERROR;
 use crate::cli::LineageFormat;
 
-async fn open(dir: &Path) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan), ExitCode>> {
+async fn open(
+    dir: &Path,
+    keys: lakehouse::KeyUse,
+) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan), ExitCode>> {
     let (project, plan, _) = match super::load_with_plan(dir, &[]).await? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(Err(code)),
     };
-    match Lakehouse::open(project) {
+    match Lakehouse::open(project, keys) {
         Ok(lh) => Ok(Ok((lh, plan))),
         Err(e) => {
             eprintln!("error: {e}");
@@ -35,7 +38,7 @@ pub async fn lineage(
     format: LineageFormat,
     downstream: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir).await? {
+    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -71,7 +74,7 @@ pub async fn lineage(
 }
 
 pub async fn reproduce(dir: &Path, table: &str, version: u64) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir).await? {
+    let (lh, plan) = match open(dir, lakehouse::KeyUse::Write).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -141,7 +144,7 @@ async fn version_text(lh: &Lakehouse, table: &str) -> String {
 }
 
 pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir).await? {
+    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -172,7 +175,7 @@ pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir).await? {
+    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -259,7 +262,7 @@ pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize) -> anyhow::Result<ExitCode> {
-    let (lh, _) = match super::open(dir, &[])? {
+    let (lh, _) = match super::open(dir, &[], lakehouse::KeyUse::ReadOnly)? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -296,7 +299,7 @@ pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize) 
 }
 
 pub async fn rebuild(dir: &Path) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir).await? {
+    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };

@@ -9,7 +9,7 @@ use lakehouse::runlog::RunRecord;
 use super::USER_ERROR;
 
 pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
-    let (lh, selected) = match super::open(dir, names)? {
+    let (lh, selected) = match super::open(dir, names, lakehouse::KeyUse::Write)? {
         Ok(opened) => opened,
         Err(code) => return Ok(code),
     };

@@ -128,11 +128,13 @@ pub fn load_project(dir: &std::path::Path) -> anyhow::Result<Result<Project, Exi
     }
 }
 
-/// Loads the project, selects the named sources (all when none) and opens the warehouse and keys; on a user
+/// Loads the project, selects the named sources (all when none) and opens the warehouse (and the keys, for
+/// [`lakehouse::KeyUse::Write`]); on a user
 /// error prints it and returns the exit code.
 pub fn open(
     dir: &std::path::Path,
     names: &[String],
+    keys: lakehouse::KeyUse,
 ) -> anyhow::Result<Result<(Lakehouse, Vec<LoadedSource>), ExitCode>> {
     let project = match load_project(dir)? {
         Ok(p) => p,
@@ -145,7 +147,7 @@ pub fn open(
             return Ok(Err(ExitCode::from(USER_ERROR)));
         }
     };
-    match Lakehouse::open(project) {
+    match Lakehouse::open(project, keys) {
         Ok(lh) => Ok(Ok((lh, selected))),
         Err(e) => {
             eprintln!("error: {e}");

@@ -6,7 +6,11 @@ use lakehouse::ingest::read_quarantine;
 use super::USER_ERROR;
 
 pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode> {
-    let (lh, selected) = match super::open(dir, &[source.to_string()])? {
+    let (lh, selected) = match super::open(
+        dir,
+        &[source.to_string()],
+        if raw { lakehouse::KeyUse::Write } else { lakehouse::KeyUse::ReadOnly },
+    )? {
         Ok(opened) => opened,
         Err(code) => return Ok(code),
     };

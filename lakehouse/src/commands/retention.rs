@@ -16,7 +16,7 @@ pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str
             return Ok(ExitCode::from(USER_ERROR));
         }
     };
-    let (lh, selected) = match super::open(dir, names)? {
+    let (lh, selected) = match super::open(dir, names, lakehouse::KeyUse::Write)? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };

@@ -17,12 +17,13 @@ use super::USER_ERROR;
 async fn open(
     dir: &Path,
     vars: &[String],
+    keys: lakehouse::KeyUse,
 ) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan, RunOptions), ExitCode>> {
     let (project, plan, vars) = match super::load_with_plan(dir, vars).await? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(Err(code)),
     };
-    match Lakehouse::open(project) {
+    match Lakehouse::open(project, keys) {
         Ok(lh) => Ok(Ok((lh, plan, RunOptions { full_refresh: false, vars }))),
         Err(e) => {
             eprintln!("error: {e}");
@@ -44,7 +45,7 @@ fn last_success(records: &[RunRecord]) -> BTreeMap<String, DateTime<Utc>> {
 }
 
 pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) -> anyhow::Result<ExitCode> {
-    let (lh, plan, options) = match open(dir, vars).await? {
+    let (lh, plan, options) = match open(dir, vars, lakehouse::KeyUse::Write).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -97,7 +98,7 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
 }
 
 pub async fn status(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
-    let (lh, plan, _) = match open(dir, vars).await? {
+    let (lh, plan, _) = match open(dir, vars, lakehouse::KeyUse::ReadOnly).await? {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };

@@ -45,7 +45,7 @@ pub async fn run(
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let lh = match Lakehouse::open(project) {
+    let lh = match Lakehouse::open(project, lakehouse::KeyUse::ReadOnly) {
         Ok(lh) => lh,
         Err(e) => {
             eprintln!("error: {e}");
@@ -53,7 +53,11 @@ pub async fn run(
         }
     };
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = lakehouse::transform::new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    let ctx = lakehouse::session::new_session(
+        lakehouse::session::Functions::Interactive,
+        &domains,
+        lh.project.file.timezone.0,
+    );
     for layer in ["bronze", "silver", "gold", "system"] {
         for name in lh.warehouse.list_tables(layer).await? {
             // Quarantined records are for the roles that repair ingestion: `lakehouse quarantine`.
@@ -94,7 +98,7 @@ pub async fn run(
         eprintln!("error: --at names `{t}`, which is not a table of the warehouse");
         return Ok(ExitCode::from(USER_ERROR));
     }
-    let batches = match ctx.sql(&sql).await {
+    let batches = match lakehouse::session::sql(&ctx, &sql).await {
         Ok(df) => df.collect().await,
         Err(e) => Err(e),
     };

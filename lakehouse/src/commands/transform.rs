@@ -26,7 +26,7 @@ async fn prepare(
             return Ok(Err(ExitCode::from(USER_ERROR)));
         }
     };
-    match Lakehouse::open(project) {
+    match Lakehouse::open(project, lakehouse::KeyUse::Write) {
         Ok(lh) => Ok(Ok((lh, plan, targets, RunOptions { full_refresh: false, vars }))),
         Err(e) => {
             eprintln!("error: {e}");

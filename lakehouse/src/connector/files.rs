@@ -2,9 +2,13 @@
 //!
 //! A file is identified by its path relative to the location. A file already taken is never taken again, even
 //! if it changes afterwards (the run warns about it): to load corrected data, the partner drops a new file.
+//!
+//! A local drop zone takes regular files only. Listing does not follow symbolic links (a linked directory is
+//! not entered); a symbolic link, pipe or device whose name matches the pattern is listed, and opening it is
+//! refused with an error naming it, so the run reports it as not taken instead of reading what it points to.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -29,16 +33,24 @@ pub struct FileEntry {
 
 pub struct FilesConnector {
     url: Url,
-    store: Arc<dyn ObjectStore>,
-    prefix: StorePath,
+    zone: Zone,
     matcher: GlobMatcher,
+}
+
+enum Zone {
+    /// A local directory (its canonical path).
+    Local(PathBuf),
+    Store {
+        store: Arc<dyn ObjectStore>,
+        prefix: StorePath,
+    },
 }
 
 impl FilesConnector {
     pub fn new(project_dir: &Path, location: &str, pattern: &str) -> Result<Self, ConnectorError> {
         let url = resolve_url(project_dir, location)?;
         let store_err = |source| ConnectorError::Store { location: url.to_string(), source };
-        let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = if url.scheme() == "file" {
+        let zone = if url.scheme() == "file" {
             let dir = url.to_file_path().map_err(|()| ConnectorError::Io {
                 location: url.to_string(),
                 source: std::io::Error::other("not a local path"),
@@ -49,49 +61,59 @@ impl FilesConnector {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "the drop zone directory does not exist"),
                 });
             }
-            (
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(store_err)?),
-                StorePath::default(),
-            )
+            let dir = std::fs::canonicalize(&dir)
+                .map_err(|source| ConnectorError::Io { location: dir.display().to_string(), source })?;
+            Zone::Local(dir)
         } else {
             let (store, prefix) = object_store::parse_url_opts(&url, storage_options(&url)).map_err(store_err)?;
-            (Arc::from(store), prefix)
+            Zone::Store { store: Arc::from(store), prefix }
         };
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
             .map_err(|e| ConnectorError::Pattern { pattern: pattern.to_string(), reason: e.kind().to_string() })?
             .compile_matcher();
-        Ok(Self { url, store, prefix, matcher })
+        Ok(Self { url, zone, matcher })
     }
 
     pub fn location(&self) -> &Url {
         &self.url
     }
 
-    /// The files matching the pattern, sorted by path.
+    /// The files matching the pattern, sorted by path. Names starting with `.` are skipped.
     pub async fn list(&self) -> Result<Vec<FileEntry>, ConnectorError> {
-        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let metas: Vec<_> = self
-            .store
-            .list(prefix)
-            .try_collect()
-            .await
-            .map_err(|source| ConnectorError::Store { location: self.url.to_string(), source })?;
-        let mut files: Vec<FileEntry> = metas
-            .into_iter()
-            .filter_map(|m| {
-                let full = m.location.as_ref();
-                let rel = full.strip_prefix(self.prefix.as_ref()).unwrap_or(full).trim_start_matches('/');
-                let name = rel.rsplit('/').next().unwrap_or(rel);
-                (!name.starts_with('.') && self.matcher.is_match(rel)).then(|| FileEntry {
-                    path: rel.to_string(),
-                    size: m.size,
-                    last_modified: m.last_modified,
-                    etag: m.e_tag,
-                })
-            })
-            .collect();
+        let mut files = match &self.zone {
+            Zone::Local(dir) => {
+                let (dir, matcher) = (dir.clone(), self.matcher.clone());
+                let location = self.url.to_string();
+                tokio::task::spawn_blocking(move || list_local(&dir, &matcher))
+                    .await
+                    .map_err(|e| ConnectorError::Io { location: location.clone(), source: std::io::Error::other(e) })?
+                    .map_err(|source| ConnectorError::Io { location, source })?
+            }
+            Zone::Store { store, prefix } => {
+                let listed = (!prefix.as_ref().is_empty()).then_some(prefix);
+                let metas: Vec<_> = store
+                    .list(listed)
+                    .try_collect()
+                    .await
+                    .map_err(|source| ConnectorError::Store { location: self.url.to_string(), source })?;
+                metas
+                    .into_iter()
+                    .filter_map(|m| {
+                        let full = m.location.as_ref();
+                        let rel = full.strip_prefix(prefix.as_ref()).unwrap_or(full).trim_start_matches('/');
+                        let name = rel.rsplit('/').next().unwrap_or(rel);
+                        (!name.starts_with('.') && self.matcher.is_match(rel)).then(|| FileEntry {
+                            path: rel.to_string(),
+                            size: m.size,
+                            last_modified: m.last_modified,
+                            etag: m.e_tag,
+                        })
+                    })
+                    .collect()
+            }
+        };
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
     }
@@ -99,16 +121,18 @@ impl FilesConnector {
     /// Opens a file for streaming reads. Local files are read in place; remote objects are downloaded to a
     /// temporary file first (streamed, so memory stays bounded), which is removed when the reader is dropped.
     pub async fn open(&self, entry: &FileEntry) -> Result<Box<dyn Read + Send>, ConnectorError> {
-        let location = self.store_path(entry);
         let io_err = |source| ConnectorError::Io { location: format!("{}{}", self.url, entry.path), source };
-        if self.url.scheme() == "file" {
-            let path = self.url.to_file_path().map_err(|()| io_err(std::io::Error::other("not a local path")))?;
-            let file = std::fs::File::open(path.join(&entry.path)).map_err(io_err)?;
-            return Ok(Box::new(file));
-        }
+        let (store, prefix) = match &self.zone {
+            Zone::Local(dir) => return Ok(Box::new(open_regular(dir, &entry.path, &self.url)?)),
+            Zone::Store { store, prefix } => (store, prefix),
+        };
+        let location = if prefix.as_ref().is_empty() {
+            StorePath::from(entry.path.as_str())
+        } else {
+            StorePath::from(format!("{}/{}", prefix.as_ref(), entry.path))
+        };
         let mut tmp = tempfile::tempfile().map_err(io_err)?;
-        let mut stream = self
-            .store
+        let mut stream = store
             .get(&location)
             .await
             .map_err(|source| ConnectorError::Store { location: format!("{}{}", self.url, entry.path), source })?
@@ -124,12 +148,67 @@ impl FilesConnector {
         tmp.seek(std::io::SeekFrom::Start(0)).map_err(io_err)?;
         Ok(Box::new(tmp))
     }
+}
 
-    fn store_path(&self, entry: &FileEntry) -> StorePath {
-        if self.prefix.as_ref().is_empty() {
-            StorePath::from(entry.path.as_str())
-        } else {
-            StorePath::from(format!("{}/{}", self.prefix.as_ref(), entry.path))
+/// Walks a local drop zone without following symbolic links. Entries that are not directories are listed when
+/// their relative path matches, whatever their type: [`open_regular`] refuses the ones that are not regular
+/// files, so they are reported rather than silently skipped.
+fn list_local(root: &Path, matcher: &GlobMatcher) -> std::io::Result<Vec<FileEntry>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            // `file_type` and `symlink_metadata` do not follow links.
+            let meta = std::fs::symlink_metadata(entry.path())?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let rel = entry.path().strip_prefix(root).unwrap_or(&entry.path()).to_string_lossy().replace('\\', "/");
+            if matcher.is_match(&rel) {
+                out.push(FileEntry {
+                    path: rel,
+                    size: meta.len(),
+                    last_modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
+                    etag: None,
+                });
+            }
         }
     }
+    Ok(out)
+}
+
+/// Opens `rel` under `root` only if it is a regular file reached without any symbolic link.
+fn open_regular(root: &Path, rel: &str, url: &Url) -> Result<std::fs::File, ConnectorError> {
+    let full = root.join(rel);
+    let location = format!("{url}{rel}");
+    let refused = |reason: &'static str| ConnectorError::Refused { location: location.clone(), reason };
+    let io_err = |source| ConnectorError::Io { location: location.clone(), source };
+    let before = std::fs::symlink_metadata(&full).map_err(io_err)?;
+    if before.file_type().is_symlink() {
+        return Err(refused("it is a symbolic link"));
+    }
+    if !before.is_file() {
+        return Err(refused("it is not a regular file"));
+    }
+    // A directory on the way replaced by a link since the listing leaves the drop zone.
+    if !std::fs::canonicalize(&full).map_err(io_err)?.starts_with(root) {
+        return Err(refused("its path goes through a symbolic link"));
+    }
+    let file = std::fs::File::open(&full).map_err(io_err)?;
+    // The file opened is the one checked (not swapped for a link in between).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let opened = file.metadata().map_err(io_err)?;
+        if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) || !opened.is_file() {
+            return Err(refused("it changed while it was being opened"));
+        }
+    }
+    Ok(file)
 }

@@ -26,6 +26,10 @@ pub enum ConnectorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{location}: refused: {reason}; a drop zone takes regular files only (no symbolic links, pipes or devices)"
+    )]
+    Refused { location: String, reason: &'static str },
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("invalid pattern `{pattern}`: {reason}")]

@@ -52,10 +52,20 @@ pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, 
             }
         }
         if !missing.is_empty() {
+            // The first line is not echoed: in a file without a header it is a record (names, phone numbers).
+            let found: Vec<String> =
+                rows.plan().inputs.iter().filter(|i| names.iter().any(|n| n == *i)).map(|i| format!("`{i}`")).collect();
             return Err(ReadError::Malformed(format!(
-                "the header lacks the declared column(s) {}; it has {}",
+                "line 1: the header lacks the declared column(s) {}; of its {} field(s), {} match declared columns{}{}",
                 missing.join(", "),
-                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                names.len(),
+                found.len(),
+                if found.is_empty() { String::new() } else { format!(" ({})", found.join(", ")) },
+                if found.is_empty() {
+                    " (if the file has no header line, set `header: false` in the manifest's format)"
+                } else {
+                    " (the other fields are not shown: they may be data)"
+                }
             )));
         }
         (positions, names.len())

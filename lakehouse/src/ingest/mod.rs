@@ -89,7 +89,12 @@ impl IngestError {
             | Self::BadRecord(_)
             | Self::Concurrent { .. }
             | Self::PendingBatch { .. } => true,
-            Self::Storage(e) => matches!(e, StorageError::SchemaMismatch { .. } | StorageError::InvalidUrl { .. }),
+            Self::Storage(e) => matches!(
+                e,
+                StorageError::SchemaMismatch { .. }
+                    | StorageError::InvalidUrl { .. }
+                    | StorageError::KeyMismatch { .. }
+            ),
             Self::Delta { .. } | Self::Internal(_) => false,
         }
     }
@@ -169,20 +174,33 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let name = m.name.as_str();
 
     let plan = Arc::new(TablePlan::new(m, lh.project.file.timezone.0));
+    // The keys (ids with fingerprints) the tables record: pseudonyms are never written with another key.
+    let mut bronze_keys = Vec::new();
     for domain in plan.domains() {
-        lh.keys.get(domain)?;
+        bronze_keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
     }
-    let encryptor = Encryptor::new(lh.keys.get(QUARANTINE_DOMAIN)?);
+    bronze_keys.sort();
+    bronze_keys.dedup();
+    let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?;
+    let quarantine_keys = [(QUARANTINE_DOMAIN.to_string(), quarantine_key.id.clone())];
+    let encryptor = Encryptor::new(quarantine_key);
     let conn = connector::open(&m.connector, &lh.project.dir)?;
 
     let wh = &lh.warehouse;
     let bronze_url = wh.table_url("bronze", name);
     let ledger_url = wh.table_url("bronze", &format!("{name}__files"));
     let quarantine_url = wh.table_url("bronze", &format!("{name}__quarantine"));
-    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, None).await?;
+    let properties: Vec<(String, String)> =
+        bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
+    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, &properties).await?;
+    let bronze = crate::storage::check_keys(bronze, &bronze_keys).await?;
     let ledger =
-        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), None).await?;
-    let existing_quarantine = wh.open(&quarantine_url).await?;
+        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[]).await?;
+    let existing_quarantine = match wh.open(&quarantine_url).await? {
+        Some(q) => Some(crate::storage::check_keys(q, &quarantine_keys).await?),
+        None => None,
+    };
     let app = app_id(name);
     let b = txn_version(&bronze, &app).await?;
     let l = txn_version(&ledger, &app).await?;
@@ -236,7 +254,9 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         None => {
             let desc = "Records that could not be parsed or checked; raw text encrypted";
             let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
-            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, Some(stats)).await?
+            let key = crate::storage::key_property(QUARANTINE_DOMAIN);
+            let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), quarantine_keys[0].1.as_str())];
+            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, &properties).await?
         }
     };
     let job = FileJob {
@@ -619,7 +639,7 @@ async fn upsert(
         "SELECT * EXCLUDE (__ord, __rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY __ord DESC) AS __rn FROM incoming) WHERE __rn = 1",
         keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
     );
-    let source = ctx.sql(&sql).await.map_err(df_err)?;
+    let source = crate::session::sql(&ctx, &sql).await.map_err(df_err)?;
     crate::storage::merge_on_keys(table, source, &keys, props).await.map_err(|e| delta_err(table, e))
 }
 
@@ -634,13 +654,13 @@ async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, Taken>, Ing
     let ctx = SessionContext::new();
     let provider = ledger.table_provider().await.map_err(df_err)?;
     ctx.register_table("ledger", provider).map_err(df_err)?;
-    let batches = ctx
-        .sql("SELECT batch, path, size, CAST(last_modified AS BIGINT) AS lm, etag FROM ledger")
-        .await
-        .map_err(df_err)?
-        .collect()
-        .await
-        .map_err(df_err)?;
+    let batches =
+        crate::session::sql(&ctx, "SELECT batch, path, size, CAST(last_modified AS BIGINT) AS lm, etag FROM ledger")
+            .await
+            .map_err(df_err)?
+            .collect()
+            .await
+            .map_err(df_err)?;
     let mut out = BTreeMap::new();
     for b in batches {
         let col = |i: usize| b.column(i).clone();
@@ -705,7 +725,7 @@ pub async fn read_quarantine(
     ctx.register_table("q", table.table_provider().await.map_err(df_err)?).map_err(df_err)?;
     let sql = "SELECT _run_id, source_file, line, record, \"column\", reason, raw, raw_key_id FROM q \
                ORDER BY _ingested_at, source_file, record";
-    let batches = ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
+    let batches = crate::session::sql(&ctx, sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
     let mut out = Vec::new();
     for b in batches {
         let strings = |i: usize| -> Result<StringArray, IngestError> {

@@ -6,6 +6,7 @@
 //! a key domain, duplicate names, …) then run on everything that parsed, and every problem is reported at once.
 
 pub mod diag;
+pub mod dropzone;
 pub mod model;
 pub mod names;
 pub mod project;
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use diag::{Diagnostic, Diagnostics};
 pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
 pub use names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
-pub use project::{KeySource, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
+pub use project::{Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
 pub use source::{
     Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii, Retry,
     SourceManifest,
@@ -115,7 +116,7 @@ impl Project {
             }
         }
         if let Some(file) = &file {
-            validate_sources(file, &sources, &texts, &mut diags);
+            validate_sources(&dir, file, &sources, &texts, &mut diags);
         }
         let transforms_dir = file.as_ref().map_or_else(|| PathBuf::from("transforms"), |f| f.transforms.clone());
         let models = load_models(&dir, &transforms_dir, &mut diags)?;
@@ -405,6 +406,7 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
             );
         }
     }
+    validate_drop_zones(dir, path, text, file, diags);
     if let KeySource::File { path: key_path, .. } = &file.privacy.keys {
         let resolved = crate::privacy::expand_home(key_path);
         if !resolved.is_absolute() {
@@ -423,7 +425,48 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
     }
 }
 
+/// Drop zones resolve, and none holds (or lies in) the warehouse, the project's state or the key file.
+fn validate_drop_zones(dir: &Path, path: &Path, text: &str, file: &ProjectFile, diags: &mut Diagnostics) {
+    let mut protected: Vec<(&str, dropzone::Zone)> = Vec::new();
+    if let Ok(w) = dropzone::Zone::resolve(dir, &file.warehouse) {
+        protected.push(("the warehouse", w));
+    }
+    if let Ok(state) = dropzone::Zone::resolve(dir, ".lakehouse") {
+        protected.push(("the project's state directory `.lakehouse`", state));
+    }
+    if let KeySource::File { path: key_path, .. } = &file.privacy.keys {
+        let key = crate::privacy::expand_home(key_path);
+        protected.push(("the key file", dropzone::Zone::Local(dropzone::resolve_local(&key))));
+    }
+    for (i, root) in file.drop_zones.iter().enumerate() {
+        let at = diag::locate(text, &["drop_zones", &i.to_string()]);
+        match dropzone::Zone::resolve(dir, root) {
+            Err(reason) => diags.push(
+                Diagnostic::new(path, format!("drop_zones.{i}"), format!("unsupported drop zone `{root}`: {reason}"))
+                    .at(at)
+                    .hint("use a directory (relative to the project), `file:///abs/dir` or `s3://bucket/prefix`"),
+            ),
+            Ok(zone) => {
+                for (what, p) in &protected {
+                    if p.is_within(&zone) || zone.is_within(p) {
+                        diags.push(
+                            Diagnostic::new(
+                                path,
+                                format!("drop_zones.{i}"),
+                                format!("drop zone `{root}` overlaps {what}"),
+                            )
+                            .at(at)
+                            .hint("a drop zone holds partner files only: give it a directory of its own"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn validate_sources(
+    dir: &Path,
     project: &ProjectFile,
     sources: &[LoadedSource],
     texts: &BTreeMap<PathBuf, String>,
@@ -494,7 +537,7 @@ fn validate_sources(
             }
             Some(_) => {}
         }
-        validate_connector(m, path, text, diags);
+        validate_connector(dir, project, m, path, text, diags);
         validate_format(m, path, text, diags);
         if m.columns.is_empty() {
             diags.push(
@@ -631,15 +674,46 @@ fn validate_sources(
     }
 }
 
-fn validate_connector(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+fn validate_connector(
+    dir: &Path,
+    project: &ProjectFile,
+    m: &SourceManifest,
+    path: &Path,
+    text: &str,
+    diags: &mut Diagnostics,
+) {
     match &m.connector {
         Connector::Files { location, pattern } => {
-            if location.contains("://") && !location.starts_with("s3://") && !location.starts_with("file://") {
-                diags.push(
-                    Diagnostic::new(path, "connector.location", format!("unsupported location `{location}`"))
-                        .at(diag::locate(text, &["connector", "location"]))
+            let at = diag::locate(text, &["connector", "location"]);
+            match dropzone::Zone::resolve(dir, location) {
+                Err(reason) => diags.push(
+                    Diagnostic::new(path, "connector.location", format!("unsupported location `{location}`: {reason}"))
+                        .at(at)
                         .hint("use a directory (relative to the project), `file:///abs/dir` or `s3://bucket/prefix`"),
-                );
+                ),
+                Ok(zone) => {
+                    let roots: Vec<dropzone::Zone> =
+                        project.drop_zones.iter().filter_map(|r| dropzone::Zone::resolve(dir, r).ok()).collect();
+                    if !roots.iter().any(|r| zone.is_within(r)) {
+                        let declared = if project.drop_zones.is_empty() {
+                            "lakehouse.yaml declares no `drop_zones`".to_string()
+                        } else {
+                            format!("the drop zones are {}", list(project.drop_zones.iter().map(String::as_str)))
+                        };
+                        diags.push(
+                            Diagnostic::new(
+                                path,
+                                "connector.location",
+                                format!(
+                                    "location `{location}` is outside the declared drop zones ({declared}), once \
+                                     `..` and symbolic links are resolved"
+                                ),
+                            )
+                            .at(at)
+                            .hint("put the partner's files under a drop zone, or add its root to `drop_zones:` in lakehouse.yaml"),
+                        );
+                    }
+                }
             }
             if let Err(e) = globset::Glob::new(pattern) {
                 diags.push(

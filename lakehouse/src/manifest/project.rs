@@ -35,6 +35,11 @@ pub struct ProjectFile {
     /// Directory of transform models (`silver/`, `gold/`, `macros/`), relative to the project.
     #[serde(default = "default_transforms")]
     pub transforms: PathBuf,
+    /// Where `files` connectors may read: directories (relative to the project, or absolute) and
+    /// `s3://bucket/prefix/` URLs. Every `connector.location` must lie inside one of them once `..` and symbolic
+    /// links are resolved, and no drop zone may hold the warehouse or the key file.
+    #[serde(default)]
+    pub drop_zones: Vec<String>,
     /// Values for `var('name')` in templates (overridden by `--var name=value`).
     #[serde(default)]
     pub vars: indexmap::IndexMap<String, serde_json::Value>,
@@ -107,6 +112,76 @@ pub struct Privacy {
     /// Smallest number of people or events a published gold cell may describe; smaller cells are suppressed.
     #[serde(default = "default_min_group_size")]
     pub min_group_size: u32,
+    /// The finest generalization that still masks a quasi-identifier: a silver or gold column computed from a
+    /// `quasi` or `sensitive` bronze column through a finer one is refused, as if no privacy function were used.
+    #[serde(default)]
+    pub min_generalization: MinGeneralization,
+}
+
+/// Minimum sizes of the generalization functions (`geo_cell`, `age_band`, `time_bucket`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MinGeneralization {
+    /// Smallest `geo_cell` size, in meters (default 200).
+    #[serde(default = "default_cell_meters")]
+    pub cell_meters: u32,
+    /// Smallest `age_band` width, in years (default 5).
+    #[serde(default = "default_age_band_years")]
+    pub age_band_years: u32,
+    /// Finest `time_bucket` unit (default `hour`).
+    #[serde(default = "default_time_bucket")]
+    pub time_bucket: Bucket,
+}
+
+fn default_cell_meters() -> u32 {
+    200
+}
+fn default_age_band_years() -> u32 {
+    5
+}
+fn default_time_bucket() -> Bucket {
+    Bucket::Hour
+}
+
+impl Default for MinGeneralization {
+    fn default() -> Self {
+        Self {
+            cell_meters: default_cell_meters(),
+            age_band_years: default_age_band_years(),
+            time_bucket: default_time_bucket(),
+        }
+    }
+}
+
+/// A `time_bucket` unit, from finest to coarsest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Bucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
 }
 
 fn default_min_group_size() -> u32 {
@@ -138,7 +213,12 @@ pub enum KeySource {
 
 impl Default for Privacy {
     fn default() -> Self {
-        Self { domains: Vec::new(), keys: KeySource::default(), min_group_size: default_min_group_size() }
+        Self {
+            domains: Vec::new(),
+            keys: KeySource::default(),
+            min_group_size: default_min_group_size(),
+            min_generalization: MinGeneralization::default(),
+        }
     }
 }
 

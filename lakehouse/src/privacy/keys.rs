@@ -5,10 +5,25 @@ use std::path::{Path, PathBuf};
 use crate::manifest::KeySource;
 
 /// One 256-bit key with its id.
+///
+/// The id is the one of the key file followed by a fingerprint of the key (`k20261129:3fa2c1d09b7e`): the
+/// first 12 hex digits of HMAC-SHA-256(key, "lakehouse key fingerprint"), which identifies the key without
+/// revealing it. Two different keys given the same id in two key files therefore have different ids, and a
+/// table written with one refuses pseudonyms of the other.
 #[derive(Clone)]
 pub struct Key {
     pub id: String,
     pub(crate) bytes: [u8; 32],
+}
+
+impl Key {
+    fn new(name: &str, bytes: [u8; 32]) -> Self {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&bytes).expect("HMAC takes any key size");
+        mac.update(b"lakehouse key fingerprint");
+        let fingerprint = hex::encode(&mac.finalize().into_bytes()[..6]);
+        Self { id: format!("{name}:{fingerprint}"), bytes }
+    }
 }
 
 impl fmt::Debug for Key {
@@ -70,6 +85,14 @@ impl KeyRing {
         }
     }
 
+    /// The key ring of a read-only command: no key, and an error saying why when one is asked for.
+    pub fn not_loaded() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            origin: "no key source (keys are loaded only by commands that write pseudonyms)".into(),
+        }
+    }
+
     /// Parses `domain key_id hex_key` entries separated by newlines or `;`.
     pub fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
         let mut keys = BTreeMap::new();
@@ -91,7 +114,7 @@ impl KeyRing {
             };
             let bytes = hex::decode(hex_key).map_err(|_| malformed("the key is not hexadecimal"))?;
             let bytes: [u8; 32] = bytes.try_into().map_err(|_| malformed("the key is not 32 bytes (64 hex digits)"))?;
-            if keys.insert(domain.to_string(), Key { id: id.to_string(), bytes }).is_some() {
+            if keys.insert(domain.to_string(), Key::new(id, bytes)).is_some() {
                 return Err(malformed(&format!("domain `{domain}` appears twice")));
             }
         }
@@ -151,7 +174,11 @@ mod tests {
     fn parses_entries_and_hides_keys() {
         let k = "ab".repeat(32);
         let ring = KeyRing::parse(&format!("# c\npolice k1 {k}; fire k2 {k}\n"), "test").unwrap();
-        assert_eq!(ring.get("police").unwrap().id, "k1");
+        let id = &ring.get("police").unwrap().id;
+        assert!(id.starts_with("k1:") && id.len() == 3 + 12, "{id}");
+        // Another key under the same id gets another fingerprint.
+        let other = KeyRing::parse(&format!("police k1 {}", "cd".repeat(32)), "test").unwrap();
+        assert_ne!(&other.get("police").unwrap().id, id);
         assert!(!format!("{ring:?}").contains(&k));
         assert!(matches!(ring.get("health"), Err(KeyError::MissingDomain { .. })));
         let err = KeyRing::parse("police k1 abcd", "test").unwrap_err().to_string();

@@ -27,20 +27,25 @@ use datafusion::prelude::SessionContext;
 use super::{KeyRing, Pseudonymizer};
 use crate::format::timestamp_type;
 use crate::manifest::Normalize;
+use crate::session::Functions;
 
-/// Registers the privacy functions. `domains` are the project's pseudonymization domains (checked at planning);
-/// `keys` may lack them when the session only plans (validate), never when it runs.
-pub fn register(ctx: &SessionContext, keys: Arc<KeyRing>, domains: &[String], tz: chrono_tz::Tz) {
-    ctx.register_udf(ScalarUDF::from(Pseudonymize::new(keys.clone(), domains)));
-    ctx.register_udf(ScalarUDF::from(PseudonymKeyId { keys, domains: domains.to_vec(), sig: user_defined() }));
+/// Registers the privacy functions. `domains` are the project's pseudonymization domains (checked at planning).
+/// The keyed functions compute only with [`Functions::Keyed`]; [`Functions::Planning`] type-checks them without
+/// keys, and [`Functions::Interactive`] refuses them at planning.
+pub fn register(ctx: &SessionContext, functions: Functions, domains: &[String], tz: chrono_tz::Tz) {
+    let (keys, interactive) = match functions {
+        Functions::Keyed(keys) => (keys, false),
+        Functions::Planning => (Arc::new(KeyRing::not_loaded()), false),
+        Functions::Interactive => (Arc::new(KeyRing::not_loaded()), true),
+    };
+    let keyed = Keyed { keys, domains: domains.to_vec(), interactive };
+    ctx.register_udf(ScalarUDF::from(Pseudonymize { keyed: keyed.clone(), sig: user_defined() }));
+    ctx.register_udf(ScalarUDF::from(PseudonymKeyId { keyed, sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(GeoCell { sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(AgeBand { sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(TimeBucket { tz, sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(LocalTime { tz, sig: user_defined() }));
 }
-
-/// Names of the privacy functions (column lineage marks them as masking).
-pub const PRIVACY_FUNCTIONS: [&str; 4] = ["pseudonymize", "geo_cell", "age_band", "time_bucket"];
 
 fn user_defined() -> Signature {
     Signature::user_defined(Volatility::Immutable)
@@ -92,17 +97,35 @@ macro_rules! impl_eq_by_name {
     };
 }
 
-#[derive(Debug)]
-struct Pseudonymize {
+/// What the keyed functions share: the keys, the declared domains, and whether the session is interactive.
+#[derive(Debug, Clone)]
+struct Keyed {
     keys: Arc<KeyRing>,
     domains: Vec<String>,
-    sig: Signature,
+    interactive: bool,
 }
 
-impl Pseudonymize {
-    fn new(keys: Arc<KeyRing>, domains: &[String]) -> Self {
-        Self { keys, domains: domains.to_vec(), sig: user_defined() }
+impl Keyed {
+    /// The planning checks of a keyed function: not in an interactive session, and a declared domain.
+    fn check(&self, function: &str, domain: &str) -> Result<()> {
+        if self.interactive {
+            return plan_err!(
+                "{function} is not available in interactive SQL: pseudonyms are computed only where they are \
+                 written (ingest and models), so that a query cannot look a person up by a known identifier"
+            );
+        }
+        check_domain(function, domain, &self.domains)
     }
+
+    fn key(&self, domain: &str) -> Result<&super::Key> {
+        self.keys.get(domain).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+}
+
+#[derive(Debug)]
+struct Pseudonymize {
+    keyed: Keyed,
+    sig: Signature,
 }
 impl_eq_by_name!(Pseudonymize);
 
@@ -140,8 +163,11 @@ impl ScalarUDFImpl for Pseudonymize {
         Ok(DataType::Utf8)
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if self.keyed.interactive {
+            self.keyed.check("pseudonymize", "")?;
+        }
         let domain = literal(&args, 1, "pseudonymize", "domain")?;
-        check_domain("pseudonymize", domain, &self.domains)?;
+        self.keyed.check("pseudonymize", domain)?;
         if args.arg_fields.len() == 3 {
             let n = literal(&args, 2, "pseudonymize", "normalization")?;
             if parse_normalize(n).is_none() {
@@ -153,7 +179,7 @@ impl ScalarUDFImpl for Pseudonymize {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let domain = scalar_str(&args.args[1]).unwrap_or_default();
         let normalize = args.args.get(2).and_then(scalar_str).and_then(parse_normalize).unwrap_or_default();
-        let key = self.keys.get(domain).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let key = self.keyed.key(domain)?;
         let mut p = Pseudonymizer::new(key, normalize);
         let values = args.args[0].to_array(args.number_rows)?;
         let mut out = StringBuilder::with_capacity(values.len(), values.len() * 64);
@@ -168,8 +194,7 @@ impl ScalarUDFImpl for Pseudonymize {
 
 #[derive(Debug)]
 struct PseudonymKeyId {
-    keys: Arc<KeyRing>,
-    domains: Vec<String>,
+    keyed: Keyed,
     sig: Signature,
 }
 impl_eq_by_name!(PseudonymKeyId);
@@ -191,12 +216,15 @@ impl ScalarUDFImpl for PseudonymKeyId {
         Ok(DataType::Utf8)
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        check_domain("pseudonym_key_id", literal(&args, 0, "pseudonym_key_id", "domain")?, &self.domains)?;
+        if self.keyed.interactive {
+            self.keyed.check("pseudonym_key_id", "")?;
+        }
+        self.keyed.check("pseudonym_key_id", literal(&args, 0, "pseudonym_key_id", "domain")?)?;
         Ok(Arc::new(Field::new(self.name(), DataType::Utf8, false)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let domain = scalar_str(&args.args[0]).unwrap_or_default();
-        let key = self.keys.get(domain).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let key = self.keyed.key(domain)?;
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(key.id.clone()))))
     }
 }
@@ -343,25 +371,7 @@ struct TimeBucket {
 }
 impl_eq_by_name!(TimeBucket);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    Hour,
-    Day,
-    Week,
-    Month,
-}
-
-impl Bucket {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "hour" => Some(Self::Hour),
-            "day" => Some(Self::Day),
-            "week" => Some(Self::Week),
-            "month" => Some(Self::Month),
-            _ => None,
-        }
-    }
-}
+pub use crate::manifest::Bucket;
 
 /// The start (UTC microseconds) of the local bucket holding `micros`.
 pub fn time_bucket(micros: i64, bucket: Bucket, tz: chrono_tz::Tz) -> Option<i64> {
@@ -492,10 +502,10 @@ mod tests {
         let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let ring = KeyRing::parse(&format!("police k7 {key}"), "test").unwrap();
         let ctx = SessionContext::new();
-        register(&ctx, Arc::new(ring), &["police".to_string()], chrono_tz::UTC);
+        register(&ctx, Functions::Keyed(Arc::new(ring)), &["police".to_string()], chrono_tz::UTC);
         let sql = "SELECT pseudonymize(' Dupont ', 'police', 'casefold') AS a, pseudonymize('06 12', 'police', 'digits') AS b, \
                    pseudonymize(CAST(NULL AS VARCHAR), 'police') AS c, pseudonymize('  ', 'police') AS d, pseudonym_key_id('police') AS e";
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let batches = crate::session::sql(&ctx, sql).await.unwrap().collect().await.unwrap();
         let col = |i: usize| {
             let c = arrow::compute::cast(batches[0].column(i), &DataType::Utf8).unwrap();
             let s = c.as_string::<i32>();
@@ -510,9 +520,9 @@ mod tests {
         assert_eq!(col(1), Some(expect("0612")));
         assert_eq!(col(2), None);
         assert_eq!(col(3), None);
-        assert_eq!(col(4).as_deref(), Some("k7"));
+        assert_eq!(col(4), Some(format!("k7:{}", &expect("lakehouse key fingerprint")[..12])));
         // An unknown domain is a planning error.
-        let err = ctx.sql("SELECT pseudonymize('x', 'fire')").await.unwrap_err().to_string();
+        let err = crate::session::sql(&ctx, "SELECT pseudonymize('x', 'fire')").await.unwrap_err().to_string();
         assert!(err.contains("unknown domain 'fire'"), "{err}");
     }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
-use crate::privacy::udf::PRIVACY_FUNCTIONS;
+use crate::manifest::{Bucket, MinGeneralization};
 
 /// How an output column is derived from an input column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -60,14 +60,54 @@ pub struct Lineage {
 type Cols = Vec<BTreeSet<Source>>;
 
 /// The lineage of a (analyzed, unoptimized) logical plan.
-pub fn lineage(plan: &LogicalPlan) -> Lineage {
-    let mut indirect = BTreeSet::new();
-    let cols = walk(plan, &mut indirect);
+///
+/// A generalization counts as masking only when it is at least as coarse as `minimums` (a 1 m grid cell hides
+/// nothing); `pseudonymize` always does.
+pub fn lineage(plan: &LogicalPlan, minimums: &MinGeneralization) -> Lineage {
+    let mut w = Walker { indirect: BTreeSet::new(), minimums };
+    let cols = walk(plan, &mut w);
     let names = plan.schema().fields().iter().map(|f| f.name().clone());
-    Lineage { columns: names.zip(cols).collect(), indirect }
+    Lineage { columns: names.zip(cols).collect(), indirect: w.indirect }
 }
 
-fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, String)>) -> Cols {
+/// What a walk over a plan carries: the indirect uses found so far and the generalization minimums.
+struct Walker<'a> {
+    indirect: BTreeSet<(IndirectKind, String, String)>,
+    minimums: &'a MinGeneralization,
+}
+
+/// Whether a call of a privacy function masks what it reads: `pseudonymize` always; `geo_cell`, `age_band` and
+/// `time_bucket` only with a literal size at least the project's minimum.
+fn masks(name: &str, args: &[Expr], min: &MinGeneralization) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    fn literal(e: Option<&Expr>) -> Option<&ScalarValue> {
+        match e? {
+            Expr::Literal(v, _) => Some(v),
+            Expr::Cast(c) => literal(Some(&c.expr)),
+            Expr::Alias(a) => literal(Some(&a.expr)),
+            _ => None,
+        }
+    }
+    let int = |i: usize| match literal(args.get(i))?.cast_to(&DataType::Int64).ok()? {
+        ScalarValue::Int64(v) => v,
+        _ => None,
+    };
+    match name {
+        "pseudonymize" => true,
+        "geo_cell" => int(2).is_some_and(|m| m >= i64::from(min.cell_meters)),
+        "age_band" => int(1).is_some_and(|y| y >= i64::from(min.age_band_years)),
+        "time_bucket" => match literal(args.get(1)) {
+            Some(ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) | ScalarValue::LargeUtf8(Some(u))) => {
+                Bucket::parse(u).is_some_and(|u| u >= min.time_bucket)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn walk(plan: &LogicalPlan, w: &mut Walker<'_>) -> Cols {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let table = scan.table_name.to_string();
@@ -85,25 +125,25 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, Strin
                 .collect()
         }
         LogicalPlan::Projection(p) => {
-            let input = walk(&p.input, indirect);
-            p.expr.iter().map(|e| expr_sources(e, &p.input, &input, indirect)).collect()
+            let input = walk(&p.input, w);
+            p.expr.iter().map(|e| expr_sources(e, &p.input, &input, w)).collect()
         }
         LogicalPlan::Filter(f) => {
-            let input = walk(&f.input, indirect);
-            use_indirectly(&f.predicate, &f.input, &input, IndirectKind::Filter, indirect);
+            let input = walk(&f.input, w);
+            use_indirectly(&f.predicate, &f.input, &input, IndirectKind::Filter, w);
             input
         }
         LogicalPlan::Aggregate(a) => {
-            let input = walk(&a.input, indirect);
+            let input = walk(&a.input, w);
             let mut out: Cols = Vec::new();
             for g in &a.group_expr {
-                use_indirectly(g, &a.input, &input, IndirectKind::GroupBy, indirect);
-                out.push(expr_sources(g, &a.input, &input, indirect));
+                use_indirectly(g, &a.input, &input, IndirectKind::GroupBy, w);
+                out.push(expr_sources(g, &a.input, &input, w));
             }
             // `count(*)` reads no column: it depends on the rows of every table the input reads (column `*`).
             let tables: BTreeSet<String> = input.iter().flatten().map(|s| s.table.clone()).collect();
             for e in &a.aggr_expr {
-                let mut sources = expr_sources(e, &a.input, &input, indirect);
+                let mut sources = expr_sources(e, &a.input, &input, w);
                 if sources.is_empty() {
                     sources = tables
                         .iter()
@@ -119,33 +159,33 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, Strin
             }
             fit(out, plan)
         }
-        LogicalPlan::Window(w) => {
-            let mut out = walk(&w.input, indirect);
+        LogicalPlan::Window(win) => {
+            let mut out = walk(&win.input, w);
             let input = out.clone();
-            for e in &w.window_expr {
+            for e in &win.window_expr {
                 if let Expr::WindowFunction(f) = strip_alias(e) {
                     for p in f.params.partition_by.iter().chain(f.params.order_by.iter().map(|s| &s.expr)) {
-                        use_indirectly(p, &w.input, &input, IndirectKind::Window, indirect);
+                        use_indirectly(p, &win.input, &input, IndirectKind::Window, w);
                     }
                 }
-                out.push(expr_sources(e, &w.input, &input, indirect));
+                out.push(expr_sources(e, &win.input, &input, w));
             }
             fit(out, plan)
         }
         LogicalPlan::Join(j) => {
-            let left = walk(&j.left, indirect);
-            let right = walk(&j.right, indirect);
+            let left = walk(&j.left, w);
+            let right = walk(&j.right, w);
             for (l, r) in &j.on {
-                use_indirectly(l, &j.left, &left, IndirectKind::Join, indirect);
-                use_indirectly(r, &j.right, &right, IndirectKind::Join, indirect);
+                use_indirectly(l, &j.left, &left, IndirectKind::Join, w);
+                use_indirectly(r, &j.right, &right, IndirectKind::Join, w);
             }
             let both: Cols = left.iter().chain(right.iter()).cloned().collect();
             if let Some(f) = &j.filter {
                 // A join filter refers to both sides: resolve it against the joined schema.
                 let mut seen = BTreeSet::new();
-                collect(f, plan, &both, false, &mut seen, indirect);
+                collect(f, plan, &both, false, &mut seen, w);
                 for s in seen {
-                    indirect.insert((IndirectKind::Join, s.table, s.column));
+                    w.indirect.insert((IndirectKind::Join, s.table, s.column));
                 }
             }
             let n = plan.schema().fields().len();
@@ -159,21 +199,21 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, Strin
             fit(out, plan)
         }
         LogicalPlan::Union(u) => {
-            let inputs: Vec<Cols> = u.inputs.iter().map(|i| walk(i, indirect)).collect();
+            let inputs: Vec<Cols> = u.inputs.iter().map(|i| walk(i, w)).collect();
             let n = plan.schema().fields().len();
             (0..n).map(|i| inputs.iter().filter_map(|c| c.get(i)).flatten().cloned().collect()).collect()
         }
         LogicalPlan::Sort(s) => {
-            let input = walk(&s.input, indirect);
+            let input = walk(&s.input, w);
             for e in &s.expr {
-                use_indirectly(&e.expr, &s.input, &input, IndirectKind::Sort, indirect);
+                use_indirectly(&e.expr, &s.input, &input, IndirectKind::Sort, w);
             }
             input
         }
         other => {
             // Pass-through nodes (aliases, limits, distinct, repartition, subqueries) keep their input's columns.
             let inputs = other.inputs();
-            let walked: Vec<Cols> = inputs.iter().map(|i| walk(i, indirect)).collect();
+            let walked: Vec<Cols> = inputs.iter().map(|i| walk(i, w)).collect();
             let n = plan.schema().fields().len();
             match walked.as_slice() {
                 [only] if only.len() == n => only.clone(),
@@ -206,12 +246,7 @@ fn strip_alias(e: &Expr) -> &Expr {
 }
 
 /// The sources of an output expression.
-fn expr_sources(
-    e: &Expr,
-    input: &LogicalPlan,
-    cols: &Cols,
-    indirect: &mut BTreeSet<(IndirectKind, String, String)>,
-) -> BTreeSet<Source> {
+fn expr_sources(e: &Expr, input: &LogicalPlan, cols: &Cols, w: &mut Walker<'_>) -> BTreeSet<Source> {
     let bare = strip_alias(e);
     let level = if matches!(bare, Expr::Column(_)) {
         EdgeKind::Identity
@@ -221,7 +256,7 @@ fn expr_sources(
         EdgeKind::Transformation
     };
     let mut out = BTreeSet::new();
-    collect(bare, input, cols, false, &mut out, indirect);
+    collect(bare, input, cols, false, &mut out, w);
     out.into_iter().map(|s| Source { kind: s.kind.max(level), ..s }).collect()
 }
 
@@ -238,14 +273,7 @@ fn contains_aggregate(e: &Expr) -> bool {
 }
 
 /// Collects the input columns `e` reads, marking those read inside a privacy function.
-fn collect(
-    e: &Expr,
-    input: &LogicalPlan,
-    cols: &Cols,
-    masked: bool,
-    out: &mut BTreeSet<Source>,
-    indirect: &mut BTreeSet<(IndirectKind, String, String)>,
-) {
+fn collect(e: &Expr, input: &LogicalPlan, cols: &Cols, masked: bool, out: &mut BTreeSet<Source>, w: &mut Walker<'_>) {
     match e {
         Expr::Column(c) => {
             if let Ok(i) = input.schema().index_of_column(c)
@@ -255,21 +283,21 @@ fn collect(
             }
         }
         Expr::ScalarFunction(f) => {
-            let masking = masked || PRIVACY_FUNCTIONS.contains(&f.func.name());
+            let masking = masked || masks(f.func.name(), &f.args, w.minimums);
             for a in &f.args {
-                collect(a, input, cols, masking, out, indirect);
+                collect(a, input, cols, masking, out, w);
             }
         }
         Expr::ScalarSubquery(s) | Expr::Exists(datafusion::logical_expr::expr::Exists { subquery: s, .. }) => {
-            subquery_indirect(&s.subquery, indirect);
+            subquery_indirect(&s.subquery, w);
         }
         Expr::InSubquery(s) => {
-            collect(&s.expr, input, cols, masked, out, indirect);
-            subquery_indirect(&s.subquery.subquery, indirect);
+            collect(&s.expr, input, cols, masked, out, w);
+            subquery_indirect(&s.subquery.subquery, w);
         }
         other => {
             let _ = other.apply_children(|child| {
-                collect(child, input, cols, masked, out, indirect);
+                collect(child, input, cols, masked, out, w);
                 Ok(TreeNodeRecursion::Continue)
             });
         }
@@ -277,25 +305,19 @@ fn collect(
 }
 
 /// Every column a subquery outputs is used as a filter.
-fn subquery_indirect(plan: &LogicalPlan, indirect: &mut BTreeSet<(IndirectKind, String, String)>) {
-    for sources in walk(plan, indirect) {
+fn subquery_indirect(plan: &LogicalPlan, w: &mut Walker<'_>) {
+    for sources in walk(plan, w) {
         for s in sources {
-            indirect.insert((IndirectKind::Filter, s.table, s.column));
+            w.indirect.insert((IndirectKind::Filter, s.table, s.column));
         }
     }
 }
 
-fn use_indirectly(
-    e: &Expr,
-    input: &LogicalPlan,
-    cols: &Cols,
-    kind: IndirectKind,
-    indirect: &mut BTreeSet<(IndirectKind, String, String)>,
-) {
+fn use_indirectly(e: &Expr, input: &LogicalPlan, cols: &Cols, kind: IndirectKind, w: &mut Walker<'_>) {
     let mut seen = BTreeSet::new();
-    collect(e, input, cols, false, &mut seen, indirect);
+    collect(e, input, cols, false, &mut seen, w);
     for s in seen {
-        indirect.insert((kind, s.table, s.column));
+        w.indirect.insert((kind, s.table, s.column));
     }
 }
 
@@ -321,6 +343,29 @@ pub struct Leak {
     pub column: String,
     pub sensitive: Sensitive,
     pub path: String,
+}
+
+impl std::fmt::Display for Leak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "column `{}` exposes {} (pii: {}) without a privacy function: {}",
+            self.column, self.sensitive.column, self.sensitive.class, self.path
+        )
+    }
+}
+
+impl Leak {
+    /// What to do about a leak, with the project's minimum generalizations.
+    pub fn hint(min: &MinGeneralization) -> String {
+        format!(
+            "generalize it (geo_cell of at least {} m, age_band of at least {} years, time_bucket of at least \
+             '{}'; see privacy.min_generalization), pseudonymize it, or leave it out",
+            min.cell_meters,
+            min.age_band_years,
+            min.time_bucket.as_str()
+        )
+    }
 }
 
 impl PrivacyCheck {
@@ -373,13 +418,12 @@ mod tests {
 
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::datasource::MemTable;
-    use datafusion::prelude::SessionContext;
 
     use super::*;
 
     async fn lineage_of(sql: &str) -> Lineage {
-        let ctx = crate::transform::new_session(
-            Arc::new(crate::privacy::KeyRing::default()),
+        let ctx = crate::session::new_session(
+            crate::session::Functions::Planning,
             &["police".to_string()],
             chrono_tz::Europe::Paris,
         );
@@ -396,8 +440,7 @@ mod tests {
         let ev = s(&[("event_id", DataType::Utf8), ("arr", DataType::Int64), ("title", DataType::Utf8)]);
         ctx.register_table("bronze.inc", Arc::new(MemTable::try_new(inc, vec![vec![]]).unwrap())).unwrap();
         ctx.register_table("bronze.ev", Arc::new(MemTable::try_new(ev, vec![vec![]]).unwrap())).unwrap();
-        let _ = SessionContext::new();
-        lineage(ctx.sql(sql).await.unwrap().logical_plan())
+        lineage(crate::session::sql(&ctx, sql).await.unwrap().logical_plan(), &MinGeneralization::default())
     }
 
     fn src(table: &str, column: &str, kind: EdgeKind, masked: bool) -> Source {

@@ -12,5 +12,5 @@ pub mod run;
 pub mod template;
 
 pub use plan::{Model, Plan, select};
-pub use run::{AuditOutcome, Mode, Outcome, RunOptions, TransformError, TransformReport, new_session};
+pub use run::{AuditOutcome, Mode, Outcome, RunOptions, TransformError, TransformReport};
 pub use template::{Materialized, ModelConfig};

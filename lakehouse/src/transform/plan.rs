@@ -35,20 +35,11 @@ pub struct Plan {
 
 /// Builds the [`Names`] templates see: sources, models and vars (`overrides` from `--var name=value`).
 pub fn names(project: &Project, overrides: &BTreeMap<String, String>) -> Names {
-    let mut vars: BTreeMap<String, serde_json::Value> =
-        project.file.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (k, v) in overrides {
-        // `--var n=5` is a number, `--var on=true` a boolean, anything else a string.
-        let value = serde_json::from_str::<serde_json::Value>(v)
-            .ok()
-            .filter(|v| !v.is_object() && !v.is_array())
-            .unwrap_or_else(|| serde_json::Value::String(v.clone()));
-        vars.insert(k.clone(), value);
-    }
     Names {
         sources: project.sources.iter().map(|s| s.manifest.name.to_string()).collect(),
         models: project.models.iter().map(LoadedModel::target).collect(),
-        vars,
+        vars: project.file.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        overrides: overrides.clone(),
     }
 }
 
@@ -172,8 +163,7 @@ impl Plan {
     /// columns and functions, type errors and sidecar columns that do not exist are found without data.
     pub async fn check_sql(&mut self, project: &Project, diags: &mut Diagnostics) {
         let domains: Vec<String> = project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-        let ctx =
-            super::run::new_session(Arc::new(crate::privacy::KeyRing::default()), &domains, project.file.timezone.0);
+        let ctx = crate::session::new_session(crate::session::Functions::Planning, &domains, project.file.timezone.0);
         for src in &project.sources {
             let plan = crate::format::TablePlan::new(&src.manifest, project.file.timezone.0);
             register_empty(&ctx, &format!("bronze.{}", src.manifest.name), plan.schema.clone());
@@ -189,21 +179,14 @@ impl Plan {
                 continue;
             }
             // An incremental model reads its own table through `this`: plan the first (full) rendering.
-            let schema = match ctx.sql(&m.rendered.sql).await {
+            let schema = match crate::session::sql(&ctx, &m.rendered.sql).await {
                 Ok(df) => {
-                    let lineage = super::lineage::lineage(df.logical_plan());
+                    let lineage = super::lineage::lineage(df.logical_plan(), &project.file.privacy.min_generalization);
                     let (leaks, uses) = privacy.add(target, &lineage);
                     for leak in leaks {
                         diags.push(
-                            Diagnostic::new(
-                                &m.loaded.path,
-                                "",
-                                format!(
-                                    "column `{}` exposes {} (pii: {}) without a privacy function: {}",
-                                    leak.column, leak.sensitive.column, leak.sensitive.class, leak.path
-                                ),
-                            )
-                            .hint("generalize it (geo_cell, age_band, time_bucket), pseudonymize it, or leave it out"),
+                            Diagnostic::new(&m.loaded.path, "", leak.to_string())
+                                .hint(super::lineage::Leak::hint(&project.file.privacy.min_generalization)),
                         );
                     }
                     for (kind, sensitive, path) in uses {
@@ -233,7 +216,7 @@ impl Plan {
             if let (Some(s), Some(path)) = (&m.loaded.sidecar, &m.loaded.sidecar_path) {
                 for (i, t) in s.tests.iter().enumerate() {
                     let sql = super::run::audit_sql(t, &format!("{target} AS t"));
-                    if let Err(e) = ctx.sql(&sql).await {
+                    if let Err(e) = crate::session::sql(&ctx, &sql).await {
                         let text = m.loaded.sidecar_text.as_deref().unwrap_or_default();
                         let mut d = Diagnostic::new(
                             path,
@@ -252,14 +235,15 @@ impl Plan {
     }
 }
 
-/// The bronze columns silver and gold may expose only through a privacy function: `quasi` ones, and `direct`
-/// ones kept in clear (pseudonymized ones are masked at landing).
-fn sensitive_columns(project: &Project) -> Vec<super::lineage::Sensitive> {
+/// The bronze columns silver and gold may expose only through a privacy function: `quasi` and `sensitive` ones,
+/// and `direct` ones kept in clear (pseudonymized ones are masked at landing).
+pub(crate) fn sensitive_columns(project: &Project) -> Vec<super::lineage::Sensitive> {
     let mut out = Vec::new();
     for src in &project.sources {
         for (name, col) in &src.manifest.columns {
             let class = match col.pii {
                 crate::manifest::Pii::Quasi => "quasi",
+                crate::manifest::Pii::Sensitive => "sensitive",
                 crate::manifest::Pii::Direct if col.keep_clear.is_some() => "direct, kept in clear",
                 _ => continue,
             };

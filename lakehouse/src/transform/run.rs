@@ -20,10 +20,8 @@ use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind, TableVers
 use datafusion::arrow::array::UInt64Array;
 use datafusion::arrow::compute::cast as cast_array;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SessionConfig;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -42,29 +40,12 @@ use super::template::{Materialized, Renderer};
 use crate::Lakehouse;
 use crate::manifest::{AuditTest, Diagnostic, Severity};
 use crate::openlineage;
-use crate::privacy::KeyRing;
+use crate::session::{Functions, new_session};
 use crate::storage::StorageError;
 
-/// The one factory of DataFusion sessions: the `bronze`, `silver`, `gold` and `system` schemas and the privacy
-/// functions.
-/// (Kept in one place so a distributed engine can be plugged in here.)
-pub fn new_session(keys: Arc<KeyRing>, domains: &[String], tz: chrono_tz::Tz) -> SessionContext {
-    let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    if let Some(catalog) = ctx.catalog("datafusion") {
-        for layer in ["bronze", "silver", "gold", "system"] {
-            let _ = catalog.register_schema(layer, Arc::new(MemorySchemaProvider::new()));
-        }
-    }
-    crate::privacy::udf::register(&ctx, keys, domains, tz);
-    ctx
-}
-
-/// A DataFusion error without its wrapping layers (`Error during planning: …` kept, context chains cut).
+/// A DataFusion error in one line, without data values: [`crate::session::error_text`].
 pub fn short_error(e: &DataFusionError) -> String {
-    let e = e.find_root();
-    let s = e.to_string();
-    s.lines().next().unwrap_or_default().to_string()
+    crate::session::error_text(e)
 }
 
 /// Options of a transform run.
@@ -165,6 +146,8 @@ pub enum TransformError {
     Sql(String),
     #[error("audit failed, nothing committed: {0}")]
     Audit(String),
+    #[error("privacy: {0}")]
+    Privacy(String),
     #[error(
         "another run of {target} published at the same time; this run published nothing (run it again to catch up)"
     )]
@@ -191,6 +174,7 @@ impl TransformError {
                 | Self::Render(_)
                 | Self::Sql(_)
                 | Self::Audit(_)
+                | Self::Privacy(_)
                 | Self::SchemaChanged(_)
                 | Self::Concurrent { .. }
         )
@@ -387,7 +371,7 @@ async fn run_model(
 
     // 3. Session, SQL, data.
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = new_session(lh.keys.clone(), &domains, lh.project.file.timezone.0);
+    let ctx = new_session(Functions::Keyed(lh.keys.clone()), &domains, lh.project.file.timezone.0);
     for (name, table) in &inputs {
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let full = table.table_provider().await.map_err(sql_err)?;
@@ -407,8 +391,16 @@ async fn run_model(
     }
     let rendered =
         renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
-    let planned = ctx.sql(&rendered.sql).await.map_err(sql_err)?;
-    report.lineage = Some(super::lineage::lineage(planned.logical_plan()));
+    let planned = crate::session::sql(&ctx, &rendered.sql).await.map_err(sql_err)?;
+    let minimums = &lh.project.file.privacy.min_generalization;
+    let lineage = super::lineage::lineage(planned.logical_plan(), minimums);
+    // The SQL that runs is checked, not only the full rendering `validate` planned: an incremental branch
+    // could expose what the full one masks.
+    let mut privacy = super::lineage::PrivacyCheck::new(super::plan::sensitive_columns(&lh.project));
+    if let Some(leak) = privacy.add(target, &lineage).0.first() {
+        return Err(TransformError::Privacy(format!("{leak}; {}", super::lineage::Leak::hint(minimums))));
+    }
+    report.lineage = Some(lineage);
     let df = publishable(lh, model, planned)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     report.schema = Some(schema.clone());
@@ -641,7 +633,7 @@ pub async fn build_frame(
     model: &Model,
     sql: &str,
 ) -> Result<DataFrame, TransformError> {
-    publishable(lh, model, ctx.sql(sql).await.map_err(sql_err)?)
+    publishable(lh, model, crate::session::sql(ctx, sql).await.map_err(sql_err)?)
 }
 
 /// A planned model as published: small-cell suppression for gold, types Delta stores.
@@ -735,7 +727,7 @@ async fn create(
     target: &str,
 ) -> Result<DeltaTable, TransformError> {
     if partition_by.is_empty() {
-        return Ok(lh.warehouse.open_or_create(url, schema, description, None).await?);
+        return Ok(lh.warehouse.open_or_create(url, schema, description, &[]).await?);
     }
     if url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
@@ -858,7 +850,7 @@ pub(crate) fn audit_sql(test: &AuditTest, subject: &str) -> String {
 }
 
 async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, TransformError> {
-    let batches = ctx.sql(sql).await.map_err(sql_err)?.collect().await.map_err(sql_err)?;
+    let batches = crate::session::sql(ctx, sql).await.map_err(sql_err)?.collect().await.map_err(sql_err)?;
     let batch = batches.first().ok_or_else(|| TransformError::Internal(format!("no result for {sql}")))?;
     let column = cast_array(batch.column(0), &DataType::UInt64).map_err(|e| TransformError::Internal(e.to_string()))?;
     let values = column.as_any().downcast_ref::<UInt64Array>();

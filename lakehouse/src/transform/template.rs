@@ -12,7 +12,12 @@
 //! - `this` → the model's own table (`silver.x`);
 //! - `config(materialized='table'|'incremental', unique_key='col' or [...], partition_by='col' or [...])`;
 //! - `is_incremental()` → true only in the run phase of an incremental run;
-//! - `var('name' [, default])` → from `lakehouse.yaml` `vars:` and `--var name=value`.
+//! - `var('name' [, default])` → from `--var name=value`, else `lakehouse.yaml` `vars:`, else the default, as a
+//!   **SQL literal**: a string is quoted with its quotes doubled (`L'Estaque` → `'L''Estaque'`), a number stays a
+//!   number, a boolean is `TRUE`/`FALSE`, null is `NULL`. So `WHERE station = {{ var('station') }}` cannot be
+//!   turned into other SQL by a value. A `--var` takes the type of the project value or default (a number
+//!   default needs a number). `var('name', raw=true)` gives the value itself, for `{% if %}` logic or, as an
+//!   explicit opt-in reviewed with the model, a trusted SQL fragment.
 //!
 //! The plan phase renders with `is_incremental()` false and records every `source`/`ref` call: that is the DAG.
 
@@ -63,7 +68,10 @@ pub struct Names {
     pub sources: BTreeSet<String>,
     /// Model targets (`silver.x`).
     pub models: BTreeSet<String>,
+    /// `vars:` of `lakehouse.yaml`.
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// `--var name=value`, as given: typed like the project value or default when `var()` reads it.
+    pub overrides: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -225,12 +233,20 @@ impl Renderer {
         env.add_function("is_incremental", move || incremental);
 
         let names = self.names.clone();
-        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
-            match (names.vars.get(&name), default) {
-                (Some(v), _) => Ok(Value::from_serialize(v)),
-                (None, Some(d)) => Ok(d),
-                (None, None) => Err(unknown("var", &name, names.vars.keys().map(String::as_str))),
-            }
+        env.add_function("var", move |name: String, default: Option<Value>, kwargs: Kwargs| -> Result<Value, Error> {
+            let raw: bool = kwargs.get::<Option<bool>>("raw")?.unwrap_or(false);
+            kwargs.assert_all_used()?;
+            let declared = names.vars.get(&name).map(Value::from_serialize);
+            let value = match (names.overrides.get(&name), declared, default) {
+                (Some(given), declared, default) => typed_override(&name, given, declared.or(default).as_ref())?,
+                (None, Some(v), _) => v,
+                (None, None, Some(d)) => d,
+                (None, None, None) => {
+                    let known = names.vars.keys().chain(names.overrides.keys()).map(String::as_str);
+                    return Err(unknown("var", &name, known));
+                }
+            };
+            if raw { Ok(value) } else { sql_literal(&name, &value) }
         });
         env
     }
@@ -282,6 +298,58 @@ impl Renderer {
 }
 
 /// Records an input and whether an incremental run reads it whole (`incremental=false`).
+/// A `--var` value with the type of the value it replaces (string when there is none to follow and it does not
+/// read as a number or boolean).
+fn typed_override(name: &str, given: &str, like: Option<&Value>) -> Result<Value, Error> {
+    use minijinja::value::ValueKind;
+    let invalid = |what: &str| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("--var {name}: `{given}` is not {what}, as var('{name}') expects"),
+        )
+    };
+    match like.map(Value::kind) {
+        Some(ValueKind::Number) => {
+            let t = given.trim();
+            t.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from).ok_or(()))
+                .map_err(|()| invalid("a number"))
+        }
+        Some(ValueKind::Bool) => match given.trim() {
+            "true" => Ok(Value::from(true)),
+            "false" => Ok(Value::from(false)),
+            _ => Err(invalid("`true` or `false`")),
+        },
+        Some(_) => Ok(Value::from(given)),
+        None => Ok(match serde_json::from_str::<serde_json::Value>(given) {
+            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Value::from_serialize(v),
+            _ => Value::from(given),
+        }),
+    }
+}
+
+/// The SQL literal of a value (see the module docs).
+fn sql_literal(name: &str, value: &Value) -> Result<Value, Error> {
+    use minijinja::value::ValueKind;
+    Ok(match value.kind() {
+        ValueKind::String => {
+            Value::from_safe_string(format!("'{}'", value.as_str().unwrap_or_default().replace('\'', "''")))
+        }
+        ValueKind::Number => value.clone(),
+        ValueKind::Bool => Value::from_safe_string(if value.is_true() { "TRUE" } else { "FALSE" }.into()),
+        ValueKind::None | ValueKind::Undefined => Value::from_safe_string("NULL".into()),
+        other => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "var('{name}') is a {other}, which has no SQL literal; use var('{name}', raw=true) in template logic"
+                ),
+            ));
+        }
+    })
+}
+
 fn record_input(rec: &Mutex<Recorder>, table: &str, kwargs: &Kwargs, function: &str, name: &str) -> Result<(), Error> {
     let whole = !kwargs.get::<Option<bool>>("incremental")?.unwrap_or(true);
     kwargs.assert_all_used().map_err(|_| {
