@@ -147,7 +147,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// Opens a Delta table by URL (with the `AWS_*` variables for `s3://`).
 pub async fn open_table(url: &str) -> DeltaTable {
     let url = url::Url::parse(url).expect("url");
-    let options = lakehouse::storage::storage_options(&url);
+    let options = lakehouse::storage::storage_options(&url, &Default::default());
     deltalake::open_table_with_storage_options(url.clone(), options).await.unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 

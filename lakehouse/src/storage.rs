@@ -3,17 +3,23 @@
 //! S3 credentials and endpoint come from the standard `AWS_*` environment variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`). Commits rely on the store's
 //! conditional PUT (`If-None-Match: *`); no lock service is used. Storage options may hold secrets: they are
-//! never logged.
+//! never logged. Timeouts and retries come from `storage:` in `lakehouse.yaml`; a store that cannot be reached is
+//! [`StorageError::Unreachable`], a user error naming the URL and what to check.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError};
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
 use url::Url;
+
+use crate::manifest::StorageSettings;
 
 /// Data files are cut at about this size.
 pub const TARGET_FILE_BYTES: u64 = 256 << 20;
@@ -67,6 +73,59 @@ pub enum StorageError {
          with, or give a new key a new id to rotate it"
     )]
     KeyMismatch { table: String, domain: String, recorded: String, loaded: String },
+    #[error("storage at {location} failed: {reason}. {UNREACHABLE_HINT}")]
+    Unreachable { location: String, reason: String },
+}
+
+/// What to check when the store cannot be reached.
+pub const UNREACHABLE_HINT: &str = "Check that the store is up and reachable (for S3: AWS_ENDPOINT_URL, the network, \
+     the credentials); timeouts and retries are set under `storage:` in lakehouse.yaml";
+
+impl StorageError {
+    /// Errors the user can act on (configuration, keys, an unreachable store), as opposed to internal ones.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Self::Delta { .. } | Self::CreateDir { .. })
+    }
+}
+
+/// A Delta error on the table at `url`: [`StorageError::Unreachable`] when the store could not be reached.
+pub fn delta_error(url: &Url, source: DeltaTableError) -> StorageError {
+    match unreachable(&source) {
+        Some(reason) => StorageError::Unreachable { location: url.to_string(), reason },
+        None => StorageError::Delta { table: url.to_string(), source: Box::new(source) },
+    }
+}
+
+/// A failure to reach object storage in `e` or the errors it wraps (a refused connection, a timeout, an error
+/// answer after the retries), as a short reason; `None` for any other error (a missing object, a lost
+/// conditional write, a bad configuration).
+pub fn unreachable(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(StorageError::Unreachable { reason, .. }) = err.downcast_ref::<StorageError>() {
+            return Some(reason.clone());
+        }
+        if let Some(os) = err.downcast_ref::<object_store::Error>() {
+            return match os {
+                object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotModified { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => None,
+                other => Some(other.to_string().lines().next().unwrap_or_default().to_string()),
+            };
+        }
+        current = err.source();
+    }
+    // Some layers (the Parquet writer) keep only the text of the object store's error.
+    let text = e.to_string();
+    ["Error performing", "error sending request", "Generic S3 error"]
+        .iter()
+        .find_map(|m| text.find(m))
+        .map(|at| text[at..].lines().next().unwrap_or_default().to_string())
 }
 
 /// The id of the key file in a key id with fingerprint (`t1` of `t1:3fa2c1d09b7e`).
@@ -88,7 +147,7 @@ pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<
     let configuration = table
         .snapshot()
         .map(|s| s.metadata().configuration().clone())
-        .map_err(|source| StorageError::Delta { table: name.clone(), source: Box::new(source) })?;
+        .map_err(|source| delta_error(table.table_url(), source))?;
     let mut missing = HashMap::new();
     for (domain, id) in keys {
         let property = key_property(domain);
@@ -115,12 +174,13 @@ pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<
         return Ok(table);
     }
     tracing::info!(table = %name, "recording the key fingerprints in the table properties");
+    let url = table.table_url().clone();
     table
         .set_tbl_properties()
         .with_properties(missing)
         .with_raise_if_not_exists(false)
         .await
-        .map_err(|source| StorageError::Delta { table: name, source: Box::new(source) })
+        .map_err(|source| delta_error(&url, source))
 }
 
 /// Where the tables of a deployment live.
@@ -128,6 +188,7 @@ pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<
 pub struct Warehouse {
     /// Base URL, ending with `/`.
     root: Url,
+    settings: StorageSettings,
     options: HashMap<String, String>,
 }
 
@@ -169,9 +230,41 @@ pub fn resolve_url(base: &Path, location: &str) -> Result<Url, StorageError> {
 }
 
 impl Warehouse {
-    pub fn new(project_dir: &Path, url: &str) -> Result<Self, StorageError> {
+    pub fn new(project_dir: &Path, url: &str, settings: &StorageSettings) -> Result<Self, StorageError> {
         let root = resolve_url(project_dir, url)?;
-        Ok(Self { options: storage_options(&root), root })
+        Ok(Self { options: storage_options(&root, settings), settings: settings.clone(), root })
+    }
+
+    /// The storage options of any URL (a table, a drop zone) with this deployment's timeouts and retries.
+    pub fn storage_options(&self, url: &Url) -> HashMap<String, String> {
+        storage_options(url, &self.settings)
+    }
+
+    /// The object store of any URL and the path in it, with this deployment's timeouts and retries.
+    pub fn object_store(&self, url: &Url) -> Result<(Arc<dyn ObjectStore>, StorePath), object_store::Error> {
+        object_store_for(url, &self.settings)
+    }
+
+    /// Deletes data files written under `table_url` but not committed (after a failed read, audit or commit).
+    /// Works before the table exists (a first run that fails).
+    pub async fn discard(&self, table_url: &Url, adds: &[deltalake::kernel::Add]) {
+        use object_store::ObjectStoreExt;
+        if adds.is_empty() {
+            return;
+        }
+        let (store, base) = match self.object_store(table_url) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(table = %table_url, error = %e, "could not delete uncommitted files (VACUUM will)");
+                return;
+            }
+        };
+        for add in adds {
+            let path = StorePath::from(format!("{}/{}", base.as_ref().trim_end_matches('/'), add.path));
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
+            }
+        }
     }
 
     pub fn root(&self) -> &Url {
@@ -186,7 +279,7 @@ impl Warehouse {
 
     /// Opens a table; `None` when there is none at that location yet.
     pub async fn open(&self, url: &Url) -> Result<Option<DeltaTable>, StorageError> {
-        let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
+        let err = |source| delta_error(url, source);
         if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").is_dir()) {
             return Ok(None);
         }
@@ -205,13 +298,15 @@ impl Warehouse {
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>, StorageError> {
         use object_store::ObjectStore;
         let url = self.table_url(layer, "x").join("..").unwrap_or_else(|_| self.root.clone());
-        let invalid =
-            |e: &dyn std::fmt::Display| StorageError::InvalidUrl { url: url.to_string(), reason: e.to_string() };
-        let (store, base) = object_store::parse_url_opts(&url, self.options.clone()).map_err(|e| invalid(&e))?;
+        let failed = |e: object_store::Error| match unreachable(&e) {
+            Some(reason) => StorageError::Unreachable { location: url.to_string(), reason },
+            None => StorageError::InvalidUrl { url: url.to_string(), reason: e.to_string() },
+        };
+        let (store, base) = self.object_store(&url).map_err(failed)?;
         let listed = match store.list_with_delimiter(Some(&base)).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(invalid(&e)),
+            Err(e) => return Err(failed(e)),
         };
         let mut names: Vec<String> =
             listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
@@ -228,7 +323,7 @@ impl Warehouse {
         description: &str,
         configuration: &[(&str, &str)],
     ) -> Result<DeltaTable, StorageError> {
-        let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
+        let err = |source| delta_error(url, source);
         if let Some(table) = self.open(url).await? {
             check_schema(url, &table, schema)?;
             return Ok(table);
@@ -274,7 +369,7 @@ impl Warehouse {
 }
 
 fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(), StorageError> {
-    let err = |source| StorageError::Delta { table: url.to_string(), source: Box::new(source) };
+    let err = |source| delta_error(url, source);
     let found = table.snapshot().map_err(err)?.schema();
     let found_cols: Vec<(String, String)> =
         found.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect();
@@ -334,28 +429,6 @@ pub async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result
         .version())
 }
 
-/// Deletes data files written under `table_url` but not committed (after a failed read, audit or commit). Works
-/// before the table exists (a first run that fails).
-pub async fn discard(table_url: &Url, adds: &[deltalake::kernel::Add]) {
-    use object_store::ObjectStoreExt;
-    if adds.is_empty() {
-        return;
-    }
-    let (store, base) = match object_store::parse_url_opts(table_url, storage_options(table_url)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(table = %table_url, error = %e, "could not delete uncommitted files (VACUUM will)");
-            return;
-        }
-    };
-    for add in adds {
-        let path = object_store::path::Path::from(format!("{}/{}", base.as_ref().trim_end_matches('/'), add.path));
-        if let Err(e) = store.delete(&path).await {
-            tracing::warn!(file = %add.path, error = %e, "could not delete an uncommitted file (VACUUM will)");
-        }
-    }
-}
-
 /// The run metadata ([`catalog::RunCommit`]) of the commit that wrote `version` of the table, read from that
 /// commit's log entry; `None` for commits not made by a run (the table's creation).
 pub async fn run_at(table: &DeltaTable, version: u64) -> Option<catalog::RunCommit> {
@@ -374,10 +447,16 @@ pub async fn run_of(table: &DeltaTable) -> Option<catalog::RunCommit> {
     run_at(table, table.version()?).await
 }
 
-/// Storage options for a URL: the `AWS_*` variables for `s3://`.
-pub fn storage_options(url: &Url) -> HashMap<String, String> {
+/// Storage options for a URL: for `s3://`, the `AWS_*` variables and the client's timeouts and retries (read by
+/// object_store as `connect_timeout` and `timeout`, by delta-rs as `max_retries` and `retry_timeout`).
+pub fn storage_options(url: &Url, settings: &StorageSettings) -> HashMap<String, String> {
     let mut options = HashMap::new();
     if url.scheme() == "s3" {
+        let secs = |d: &crate::manifest::Duration| format!("{}s", d.0.as_secs());
+        options.insert("connect_timeout".into(), secs(&settings.connect_timeout));
+        options.insert("timeout".into(), secs(&settings.request_timeout));
+        options.insert("max_retries".into(), settings.retries.to_string());
+        options.insert("retry_timeout".into(), secs(&settings.retry_timeout));
         for var in AWS_VARIABLES {
             if let Ok(v) = std::env::var(var) {
                 options.insert(var.to_string(), v);
@@ -385,6 +464,32 @@ pub fn storage_options(url: &Url) -> HashMap<String, String> {
         }
     }
     options
+}
+
+/// The object store of a URL and the path in it; for `s3://`, with the settings' timeouts and retries.
+pub fn object_store_for(
+    url: &Url,
+    settings: &StorageSettings,
+) -> Result<(Arc<dyn ObjectStore>, StorePath), object_store::Error> {
+    let options = storage_options(url, settings);
+    if url.scheme() == "s3" {
+        let (_, path) = object_store::ObjectStoreScheme::parse(url)?;
+        let builder = options.iter().fold(
+            object_store::aws::AmazonS3Builder::new().with_url(url.as_str()),
+            |builder, (key, value)| match key.to_ascii_lowercase().parse() {
+                Ok(k) => builder.with_config(k, value),
+                Err(_) => builder,
+            },
+        );
+        let retry = object_store::RetryConfig {
+            max_retries: settings.retries as usize,
+            retry_timeout: settings.retry_timeout.0,
+            ..Default::default()
+        };
+        return Ok((Arc::new(builder.with_retry(retry).build()?), path));
+    }
+    let (store, path) = object_store::parse_url_opts(url, options)?;
+    Ok((Arc::from(store), path))
 }
 
 #[cfg(test)]

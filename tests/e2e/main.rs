@@ -11,5 +11,6 @@ mod openlineage;
 mod privacy;
 mod s3;
 mod schedule;
+mod storage_faults;
 mod transform;
 mod trust;

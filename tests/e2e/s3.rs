@@ -11,7 +11,8 @@ pub(crate) async fn example_on_s3() -> (TestProject, String) {
     let prefix = s3_prefix("example");
     let p = TestProject::example(Some(&format!("{prefix}/lake")));
     let drops = url::Url::parse(&format!("{prefix}/drops/ddsp/")).unwrap();
-    let (store, base) = object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops)).unwrap();
+    let (store, base) =
+        object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops, &Default::default())).unwrap();
     for f in files_under(&repo().join("sources/data/ddsp")) {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let path = object_store::path::Path::from(format!("{}/{name}", base.as_ref()));
@@ -100,7 +101,8 @@ async fn transform_pipeline_on_s3() {
     assert_eq!(counts, rows(&[&["1485", "64", "0"]]));
     // A new police file in the S3 drop zone: the silver model runs incrementally.
     let drops = url::Url::parse(&format!("{prefix}/drops/ddsp/")).unwrap();
-    let (store, base) = object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops)).unwrap();
+    let (store, base) =
+        object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops, &Default::default())).unwrap();
     let csv = "numero_intervention;date_heure;nature;latitude;longitude;arrondissement;nom_declarant;tel_declarant;observations\n\
                DDSP-2026-990001;22/11/2026 23:10;tapage;43,29;5,38;1;Ana Lopez;06 00 00 00 01;\n";
     let path = object_store::path::Path::from(format!("{}/incidents_2026-11-22.csv", base.as_ref()));

@@ -516,7 +516,8 @@ async fn target_locks_exclude_each_other_on_disk_and_on_s3() {
     }
     // A lease left by a process that died (expired) is taken over.
     let url = url::Url::parse(&format!("{prefix}/lake/_locks/bronze.z.lock")).unwrap();
-    let (store, path) = object_store::parse_url_opts(&url, lakehouse::storage::storage_options(&url)).unwrap();
+    let (store, path) =
+        object_store::parse_url_opts(&url, lakehouse::storage::storage_options(&url, &Default::default())).unwrap();
     let stale = serde_json::json!({ "owner": "dead:1/x", "expires_at": Utc::now().timestamp_millis() - 1000 });
     store.put(&path, serde_json::to_vec(&stale).unwrap().into()).await.unwrap();
     let lh = s3.load();

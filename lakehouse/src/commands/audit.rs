@@ -164,9 +164,9 @@ pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     rows.push(("system.runs".into(), "-".into(), "Run attempts of sources and models".into()));
     for (t, owner, d) in rows {
-        let v = match lh.warehouse.open_table(&t).await {
-            Ok(Some(table)) => table.version().unwrap_or(0).to_string(),
-            _ => "-".to_string(),
+        let v = match lh.warehouse.open_table(&t).await? {
+            Some(table) => table.version().unwrap_or(0).to_string(),
+            None => "-".to_string(),
         };
         println!("{t:<42} {v:>7}  {owner:<8} {d}");
     }

@@ -19,7 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use super::ConnectorError;
-use crate::storage::{resolve_url, storage_options};
+use crate::storage::resolve_url;
 
 /// A file available in the drop zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,12 @@ enum Zone {
 }
 
 impl FilesConnector {
-    pub fn new(project_dir: &Path, location: &str, pattern: &str) -> Result<Self, ConnectorError> {
+    pub fn new(
+        project_dir: &Path,
+        location: &str,
+        pattern: &str,
+        warehouse: &crate::storage::Warehouse,
+    ) -> Result<Self, ConnectorError> {
         let url = resolve_url(project_dir, location)?;
         let store_err = |source| ConnectorError::Store { location: url.to_string(), source };
         let zone = if url.scheme() == "file" {
@@ -65,8 +70,8 @@ impl FilesConnector {
                 .map_err(|source| ConnectorError::Io { location: dir.display().to_string(), source })?;
             Zone::Local(dir)
         } else {
-            let (store, prefix) = object_store::parse_url_opts(&url, storage_options(&url)).map_err(store_err)?;
-            Zone::Store { store: Arc::from(store), prefix }
+            let (store, prefix) = warehouse.object_store(&url).map_err(store_err)?;
+            Zone::Store { store, prefix }
         };
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(true)

@@ -37,8 +37,13 @@ pub enum ConnectorError {
 }
 
 /// Builds the connector a manifest declares.
-pub fn open(connector: &Connector, project_dir: &Path) -> Result<FilesConnector, ConnectorError> {
+/// Remote stores use the warehouse's storage settings (timeouts, retries).
+pub fn open(
+    connector: &Connector,
+    project_dir: &Path,
+    warehouse: &crate::storage::Warehouse,
+) -> Result<FilesConnector, ConnectorError> {
     match connector {
-        Connector::Files { location, pattern } => FilesConnector::new(project_dir, location, pattern),
+        Connector::Files { location, pattern } => FilesConnector::new(project_dir, location, pattern, warehouse),
     }
 }

@@ -89,13 +89,19 @@ impl IngestError {
             | Self::BadRecord(_)
             | Self::Concurrent { .. }
             | Self::PendingBatch { .. } => true,
-            Self::Storage(e) => matches!(
-                e,
-                StorageError::SchemaMismatch { .. }
-                    | StorageError::InvalidUrl { .. }
-                    | StorageError::KeyMismatch { .. }
-            ),
+            Self::Storage(e) => e.is_user_error(),
             Self::Delta { .. } | Self::Internal(_) => false,
+        }
+    }
+
+    /// An internal error that is in fact an unreachable store, as such (a user error naming the URL).
+    fn or_unreachable(self, location: &url::Url) -> Self {
+        if self.is_user_error() {
+            return self;
+        }
+        match crate::storage::unreachable(&self) {
+            Some(reason) => Self::Storage(StorageError::Unreachable { location: location.to_string(), reason }),
+            None => self,
         }
     }
 }
@@ -149,7 +155,8 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let target = format!("bronze.{}", src.manifest.name);
     let (ns, job) = (lh.warehouse.root().as_str(), (lh.events.namespace.as_str(), target.as_str()));
     lh.events.emit(&run_event("START", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], None)).await;
-    let result = ingest_run(lh, src, run_id.clone()).instrument(span).await;
+    let result =
+        ingest_run(lh, src, run_id.clone()).instrument(span).await.map_err(|e| e.or_unreachable(lh.warehouse.root()));
     match &result {
         Ok(report) => {
             let inputs = report.files.iter().map(|f| dataset(&f.location, &f.path)).collect();
@@ -184,7 +191,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?;
     let quarantine_keys = [(QUARANTINE_DOMAIN.to_string(), quarantine_key.id.clone())];
     let encryptor = Encryptor::new(quarantine_key);
-    let conn = connector::open(&m.connector, &lh.project.dir)?;
+    let conn = connector::open(&m.connector, &lh.project.dir, &lh.warehouse)?;
 
     let wh = &lh.warehouse;
     let bronze_url = wh.table_url("bronze", name);
@@ -288,8 +295,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             Err(FileError::NotTaken(failed)) => report.failed.push(failed),
             Err(FileError::Fatal(e)) => {
                 drop(outcomes);
-                crate::storage::discard(bronze.table_url(), &bronze_adds).await;
-                crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
+                lh.warehouse.discard(bronze.table_url(), &bronze_adds).await;
+                lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
                 return Err(match e {
                     IngestError::BadRecord(msg) => {
                         IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
@@ -302,8 +309,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     drop(outcomes);
     if replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
-        crate::storage::discard(bronze.table_url(), &bronze_adds).await;
-        crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
+        lh.warehouse.discard(bronze.table_url(), &bronze_adds).await;
+        lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
         let f = &report.failed[0];
         return Err(IngestError::PendingBatch {
             source_name: name.to_string(),
@@ -387,7 +394,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         fault_point("after-quarantine-commit");
     } else {
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
-        crate::storage::discard(quarantine.table_url(), &quarantine_adds).await;
+        lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
     }
     // 3. Bronze.
     let version = match m.load.mode {
@@ -530,8 +537,8 @@ impl FileJob<'_> {
             (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
             (Ok(()), Err(e)) => fatal(internal(e)),
         };
-        crate::storage::discard(self.bronze.table_url(), &bronze_adds).await;
-        crate::storage::discard(self.quarantine.table_url(), &quarantine_adds).await;
+        self.lh.warehouse.discard(self.bronze.table_url(), &bronze_adds).await;
+        self.lh.warehouse.discard(self.quarantine.table_url(), &quarantine_adds).await;
         Err(outcome)
     }
 

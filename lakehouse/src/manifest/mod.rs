@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 pub use diag::{Diagnostic, Diagnostics};
 pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
 pub use names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
-pub use project::{Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile};
+pub use project::{
+    Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, StorageSettings,
+};
 pub use source::{
     Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii, Retry,
     SourceManifest,

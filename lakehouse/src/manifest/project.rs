@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::names::{DomainName, PartnerId, TimeZone};
+use super::names::{DomainName, Duration, PartnerId, TimeZone};
 
 pub const PROJECT_FILE: &str = "lakehouse.yaml";
 
@@ -51,6 +51,53 @@ pub struct ProjectFile {
     /// Where OpenLineage run events go (none when absent).
     #[serde(default)]
     pub openlineage: Option<OpenLineage>,
+    /// Timeouts and retries of requests to object storage (S3).
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// Timeouts and retries of every request to object storage, so that a store that is down or frozen fails a run
+/// in bounded time instead of holding it for minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Time to open a connection (default `5 seconds`).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time for one request, from sending it to the end of the answer (default `60 seconds`).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Retries of a request that failed for a reason that may pass (a connection error, a timeout, a 5xx or
+    /// 429 answer), with exponential backoff (default `3`).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time after which a request is not retried any more (default `2 minutes`).
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(5))
+}
+fn default_request_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(120))
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+            retries: default_retries(),
+            retry_timeout: default_retry_timeout(),
+        }
+    }
 }
 
 /// OpenLineage 2-0-2 run events: one JSON file per event in `directory`, and/or POSTed to `url`.

@@ -77,9 +77,7 @@ pub async fn try_lock(warehouse: &Warehouse, target: &str) -> Result<Option<Targ
             Err(std::fs::TryLockError::Error(e)) => Err(store_err(&url, e)),
         };
     }
-    let (store, path) =
-        object_store::parse_url_opts(&url, crate::storage::storage_options(&url)).map_err(|e| store_err(&url, e))?;
-    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::from(store);
+    let (store, path) = warehouse.object_store(&url).map_err(|e| store_err(&url, e))?;
     let owner = format!("{}/{}", crate::runlog::process_name(), uuid::Uuid::new_v4());
     let body = |owner: &str| {
         let expires_at = chrono::Utc::now().timestamp_millis() + LEASE.as_millis() as i64;

@@ -167,6 +167,17 @@ pub enum TransformError {
 }
 
 impl TransformError {
+    /// An internal error that is in fact an unreachable store, as such (a user error naming the URL).
+    fn or_unreachable(self, location: &Url) -> Self {
+        if self.is_user_error() {
+            return self;
+        }
+        match crate::storage::unreachable(&self) {
+            Some(reason) => Self::Storage(StorageError::Unreachable { location: location.to_string(), reason }),
+            None => self,
+        }
+    }
+
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
@@ -177,7 +188,7 @@ impl TransformError {
                 | Self::Privacy(_)
                 | Self::SchemaChanged(_)
                 | Self::Concurrent { .. }
-        )
+        ) || matches!(self, Self::Storage(e) if e.is_user_error())
     }
 }
 
@@ -220,7 +231,10 @@ pub async fn run(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &RunOpti
                 None,
             ))
             .await;
-        let result = run_model(lh, &renderer, model, opts, &mut report).instrument(span.clone()).await;
+        let result = run_model(lh, &renderer, model, opts, &mut report)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| e.or_unreachable(lh.warehouse.root()));
         let inputs: Vec<serde_json::Value> =
             report.read.iter().map(|r| openlineage::table_dataset(ns, &r.table, Some(r.version), None, None)).collect();
         match result {
@@ -434,7 +448,7 @@ async fn run_model(
         url.as_str(),
         schema.clone(),
         (!partition_by.is_empty()).then(|| partition_by.clone()),
-        Some(crate::storage::storage_options(&url)),
+        Some(lh.warehouse.storage_options(&url)),
     )
     .map_err(delta_err(target))?
     .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
@@ -457,7 +471,7 @@ async fn run_model(
         (Err(e), adds) => {
             // Files the writer completed before the failure.
             if let Ok(adds) = adds {
-                crate::storage::discard(&url, &adds).await;
+                lh.warehouse.discard(&url, &adds).await;
             }
             return Err(e);
         }
@@ -473,7 +487,7 @@ async fn run_model(
             match result {
                 Ok(a) => a,
                 Err(e) => {
-                    crate::storage::discard(&url, &adds).await;
+                    lh.warehouse.discard(&url, &adds).await;
                     return Err(e);
                 }
             }
@@ -483,7 +497,7 @@ async fn run_model(
     let failed: Vec<&AuditOutcome> = audits.iter().filter(|a| !a.passed && a.severity == Severity::Error).collect();
     report.audits = audits.clone();
     if !failed.is_empty() {
-        crate::storage::discard(&url, &adds).await;
+        lh.warehouse.discard(&url, &adds).await;
         let list: Vec<String> = failed.iter().map(|a| format!("{} ({} rows)", a.label, a.failing)).collect();
         return Err(TransformError::Audit(list.join(", ")));
     }
@@ -494,7 +508,7 @@ async fn run_model(
         None => match create(lh, &url, &documented(&schema, model), &description, partition_by, target).await {
             Ok(t) => t,
             Err(e) => {
-                crate::storage::discard(&url, &adds).await;
+                lh.warehouse.discard(&url, &adds).await;
                 return Err(e);
             }
         },
@@ -531,7 +545,7 @@ async fn run_model(
     }
     let published = if merge {
         let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
-        crate::storage::discard(&url, &adds).await;
+        lh.warehouse.discard(&url, &adds).await;
         v
     } else {
         let v = publish(
@@ -546,7 +560,7 @@ async fn run_model(
         )
         .await;
         if v.is_err() {
-            crate::storage::discard(&url, &adds).await;
+            lh.warehouse.discard(&url, &adds).await;
         }
         v
     };
@@ -735,7 +749,7 @@ async fn create(
         std::fs::create_dir_all(&path).map_err(|e| TransformError::Internal(format!("{}: {e}", path.display())))?;
     }
     let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
-    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), crate::storage::storage_options(url))
+    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), lh.warehouse.storage_options(url))
         .await
         .map_err(delta_err(target))?;
     table
