@@ -89,9 +89,15 @@ impl Needles {
 #[tokio::test]
 async fn canary_keys_and_clear_identifiers_never_reach_storage_or_logs() {
     let p = TestProject::example(None);
+    // A police export without its header line: its first record (a name, a phone number) must not reach the
+    // error that says the file is not taken, wherever that error is kept (issue 9).
+    let sample = std::fs::read(repo().join("sources/data/ddsp/incidents_2026-11-08.csv")).unwrap();
+    let body = &sample[sample.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    p.write("sources/data/ddsp/incidents_noheader.csv", body);
     // The whole pipeline: bronze, silver and gold (data files and commit metadata), logs, rendered SQL.
     let out = p.command(&["-v", "run"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "the header-less file is not taken: {}", stderr(&out));
+    assert!(stderr(&out).contains("incidents_noheader.csv") && stderr(&out).contains("header lacks"));
     let compiled = p.run(&["-v", "compile", "--incremental"]);
     assert!(compiled.status.success(), "{}", stderr(&compiled));
     assert!(stdout(&compiled).contains("pseudonymize") || stdout(&compiled).contains("geo_cell"));
@@ -103,8 +109,8 @@ async fn canary_keys_and_clear_identifiers_never_reach_storage_or_logs() {
     let sample = std::fs::read(repo().join("sources/data/ddsp/incidents_2026-11-01.csv")).unwrap();
     assert!(needles.find(&sample).is_some(), "the scanner must find the identifiers of the input");
     let mut files = files_under(&p.path().join("warehouse"));
-    // OpenLineage events too.
-    let events = files_under(&p.path().join(".lakehouse/openlineage"));
+    // OpenLineage events and the catalog database too (`.lakehouse/`).
+    let events = files_under(&p.path().join(".lakehouse"));
     assert!(events.len() >= 30, "expected the run's lineage events");
     files.extend(events);
     assert!(files.iter().any(|f| f.to_string_lossy().contains("_delta_log")));
