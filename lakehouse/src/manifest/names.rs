@@ -102,14 +102,20 @@ identifier!(
 /// The `cron` crate reads seconds first, so a 5-field expression is translated by prefixing `0` seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+///
+/// Fields mean what they mean in crontab(5): day-of-week `0` and `7` are Sunday, `1` Monday, names `sun`…`sat`
+/// (the `cron` crate numbers days 1 = Sunday, so the field is translated to day names), and when both
+/// day-of-month and day-of-week are restricted (neither starts with `*`), the job runs when **either** matches
+/// (Vixie cron's rule; the crate would require both): such a schedule is two crate schedules, the earliest wins.
 pub struct CronSchedule {
     source: String,
-    schedule: cron::Schedule,
+    schedules: Vec<cron::Schedule>,
 }
 
 impl CronSchedule {
-    pub fn schedule(&self) -> &cron::Schedule {
-        &self.schedule
+    /// The crate schedules whose union is this schedule (two under the day-of-month OR day-of-week rule).
+    pub fn schedules(&self) -> &[cron::Schedule] {
+        &self.schedules
     }
     pub fn as_str(&self) -> &str {
         &self.source
@@ -145,25 +151,92 @@ impl PartialEq for CronSchedule {
 impl TryFrom<String> for CronSchedule {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let fields = s.split_whitespace().count();
-        let expr = match fields {
-            5 => format!("0 {s}"),
-            6 => s.clone(),
+        let mut fields: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+        match fields.len() {
+            5 => fields.insert(0, "0".into()),
+            6 => {}
             n => {
                 return Err(format!(
                     "invalid cron schedule `{s}`: expected 5 fields (minute hour day-of-month month day-of-week) \
                      or 6 with seconds first, found {n}"
                 ));
             }
+        }
+        let invalid = |why: &str| {
+            format!(
+                "invalid cron schedule `{s}`: {why} (standard 5-field crontab, e.g. `*/15 * * * *` or `0 6 * * mon-fri`, \
+                 or 6 fields with seconds first)"
+            )
         };
-        let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
-            // The cron crate's message repeats the expression with a caret line; keep its explanation.
-            let e = e.to_string();
-            let why = e.lines().last().unwrap_or_default().trim().to_string();
-            format!("invalid cron schedule `{s}`: {why} (standard 5-field crontab, e.g. `*/15 * * * *`, or 6 fields with seconds first)")
-        })?;
-        Ok(Self { source: s, schedule })
+        let (dom, dow) = (fields[3].clone(), fields[5].clone());
+        fields[5] = crontab_days(&dow).map_err(|why| invalid(&why))?;
+        let mut exprs = Vec::new();
+        if !dom.starts_with('*') && !dow.starts_with('*') {
+            // Either day matches: one schedule per day field, the other field left free.
+            let mut by_month_day = fields.clone();
+            by_month_day[5] = "*".into();
+            let mut by_week_day = fields;
+            by_week_day[3] = "*".into();
+            exprs.push(by_month_day.join(" "));
+            exprs.push(by_week_day.join(" "));
+        } else {
+            exprs.push(fields.join(" "));
+        }
+        let schedules = exprs
+            .iter()
+            .map(|expr| {
+                cron::Schedule::from_str(expr).map_err(|e| {
+                    // The cron crate's message repeats the expression with a caret line; keep its explanation.
+                    let e = e.to_string();
+                    invalid(e.lines().last().unwrap_or_default().trim())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { source: s, schedules })
     }
+}
+
+/// The crontab day-of-week field (`0`–`7`, `0` and `7` Sunday, names `sun`…`sat`, ranges, lists and steps) as
+/// the `cron` crate's names, which it reads without ambiguity (`MON,TUE`); the crate numbers days 1 = Sunday.
+fn crontab_days(field: &str) -> Result<String, String> {
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let day = |s: &str| -> Result<usize, String> {
+        let lower = s.to_ascii_lowercase();
+        if let Some(i) = NAMES.iter().position(|n| n.eq_ignore_ascii_case(&lower)) {
+            return Ok(i);
+        }
+        match s.parse::<usize>() {
+            Ok(n @ 0..=7) => Ok(n % 7),
+            _ => Err(format!("day of week `{s}` is not 0–7 (0 and 7 are Sunday) or sun…sat")),
+        }
+    };
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                (r, s.parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| format!("invalid step in `{item}`"))?)
+            }
+            None => (item, 1),
+        };
+        let (lo, hi) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, if b == "7" { 7 } else { day(b)? });
+                    if a > b {
+                        return Err(format!("day-of-week range `{r}` runs backwards"));
+                    }
+                    (a, b)
+                }
+                None if step > 1 => (day(r)?, 6),
+                None => (day(r)?, day(r)?),
+            },
+        };
+        for d in (lo..=hi).step_by(step) {
+            days[d % 7] = true;
+        }
+    }
+    Ok(days.iter().zip(NAMES).filter(|(on, _)| **on).map(|(_, n)| n).collect::<Vec<_>>().join(","))
 }
 
 impl From<CronSchedule> for String {

@@ -10,14 +10,23 @@ use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike,
 
 use crate::manifest::CronSchedule;
 
-/// The first time strictly after `after` at which `schedule` fires.
+/// The first time strictly after `after` at which `schedule` fires (the earliest of its crate schedules).
 pub fn next_fire(schedule: &CronSchedule, tz: chrono_tz::Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let both = schedule.hour_is_wildcard();
+    schedule.schedules().iter().filter_map(|s| next_fire_of(s, both, tz, after)).min()
+}
+
+fn next_fire_of(
+    schedule: &cron::Schedule,
+    both: bool,
+    tz: chrono_tz::Tz,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let local = after.with_timezone(&tz).naive_local();
     // Wall-clock candidates from a little before `after`: around a repeated hour, local time runs backwards.
     let start = Utc.from_utc_datetime(&(local - Duration::hours(3)));
-    let both = schedule.hour_is_wildcard();
     let mut best: Option<(DateTime<Utc>, NaiveDateTime)> = None;
-    for candidate in schedule.schedule().after(&start).take(100_000) {
+    for candidate in schedule.after(&start).take(100_000) {
         let naive = candidate.naive_utc();
         if let Some((_, first)) = best
             && naive > first + Duration::hours(3)
@@ -99,6 +108,70 @@ mod tests {
         assert!(got.contains(&"2026-10-25T00:00Z".to_string()) && got.contains(&"2026-10-25T01:00Z".to_string()));
         // And 23 times on the short day.
         assert_eq!(fires("0 * * * *", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z").len(), 23);
+    }
+
+    /// Weekdays as crontab(5) numbers them: 0 and 7 are Sunday, 1 Monday; names; ranges; lists; steps.
+    #[test]
+    fn weekdays_mean_what_crontab_means() {
+        let days = |s: &str| -> Vec<String> {
+            fires(s, "2026-11-29T00:00:00Z", "2026-12-06T00:00:00Z") // Sunday 29 Nov to Saturday 5 Dec
+                .iter()
+                .map(|t| {
+                    utc(&format!("{}:00Z", &t[..16])).with_timezone(&chrono_tz::Europe::Paris).format("%a").to_string()
+                })
+                .collect()
+        };
+        let weekdays = ["Mon", "Tue", "Wed", "Thu", "Fri"];
+        assert_eq!(days("0 6 * * 1-5"), weekdays);
+        assert_eq!(days("0 6 * * mon-fri"), weekdays);
+        assert_eq!(days("0 6 * * MON,tue,3-5"), weekdays);
+        assert_eq!(days("0 6 * * 0"), ["Sun"]);
+        assert_eq!(days("0 6 * * 7"), ["Sun"]);
+        assert_eq!(days("0 6 * * 5-7"), ["Sun", "Fri", "Sat"]);
+        assert_eq!(days("0 6 * * */2"), ["Sun", "Tue", "Thu", "Sat"]);
+        assert_eq!(days("0 6 * * 1-5/2"), ["Mon", "Wed", "Fri"]);
+        assert_eq!(days("0 6 * * 6,0"), ["Sun", "Sat"]);
+        // On a Sunday evening, the next run of a weekday job is Monday.
+        assert_eq!(
+            next_fire(&cron("0 23 * * 1-5"), chrono_tz::Europe::Paris, utc("2026-11-29T18:00:00Z")),
+            Some(utc("2026-11-30T22:00:00Z"))
+        );
+        for bad in ["0 6 * * 8", "0 6 * * 5-1", "0 6 * * fri-mon", "0 6 * * funday"] {
+            let e = CronSchedule::try_from(bad.to_string()).unwrap_err();
+            assert!(e.contains("invalid cron schedule") && e.contains("crontab"), "{bad}: {e}");
+        }
+    }
+
+    /// Day of month and day of week both restricted: either matches (Vixie cron), not both.
+    #[test]
+    fn restricted_day_of_month_or_day_of_week() {
+        // December 2026: the 1st is a Tuesday; Mondays are the 7th, 14th, 21st, 28th.
+        let got = fires("0 0 1 * 1", "2026-11-30T12:00:00Z", "2026-12-31T12:00:00Z");
+        let dates: Vec<String> = got
+            .iter()
+            .map(|t| {
+                utc(&format!("{}:00Z", &t[..16])).with_timezone(&chrono_tz::Europe::Paris).format("%d").to_string()
+            })
+            .collect();
+        assert_eq!(dates, ["01", "07", "14", "21", "28"]);
+        // A star in either field keeps the other's meaning alone.
+        assert_eq!(fires("0 0 1 * *", "2026-11-30T12:00:00Z", "2026-12-31T12:00:00Z").len(), 1);
+        assert_eq!(fires("0 0 * * 1", "2026-11-30T12:00:00Z", "2026-12-31T12:00:00Z").len(), 4);
+    }
+
+    /// Weekday schedules across both daylight-saving changes: the local time holds.
+    #[test]
+    fn weekday_jobs_across_daylight_saving_changes() {
+        // Sunday 29 March 2026 (clocks forward) and Sunday 25 October 2026 (clocks back).
+        assert_eq!(
+            fires("30 2 * * 0", "2026-03-22T12:00:00Z", "2026-04-06T00:00:00Z"),
+            ["2026-03-29T01:00Z", "2026-04-05T00:30Z"]
+        );
+        assert_eq!(
+            fires("30 2 * * sun", "2026-10-18T12:00:00Z", "2026-11-02T00:00:00Z"),
+            ["2026-10-25T00:30Z", "2026-11-01T01:30Z"]
+        );
+        assert_eq!(fires("0 8 * * mon", "2026-03-28T00:00:00Z", "2026-04-01T00:00:00Z"), ["2026-03-30T06:00Z"]);
     }
 
     #[test]
