@@ -84,7 +84,8 @@ pub enum OpenError {
 impl Lakehouse {
     /// Opens the warehouse of a validated project, and loads its keys when `keys` is [`KeyUse::Write`].
     pub fn open(project: Project, keys: KeyUse) -> Result<Self, OpenError> {
-        let warehouse = Warehouse::new(&project.dir, &project.file.warehouse, &project.file.storage)?;
+        let warehouse =
+            Warehouse::new(&project.dir, &project.file.warehouse, &project.file.storage, project.log_retention())?;
         let mut domains: Vec<&str> = project.file.privacy.domains.iter().map(|d| d.as_str()).collect();
         domains.push(QUARANTINE_DOMAIN);
         let keys = match keys {

@@ -162,7 +162,7 @@ pub async fn record(warehouse: &Warehouse, records: &[RunRecord]) {
 
 async fn try_record(warehouse: &Warehouse, records: &[RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
     let url = warehouse.table_url("system", "runs");
-    let table = warehouse.open_or_create(&url, &schema(), "Run attempts of sources and models", &[]).await?;
+    let table = warehouse.open_or_create(&url, &schema(), "Run attempts of sources and models", &[], &[]).await?;
     let mut writer = RecordBatchWriter::for_table(&table)?;
     writer.write(batch(records)?).await?;
     let adds = writer.flush().await?;

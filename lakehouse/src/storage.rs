@@ -190,6 +190,7 @@ pub struct Warehouse {
     root: Url,
     settings: StorageSettings,
     options: HashMap<String, String>,
+    log_retention: crate::manifest::Retention,
 }
 
 impl std::fmt::Debug for Warehouse {
@@ -230,9 +231,53 @@ pub fn resolve_url(base: &Path, location: &str) -> Result<Url, StorageError> {
 }
 
 impl Warehouse {
-    pub fn new(project_dir: &Path, url: &str, settings: &StorageSettings) -> Result<Self, StorageError> {
+    pub fn new(
+        project_dir: &Path,
+        url: &str,
+        settings: &StorageSettings,
+        log_retention: crate::manifest::Retention,
+    ) -> Result<Self, StorageError> {
         let root = resolve_url(project_dir, url)?;
-        Ok(Self { options: storage_options(&root, settings), settings: settings.clone(), root })
+        Ok(Self { options: storage_options(&root, settings), settings: settings.clone(), root, log_retention })
+    }
+
+    /// The Delta properties that keep every table's log as long as the deployment's `log_retention`: delta-rs
+    /// otherwise deletes log entries older than 30 days after a checkpoint, and lineage, time travel, `reproduce`,
+    /// incremental models and `catalog rebuild` read each version's entry.
+    pub fn log_properties(&self) -> Vec<(&'static str, String)> {
+        match self.log_retention.max_days() {
+            Some(days) => vec![
+                ("delta.logRetentionDuration", format!("interval {days} days")),
+                ("delta.enableExpiredLogCleanup", "true".into()),
+            ],
+            None => vec![
+                ("delta.logRetentionDuration", "interval 36600 days".into()),
+                ("delta.enableExpiredLogCleanup", "false".into()),
+            ],
+        }
+    }
+
+    /// Brings an existing table's log retention up to [`Self::log_properties`] (one commit, once).
+    pub async fn keep_log(&self, table: DeltaTable) -> Result<DeltaTable, StorageError> {
+        let url = table.table_url().clone();
+        let configuration =
+            table.snapshot().map(|s| s.metadata().configuration().clone()).map_err(|e| delta_error(&url, e))?;
+        let stale: HashMap<String, String> = self
+            .log_properties()
+            .into_iter()
+            .filter(|(k, v)| configuration.get(*k) != Some(v))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if stale.is_empty() {
+            return Ok(table);
+        }
+        tracing::info!(table = %url, "setting the table's log retention");
+        table
+            .set_tbl_properties()
+            .with_properties(stale)
+            .with_raise_if_not_exists(false)
+            .await
+            .map_err(|e| delta_error(&url, e))
     }
 
     /// The storage options of any URL (a table, a drop zone) with this deployment's timeouts and retries.
@@ -314,19 +359,22 @@ impl Warehouse {
         Ok(names)
     }
 
-    /// Opens the table, creating it with `schema` when it does not exist. An existing table must have the same
-    /// column names and types. `stats_columns` limits the columns Delta keeps file statistics for.
+    /// Opens the table, creating it with `schema` (partitioned by `partition_by`) when it does not exist. An
+    /// existing table must have the same column names and types. `configuration` is set at creation (Delta
+    /// properties such as `delta.dataSkippingStatsColumns`, and ours, `lakehouse.*`); the deployment's log
+    /// retention ([`Self::log_properties`]) is set at creation and brought up to date on an existing table.
     pub async fn open_or_create(
         &self,
         url: &Url,
         schema: &SchemaRef,
         description: &str,
+        partition_by: &[String],
         configuration: &[(&str, &str)],
     ) -> Result<DeltaTable, StorageError> {
         let err = |source| delta_error(url, source);
         if let Some(table) = self.open(url).await? {
             check_schema(url, &table, schema)?;
-            return Ok(table);
+            return self.keep_log(table).await;
         }
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
@@ -340,17 +388,17 @@ impl Warehouse {
         // No commit retries: when another writer creates the table at the same time, delta-rs would otherwise
         // commit our create as version 1 on top of theirs (a second protocol action that fails every
         // concurrent writer). Losing the race is fine: open the winner's table.
-        let mut create = table
+        let log = self.log_properties();
+        let create = table
             .create()
             .with_columns(delta_schema.fields().cloned())
+            .with_partition_columns(partition_by.to_vec())
             .with_comment(description)
-            .with_commit_properties(CommitProperties::default().with_max_retries(0));
-        if !configuration.is_empty() {
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .with_configuration(log.iter().map(|(k, v)| (*k, Some(v.as_str()))))
+            .with_configuration(configuration.iter().map(|(k, v)| (*k, Some(*v))))
             // Our own properties (`lakehouse.*`) are not Delta's: do not refuse them.
-            create = create
-                .with_configuration(configuration.iter().map(|(k, v)| (*k, Some(*v))))
-                .with_raise_if_key_not_exists(false);
-        }
+            .with_raise_if_key_not_exists(false);
         let error = match create.await {
             Ok(t) => return Ok(t),
             Err(e) => e,

@@ -200,10 +200,10 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let properties: Vec<(String, String)> =
         bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
     let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, &properties).await?;
+    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, &[], &properties).await?;
     let bronze = crate::storage::check_keys(bronze, &bronze_keys).await?;
     let ledger =
-        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[]).await?;
+        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[], &[]).await?;
     let existing_quarantine = match wh.open(&quarantine_url).await? {
         Some(q) => Some(crate::storage::check_keys(q, &quarantine_keys).await?),
         None => None,
@@ -263,7 +263,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
             let key = crate::storage::key_property(QUARANTINE_DOMAIN);
             let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), quarantine_keys[0].1.as_str())];
-            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, &properties).await?
+            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, &[], &properties).await?
         }
     };
     let job = FileJob {

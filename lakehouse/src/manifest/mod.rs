@@ -125,6 +125,21 @@ impl Project {
         Ok((file.map(|file| Self { dir, file, sources, models }), diags))
     }
 
+    /// How long tables keep their Delta log: `log_retention` of `lakehouse.yaml`, else the longest source
+    /// retention and at least 10 years (`forever` when a source keeps its data forever).
+    pub fn log_retention(&self) -> Retention {
+        if let Some(r) = self.file.log_retention {
+            return r;
+        }
+        let floor = Retention::Years(10);
+        self.sources.iter().map(|s| s.manifest.retention).fold(floor, |a, b| match (a.max_days(), b.max_days()) {
+            (None, _) => a,
+            (_, None) => b,
+            (Some(x), Some(y)) if y > x => b,
+            _ => a,
+        })
+    }
+
     /// The sources named (all when `names` is empty), or an error naming the unknown ones.
     pub fn select_sources(&self, names: &[String]) -> Result<Vec<&LoadedSource>, Diagnostics> {
         if names.is_empty() {
@@ -481,6 +496,25 @@ fn validate_sources(
         let text = texts.get(path).map(String::as_str).unwrap_or_default();
         let at = |p: &[&str]| diag::locate(text, p);
         let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+        let longer = match project.log_retention.map(|l| (m.retention.max_days(), l.max_days())) {
+            None | Some((_, None)) => false,
+            Some((None, Some(_))) => true,
+            Some((Some(data), Some(log))) => data > log,
+        };
+        if let (true, Some(log_retention)) = (longer, project.log_retention) {
+            diags.push(
+                err(
+                    "retention".into(),
+                    format!(
+                        "retention `{}` is longer than the project's `log_retention` ({}): the Delta log, which lineage \
+                         and time travel read, would expire before the data",
+                        m.retention, log_retention
+                    ),
+                    at(&["retention"]),
+                )
+                .hint("raise `log_retention` in lakehouse.yaml (or leave it out: the default follows the sources), or shorten this retention"),
+            );
+        }
         if m.retry.attempts == 0 {
             diags.push(
                 err(

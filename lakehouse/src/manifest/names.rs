@@ -292,6 +292,18 @@ impl TryFrom<String> for Retention {
     }
 }
 
+impl Retention {
+    /// At least this many days (a month counted as 31, a year as 366); `None` for `forever`.
+    pub fn max_days(self) -> Option<u64> {
+        match self {
+            Self::Days(n) => Some(u64::from(n)),
+            Self::Months(n) => Some(u64::from(n) * 31),
+            Self::Years(n) => Some(u64::from(n) * 366),
+            Self::Forever => None,
+        }
+    }
+}
+
 impl From<Retention> for String {
     fn from(r: Retention) -> String {
         r.to_string()

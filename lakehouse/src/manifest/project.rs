@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::names::{DomainName, Duration, PartnerId, TimeZone};
+use super::names::{DomainName, Duration, PartnerId, Retention, TimeZone};
 
 pub const PROJECT_FILE: &str = "lakehouse.yaml";
 
@@ -54,6 +54,11 @@ pub struct ProjectFile {
     /// Timeouts and retries of requests to object storage (S3).
     #[serde(default)]
     pub storage: StorageSettings,
+    /// How long every table keeps its Delta log (each version's commit entry: lineage, time travel, `reproduce`,
+    /// incremental models, `catalog rebuild` read it); at least the longest source `retention`. Default: the
+    /// longest source retention, and at least 10 years ([`super::Project::log_retention`]).
+    #[serde(default)]
+    pub log_retention: Option<Retention>,
 }
 
 /// Timeouts and retries of every request to object storage, so that a store that is down or frozen fails a run

@@ -361,7 +361,19 @@ async fn run_model(
                         break;
                     }
                     let table = &inputs[&tv.table];
-                    let old = files_at(table, before.version, &tv.table).await?;
+                    let old = match files_at(table, before.version, &tv.table).await {
+                        Ok(old) => old,
+                        // A store that cannot be reached is not a reason to rebuild.
+                        Err(e) if crate::storage::unreachable(&e).is_some() => return Err(e),
+                        Err(_) => {
+                            why_full = Some(format!(
+                                "version {} of {} that the last run read can no longer be read (its log entry \
+                                 expired?)",
+                                before.version, tv.table
+                            ));
+                            break;
+                        }
+                    };
                     let now = files_at(table, tv.version, &tv.table).await?;
                     if !old.is_subset(&now) {
                         why_full = Some(format!(
@@ -504,14 +516,23 @@ async fn run_model(
 
     // 7. Publish.
     let table = match existing {
-        Some(t) => t,
-        None => match create(lh, &url, &documented(&schema, model), &description, partition_by, target).await {
+        Some(t) => match lh.warehouse.keep_log(t).await {
             Ok(t) => t,
             Err(e) => {
                 lh.warehouse.discard(&url, &adds).await;
-                return Err(e);
+                return Err(e.into());
             }
         },
+        None => {
+            match lh.warehouse.open_or_create(&url, &documented(&schema, model), &description, partition_by, &[]).await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    lh.warehouse.discard(&url, &adds).await;
+                    return Err(e.into());
+                }
+            }
+        }
     };
     let batch = previous.as_ref().map_or(1, |p| p.batch + 1);
     let run = RunCommit {
@@ -730,35 +751,6 @@ fn delta_compatible(df: DataFrame) -> Result<DataFrame, TransformError> {
         return Ok(df);
     }
     df.select(exprs).map_err(sql_err)
-}
-
-async fn create(
-    lh: &Lakehouse,
-    url: &Url,
-    schema: &SchemaRef,
-    description: &str,
-    partition_by: &[String],
-    target: &str,
-) -> Result<DeltaTable, TransformError> {
-    if partition_by.is_empty() {
-        return Ok(lh.warehouse.open_or_create(url, schema, description, &[]).await?);
-    }
-    if url.scheme() == "file"
-        && let Ok(path) = url.to_file_path()
-    {
-        std::fs::create_dir_all(&path).map_err(|e| TransformError::Internal(format!("{}: {e}", path.display())))?;
-    }
-    let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
-    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), lh.warehouse.storage_options(url))
-        .await
-        .map_err(delta_err(target))?;
-    table
-        .create()
-        .with_columns(delta_schema.fields().cloned())
-        .with_partition_columns(partition_by.to_vec())
-        .with_comment(description)
-        .await
-        .map_err(delta_err(target))
 }
 
 /// `None` when the table has the same columns as `schema`, else a description of the change.
