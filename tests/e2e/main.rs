@@ -7,6 +7,7 @@ mod catalog;
 mod cli;
 mod exactly_once;
 mod ingest;
+mod limits;
 mod manifests;
 mod openlineage;
 mod privacy;

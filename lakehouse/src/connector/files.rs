@@ -7,7 +7,6 @@
 //! not entered); a symbolic link, pipe or device whose name matches the pattern is listed, and opening it is
 //! refused with an error naming it, so the run reports it as not taken instead of reading what it points to.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -124,11 +123,11 @@ impl FilesConnector {
     }
 
     /// Opens a file for streaming reads. Local files are read in place; remote objects are downloaded to a
-    /// temporary file first (streamed, so memory stays bounded), which is removed when the reader is dropped.
-    pub async fn open(&self, entry: &FileEntry) -> Result<Box<dyn Read + Send>, ConnectorError> {
+    /// temporary file first (streamed, so memory stays bounded), which is removed when the file is dropped.
+    pub async fn open(&self, entry: &FileEntry) -> Result<std::fs::File, ConnectorError> {
         let io_err = |source| ConnectorError::Io { location: format!("{}{}", self.url, entry.path), source };
         let (store, prefix) = match &self.zone {
-            Zone::Local(dir) => return Ok(Box::new(open_regular(dir, &entry.path, &self.url)?)),
+            Zone::Local(dir) => return open_regular(dir, &entry.path, &self.url),
             Zone::Store { store, prefix } => (store, prefix),
         };
         let location = if prefix.as_ref().is_empty() {
@@ -151,7 +150,7 @@ impl FilesConnector {
             tmp.write_all(&chunk).map_err(io_err)?;
         }
         tmp.seek(std::io::SeekFrom::Start(0)).map_err(io_err)?;
-        Ok(Box::new(tmp))
+        Ok(tmp)
     }
 }
 

@@ -17,9 +17,16 @@ pub struct Dialect {
     pub nulls: Vec<String>,
 }
 
-pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+pub fn read(
+    input: Box<dyn Read + Send>,
+    d: &Dialect,
+    limits: crate::manifest::ReadLimits,
+    rows: &mut RowEmitter<'_, '_>,
+) -> Result<(), ReadError> {
     let crlf = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let input = LineEndingProbe { inner: input, last: 0, found: crlf.clone() };
+    // Oversized records, overlong quoted fields and a quote never closed are flagged by their first line.
+    let (guarded, flags) = super::limits::CsvGuard::new(input, d.delimiter, d.quote, limits);
+    let input = LineEndingProbe { inner: Box::new(guarded), last: 0, found: crlf.clone() };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(d.delimiter)
         .quote(d.quote)
@@ -80,6 +87,10 @@ pub fn read(input: Box<dyn Read + Send>, d: &Dialect, rows: &mut RowEmitter<'_, 
         // record positions are one line short: correct them.
         let lag = u64::from(crlf.load(std::sync::atomic::Ordering::Relaxed) == CRLF);
         let line = record.position().map(|p| p.line() + lag);
+        if let Some(reason) = line.and_then(|l| flags.take(l)) {
+            rows.bad(line, RowError::record(reason), raw(&record, d))?;
+            continue;
+        }
         if record.len() != expected_fields {
             // A lone empty line parses as one empty field: not a record.
             if record.len() == 1 && record[0].is_empty() {

@@ -14,16 +14,29 @@ use super::{ReadError, RowEmitter, RowError};
 /// Largest JSON document read whole (use NDJSON beyond this).
 const MAX_DOCUMENT_BYTES: u64 = 1 << 30;
 
-pub fn read_ndjson(input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+pub fn read_ndjson(
+    input: Box<dyn Read + Send>,
+    limits: crate::manifest::ReadLimits,
+    rows: &mut RowEmitter<'_, '_>,
+) -> Result<(), ReadError> {
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut line = Vec::new();
     let mut line_no = 0u64;
+    let max = limits.max_record_bytes;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let (read, whole) = read_line_bounded(&mut reader, &mut line, max)?;
+        if read == 0 {
             break;
         }
         line_no += 1;
+        if !whole {
+            let reason = format!(
+                "the line is longer than {max} bytes (limits.max_record_bytes); its first {max} bytes are kept"
+            );
+            rows.bad(Some(line_no), RowError::record(reason), std::mem::take(&mut line))?;
+            continue;
+        }
         let text = trim_line(&line);
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -35,6 +48,36 @@ pub fn read_ndjson(input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -
         }
     }
     Ok(())
+}
+
+/// Reads up to and including the next `\n`, keeping at most `max` bytes of it in `line`. Returns the bytes read
+/// and whether the whole line fit.
+fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>, max: u64) -> std::io::Result<(usize, bool)> {
+    let mut total = 0usize;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            let whole = line.len() as u64 <= max;
+            line.truncate(max as usize);
+            return Ok((total, whole));
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = (max as usize).saturating_add(1).saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        total += n;
+        reader.consume(n);
+        if done {
+            let whole = line.len() as u64 <= max || (line.len() as u64 == max + 1 && line.ends_with(b"\n"));
+            if !whole {
+                line.truncate(max as usize);
+            }
+            return Ok((total, whole));
+        }
+    }
 }
 
 pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {

@@ -11,6 +11,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod limits;
 pub mod parquet;
 pub mod value;
 
@@ -189,6 +190,9 @@ pub trait RecordSink {
 pub enum ReadError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
+    /// The file passes one of the project's `limits` (decompressed size or ratio).
+    #[error("{0}")]
+    Limit(String),
     #[error("{0}")]
     Malformed(String),
     #[error("bad record at {location}: {error} (on_bad_record: fail)")]
@@ -213,20 +217,23 @@ pub struct ReadContext {
     pub ingested_at_micros: i64,
     pub source_file: String,
     pub on_bad_record: OnBadRecord,
+    pub limits: crate::manifest::ReadLimits,
 }
 
-/// Reads one file of the given format into the sink.
+/// Reads one file of the given format into the sink. A file over one of the project's `limits` is
+/// [`ReadError::Limit`] (not taken); a record over one is quarantined.
 pub fn read_file(
     format: &Format,
     file_name: &str,
-    input: Box<dyn Read + Send>,
+    input: std::fs::File,
     ctx: &ReadContext,
     sink: &mut dyn RecordSink,
 ) -> Result<FileCounts, ReadError> {
     let mut rows = RowEmitter::new(ctx, sink)?;
-    match format {
+    let limits = ctx.limits;
+    let result = match format {
         Format::Csv { delimiter, quote, header, encoding, null_values, compression, .. } => {
-            let input = decompress(input, *compression, file_name);
+            let input = decompress(Box::new(input), *compression, file_name, limits);
             let dialect = csv::Dialect {
                 delimiter: *delimiter as u8,
                 quote: *quote as u8,
@@ -234,28 +241,38 @@ pub fn read_file(
                 encoding: *encoding,
                 nulls: null_values.clone(),
             };
-            csv::read(input, &dialect, &mut rows)?;
+            csv::read(input, &dialect, limits, &mut rows)
         }
-        Format::Ndjson { compression } => json::read_ndjson(decompress(input, *compression, file_name), &mut rows)?,
+        Format::Ndjson { compression } => {
+            json::read_ndjson(decompress(Box::new(input), *compression, file_name, limits), limits, &mut rows)
+        }
         Format::Json { records, compression } => {
-            json::read_document(decompress(input, *compression, file_name), records, &mut rows)?
+            json::read_document(decompress(Box::new(input), *compression, file_name, limits), records, &mut rows)
         }
-        Format::Parquet => parquet::read(input, &mut rows)?,
+        Format::Parquet => parquet::read(input, &mut rows),
+    };
+    match result {
+        Err(ReadError::Io(e)) => match limits::LimitExceeded::find(&e) {
+            Some(message) => Err(ReadError::Limit(message)),
+            None => Err(ReadError::Io(e)),
+        },
+        Err(e) => Err(e),
+        Ok(()) => rows.finish(),
     }
-    rows.finish()
 }
 
-fn decompress(input: Box<dyn Read + Send>, compression: Compression, name: &str) -> Box<dyn Read + Send> {
+fn decompress(
+    input: Box<dyn Read + Send>,
+    compression: Compression,
+    name: &str,
+    limits: crate::manifest::ReadLimits,
+) -> Box<dyn Read + Send> {
     let gz = match compression {
         Compression::Gzip => true,
         Compression::None => false,
         Compression::Auto => name.ends_with(".gz") || name.ends_with(".gzip"),
     };
-    if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, input)))
-    } else {
-        input
-    }
+    if gz { Box::new(limits::Decompressed::new(input, limits, flate2::bufread::MultiGzDecoder::new)) } else { input }
 }
 
 /// Decodes field bytes in the declared encoding.

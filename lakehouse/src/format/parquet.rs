@@ -1,24 +1,20 @@
 //! Parquet files: columns are matched by name and read through their text form, so the same parsing and checks
 //! apply as for text formats (a Parquet `int32` fits an `int` column, a timestamp a `timestamp` column).
 
-use std::io::Read;
-
 use arrow::array::Array;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{ReadError, RowEmitter};
 
-pub fn read(mut input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes)?;
-    if bytes.is_empty() {
+/// Reads row group by row group from the file (never the whole file in memory).
+pub fn read(input: std::fs::File, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
+    if input.metadata()?.len() == 0 {
         return Ok(());
     }
     let malformed =
         |e: parquet::errors::ParquetError| ReadError::Malformed(format!("not a readable Parquet file: {e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).map_err(malformed)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(malformed)?;
     let file_schema = builder.schema().clone();
     let inputs = rows.plan().inputs.clone();
     let mut positions = Vec::with_capacity(inputs.len());

@@ -139,6 +139,16 @@ pub fn app_id(source: &str) -> String {
     format!("lakehouse/ingest/{source}")
 }
 
+/// The message of a panic, without data values ([`crate::session::without_values`]).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    crate::session::without_values(text.lines().next().unwrap_or_default())
+}
+
 /// Crash points for tests of the exactly-once protocol: `LAKEHOUSE_FAULT=<point>` aborts the process there.
 fn fault_point(point: &str) {
     if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == point) {
@@ -282,7 +292,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let mut upsert_rows: Vec<RecordBatch> = Vec::new();
     let mut ledger_rows: Vec<(FileEntry, RecordCounts)> = Vec::new();
     // By index: a closure taking `&FileEntry` would make the future not provably `Send` (higher-ranked lifetime).
-    let mut outcomes = futures::stream::iter(0..entries.len()).map(|i| job.take(&entries[i])).buffered(PARALLEL_FILES);
+    let mut outcomes =
+        futures::stream::iter(0..entries.len()).map(|i| job.take_guarded(&entries[i])).buffered(PARALLEL_FILES);
     while let Some(outcome) = outcomes.next().await {
         match outcome {
             Ok(done) => {
@@ -457,6 +468,24 @@ enum FileError {
 }
 
 impl FileJob<'_> {
+    /// [`Self::take`], with a panic while writing the file (a bug, or a limit of a library) turned into the file
+    /// not taken: the other files, sources and models go on.
+    async fn take_guarded(&self, entry: &FileEntry) -> Result<FileDone, FileError> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.take(entry)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let reason = format!(
+                    "an internal error stopped its processing ({}); the file is not taken and will be tried again — \
+                     please report it",
+                    panic_text(panic.as_ref())
+                );
+                tracing::error!(file = %entry.path, error = %reason, "the file is not taken");
+                Err(FileError::NotTaken(FailedFile { path: entry.path.clone(), reason }))
+            }
+        }
+    }
+
     async fn take(&self, entry: &FileEntry) -> Result<FileDone, FileError> {
         let m = self.manifest;
         let source_file = format!("{}{}", self.conn.location(), entry.path);
@@ -472,11 +501,15 @@ impl FileJob<'_> {
             ingested_at_micros: self.ingested_at,
             source_file: source_file.clone(),
             on_bad_record: m.on_bad_record,
+            limits: self.lh.project.file.limits,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let format = m.format.clone();
         let file_name = entry.path.clone();
         let reader = tokio::task::spawn_blocking(move || {
+            if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == "reader-panic") {
+                panic!("LAKEHOUSE_FAULT: reader-panic");
+            }
             let started = Instant::now();
             let mut sink = ChannelSink { tx, waited: Duration::ZERO };
             let result = format::read_file(&format, &file_name, input, &ctx, &mut sink);
@@ -516,7 +549,18 @@ impl FileJob<'_> {
             }
         }
         drop(rx);
-        let read_result = reader.await.map_err(|e| fatal(internal(e)))?;
+        let read_result = match reader.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => {
+                let reason = format!(
+                    "the reader stopped on an internal error ({}); the file is not taken and will be tried again — \
+                     please report it",
+                    panic_text(e.into_panic().as_ref())
+                );
+                Err(ReadError::Malformed(reason))
+            }
+            Err(e) => return Err(fatal(internal(e))),
+        };
         if write_result.is_ok() && !bad.is_empty() {
             write_result = self.write_bad(&mut quarantine_w, &mut bad, &source_file).await;
         }
@@ -532,7 +576,9 @@ impl FileJob<'_> {
                     quarantined = counts.quarantined, "file parsed");
                 return Ok(FileDone { entry: entry.clone(), counts, bronze_adds, quarantine_adds, upsert_rows });
             }
-            (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_)))) => not_taken(e.to_string()),
+            (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_) | ReadError::Limit(_)))) => {
+                not_taken(e.to_string())
+            }
             (Err(e), _) => fatal(e),
             (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
             (Ok(()), Err(e)) => fatal(internal(e)),

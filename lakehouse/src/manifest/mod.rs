@@ -22,7 +22,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
 pub use names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
 pub use project::{
-    Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, StorageSettings,
+    Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
 pub use source::{
     Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii, Retry,

@@ -59,6 +59,54 @@ pub struct ProjectFile {
     /// longest source retention, and at least 10 years ([`super::Project::log_retention`]).
     #[serde(default)]
     pub log_retention: Option<Retention>,
+    /// Bounds on what a partner file may make the parser hold.
+    #[serde(default)]
+    pub limits: ReadLimits,
+}
+
+/// Bounds on untrusted input. A record over a limit is quarantined with the reason; a file over a limit is not
+/// taken and the run says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadLimits {
+    /// Largest record (a CSV record, an NDJSON line), in bytes (default 4 MiB). A larger one is quarantined
+    /// with its first `max_record_bytes` bytes.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+    /// Most lines one CSV record may span (quoted fields with line breaks; default 1000): beyond, the record is
+    /// quarantined as a quote that is probably never closed.
+    #[serde(default = "default_max_record_lines")]
+    pub max_record_lines: u64,
+    /// Largest decompressed size of a compressed file, in bytes (default 64 GiB).
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+    /// Largest ratio of decompressed to compressed size (default 200): beyond, the file is a decompression bomb.
+    #[serde(default = "default_max_ratio")]
+    pub max_ratio: u64,
+}
+
+fn default_max_record_bytes() -> u64 {
+    4 << 20
+}
+fn default_max_record_lines() -> u64 {
+    1000
+}
+fn default_max_decompressed_bytes() -> u64 {
+    64 << 30
+}
+fn default_max_ratio() -> u64 {
+    200
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: default_max_record_bytes(),
+            max_record_lines: default_max_record_lines(),
+            max_decompressed_bytes: default_max_decompressed_bytes(),
+            max_ratio: default_max_ratio(),
+        }
+    }
 }
 
 /// Timeouts and retries of every request to object storage, so that a store that is down or frozen fails a run

@@ -1,0 +1,306 @@
+//! Bounds on untrusted input, applied to the byte stream before a parser sees it.
+//!
+//! - [`Decompressed`] stops a compressed file whose decompressed size or ratio passes the limits (a
+//!   decompression bomb): the file is not taken.
+//! - [`CsvGuard`] follows the CSV quoting rules of the `csv` crate (a quote opens a field only at its start, a
+//!   doubled quote is a quote) and flags, by the line where it starts, a record larger than
+//!   `max_record_bytes`, a quoted field spanning more than `max_record_lines` lines, and a file that ends inside
+//!   a quoted field (a quote never closed). Past `max_record_bytes` it forwards only the bytes that shape the
+//!   record (quotes, delimiters, line ends), so the parser holds a bounded record and line numbers stay right;
+//!   the CSV reader quarantines each flagged record with its reason.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::manifest::ReadLimits;
+
+/// The error a reader returns when a file passes a limit (carried in an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitExceeded(pub String);
+
+impl LimitExceeded {
+    fn io(message: String) -> std::io::Error {
+        std::io::Error::other(Self(message))
+    }
+
+    /// The limit message inside an I/O error, if it is one.
+    pub fn find(e: &std::io::Error) -> Option<String> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Self>()).map(|l| l.0.clone())
+    }
+}
+
+/// Counts the bytes a decoder consumes (the compressed side of [`Decompressed`]), exactly, as a `BufRead`.
+pub struct Counting<R> {
+    inner: std::io::BufReader<R>,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: Read> std::io::BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        self.inner.consume(n);
+    }
+}
+
+/// A decompressed stream that fails once it passes `max_decompressed_bytes`, or `max_ratio` times the
+/// compressed bytes read (checked past the first MiB, so tiny files with high ratios pass).
+pub struct Decompressed<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    out: u64,
+    limits: ReadLimits,
+}
+
+impl<R: Read> Decompressed<R> {
+    /// Wraps a compressed input: `decoder` builds the decompressing reader over the counting one.
+    pub fn new<C: Read>(input: C, limits: ReadLimits, decoder: impl FnOnce(Counting<C>) -> R) -> Self {
+        let compressed = Arc::new(AtomicU64::new(0));
+        let inner =
+            decoder(Counting { inner: std::io::BufReader::with_capacity(1 << 16, input), count: compressed.clone() });
+        Self { inner, compressed, out: 0, limits }
+    }
+}
+
+impl<R: Read> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        if self.out > self.limits.max_decompressed_bytes {
+            return Err(LimitExceeded::io(format!(
+                "the file decompresses to more than {} bytes (limits.max_decompressed_bytes)",
+                self.limits.max_decompressed_bytes
+            )));
+        }
+        let compressed = self.compressed.load(Ordering::Relaxed).max(1);
+        if self.out > 1 << 20 && self.out / compressed > self.limits.max_ratio {
+            return Err(LimitExceeded::io(format!(
+                "the file decompresses more than {} times its compressed size (limits.max_ratio): a decompression \
+                 bomb?",
+                self.limits.max_ratio
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Records the CSV reader must quarantine, by the line where they start, with the reason.
+#[derive(Debug, Default)]
+pub struct Flags(Mutex<BTreeMap<u64, String>>);
+
+impl Flags {
+    fn flag(&self, line: u64, reason: String) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(line).or_insert(reason);
+    }
+
+    /// Flags with this reason even if the record was flagged already (a more precise one).
+    fn replace(&self, line: u64, reason: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(line, reason);
+    }
+
+    /// The reason to quarantine the record starting at `line`, if any.
+    pub fn take(&self, line: u64) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&line)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: a doubled quote, or the field's end.
+    QuoteInQuoted,
+}
+
+/// See the module documentation.
+pub struct CsvGuard<R> {
+    inner: R,
+    delimiter: u8,
+    quote: u8,
+    limits: ReadLimits,
+    flags: Arc<Flags>,
+    state: State,
+    line: u64,
+    record_start: u64,
+    record_bytes: u64,
+    record_lines: u64,
+    /// Bytes forwarded after the record passed `max_record_bytes` (line ends, quotes, delimiters).
+    forwarded_over: u64,
+    /// The last byte read (whether the file ends with a line end).
+    last: u8,
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> CsvGuard<R> {
+    pub fn new(inner: R, delimiter: u8, quote: u8, limits: ReadLimits) -> (Self, Arc<Flags>) {
+        let flags = Arc::new(Flags::default());
+        let guard = Self {
+            inner,
+            delimiter,
+            quote,
+            limits,
+            flags: flags.clone(),
+            state: State::FieldStart,
+            line: 1,
+            record_start: 1,
+            record_bytes: 0,
+            record_lines: 0,
+            forwarded_over: 0,
+            last: 0,
+            scratch: Vec::new(),
+        };
+        (guard, flags)
+    }
+
+    fn end_record(&mut self) {
+        self.record_start = self.line;
+        self.record_bytes = 0;
+        self.record_lines = 0;
+        self.forwarded_over = 0;
+        self.state = State::FieldStart;
+    }
+}
+
+impl<R: Read> Read for CsvGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            self.scratch.resize(buf.len(), 0);
+            let n = self.inner.read(&mut self.scratch)?;
+            if n == 0 {
+                if self.state == State::Quoted {
+                    let last_line = if self.last == b'\n' { self.line - 1 } else { self.line };
+                    self.flags.replace(
+                        self.record_start,
+                        format!(
+                            "a quoted field opened in this record is never closed: the file ends inside it (lines \
+                             {}–{last_line}); the record and the lines after it are quarantined together",
+                            self.record_start
+                        ),
+                    );
+                }
+                return Ok(0);
+            }
+            let max_bytes = self.limits.max_record_bytes;
+            let mut out = 0;
+            for i in 0..n {
+                let b = self.scratch[i];
+                self.last = b;
+                let structural = b == self.quote || b == self.delimiter || b == b'\n' || b == b'\r';
+                self.record_bytes += 1;
+                self.state = match (self.state, b) {
+                    (State::Quoted, q) if q == self.quote => State::QuoteInQuoted,
+                    (State::Quoted, _) => State::Quoted,
+                    (State::QuoteInQuoted, q) if q == self.quote => State::Quoted,
+                    (State::FieldStart, q) if q == self.quote => State::Quoted,
+                    (_, d) if d == self.delimiter => State::FieldStart,
+                    (_, b'\n' | b'\r') => State::FieldStart,
+                    _ => State::Unquoted,
+                };
+                if b == b'\n' {
+                    self.line += 1;
+                    if self.state == State::Quoted {
+                        self.record_lines += 1;
+                        if self.record_lines == self.limits.max_record_lines {
+                            self.flags.flag(
+                                self.record_start,
+                                format!(
+                                    "a quoted field spans more than {} lines (limits.max_record_lines): a quote that \
+                                     is never closed?",
+                                    self.limits.max_record_lines
+                                ),
+                            );
+                        }
+                    }
+                }
+                let over = self.record_bytes > max_bytes;
+                if over && self.record_bytes == max_bytes + 1 {
+                    self.flags.flag(
+                        self.record_start,
+                        format!(
+                            "the record is larger than {max_bytes} bytes (limits.max_record_bytes); its first \
+                             {max_bytes} bytes are kept"
+                        ),
+                    );
+                }
+                if !over || structural {
+                    if over {
+                        self.forwarded_over += 1;
+                        if self.forwarded_over > max_bytes {
+                            return Err(LimitExceeded::io(format!(
+                                "a record starting at line {} holds more than {max_bytes} line ends, quotes and \
+                                 delimiters past limits.max_record_bytes",
+                                self.record_start
+                            )));
+                        }
+                    }
+                    buf[out] = b;
+                    out += 1;
+                }
+                if b == b'\n' && self.state == State::FieldStart {
+                    self.end_record();
+                }
+            }
+            if out > 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(text: &str, limits: ReadLimits) -> (String, Vec<(u64, String)>) {
+        let (mut g, flags) = CsvGuard::new(text.as_bytes(), b';', b'"', limits);
+        let mut out = String::new();
+        g.read_to_string(&mut out).unwrap();
+        let flagged = flags.0.lock().unwrap().iter().map(|(l, r)| (*l, r.clone())).collect();
+        (out, flagged)
+    }
+
+    #[test]
+    fn well_formed_csv_passes_unchanged() {
+        let text = "a;b\n1;\"x\ny\"\n2;\"say \"\"hi\"\"\"\n3;5\" screen\n";
+        let (out, flagged) = guard(text, ReadLimits::default());
+        assert_eq!(out, text);
+        assert!(flagged.is_empty(), "{flagged:?}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_flagged_at_its_record() {
+        let text = "a;b\n1;ok\n2;\"oops\n3;x\n4;y\n";
+        let (_, flagged) = guard(text, ReadLimits::default());
+        assert_eq!(flagged.len(), 1);
+        assert_eq!(flagged[0].0, 3);
+        assert!(flagged[0].1.contains("never closed") && flagged[0].1.contains("lines 3–5"), "{}", flagged[0].1);
+    }
+
+    #[test]
+    fn long_quoted_fields_and_large_records_are_flagged_and_cut() {
+        let limits = ReadLimits { max_record_bytes: 16, max_record_lines: 3, ..ReadLimits::default() };
+        let text = format!("a;b\n1;\"l1\nl2\nl3\nl4\"\n2;{}\n3;ok\n", "x".repeat(100));
+        let (out, flagged) = guard(&text, limits);
+        assert_eq!(flagged.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 6]);
+        assert!(flagged[0].1.contains("more than 3 lines"));
+        assert!(flagged[1].1.contains("larger than 16 bytes"));
+        // Line ends are kept: the record after the cut one is still on line 7.
+        assert_eq!(out.lines().count(), text.lines().count());
+        assert!(out.ends_with("\n3;ok\n") && out.len() < 60, "{out}");
+    }
+}

@@ -1,0 +1,168 @@
+//! Bounded parsers (issue 10): records over the project's limits are quarantined with the reason, files over
+//! them (decompression bombs) are not taken, a quote never closed does not swallow the rest of the file into one
+//! field, and a parser that fails on one file stops neither the other files nor the other sources.
+
+use std::io::Write;
+
+use lakehouse_tests::*;
+
+use crate::ingest::ingest_all;
+
+const MANIFEST: &str = r#"version: 1
+name: notes
+description: t
+owner: ddsp
+agreement: C-1
+schedule: "*/15 * * * *"
+connector: { kind: files, location: drop/notes }
+format: { kind: csv, delimiter: ";" }
+columns:
+  id: { type: string, key: true }
+  who: { type: string, pii: direct, domain: police }
+  notes: { type: string, pii: sensitive }
+retention: 1 year
+"#;
+
+const NDJSON_MANIFEST: &str = r#"version: 1
+name: events
+description: t
+owner: ddsp
+agreement: C-1
+schedule: "*/15 * * * *"
+connector: { kind: files, location: drop/events }
+format: { kind: ndjson }
+columns:
+  id: { type: string, key: true }
+  notes: { type: string, pii: sensitive }
+retention: 1 year
+"#;
+
+fn project(limits: &str) -> TestProject {
+    let p = TestProject::empty();
+    p.write_project(&format!(
+        "version: 1\nname: t\ndrop_zones: [drop]\npartners:\n  - {{ id: ddsp, name: Police, kind: external }}\n\
+         privacy:\n  domains: [police]\n  keys: {{ from: file, path: KEYFILE }}\n{limits}"
+    ));
+    p.write("sources/notes.yaml", MANIFEST);
+    p.write("sources/events.yaml", NDJSON_MANIFEST);
+    std::fs::create_dir_all(p.path().join("drop/notes")).unwrap();
+    std::fs::create_dir_all(p.path().join("drop/events")).unwrap();
+    p
+}
+
+async fn quarantined(p: &TestProject, source: &str) -> Vec<Vec<String>> {
+    let q = p.warehouse_url("bronze", &format!("{source}__quarantine"));
+    query_rows(&q, "SELECT line, reason FROM t ORDER BY source_file, line").await
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A record larger than `max_record_bytes` and a quoted field spanning more than `max_record_lines` lines are
+/// quarantined by line; the records around them land; line numbers after them stay right.
+#[tokio::test]
+async fn records_over_the_limits_are_quarantined() {
+    let p = project("limits: { max_record_bytes: 65536, max_record_lines: 20 }\n");
+    let long_lines: String = (0..30).map(|i| format!("l{i}\n")).collect();
+    let text =
+        format!("id;who;notes\nA;Ana;ok\nB;Bob;{}\nC;Cyd;ok\nD;Dan;\"{long_lines}\"\nE;Eve;ok\n", "x".repeat(300_000));
+    p.write("drop/notes/a.csv", text);
+    let reports = ingest_all(&p).await;
+    let r = reports.iter().find(|r| r.source == "notes").unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (5, 3, 2));
+    let q = quarantined(&p, "notes").await;
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(q[0][0], "3");
+    assert!(q[0][1].contains("larger than 65536 bytes (limits.max_record_bytes)"), "{q:?}");
+    assert_eq!(q[1][0], "5");
+    assert!(q[1][1].contains("spans more than 20 lines (limits.max_record_lines)"), "{q:?}");
+    let ids = query_rows(&p.warehouse_url("bronze", "notes"), "SELECT id FROM t ORDER BY id").await;
+    assert_eq!(ids, rows(&[&["A"], &["C"], &["E"]]));
+}
+
+/// `"oops` in record 2 of 1,002: the file ends inside that quoted field. The record is quarantined with the lines
+/// it swallowed (encrypted, nothing lost), and no name or phone number of the other records lands in a
+/// `sensitive` column in clear.
+#[tokio::test]
+async fn a_quote_never_closed_does_not_swallow_the_file_into_one_field() {
+    let p = project("");
+    let mut text = String::from("id;who;notes\nR1;Ana;fine\nR2;Bob;\"oops\n");
+    for i in 3..=1002 {
+        text.push_str(&format!("R{i};Person Number{i};tel 06{i:08}\n"));
+    }
+    p.write("drop/notes/a.csv", text);
+    let reports = ingest_all(&p).await;
+    let r = reports.iter().find(|r| r.source == "notes").unwrap();
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (2, 1, 1), "{:?}", r.failed);
+    let q = quarantined(&p, "notes").await;
+    assert_eq!(q[0][0], "3");
+    assert!(q[0][1].contains("never closed") && q[0][1].contains("lines 3–1003"), "{q:?}");
+    let bronze = p.warehouse_url("bronze", "notes");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE notes LIKE '%Person%'").await, 0);
+    // The swallowed lines are in the quarantine's raw text, encrypted: `lakehouse quarantine --raw` shows them.
+    let out = p.run(&["quarantine", "notes", "--raw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("R1002;Person Number1002"), "nothing lost");
+}
+
+/// A gzip bomb and a file over `max_decompressed_bytes` are not taken, with the reason; the other file of the
+/// drop zone is taken.
+#[tokio::test]
+async fn decompression_bombs_are_not_taken() {
+    let p = project("limits: { max_decompressed_bytes: 4000000 }\n");
+    let mut bomb = b"id;who;notes\n".to_vec();
+    bomb.extend(std::iter::repeat_n(b'0', 64 << 20));
+    p.write("drop/notes/bomb.csv.gz", gzip(&bomb));
+    let big: String = (0..200_000).map(|i| format!("B{i};Someone {i};note {}\n", i * 7919 % 104_729)).collect();
+    p.write("drop/notes/big.csv.gz", gzip(format!("id;who;notes\n{big}").as_bytes()));
+    p.write("drop/notes/ok.csv.gz", gzip(b"id;who;notes\nA;Ana;fine\n"));
+    let reports = ingest_all(&p).await;
+    let r = reports.iter().find(|r| r.source == "notes").unwrap();
+    let mut failed: Vec<(String, String)> = r.failed.iter().map(|f| (f.path.clone(), f.reason.clone())).collect();
+    failed.sort();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, "big.csv.gz");
+    assert!(failed[0].1.contains("more than 4000000 bytes (limits.max_decompressed_bytes)"), "{failed:?}");
+    assert_eq!(failed[1].0, "bomb.csv.gz");
+    assert!(failed[1].1.contains("limits.max_ratio") && failed[1].1.contains("bomb"), "{failed:?}");
+    assert_eq!(r.records.written, 1);
+}
+
+/// An NDJSON line over `max_record_bytes` is quarantined; the next lines land.
+#[tokio::test]
+async fn long_ndjson_lines_are_quarantined() {
+    let p = project("limits: { max_record_bytes: 1000 }\n");
+    let text = format!(
+        "{{\"id\": \"a\", \"notes\": \"ok\"}}\n{{\"id\": \"b\", \"notes\": \"{}\"}}\n{{\"id\": \"c\", \"notes\": \"ok\"}}\n",
+        "y".repeat(5000)
+    );
+    p.write("drop/events/e.ndjson", text);
+    let reports = ingest_all(&p).await;
+    let r = reports.iter().find(|r| r.source == "events").unwrap();
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (3, 2, 1));
+    let q = quarantined(&p, "events").await;
+    assert_eq!(q[0][0], "2");
+    assert!(q[0][1].contains("longer than 1000 bytes"), "{q:?}");
+}
+
+/// A reader that stops on an internal error (a panic, injected here) marks its file not taken with the reason;
+/// the run goes on, records it, and exits 1 instead of crashing; the next run takes the files.
+#[test]
+fn a_parser_panic_marks_the_file_not_taken_and_the_run_goes_on() {
+    let p = TestProject::example(None);
+    let out = p.command(&["ingest"]).env("LAKEHOUSE_FAULT", "reader-panic").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for source in ["bmpm_interventions", "ddsp_incidents", "meteo_observations", "ville_events", "ville_signalements"] {
+        assert!(err.contains(source), "{source} was not tried: {err}");
+    }
+    assert!(err.contains("the reader stopped on an internal error"), "{err}");
+    let runs = p.run(&["runs", "--failed"]);
+    assert!(stdout(&runs).contains("not taken"), "{}", stdout(&runs));
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
