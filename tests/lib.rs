@@ -77,7 +77,14 @@ impl TestProject {
         std::fs::write(self.path().join("lakehouse.yaml"), yaml).expect("write lakehouse.yaml");
     }
 
+    /// Writes a file, dated an hour ago (see [`settled`]); [`Self::write_fresh`] keeps the current time.
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        self.write_fresh(rel, content);
+        settled(&self.path().join(rel));
+    }
+
+    /// Writes a file as a partner uploading it now would.
+    pub fn write_fresh(&self, rel: &str, content: impl AsRef<[u8]>) {
         let path = self.path().join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, content).expect("write");
@@ -139,9 +146,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().expect("type").is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), target).expect("copy");
+            std::fs::copy(entry.path(), &target).expect("copy");
+            settled(&target);
         }
     }
+}
+
+/// Gives a file a modification time an hour ago: a drop that finished long before the run (files modified within
+/// a source's settle time wait for a later run).
+pub fn settled(path: &Path) {
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(path).and_then(|f| f.set_modified(an_hour_ago)).expect("set mtime");
 }
 
 /// Opens a Delta table by URL (with the `AWS_*` variables for `s3://`).

@@ -166,3 +166,55 @@ fn a_parser_panic_marks_the_file_not_taken_and_the_run_goes_on() {
     let out = p.run(&["ingest"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A file still being written is not taken: modified within the settle time and changed when listed again, it
+/// waits for a later run, which takes it whole. An empty file is never taken.
+#[tokio::test]
+async fn files_in_flight_wait_until_they_settle() {
+    let p = project("");
+    p.write(
+        "sources/notes.yaml",
+        MANIFEST.replace("location: drop/notes }", "location: drop/notes, settle: 2 seconds }"),
+    );
+    let half: String = (0..400).map(|i| format!("H{i};Person {i};n\n")).collect();
+    let rest: String = (400..785).map(|i| format!("H{i};Person {i};n\n")).collect();
+    p.write_fresh("drop/notes/upload.csv", format!("id;who;notes\n{half}"));
+    p.write_fresh("drop/notes/empty.csv", "");
+    let lh = p.load();
+    let src = lh.project.select_sources(&["notes".into()]).unwrap()[0].clone();
+    let path = p.path().join("drop/notes/upload.csv");
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(rest.as_bytes()).unwrap();
+    });
+    let first = lakehouse::ingest::ingest_source(&lh, &src).await.unwrap();
+    writer.await.unwrap();
+    assert!(first.files.is_empty(), "a file being written is not taken");
+    let mut waiting = first.waiting.clone();
+    waiting.sort();
+    assert_eq!(waiting, ["empty.csv", "upload.csv"]);
+    let second = lakehouse::ingest::ingest_source(&lh, &src).await.unwrap();
+    assert_eq!(second.files.len(), 1, "{:?}", second.waiting);
+    assert_eq!((second.records.read, second.records.written), (785, 785), "every record of the finished upload");
+    assert_eq!(second.waiting, ["empty.csv"], "an empty file is never taken");
+}
+
+/// A file that changes after it was taken is an error naming it, every run until it is resolved; never a silent
+/// skip.
+#[test]
+fn a_file_changed_after_it_was_taken_is_an_error() {
+    let p = project("");
+    p.write("drop/notes/a.csv", "id;who;notes\nA;Ana;x\n");
+    let out = p.run(&["ingest", "notes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.write("drop/notes/a.csv", "id;who;notes\nA;Ana;x\nB;Bob;y\n");
+    for _ in 0..2 {
+        let out = p.run(&["ingest", "notes"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let text = stdout(&out);
+        assert!(text.contains("a.csv") && text.contains("changed after it was taken in batch 1"), "{text}");
+    }
+    let runs = stdout(&p.run(&["runs", "--failed"]));
+    assert!(runs.contains("changed after it was taken"), "{runs}");
+}

@@ -407,6 +407,7 @@ fn status_reports_freshness_errors_and_next_runs() {
         p.path().join("sources/data/ddsp/incidents_2026-11-22.csv"),
     )
     .unwrap();
+    lakehouse_tests::settled(&p.path().join("sources/data/ddsp/incidents_2026-11-22.csv"));
     assert!(!p.run(&["ingest"]).status.success());
     let text = stdout(&p.run(&["status"]));
     let ddsp = line("bronze.ddsp_incidents", &text);

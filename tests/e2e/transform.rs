@@ -235,6 +235,7 @@ fn rewritten_input_forces_a_full_rebuild() {
         p.path().join("sources/data/ddsp/incidents_2026-11-29.csv"),
     )
     .unwrap();
+    settled(&p.path().join("sources/data/ddsp/incidents_2026-11-29.csv"));
     let out = run_ok(&p, &["run"]);
     let line = summary_line(&out, "silver.ddsp_incidents");
     assert!(line.contains(" full "), "{out}");

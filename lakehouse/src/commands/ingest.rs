@@ -72,8 +72,8 @@ pub fn print_reports(reports: &[IngestReport]) {
         println!("* completed a batch left pending by an interrupted run");
     }
     for r in reports {
-        if r.batch.is_none() && r.failed.is_empty() {
-            continue;
+        for path in &r.waiting {
+            println!("{}: WAITING {path}: still being written (or empty); a later run takes it once it settles", r.source);
         }
         for f in &r.failed {
             println!(

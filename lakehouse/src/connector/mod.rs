@@ -44,6 +44,6 @@ pub fn open(
     warehouse: &crate::storage::Warehouse,
 ) -> Result<FilesConnector, ConnectorError> {
     match connector {
-        Connector::Files { location, pattern } => FilesConnector::new(project_dir, location, pattern, warehouse),
+        Connector::Files { location, pattern, .. } => FilesConnector::new(project_dir, location, pattern, warehouse),
     }
 }

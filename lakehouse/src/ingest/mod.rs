@@ -121,6 +121,9 @@ pub struct IngestReport {
     pub replayed: bool,
     pub files: Vec<InputFile>,
     pub failed: Vec<FailedFile>,
+    /// New files not taken yet because they are still being written (modified within the settle time and
+    /// changed since the first listing, or empty).
+    pub waiting: Vec<String>,
     pub records: RecordCounts,
     pub bronze_version: Option<u64>,
     pub quarantine_version: Option<u64>,
@@ -137,6 +140,41 @@ pub struct FailedFile {
 /// The application-transaction id of a source's batches.
 pub fn app_id(source: &str) -> String {
     format!("lakehouse/ingest/{source}")
+}
+
+/// Whether a file changed since the ledger recorded it (size, or modification time beyond a second).
+fn changed(taken: &FileEntry, now: &FileEntry) -> bool {
+    taken.size != now.size || (taken.last_modified - now.last_modified).num_milliseconds().abs() > 1000
+}
+
+/// Splits new files into the ones that are stable — not empty, and unmodified for `settle`, or unchanged when
+/// listed again once the youngest has had `settle` — and the paths of those still being written.
+async fn settled(
+    conn: &connector::FilesConnector,
+    new: Vec<FileEntry>,
+    settle: Duration,
+) -> Result<(Vec<FileEntry>, Vec<String>), IngestError> {
+    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    let now = chrono::Utc::now();
+    let (empty, new): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| e.size == 0);
+    let mut waiting: Vec<String> = empty.into_iter().map(|e| e.path).collect();
+    let (old, young): (Vec<FileEntry>, Vec<FileEntry>) =
+        new.into_iter().partition(|e| now - e.last_modified >= settle);
+    let mut stable = old;
+    if let Some(youngest) = young.iter().map(|e| e.last_modified).max() {
+        let wait = (youngest + settle - now).to_std().unwrap_or_default();
+        tracing::info!(files = young.len(), wait_secs = wait.as_secs_f64(), "waiting for recent files to settle");
+        tokio::time::sleep(wait).await;
+        let again: BTreeMap<String, FileEntry> = conn.list().await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+        for e in young {
+            match again.get(&e.path) {
+                Some(now) if !changed(&e, now) => stable.push(e),
+                _ => waiting.push(e.path),
+            }
+        }
+    }
+    stable.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((stable, waiting))
 }
 
 /// The message of a panic, without data values ([`crate::session::without_values`]).
@@ -228,6 +266,9 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
 
     // Which files, and which batch.
     let taken = read_ledger(&ledger).await?;
+    // Files taken before that changed since (an error each run until resolved), and files still being written.
+    let mut changed_files: Vec<FailedFile> = Vec::new();
+    let mut waiting: Vec<String> = Vec::new();
     let (batch, replayed, entries) = if l > b {
         let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(|r| r.entry.clone()).collect();
         tracing::warn!(batch = l, files = pending.len(), "completing a batch left pending by an interrupted run");
@@ -237,13 +278,23 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         for e in conn.list().await? {
             match taken.get(&e.path) {
                 None => new.push(e),
-                Some(r) if r.entry.size != e.size => {
-                    tracing::warn!(file = %e.path, "file changed after it was taken in batch {}; ignored (send corrections as a new file)", r.batch)
-                }
+                Some(r) if changed(&r.entry, &e) => changed_files.push(FailedFile {
+                    path: e.path.clone(),
+                    reason: format!(
+                        "changed after it was taken in batch {} (size or modification time differ); its new content \
+                         is not ingested: send corrections as a new file, and move this one out of the drop zone",
+                        r.batch
+                    ),
+                }),
                 Some(_) => {}
             }
         }
-        (b + 1, false, new)
+        let settle = match &m.connector {
+            crate::manifest::Connector::Files { settle, .. } => settle.0,
+        };
+        let (stable, in_flight) = settled(&conn, new, settle).await?;
+        waiting = in_flight;
+        (b + 1, false, stable)
     };
 
     let mut report = IngestReport {
@@ -252,12 +303,16 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         batch: None,
         replayed,
         files: Vec::new(),
-        failed: Vec::new(),
+        failed: changed_files,
+        waiting,
         records: RecordCounts::default(),
         bronze_version: bronze.version(),
         quarantine_version: existing_quarantine.as_ref().and_then(DeltaTable::version),
         elapsed: Duration::ZERO,
     };
+    for path in &report.waiting {
+        tracing::info!(file = %path, "still being written (or empty): a later run takes it");
+    }
     if entries.is_empty() {
         tracing::info!("up to date: no new files");
         report.elapsed = started.elapsed();

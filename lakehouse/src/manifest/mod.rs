@@ -719,7 +719,7 @@ fn validate_connector(
     diags: &mut Diagnostics,
 ) {
     match &m.connector {
-        Connector::Files { location, pattern } => {
+        Connector::Files { location, pattern, .. } => {
             let at = diag::locate(text, &["connector", "location"]);
             match dropzone::Zone::resolve(dir, location) {
                 Err(reason) => diags.push(

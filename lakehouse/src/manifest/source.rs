@@ -83,11 +83,20 @@ pub enum Connector {
         /// Glob matched against the path relative to `location`, e.g. `*.csv.gz` or `**/*.json`.
         #[serde(default = "default_pattern")]
         pattern: String,
+        /// A file is taken only once it has not changed for this long (default `10 seconds`): one modified more
+        /// recently is taken if its size and modification time are the same when listed again after the
+        /// settle time, else it is still being written and waits for a later run. Empty files are never taken.
+        #[serde(default = "default_settle")]
+        settle: Duration,
     },
 }
 
 fn default_pattern() -> String {
     "*".into()
+}
+
+fn default_settle() -> Duration {
+    Duration(std::time::Duration::from_secs(10))
 }
 
 /// How file bytes become records.
