@@ -73,7 +73,10 @@ pub fn print_reports(reports: &[IngestReport]) {
     }
     for r in reports {
         for path in &r.waiting {
-            println!("{}: WAITING {path}: still being written (or empty); a later run takes it once it settles", r.source);
+            println!(
+                "{}: WAITING {path}: still being written (or empty); a later run takes it once it settles",
+                r.source
+            );
         }
         for f in &r.failed {
             println!(

@@ -158,8 +158,7 @@ async fn settled(
     let now = chrono::Utc::now();
     let (empty, new): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| e.size == 0);
     let mut waiting: Vec<String> = empty.into_iter().map(|e| e.path).collect();
-    let (old, young): (Vec<FileEntry>, Vec<FileEntry>) =
-        new.into_iter().partition(|e| now - e.last_modified >= settle);
+    let (old, young): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| now - e.last_modified >= settle);
     let mut stable = old;
     if let Some(youngest) = young.iter().map(|e| e.last_modified).max() {
         let wait = (youngest + settle - now).to_std().unwrap_or_default();
