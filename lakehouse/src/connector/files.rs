@@ -28,6 +28,9 @@ pub struct FileEntry {
     pub size: u64,
     pub last_modified: DateTime<Utc>,
     pub etag: Option<String>,
+    /// Why the entry may not be read (a symbolic link, a pipe or a device in a local drop zone): it is reported
+    /// as not taken without being opened.
+    pub refused: Option<&'static str>,
 }
 
 pub struct FilesConnector {
@@ -113,6 +116,7 @@ impl FilesConnector {
                             size: m.size,
                             last_modified: m.last_modified,
                             etag: m.e_tag,
+                            refused: None,
                         })
                     })
                     .collect()
@@ -175,11 +179,19 @@ fn list_local(root: &Path, matcher: &GlobMatcher) -> std::io::Result<Vec<FileEnt
             }
             let rel = entry.path().strip_prefix(root).unwrap_or(&entry.path()).to_string_lossy().replace('\\', "/");
             if matcher.is_match(&rel) {
+                let refused = if meta.file_type().is_symlink() {
+                    Some("it is a symbolic link")
+                } else if !meta.is_file() {
+                    Some("it is not a regular file")
+                } else {
+                    None
+                };
                 out.push(FileEntry {
                     path: rel,
                     size: meta.len(),
                     last_modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
                     etag: None,
+                    refused,
                 });
             }
         }

@@ -265,8 +265,9 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
 
     // Which files, and which batch.
     let taken = read_ledger(&ledger).await?;
-    // Files taken before that changed since (an error each run until resolved), and files still being written.
-    let mut changed_files: Vec<FailedFile> = Vec::new();
+    // Entries refused (not regular files) and files taken before that changed since (errors each run until
+    // resolved), and files still being written.
+    let mut rejected: Vec<FailedFile> = Vec::new();
     let mut waiting: Vec<String> = Vec::new();
     let (batch, replayed, entries) = if l > b {
         let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(|r| r.entry.clone()).collect();
@@ -275,9 +276,16 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     } else {
         let mut new = Vec::new();
         for e in conn.list().await? {
+            if let Some(reason) = e.refused {
+                let location = format!("{}{}", conn.location(), e.path);
+                let reason = ConnectorError::Refused { location, reason }.to_string();
+                tracing::error!(file = %e.path, error = %reason, "the file is not taken");
+                rejected.push(FailedFile { path: e.path, reason });
+                continue;
+            }
             match taken.get(&e.path) {
                 None => new.push(e),
-                Some(r) if changed(&r.entry, &e) => changed_files.push(FailedFile {
+                Some(r) if changed(&r.entry, &e) => rejected.push(FailedFile {
                     path: e.path.clone(),
                     reason: format!(
                         "changed after it was taken in batch {} (size or modification time differ); its new content \
@@ -302,7 +310,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         batch: None,
         replayed,
         files: Vec::new(),
-        failed: changed_files,
+        failed: rejected,
         waiting,
         records: RecordCounts::default(),
         bronze_version: bronze.version(),
@@ -795,6 +803,7 @@ async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, Taken>, Ing
                 size: size.value(i) as u64,
                 last_modified: chrono::DateTime::from_timestamp_micros(lm.value(i)).unwrap_or_default(),
                 etag: (!etag.is_null(i)).then(|| etag.value(i).to_string()),
+                refused: None,
             };
             out.insert(entry.path.clone(), Taken { batch: batch.value(i), entry });
         }
