@@ -186,7 +186,7 @@ impl Catalog {
 
     /// Replaces the catalog's content with `snapshot`, in one transaction.
     pub async fn replace_all(&self, snapshot: &Snapshot) -> Result<(), CatalogError> {
-        self.write(snapshot, None).await
+        self.write(snapshot, None, None).await
     }
 
     /// The Delta version each table was indexed at (empty for a new catalog).
@@ -198,19 +198,46 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Adds the runs and lineage of `snapshot` (the versions written since the last update) and replaces the
-    /// tables, columns, attempts and column lineage; the runs of the `rewritten` tables (recreated, so their
-    /// versions restarted) are replaced too. One transaction.
-    pub async fn update(&self, snapshot: &Snapshot, rewritten: &[String]) -> Result<(), CatalogError> {
-        self.write(snapshot, Some(rewritten)).await
+    /// Adds the runs and lineage of `snapshot` (the versions written since the last update) and the attempts
+    /// that started at or after `attempts_since` ([`Self::last_attempt`]; all when `None`), and replaces the
+    /// tables, columns and column lineage; the runs of the `rewritten` tables (recreated, so their versions
+    /// restarted) are replaced too. One transaction.
+    pub async fn update(
+        &self,
+        snapshot: &Snapshot,
+        rewritten: &[String],
+        attempts_since: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        self.write(snapshot, Some(rewritten), attempts_since).await
+    }
+
+    /// The start (RFC 3339) of the latest attempt indexed, from which the next update reads `system.runs`.
+    pub async fn last_attempt(&self) -> Result<Option<String>, CatalogError> {
+        Ok(sqlx::query("SELECT MAX(started_at) FROM catalog_attempts").fetch_one(&self.pool).await?.try_get(0)?)
     }
 
     /// `keep_runs`: `None` replaces everything; `Some(rewritten)` keeps the runs and lineage already indexed
-    /// except those of the rewritten tables.
-    async fn write(&self, snapshot: &Snapshot, keep_runs: Option<&[String]>) -> Result<(), CatalogError> {
+    /// except those of the rewritten tables, and the attempts that started before `attempts_since`.
+    async fn write(
+        &self,
+        snapshot: &Snapshot,
+        keep_runs: Option<&[String]>,
+        attempts_since: Option<&str>,
+    ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        for t in ["catalog_tables", "catalog_columns", "catalog_attempts", "catalog_column_lineage"] {
+        for t in ["catalog_tables", "catalog_columns", "catalog_column_lineage"] {
             sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *tx).await?;
+        }
+        match (keep_runs, attempts_since) {
+            (Some(_), Some(since)) => {
+                sqlx::query("DELETE FROM catalog_attempts WHERE started_at >= $1")
+                    .bind(since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {
+                sqlx::query("DELETE FROM catalog_attempts").execute(&mut *tx).await?;
+            }
         }
         match keep_runs {
             None => {

@@ -383,6 +383,7 @@ pub async fn snapshot(
     lh: &Lakehouse,
     plan: &Plan,
     indexed: &BTreeMap<String, i64>,
+    attempts_since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(catalog::Snapshot, Vec<String>), AuditError> {
     let mut s = catalog::Snapshot::default();
     let mut rewritten = Vec::new();
@@ -478,7 +479,7 @@ pub async fn snapshot(
             }
         }
     }
-    for r in crate::runlog::read(&lh.warehouse).await.map_err(lake)? {
+    for r in crate::runlog::read_since(&lh.warehouse, attempts_since).await.map_err(lake)? {
         s.attempts.push(catalog::AttemptRow {
             started_at: r.started_at.to_rfc3339(),
             run_id: r.run_id,
@@ -537,7 +538,7 @@ pub fn catalog_url(lh: &Lakehouse) -> String {
 
 /// Rebuilds the catalog database from the lake alone.
 pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
-    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new()).await?;
+    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new(), None).await?;
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
     catalog.replace_all(&snapshot).await.map_err(lake)?;
     Ok(snapshot)
@@ -548,11 +549,14 @@ pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Sna
 pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<(), AuditError> {
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
     let indexed = catalog.indexed_versions().await.map_err(lake)?;
-    let (delta, rewritten) = snapshot(lh, plan, &indexed).await?;
+    // Attempts are only appended: read those from the latest one indexed on (it included).
+    let last = if indexed.is_empty() { None } else { catalog.last_attempt().await.map_err(lake)? };
+    let since = last.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
+    let (delta, rewritten) = snapshot(lh, plan, &indexed, since).await?;
     if indexed.is_empty() {
         catalog.replace_all(&delta).await.map_err(lake)?;
     } else {
-        catalog.update(&delta, &rewritten).await.map_err(lake)?;
+        catalog.update(&delta, &rewritten, since.and(last.as_deref())).await.map_err(lake)?;
     }
     Ok(())
 }

@@ -150,14 +150,33 @@ pub fn batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowEr
     )
 }
 
-/// Appends records to `system.runs`. Failing to record never fails a run: it is logged as a warning.
+/// Appends records to `system.runs`, in one commit. Only attempts that did something are kept: a model found up
+/// to date did nothing (the scheduler checks every model every minute), so it is not recorded. Failing to
+/// record never fails a run: it is logged as a warning.
 pub async fn record(warehouse: &Warehouse, records: &[RunRecord]) {
+    let records: Vec<RunRecord> = records.iter().filter(|r| r.status != Status::UpToDate).cloned().collect();
     if records.is_empty() {
         return;
     }
-    if let Err(e) = try_record(warehouse, records).await {
+    if let Err(e) = try_record(warehouse, &records).await {
         tracing::warn!(error = %e, "could not record the runs in system.runs");
     }
+}
+
+/// Rewrites `system.runs` into few files and removes the files no version needs any more (past the table's
+/// deleted-file retention, 7 days by default): the scheduler's daily maintenance.
+pub async fn compact(warehouse: &Warehouse) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let url = warehouse.table_url("system", "runs");
+    let Some(table) = warehouse.open(&url).await? else { return Ok(()) };
+    let (table, metrics) = table.optimize().await?;
+    tracing::info!(
+        files_removed = metrics.num_files_removed,
+        files_added = metrics.num_files_added,
+        "compacted system.runs"
+    );
+    let (_, vacuumed) = table.vacuum().await?;
+    tracing::info!(files_deleted = vacuumed.files_deleted.len(), "vacuumed system.runs");
+    Ok(())
 }
 
 async fn try_record(warehouse: &Warehouse, records: &[RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
@@ -176,14 +195,29 @@ async fn try_record(warehouse: &Warehouse, records: &[RunRecord]) -> Result<(), 
 
 /// Every recorded run, oldest first (empty when nothing was recorded yet).
 pub async fn read(warehouse: &Warehouse) -> Result<Vec<RunRecord>, Box<dyn std::error::Error + Send + Sync>> {
+    read_since(warehouse, None).await
+}
+
+/// The records that started at or after `since` (all when `None`), oldest first: what the catalog has not
+/// indexed yet.
+pub async fn read_since(
+    warehouse: &Warehouse,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<RunRecord>, Box<dyn std::error::Error + Send + Sync>> {
     let url = warehouse.table_url("system", "runs");
     let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
     let ctx = datafusion::prelude::SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
     ctx.register_table("runs", table.table_provider().await?)?;
-    let sql = "SELECT run_id, target, kind, trigger, attempt, started_at, ended_at, status, error, rows, version, process \
-               FROM runs ORDER BY started_at, ended_at";
-    let batches: Vec<RecordBatch> = crate::session::sql(&ctx, sql).await?.execute_stream().await?.try_collect().await?;
+    // File statistics on `started_at` skip the files entirely before `since`.
+    let filter =
+        since.map_or(String::new(), |t| format!("WHERE started_at >= to_timestamp_micros({})", t.timestamp_micros()));
+    let sql = format!(
+        "SELECT run_id, target, kind, trigger, attempt, started_at, ended_at, status, error, rows, version, process \
+         FROM runs {filter} ORDER BY started_at, ended_at"
+    );
+    let batches: Vec<RecordBatch> =
+        crate::session::sql(&ctx, &sql).await?.execute_stream().await?.try_collect().await?;
     let mut out = Vec::new();
     for b in &batches {
         let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);

@@ -11,6 +11,7 @@ mod limits;
 mod manifests;
 mod openlineage;
 mod privacy;
+mod run_log;
 mod s3;
 mod schedule;
 mod storage_faults;

@@ -76,21 +76,22 @@ impl Runner for LakehouseRunner {
         Box::pin(async move {
             let mut failed: BTreeSet<String> = BTreeSet::new();
             let mut out = Vec::new();
+            // One commit to `system.runs` per check, with the attempts that did something.
+            let mut records: Vec<RunRecord> = Vec::new();
             for target in targets {
                 let started_at = Utc::now();
                 let inputs = &plan.models[&target].rendered.inputs;
                 if let Some(bad) = inputs.iter().find(|i| failed.contains(*i)) {
                     failed.insert(target.clone());
                     let why = format!("input {bad} failed");
-                    runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, &why)]).await;
+                    records.push(skipped(&target, "transform", trigger, started_at, &why));
                     out.push((target, RunOutcome { ok: false, new_data: false, error: Some(why), busy: false }));
                     continue;
                 }
                 let guard = match lock::try_lock(&lh.warehouse, &target).await {
                     Ok(Some(g)) => g,
                     Ok(None) => {
-                        runlog::record(&lh.warehouse, &[skipped(&target, "transform", trigger, started_at, LOCKED)])
-                            .await;
+                        records.push(skipped(&target, "transform", trigger, started_at, LOCKED));
                         out.push((target, RunOutcome { ok: true, new_data: false, error: None, busy: true }));
                         continue;
                     }
@@ -108,7 +109,7 @@ impl Runner for LakehouseRunner {
                 let reports = fut.await;
                 drop(guard);
                 for r in &reports {
-                    runlog::record(&lh.warehouse, &[RunRecord::transform(r, trigger.as_str(), started_at)]).await;
+                    records.push(RunRecord::transform(r, trigger.as_str(), started_at));
                     let outcome = match &r.outcome {
                         Outcome::Built { .. } => RunOutcome { ok: true, new_data: true, error: None, busy: false },
                         Outcome::UpToDate { .. } => RunOutcome { ok: true, new_data: false, error: None, busy: false },
@@ -120,6 +121,7 @@ impl Runner for LakehouseRunner {
                     out.push((r.target.clone(), outcome));
                 }
             }
+            runlog::record(&lh.warehouse, &records).await;
             crate::audit::sync_catalog_quietly(&lh, &plan).await;
             out
         })
@@ -151,6 +153,10 @@ impl Runner for LakehouseRunner {
                     }
                 }
                 runlog::record(&lh.warehouse, &[r]).await;
+            }
+            // The run log gets a few commits a day; keep it in few files.
+            if let Err(e) = runlog::compact(&lh.warehouse).await {
+                tracing::warn!(error = %e, "could not compact system.runs");
             }
         })
     }
