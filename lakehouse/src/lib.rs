@@ -32,6 +32,7 @@
 pub mod audit;
 pub mod bench;
 pub mod connector;
+pub mod fault;
 pub mod format;
 pub mod ingest;
 pub mod manifest;

@@ -45,7 +45,7 @@ pub struct RetentionError {
 pub fn cutoff(retention: Retention, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match retention {
         Retention::Forever => None,
-        Retention::Days(n) => Some(now - chrono::Duration::days(i64::from(n))),
+        Retention::Days(n) => now.checked_sub_signed(chrono::Duration::days(i64::from(n))),
         Retention::Months(n) => now.checked_sub_months(Months::new(n)),
         Retention::Years(n) => now.checked_sub_months(Months::new(n.saturating_mul(12))),
     }

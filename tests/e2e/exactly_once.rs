@@ -121,8 +121,13 @@ async fn concurrent_runs_of_one_source_never_duplicate() {
     let (p, good, bad) = feed(3, 3000);
     let outs = run_concurrently(&p, 3, &["ingest"]);
     for o in &outs {
-        // Each run either succeeded or lost the race with the clear concurrency error.
-        assert!(o.status.success() || stderr(o).contains("at the same time"), "{}", stderr(o));
+        // Each run either succeeded, found the source locked by another, or lost the race for the commit with the
+        // clear concurrency error.
+        let err = stderr(o);
+        assert!(
+            o.status.success() || err.contains("at the same time") || err.contains("another process is running it"),
+            "{err}"
+        );
     }
     assert!(outs.iter().any(|o| o.status.success()));
     let out = p.run(&["ingest"]);
@@ -147,4 +152,27 @@ async fn a_pending_batch_whose_file_disappeared_is_not_committed_partially() {
     let out = p.run(&["ingest"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 1000);
+}
+
+/// A manual ingest takes the source's lock: while one run is still committing (made slow here), a second one
+/// says the source is busy instead of "completing a batch left pending by an interrupted run" under it.
+#[tokio::test]
+async fn a_run_still_alive_is_not_taken_for_an_interrupted_one() {
+    let (p, good, bad) = feed(2, 2000);
+    let slow = p
+        .command(&["ingest"])
+        .env("LAKEHOUSE_FAULT", "slow-ingest")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The slow run holds the lock from its start; wait until it has parsed and is waiting to commit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = p.run(&["ingest"]);
+    assert_eq!(second.status.code(), Some(1), "{}", stdout(&second));
+    let err = stderr(&second);
+    assert!(err.contains("another process is running it") && !err.contains("interrupted"), "{err}");
+    let first = slow.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_exact(&p, 2, good, bad).await;
 }

@@ -29,6 +29,26 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
     let mut records = Vec::new();
     for src in selected {
         let started_at = chrono::Utc::now();
+        // One process at a time per source, as under the scheduler: a second one would take a batch still being
+        // committed for an interrupted one.
+        let target = format!("bronze.{}", src.manifest.name);
+        let _guard = match lakehouse::schedule::lock::try_lock(&lh.warehouse, &target).await {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                let why = "another process is running it (the scheduler, or another ingest); nothing was done";
+                eprintln!("error: {}: {why}: run it again later", src.manifest.name);
+                let mut r = RunRecord::new(&target, "ingest", "manual", started_at);
+                (r.status, r.error) = (lakehouse::runlog::Status::Skipped, Some(why.to_string()));
+                records.push(r);
+                worst = worst.max(USER_ERROR);
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", src.manifest.name);
+                worst = worst.max(if e.is_user_error() { USER_ERROR } else { 2 });
+                continue;
+            }
+        };
         let result = ingest_source(lh, src).await;
         records.push(RunRecord::ingest(src.manifest.name.as_str(), result.as_ref(), "manual", started_at));
         match result {

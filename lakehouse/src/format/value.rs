@@ -164,7 +164,8 @@ fn parse_fast(pieces: &[Piece], s: &str) -> Option<(i32, u32, u32, u32, u32, u32
             Piece::Literal(_) => {}
         }
     }
-    Some((y, mo, d, h, mi, se))
+    // Out-of-range times (24:00, a leap second) are chrono's to judge.
+    (h < 24 && mi < 60 && se < 60).then_some((y, mo, d, h, mi, se))
 }
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
@@ -192,8 +193,11 @@ impl TimeParser {
     /// Days since 1970-01-01.
     pub fn parse_date(&self, s: &str) -> Result<i32, String> {
         use chrono::Datelike;
-        let date = match (&self.fast, &self.items) {
-            (Some(pieces), _) => parse_fast(pieces, s).and_then(|(y, m, d, ..)| NaiveDate::from_ymd_opt(y, m, d)),
+        // The fast path reads fixed-width digits; anything else chrono accepts for the format (`1/11/2026`) is
+        // read by chrono, so both agree on every input.
+        let fast = self.fast.as_ref().and_then(|pieces| parse_fast(pieces, s));
+        let date = match (fast, &self.items) {
+            (Some((y, m, d, ..)), _) => NaiveDate::from_ymd_opt(y, m, d),
             (None, Some(items)) => {
                 let mut p = Parsed::new();
                 chrono::format::parse(&mut p, s, items.iter()).ok().and_then(|_| p.to_naive_date().ok())
@@ -205,10 +209,11 @@ impl TimeParser {
 
     /// Microseconds since the Unix epoch, UTC. Values without an offset are local times in the column's zone.
     pub fn parse_timestamp(&self, s: &str) -> Result<i64, String> {
-        let stamp = match (&self.fast, &self.items) {
-            (Some(pieces), _) => parse_fast(pieces, s)
-                .and_then(|(y, mo, d, h, mi, se)| NaiveDate::from_ymd_opt(y, mo, d)?.and_hms_opt(h, mi, se))
-                .map(Stamp::Local),
+        let fast = self.fast.as_ref().and_then(|pieces| parse_fast(pieces, s));
+        let stamp = match (fast, &self.items) {
+            (Some((y, mo, d, h, mi, se)), _) => {
+                NaiveDate::from_ymd_opt(y, mo, d).and_then(|d| d.and_hms_opt(h, mi, se)).map(Stamp::Local)
+            }
             (None, Some(items)) => {
                 let mut p = Parsed::new();
                 match chrono::format::parse(&mut p, s, items.iter()) {
@@ -262,6 +267,57 @@ mod tests {
         assert!(parse_decimal("1.234", 6, 2, false).is_err());
         assert!(parse_decimal("12345", 6, 2, false).is_err());
         assert!(parse_decimal("-", 6, 2, false).is_err());
+    }
+
+    /// The fast path agrees with chrono on every input chrono accepts (property test over generated values, padded
+    /// or not, valid or not, and mutated): `1/11/2026 9:05` is a timestamp for `%d/%m/%Y %H:%M`, as chrono says.
+    #[test]
+    fn the_fast_parser_agrees_with_chrono() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for format in ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y", "%Y%m%d"] {
+            let fast = TimeParser::new(Some(format), chrono_tz::Europe::Paris);
+            assert!(fast.fast.is_some(), "{format} has a fast path");
+            let chrono_only = TimeParser { fast: None, ..TimeParser::new(Some(format), chrono_tz::Europe::Paris) };
+            for _ in 0..20_000 {
+                let mut field = |max: u64, min: u64, width: usize| {
+                    let v = min + next(max - min + 1);
+                    if width > 1 && next(3) == 0 { v.to_string() } else { format!("{v:0width$}") }
+                };
+                let (y, mo, d) = (field(2030, 1990, 4), field(13, 0, 2), field(32, 0, 2));
+                let (h, mi, s) = (field(24, 0, 2), field(60, 0, 2), field(60, 0, 2));
+                let mut text = format
+                    .replace("%Y", &y)
+                    .replace("%m", &mo)
+                    .replace("%d", &d)
+                    .replace("%H", &h)
+                    .replace("%M", &mi)
+                    .replace("%S", &s);
+                match next(6) {
+                    0 if !text.is_empty() => {
+                        text.remove(next(text.len() as u64) as usize);
+                    }
+                    1 => text.insert(next(text.len() as u64 + 1) as usize, ' '),
+                    _ => {}
+                }
+                // Whatever chrono accepts, the fast path reads the same; it may also read a date-only format
+                // as midnight for a timestamp column, which chrono leaves to the caller.
+                if let Ok(t) = chrono_only.parse_timestamp(&text) {
+                    assert_eq!(fast.parse_timestamp(&text), Ok(t), "{format}: `{text}`");
+                }
+                if let Ok(d) = chrono_only.parse_date(&text) {
+                    assert_eq!(fast.parse_date(&text), Ok(d), "{format}: `{text}`");
+                }
+            }
+        }
+        let p = TimeParser::new(Some("%d/%m/%Y %H:%M"), chrono_tz::Europe::Paris);
+        let t = p.parse_timestamp("1/11/2026 9:05").unwrap();
+        assert_eq!(DateTime::from_timestamp_micros(t).unwrap().to_rfc3339(), "2026-11-01T08:05:00+00:00");
     }
 
     #[test]

@@ -186,14 +186,6 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     crate::session::without_values(text.lines().next().unwrap_or_default())
 }
 
-/// Crash points for tests of the exactly-once protocol: `LAKEHOUSE_FAULT=<point>` aborts the process there.
-fn fault_point(point: &str) {
-    if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == point) {
-        tracing::error!(point, "LAKEHOUSE_FAULT: aborting the process");
-        std::process::abort();
-    }
-}
-
 /// Runs one source once.
 pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestReport, IngestError> {
     use crate::openlineage::{dataset, run_event, table_dataset};
@@ -441,7 +433,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     };
 
     // Test hook: `LAKEHOUSE_FAULT=slow-ingest` waits two seconds before committing (stop-signal tests).
-    if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == "slow-ingest") {
+    if crate::fault::armed("slow-ingest") {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     // 1. Ledger.
@@ -456,7 +448,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         commit(&ledger, adds.into_iter().map(Action::Add).collect(), append.clone(), props())
             .await
             .map_err(conflict(&ledger))?;
-        fault_point("after-ledger-commit");
+        crate::fault::abort_at("after-ledger-commit");
     }
     // 2. Quarantine.
     if q < batch && !quarantine_adds.is_empty() {
@@ -464,7 +456,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             .await
             .map_err(conflict(&quarantine))?;
         report.quarantine_version = Some(v);
-        fault_point("after-quarantine-commit");
+        crate::fault::abort_at("after-quarantine-commit");
     } else {
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
         lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
@@ -569,7 +561,7 @@ impl FileJob<'_> {
         let format = m.format.clone();
         let file_name = entry.path.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            if std::env::var("LAKEHOUSE_FAULT").is_ok_and(|v| v == "reader-panic") {
+            if crate::fault::armed("reader-panic") {
                 panic!("LAKEHOUSE_FAULT: reader-panic");
             }
             let started = Instant::now();

@@ -283,12 +283,17 @@ impl TryFrom<String> for Retention {
         if n == 0 {
             return Err(bad());
         }
-        match unit {
-            "day" | "days" => Ok(Self::Days(n)),
-            "month" | "months" => Ok(Self::Months(n)),
-            "year" | "years" => Ok(Self::Years(n)),
-            _ => Err(bad()),
+        let r = match unit {
+            "day" | "days" => Self::Days(n),
+            "month" | "months" => Self::Months(n),
+            "year" | "years" => Self::Years(n),
+            _ => return Err(bad()),
+        };
+        // Dates are computed from it: keep it to a range they can hold.
+        if r.max_days().is_some_and(|d| d > 1000 * 366) {
+            return Err(format!("retention `{s}` is longer than 1000 years: write `forever`"));
         }
+        Ok(r)
     }
 }
 
@@ -349,12 +354,17 @@ impl TryFrom<String> for Duration {
         };
         let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
         let secs = match unit {
-            "second" | "seconds" => n,
-            "minute" | "minutes" => n * 60,
-            "hour" | "hours" => n * 3600,
+            "second" | "seconds" => Some(n),
+            "minute" | "minutes" => n.checked_mul(60),
+            "hour" | "hours" => n.checked_mul(3600),
             _ => return Err(bad()),
         };
-        Ok(Self(std::time::Duration::from_secs(secs)))
+        // A year is already longer than any timeout, backoff or settle time means.
+        const YEAR: u64 = 366 * 24 * 3600;
+        match secs {
+            Some(secs) if secs <= YEAR => Ok(Self(std::time::Duration::from_secs(secs))),
+            _ => Err(format!("duration `{s}` is longer than a year (8784 hours)")),
+        }
     }
 }
 

@@ -556,13 +556,9 @@ async fn run_model(
         .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())]);
     // Test hooks: `LAKEHOUSE_FAULT=before-publish` aborts between writing and committing; `slow-publish` waits
     // a second there so that concurrent runs of the model race for the commit.
-    match std::env::var("LAKEHOUSE_FAULT").as_deref() {
-        Ok("before-publish") => {
-            tracing::error!("LAKEHOUSE_FAULT: aborting the process");
-            std::process::abort();
-        }
-        Ok("slow-publish") => tokio::time::sleep(Duration::from_secs(1)).await,
-        _ => {}
+    crate::fault::abort_at("before-publish");
+    if crate::fault::armed("slow-publish") {
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let published = if merge {
         let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
