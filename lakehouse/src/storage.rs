@@ -280,6 +280,11 @@ impl Warehouse {
             .map_err(|e| delta_error(&url, e))
     }
 
+    /// Timeouts, retries and lock lease of this deployment.
+    pub fn settings(&self) -> &StorageSettings {
+        &self.settings
+    }
+
     /// The storage options of any URL (a table, a drop zone) with this deployment's timeouts and retries.
     pub fn storage_options(&self, url: &Url) -> HashMap<String, String> {
         storage_options(url, &self.settings)

@@ -23,10 +23,9 @@ pub(crate) async fn example_on_s3() -> (TestProject, String) {
         .replace("location: sources/data/ddsp", &format!("location: \"{drops}\""));
     p.write("sources/ddsp_incidents.yaml", manifest);
     let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
-    p.write(
-        "lakehouse.yaml",
-        yaml.replace("drop_zones: [sources/data]", &format!("drop_zones: [sources/data, \"{prefix}/drops/\"]")),
-    );
+    // A short lock lease: a rerun after a crash waits for the dead process's lease that long.
+    let yaml = yaml.replace("drop_zones: [sources/data]", &format!("drop_zones: [sources/data, \"{prefix}/drops/\"]"));
+    p.write("lakehouse.yaml", format!("{yaml}storage: {{ lock_lease: 5 seconds }}\n"));
     (p, prefix)
 }
 
@@ -54,20 +53,38 @@ async fn example_deployment_on_s3() {
 
 #[tokio::test]
 async fn concurrent_writers_on_one_s3_table() {
-    let (p, _) = example_on_s3().await;
+    let (p, prefix) = example_on_s3().await;
+    // Processes take the source's lock (a lease created with a conditional PUT) in turn.
     let outs = run_concurrently(&p, 4, &["ingest", "ddsp_incidents"]);
     for o in &outs {
-        assert!(o.status.success() || stderr(o).contains("at the same time"), "{}", stderr(o));
+        assert!(o.status.success(), "{}", stderr(o));
     }
+    // Without the lock, racing runs (in one process here) are kept apart by Delta's conditional commits: each
+    // commits or fails with the clear concurrency error, and nothing is doubled.
+    let lh = p.load();
+    let src = lh.project.select_sources(&["ddsp_incidents".into()]).unwrap()[0].clone();
+    let drops = url::Url::parse(&format!("{prefix}/drops/ddsp/")).unwrap();
+    let (store, base) =
+        object_store::parse_url_opts(&drops, lakehouse::storage::storage_options(&drops, &Default::default())).unwrap();
+    let csv = format!("{POLICE_HEADER}DDSP-2026-990001;22/11/2026 23:10;accident;43,29;5,38;1;A B;0612;x\n");
+    let path = object_store::path::Path::from(format!("{}/incidents_2026-11-22.csv", base.as_ref()));
+    store.put(&path, csv.into_bytes().into()).await.unwrap();
+    let races = futures::future::join_all((0..4).map(|_| lakehouse::ingest::ingest_source(&lh, &src))).await;
+    for r in &races {
+        if let Err(e) = r {
+            assert!(e.to_string().contains("at the same time"), "{e}");
+        }
+    }
+    assert!(races.iter().any(|r| r.as_ref().is_ok_and(|r| r.batch == Some(2))), "one run committed batch 2");
     let out = p.run(&["ingest", "ddsp_incidents"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let url = p.warehouse_url("bronze", "ddsp_incidents");
-    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 1485);
-    assert_eq!(query_i64(&url, "SELECT count(DISTINCT incident_id) FROM t").await, 1485);
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 1486);
+    assert_eq!(query_i64(&url, "SELECT count(DISTINCT incident_id) FROM t").await, 1486);
     let q = p.warehouse_url("bronze", "ddsp_incidents__quarantine");
     assert_eq!(query_i64(&q, "SELECT count(*) FROM t").await, 15);
     let ledger = p.warehouse_url("bronze", "ddsp_incidents__files");
-    assert_eq!(query_i64(&ledger, "SELECT count(*) FROM t").await, 3);
+    assert_eq!(query_i64(&ledger, "SELECT count(*) FROM t").await, 4);
 }
 
 #[tokio::test]

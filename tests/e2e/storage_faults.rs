@@ -132,7 +132,10 @@ fn a_store_stopping_mid_ingest_commits_nothing_and_the_rerun_lands_everything_on
     let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
     p.write(
         "lakehouse.yaml",
-        format!("{yaml}storage: {{ connect_timeout: 1 second, request_timeout: 5 seconds, retries: 1, retry_timeout: 5 seconds }}\n"),
+        format!(
+            "{yaml}storage: {{ connect_timeout: 1 second, request_timeout: 5 seconds, retries: 1, retry_timeout: 5 seconds, \
+             lock_lease: 3 seconds }}\n"
+        ),
     );
     // The table is created and the small log requests go through; the data files' upload does not.
     let proxy = StoppingProxy::start(upstream, 64 * 1024);

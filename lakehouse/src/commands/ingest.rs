@@ -32,10 +32,11 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
         // One process at a time per source, as under the scheduler: a second one would take a batch still being
         // committed for an interrupted one.
         let target = format!("bronze.{}", src.manifest.name);
-        let _guard = match lakehouse::schedule::lock::try_lock(&lh.warehouse, &target).await {
+        let _guard = match lakehouse::schedule::lock::wait_for_lock(&lh.warehouse, &target).await {
             Ok(Some(guard)) => guard,
             Ok(None) => {
-                let why = "another process is running it (the scheduler, or another ingest); nothing was done";
+                let why = "another process is still running it (the scheduler, or another ingest) after 10 minutes \
+                           of waiting for its lock; nothing was done";
                 eprintln!("error: {}: {why}: run it again later", src.manifest.name);
                 let mut r = RunRecord::new(&target, "ingest", "manual", started_at);
                 (r.status, r.error) = (lakehouse::runlog::Status::Skipped, Some(why.to_string()));

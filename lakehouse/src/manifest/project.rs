@@ -127,6 +127,14 @@ pub struct StorageSettings {
     /// Time after which a request is not retried any more (default `2 minutes`).
     #[serde(default = "default_retry_timeout")]
     pub retry_timeout: Duration,
+    /// How long an S3 lock lease lives without renewal (default `60 seconds`): after a crash, the next run of
+    /// the target waits at most this long.
+    #[serde(default = "default_lock_lease")]
+    pub lock_lease: Duration,
+}
+
+fn default_lock_lease() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
 }
 
 fn default_connect_timeout() -> Duration {
@@ -149,6 +157,7 @@ impl Default for StorageSettings {
             request_timeout: default_request_timeout(),
             retries: default_retries(),
             retry_timeout: default_retry_timeout(),
+            lock_lease: default_lock_lease(),
         }
     }
 }

@@ -3,9 +3,9 @@
 //! - `file://` warehouses: an OS file lock on `<warehouse>/_locks/<target>.lock`, released by the kernel when
 //!   the process ends, however it ends.
 //! - `s3://` warehouses: a lease object `<warehouse>/_locks/<target>.lock` created with a conditional PUT
-//!   (`If-None-Match: *`), renewed every [`LEASE`]/3 with `If-Match` on its ETag, deleted on release. A lease
-//!   not renewed for [`LEASE`] (its process died) is taken over, again with `If-Match`, so two takers cannot
-//!   both win.
+//!   (`If-None-Match: *`), renewed every third of the lease (`storage.lock_lease`, 60 s by default) with
+//!   `If-Match` on its ETag, deleted on release. A lease not renewed for its whole duration (its process died) is
+//!   taken over, again with `If-Match`, so two takers cannot both win.
 //!
 //! The lock avoids doing work twice; publishing twice is already impossible (each commit carries a Delta
 //! application transaction).
@@ -18,8 +18,8 @@ use url::Url;
 
 use crate::storage::{StorageError, Warehouse};
 
-/// How long an S3 lease lives without renewal.
-pub const LEASE: Duration = Duration::from_secs(60);
+/// How long a manual run waits for a target another process is running.
+pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Serialize, Deserialize)]
 struct Lease {
@@ -56,6 +56,26 @@ fn store_err(url: &Url, e: impl std::fmt::Display) -> StorageError {
     StorageError::InvalidUrl { url: url.to_string(), reason: format!("lock: {e}") }
 }
 
+/// Takes the lock of `target`, waiting while another process holds it — a live one finishing its run, or a
+/// crashed one whose lease expires — for at most [`MAX_LOCK_WAIT`]; `Ok(None)` when it is still held then.
+pub async fn wait_for_lock(warehouse: &Warehouse, target: &str) -> Result<Option<TargetLock>, StorageError> {
+    let deadline = tokio::time::Instant::now() + MAX_LOCK_WAIT.max(warehouse.settings().lock_lease.0);
+    let mut told = false;
+    loop {
+        if let Some(lock) = try_lock(warehouse, target).await? {
+            return Ok(Some(lock));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        if !told {
+            tracing::info!(target, "another process is running it: waiting for its lock");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Tries to take the lock of `target`; `Ok(None)` when another process holds it.
 pub async fn try_lock(warehouse: &Warehouse, target: &str) -> Result<Option<TargetLock>, StorageError> {
     let url = warehouse.root().join(&format!("_locks/{target}.lock")).map_err(|e| store_err(warehouse.root(), e))?;
@@ -79,8 +99,9 @@ pub async fn try_lock(warehouse: &Warehouse, target: &str) -> Result<Option<Targ
     }
     let (store, path) = warehouse.object_store(&url).map_err(|e| store_err(&url, e))?;
     let owner = format!("{}/{}", crate::runlog::process_name(), uuid::Uuid::new_v4());
-    let body = |owner: &str| {
-        let expires_at = chrono::Utc::now().timestamp_millis() + LEASE.as_millis() as i64;
+    let lease = warehouse.settings().lock_lease.0;
+    let body = move |owner: &str| {
+        let expires_at = chrono::Utc::now().timestamp_millis() + lease.as_millis() as i64;
         serde_json::to_vec(&Lease { owner: owner.to_string(), expires_at }).unwrap_or_default()
     };
     let create = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -118,7 +139,7 @@ pub async fn try_lock(warehouse: &Warehouse, target: &str) -> Result<Option<Targ
         tokio::spawn(async move {
             let mut version = UpdateVersion::from(put);
             loop {
-                tokio::time::sleep(LEASE / 3).await;
+                tokio::time::sleep(lease / 3).await;
                 let update = PutOptions { mode: PutMode::Update(version.clone()), ..Default::default() };
                 match store.put_opts(&path, body(&owner).into(), update).await {
                     Ok(put) => version = UpdateVersion::from(put),
