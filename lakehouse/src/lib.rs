@@ -34,6 +34,7 @@ pub mod bench;
 pub mod connector;
 pub mod fault;
 pub mod format;
+pub mod fuzzing;
 pub mod ingest;
 pub mod manifest;
 pub mod openlineage;
