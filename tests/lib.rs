@@ -240,6 +240,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `lakehouse ARGS` in the project and returns its standard output; fails the test, with both outputs, when
+/// it does not succeed.
+pub fn run_ok(p: &TestProject, args: &[&str]) -> String {
+    let out = p.run(args);
+    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

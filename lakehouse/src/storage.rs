@@ -88,6 +88,11 @@ impl StorageError {
     }
 }
 
+/// `e` as [`StorageError::Unreachable`] at `location` when it is a failure to reach the store.
+pub fn as_unreachable(e: &(dyn std::error::Error + 'static), location: &Url) -> Option<StorageError> {
+    unreachable(e).map(|reason| StorageError::Unreachable { location: location.to_string(), reason })
+}
+
 /// A Delta error on the table at `url`: [`StorageError::Unreachable`] when the store could not be reached.
 pub fn delta_error(url: &Url, source: DeltaTableError) -> StorageError {
     match unreachable(&source) {

@@ -3,12 +3,6 @@
 
 use lakehouse_tests::*;
 
-fn run_ok(p: &TestProject, args: &[&str]) -> String {
-    let out = p.run(args);
-    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
-
 /// Every table the pipeline creates — bronze, ledgers, quarantine, silver, gold, the run log — sets its log
 /// retention explicitly (delta-rs would otherwise delete log entries older than 30 days). Without
 /// `log_retention`, it follows the longest source retention, at least 10 years: here 10 years once the weather

@@ -3,12 +3,6 @@
 
 use lakehouse_tests::*;
 
-fn run_ok(p: &TestProject, args: &[&str]) -> String {
-    let out = p.run(args);
-    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
-
 fn commits(p: &TestProject) -> usize {
     let log = p.path().join("warehouse/system/runs/_delta_log");
     files_under(&log).iter().filter(|f| f.extension().is_some_and(|e| e == "json")).count()

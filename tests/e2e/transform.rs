@@ -23,12 +23,6 @@ fn example_run_twice() -> TestProject {
     p
 }
 
-fn run_ok(p: &TestProject, args: &[&str]) -> String {
-    let out = p.run(args);
-    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
-
 /// The model's line in a transform summary.
 fn summary_line<'a>(out: &'a str, target: &str) -> &'a str {
     out.lines().find(|l| l.starts_with(&format!("{target} "))).unwrap_or_else(|| panic!("{target} not in\n{out}"))

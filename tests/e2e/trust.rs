@@ -3,12 +3,6 @@
 
 use lakehouse_tests::*;
 
-fn run_ok(p: &TestProject, args: &[&str]) -> String {
-    let out = p.run(args);
-    assert!(out.status.success(), "lakehouse {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
-
 fn count(p: &TestProject, table: &str) -> String {
     run_ok(p, &["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM {table}")])
 }

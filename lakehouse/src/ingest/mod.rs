@@ -99,10 +99,7 @@ impl IngestError {
         if self.is_user_error() {
             return self;
         }
-        match crate::storage::unreachable(&self) {
-            Some(reason) => Self::Storage(StorageError::Unreachable { location: location.to_string(), reason }),
-            None => self,
-        }
+        crate::storage::as_unreachable(&self, location).map_or(self, Self::Storage)
     }
 }
 
