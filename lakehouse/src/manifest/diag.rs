@@ -160,6 +160,10 @@ fn backticked(message: &str) -> Option<&str> {
 
 /// Finds `token` as a key (`token:`) or as a scalar value, at or after `from`.
 fn find_token(text: &str, from: Option<(usize, usize)>, token: &str, as_key: bool) -> Option<(usize, usize)> {
+    // An empty token (a message quoting ``) would be found everywhere without advancing: found by fuzzing.
+    if token.is_empty() {
+        return None;
+    }
     let first = from.map_or(1, |p| p.0);
     for (i, line) in text.lines().enumerate().skip(first.saturating_sub(1)) {
         let code = line.split(" #").next().unwrap_or(line);
@@ -359,6 +363,17 @@ mod tests {
     use super::*;
 
     const DOC: &str = "version: 1\nname: x\nconnector:\n  kind: files\ncolumns:\n  a: { type: string, pii: direct }\n  b:\n    type: int\n    range: [1, 2]\n";
+
+    /// Found by fuzzing (`lakehouse/fuzz/regressions/manifest/empty-token-hang.yaml`): a YAML anchor where a type
+    /// was expected gives "unknown variant ``", and searching for the empty token never advanced.
+    #[test]
+    fn an_empty_token_is_not_searched() {
+        assert_eq!(find_token("a: b\n", None, "", false), None);
+        let text = "version: 1\ncolumns:\n  id: { type: &tring, key: true }\n";
+        let err = serde_yaml::from_str::<crate::manifest::SourceManifest>(text).unwrap_err();
+        let d = from_yaml_error(Path::new("sources/x.yaml"), text, &err);
+        assert!(d.to_string().contains("sources/x.yaml"), "{d}");
+    }
 
     #[test]
     fn locates_block_and_flow_keys() {
