@@ -167,8 +167,20 @@ async fn a_run_still_alive_is_not_taken_for_an_interrupted_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The slow run holds the lock from its start; wait until it has parsed and is waiting to commit.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the slow run holds the source's lock (an OS file lock beside the tables), then a little more so
+    // that it has parsed and waits to commit.
+    let lock = p.path().join("warehouse/_locks/bronze.feed.lock");
+    let started = Instant::now();
+    loop {
+        let held =
+            std::fs::File::open(&lock).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        if held {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the slow run never took the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let second = p.run(&["ingest"]);
     assert!(second.status.success(), "{}", stderr(&second));
     let (out, err) = (stdout(&second), stderr(&second));

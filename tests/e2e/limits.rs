@@ -183,10 +183,14 @@ async fn files_in_flight_wait_until_they_settle() {
     let lh = p.load();
     let src = lh.project.select_sources(&["notes".into()]).unwrap()[0].clone();
     let path = p.path().join("drop/notes/upload.csv");
+    // The upload goes on in four parts over two seconds, so the run lists it while it is still growing.
     let writer = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-        f.write_all(rest.as_bytes()).unwrap();
+        let lines: Vec<&str> = rest.split_inclusive('\n').collect();
+        for part in lines.chunks(lines.len().div_ceil(4)) {
+            tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(part.concat().as_bytes()).unwrap();
+        }
     });
     let first = lakehouse::ingest::ingest_source(&lh, &src).await.unwrap();
     writer.await.unwrap();
