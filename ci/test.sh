@@ -5,11 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A faster linker for the large test binaries, when it can be installed.
-if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
-    echo "ci/test.sh: installing mold" >&2
-    (apt-get update -qq && apt-get install -y -qq mold) >/dev/null 2>&1 || echo "ci/test.sh: mold not installed, using the default linker" >&2
-fi
 for tool in python3 curl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "ci/test.sh: $tool is required" >&2; exit 1; }
 done
