@@ -124,3 +124,16 @@ fn a_manifest_whose_columns_no_longer_match_the_table_is_refused() {
         "{e}"
     );
 }
+
+/// `lakehouse bench` runs end to end on its generated project (drop zone declared, files settled, a silver model
+/// valid under the privacy check); its figures are for benchmarks, not asserted here.
+#[test]
+fn bench_commands_run() {
+    for (kind, says) in
+        [("ingest", "ingested 3000 rows (3000 written, 0 quarantined)"), ("transform", "transformed 3000 rows")]
+    {
+        let out = std::process::Command::new(lakehouse_bin()).args(["bench", kind, "--rows", "3000"]).output().unwrap();
+        assert!(out.status.success(), "bench {kind}: {}", stderr(&out));
+        assert!(stdout(&out).contains(says), "bench {kind}: {}", stdout(&out));
+    }
+}
