@@ -248,6 +248,11 @@ pub fn run_ok(p: &TestProject, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// The CSV output of `lakehouse sql QUERY` in the project (header line first).
+pub fn sql_csv(p: &TestProject, query: &str) -> String {
+    run_ok(p, &["sql", "--format", "csv", query])
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

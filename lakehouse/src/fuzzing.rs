@@ -65,7 +65,7 @@ fn manifest(format: &str, nested: bool) -> SourceManifest {
         "version: 1\nname: fuzz\ndescription: fuzz\nowner: ddsp\nschedule: \"* * * * *\"\n\
          connector: {{ kind: files, location: drop }}\nformat: {format}\n{columns}retention: 1 year\n"
     );
-    serde_yaml::from_str(&text).expect("the fuzz manifest is valid")
+    crate::manifest::parse_source(std::path::Path::new("fuzz.yaml"), &text).expect("the fuzz manifest is valid")
 }
 
 struct Discard;

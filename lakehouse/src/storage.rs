@@ -95,10 +95,27 @@ pub fn as_unreachable(e: &(dyn std::error::Error + 'static), location: &Url) -> 
 
 /// A Delta error on the table at `url`: [`StorageError::Unreachable`] when the store could not be reached.
 pub fn delta_error(url: &Url, source: DeltaTableError) -> StorageError {
-    match unreachable(&source) {
-        Some(reason) => StorageError::Unreachable { location: url.to_string(), reason },
-        None => StorageError::Delta { table: url.to_string(), source: Box::new(source) },
+    as_unreachable(&source, url)
+        .unwrap_or_else(|| StorageError::Delta { table: url.to_string(), source: Box::new(source) })
+}
+
+/// A table's Delta properties (its metadata's configuration).
+fn properties(table: &DeltaTable) -> Result<HashMap<String, String>, StorageError> {
+    table.snapshot().map(|s| s.metadata().configuration().clone()).map_err(|e| delta_error(table.table_url(), e))
+}
+
+/// Sets `properties` (ours or Delta's) in one commit; the table as it is when there are none.
+async fn set_properties(table: DeltaTable, properties: HashMap<String, String>) -> Result<DeltaTable, StorageError> {
+    if properties.is_empty() {
+        return Ok(table);
     }
+    let url = table.table_url().clone();
+    table
+        .set_tbl_properties()
+        .with_properties(properties)
+        .with_raise_if_not_exists(false)
+        .await
+        .map_err(|e| delta_error(&url, e))
 }
 
 /// A failure to reach object storage in `e` or the errors it wraps (a refused connection, a timeout, an error
@@ -149,10 +166,7 @@ pub fn key_property(domain: &str) -> String {
 /// different key under the same id is [`StorageError::KeyMismatch`]: nothing may be written with it.
 pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<DeltaTable, StorageError> {
     let name = table.table_url().to_string();
-    let configuration = table
-        .snapshot()
-        .map(|s| s.metadata().configuration().clone())
-        .map_err(|source| delta_error(table.table_url(), source))?;
+    let configuration = properties(&table)?;
     let mut missing = HashMap::new();
     for (domain, id) in keys {
         let property = key_property(domain);
@@ -175,17 +189,10 @@ pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<
             }
         }
     }
-    if missing.is_empty() {
-        return Ok(table);
+    if !missing.is_empty() {
+        tracing::info!(table = %name, "recording the key fingerprints in the table properties");
     }
-    tracing::info!(table = %name, "recording the key fingerprints in the table properties");
-    let url = table.table_url().clone();
-    table
-        .set_tbl_properties()
-        .with_properties(missing)
-        .with_raise_if_not_exists(false)
-        .await
-        .map_err(|source| delta_error(&url, source))
+    set_properties(table, missing).await
 }
 
 /// Where the tables of a deployment live.
@@ -264,25 +271,17 @@ impl Warehouse {
 
     /// Brings an existing table's log retention up to [`Self::log_properties`] (one commit, once).
     pub async fn keep_log(&self, table: DeltaTable) -> Result<DeltaTable, StorageError> {
-        let url = table.table_url().clone();
-        let configuration =
-            table.snapshot().map(|s| s.metadata().configuration().clone()).map_err(|e| delta_error(&url, e))?;
+        let configuration = properties(&table)?;
         let stale: HashMap<String, String> = self
             .log_properties()
             .into_iter()
             .filter(|(k, v)| configuration.get(*k) != Some(v))
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        if stale.is_empty() {
-            return Ok(table);
+        if !stale.is_empty() {
+            tracing::info!(table = %table.table_url(), "setting the table's log retention");
         }
-        tracing::info!(table = %url, "setting the table's log retention");
-        table
-            .set_tbl_properties()
-            .with_properties(stale)
-            .with_raise_if_not_exists(false)
-            .await
-            .map_err(|e| delta_error(&url, e))
+        set_properties(table, stale).await
     }
 
     /// Timeouts, retries and lock lease of this deployment.

@@ -86,6 +86,6 @@ fn an_expired_input_version_means_a_full_rebuild_not_a_failure() {
         out.contains("silver.ddsp_incidents: full rebuild: version") && out.contains("can no longer be read"),
         "{out}"
     );
-    let counts = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) AS n FROM silver.ddsp_incidents"]);
+    let counts = sql_csv(&p, "SELECT count(*) AS n FROM silver.ddsp_incidents");
     assert_eq!(counts, "n\n1486\n");
 }

@@ -9,7 +9,7 @@ fn commits(p: &TestProject) -> usize {
 }
 
 fn count(p: &TestProject, sql: &str) -> String {
-    run_ok(p, &["sql", "--format", "csv", sql]).lines().nth(1).unwrap_or_default().to_string()
+    sql_csv(p, sql).lines().nth(1).unwrap_or_default().to_string()
 }
 
 #[test]

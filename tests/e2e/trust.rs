@@ -4,7 +4,7 @@
 use lakehouse_tests::*;
 
 fn count(p: &TestProject, table: &str) -> String {
-    run_ok(p, &["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM {table}")])
+    sql_csv(p, &format!("SELECT count(*) AS n FROM {table}"))
 }
 
 /// Every writing or file-reading statement is refused by `lakehouse sql`, and nothing changed.
@@ -83,15 +83,7 @@ fn interactive_sql_cannot_compute_pseudonyms() {
         assert!(stderr(&out).contains("not available in interactive SQL"), "{}", stderr(&out));
     }
     // Models still compute them: the example's silver tables hold tokens.
-    let out = run_ok(
-        &p,
-        &[
-            "sql",
-            "--format",
-            "csv",
-            "SELECT count(*) AS n FROM silver.ddsp_incidents WHERE length(reporter_phone_token) = 64",
-        ],
-    );
+    let out = sql_csv(&p, "SELECT count(*) AS n FROM silver.ddsp_incidents WHERE length(reporter_phone_token) = 64");
     assert_ne!(out, "n\n0\n");
 }
 
@@ -215,10 +207,7 @@ fn drop_zones_take_regular_files_only() {
     assert!(err.contains("incidents_dir.csv"), "{err}");
     // The regular files were taken; nothing of the linked file was.
     assert_eq!(count(&p, "bronze.ddsp_incidents"), "n\n1485\n");
-    let found = run_ok(
-        &p,
-        &["sql", "--format", "csv", "SELECT count(*) AS n FROM bronze.ddsp_incidents WHERE incident_id = 'DDSP-X'"],
-    );
+    let found = sql_csv(&p, "SELECT count(*) AS n FROM bronze.ddsp_incidents WHERE incident_id = 'DDSP-X'");
     assert_eq!(found, "n\n0\n");
 }
 
@@ -304,14 +293,9 @@ fn a_table_refuses_another_key_under_the_same_id() {
     .unwrap();
     run_ok(&p, &["ingest", "ddsp_incidents"]);
     assert_eq!(count(&p, "bronze.ddsp_incidents"), "n\n1486\n");
-    let ids = run_ok(
+    let ids = sql_csv(
         &p,
-        &[
-            "sql",
-            "--format",
-            "csv",
-            "SELECT DISTINCT split_part(reporter_name_key_id, ':', 1) AS id FROM bronze.ddsp_incidents ORDER BY id",
-        ],
+        "SELECT DISTINCT split_part(reporter_name_key_id, ':', 1) AS id FROM bronze.ddsp_incidents ORDER BY id",
     );
     assert_eq!(ids, "id\nt1\nt2\n");
 }

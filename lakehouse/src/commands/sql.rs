@@ -105,7 +105,7 @@ pub async fn run(
     let batches = match batches {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: SQL: {}", lakehouse::transform::run::short_error(&e));
+            eprintln!("error: SQL: {}", lakehouse::session::error_text(&e));
             return Ok(ExitCode::from(USER_ERROR));
         }
     };

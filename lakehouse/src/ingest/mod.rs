@@ -173,14 +173,18 @@ async fn settled(
     Ok((stable, waiting))
 }
 
-/// The message of a panic, without data values ([`crate::session::without_values`]).
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+/// Why a file is not taken after a panic of its reader or writer (`who`): the panic's message without data
+/// values ([`crate::session::without_values`]).
+fn panic_reason(who: &str, payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("no message");
-    crate::session::without_values(text.lines().next().unwrap_or_default())
+    format!(
+        "{who} stopped on an internal error ({}); the file is not taken and will be tried again — please report it",
+        crate::session::without_values(text.lines().next().unwrap_or_default())
+    )
 }
 
 /// Runs one source once.
@@ -526,11 +530,7 @@ impl FileJob<'_> {
         match std::panic::AssertUnwindSafe(self.take(entry)).catch_unwind().await {
             Ok(outcome) => outcome,
             Err(panic) => {
-                let reason = format!(
-                    "an internal error stopped its processing ({}); the file is not taken and will be tried again — \
-                     please report it",
-                    panic_text(panic.as_ref())
-                );
+                let reason = panic_reason("its processing", panic.as_ref());
                 tracing::error!(file = %entry.path, error = %reason, "the file is not taken");
                 Err(FileError::NotTaken(FailedFile { path: entry.path.clone(), reason }))
             }
@@ -602,14 +602,7 @@ impl FileJob<'_> {
         drop(rx);
         let read_result = match reader.await {
             Ok(result) => result,
-            Err(e) if e.is_panic() => {
-                let reason = format!(
-                    "the reader stopped on an internal error ({}); the file is not taken and will be tried again — \
-                     please report it",
-                    panic_text(e.into_panic().as_ref())
-                );
-                Err(ReadError::Malformed(reason))
-            }
+            Err(e) if e.is_panic() => Err(ReadError::Malformed(panic_reason("the reader", e.into_panic().as_ref()))),
             Err(e) => return Err(fatal(internal(e))),
         };
         if write_result.is_ok() && !bad.is_empty() {

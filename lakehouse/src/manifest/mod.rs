@@ -313,6 +313,12 @@ fn validate_sidecar(layer: Layer, path: &Path, text: &str, s: &ModelSidecar, dia
 }
 
 /// Reads `version` first, then the typed body.
+/// Parses one source manifest's text (version, then the typed body), without the project's cross-file checks.
+pub fn parse_source(path: &Path, text: &str) -> Result<SourceManifest, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    parse_versioned(path, text, &mut diags).ok_or(diags)
+}
+
 fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<T> {
     let probe: VersionProbe = match serde_yaml::from_str(text) {
         Ok(p) => p,

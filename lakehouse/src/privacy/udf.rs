@@ -106,15 +106,15 @@ struct Keyed {
 }
 
 impl Keyed {
-    /// The planning checks of a keyed function: not in an interactive session, and a declared domain.
-    fn check(&self, function: &str, domain: &str) -> Result<()> {
+    /// Refuses a keyed function in an interactive session (checked before its arguments).
+    fn available(&self, function: &str) -> Result<()> {
         if self.interactive {
             return plan_err!(
                 "{function} is not available in interactive SQL: pseudonyms are computed only where they are \
                  written (ingest and models), so that a query cannot look a person up by a known identifier"
             );
         }
-        check_domain(function, domain, &self.domains)
+        Ok(())
     }
 
     fn key(&self, domain: &str) -> Result<&super::Key> {
@@ -163,11 +163,8 @@ impl ScalarUDFImpl for Pseudonymize {
         Ok(DataType::Utf8)
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if self.keyed.interactive {
-            self.keyed.check("pseudonymize", "")?;
-        }
-        let domain = literal(&args, 1, "pseudonymize", "domain")?;
-        self.keyed.check("pseudonymize", domain)?;
+        self.keyed.available("pseudonymize")?;
+        check_domain("pseudonymize", literal(&args, 1, "pseudonymize", "domain")?, &self.keyed.domains)?;
         if args.arg_fields.len() == 3 {
             let n = literal(&args, 2, "pseudonymize", "normalization")?;
             if parse_normalize(n).is_none() {
@@ -216,10 +213,8 @@ impl ScalarUDFImpl for PseudonymKeyId {
         Ok(DataType::Utf8)
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if self.keyed.interactive {
-            self.keyed.check("pseudonym_key_id", "")?;
-        }
-        self.keyed.check("pseudonym_key_id", literal(&args, 0, "pseudonym_key_id", "domain")?)?;
+        self.keyed.available("pseudonym_key_id")?;
+        check_domain("pseudonym_key_id", literal(&args, 0, "pseudonym_key_id", "domain")?, &self.keyed.domains)?;
         Ok(Arc::new(Field::new(self.name(), DataType::Utf8, false)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

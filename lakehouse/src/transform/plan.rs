@@ -203,7 +203,7 @@ impl Plan {
                 }
                 Err(e) => {
                     diags.push(
-                        Diagnostic::new(&m.loaded.path, "", format!("SQL: {}", super::run::short_error(&e)))
+                        Diagnostic::new(&m.loaded.path, "", format!("SQL: {}", crate::session::error_text(&e)))
                             .hint(format!("`lakehouse compile --select {target}` prints the rendered SQL")),
                     );
                     continue;
@@ -221,7 +221,7 @@ impl Plan {
                         let mut d = Diagnostic::new(
                             path,
                             format!("tests.{i}"),
-                            format!("audit {}: {}", t.label(), super::run::short_error(&e)),
+                            format!("audit {}: {}", t.label(), crate::session::error_text(&e)),
                         )
                         .at(diag::locate(text, &["tests", &i.to_string()]));
                         if matches!(t, AuditTest::Relationships { .. }) {

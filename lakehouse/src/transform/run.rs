@@ -43,11 +43,6 @@ use crate::openlineage;
 use crate::session::{Functions, new_session};
 use crate::storage::StorageError;
 
-/// A DataFusion error in one line, without data values: [`crate::session::error_text`].
-pub fn short_error(e: &DataFusionError) -> String {
-    crate::session::error_text(e)
-}
-
 /// Options of a transform run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -194,7 +189,7 @@ fn delta_err(table: &str) -> impl Fn(DeltaTableError) -> TransformError + '_ {
 }
 
 fn sql_err(e: DataFusionError) -> TransformError {
-    TransformError::Sql(short_error(&e))
+    TransformError::Sql(crate::session::error_text(&e))
 }
 
 /// Runs `targets` (in plan order). A model whose input failed or was skipped is skipped.
