@@ -3,6 +3,7 @@
 //! Every Delta commit made by a run carries a [`RunCommit`] under the commit-metadata key [`RUN_COMMIT_KEY`],
 //! so the catalog can always be rebuilt from the lake. This crate never depends on `lakehouse`.
 
+pub mod lineage;
 mod store;
 
 pub use store::{
@@ -45,6 +46,16 @@ pub enum RunKind {
     Transform,
     /// Deletion of rows past the manifest's retention.
     Retention,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Transform => "transform",
+            Self::Retention => "retention",
+        }
+    }
 }
 
 /// Records read, written and quarantined. Invariant: `read == written + quarantined`.

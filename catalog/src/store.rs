@@ -5,8 +5,10 @@
 //! lineage): it is filled by [`Catalog::replace_all`] with a [`Snapshot`] built from the lake, so it can always be
 //! deleted and rebuilt (`lakehouse catalog rebuild`).
 
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -20,10 +22,12 @@ pub enum CatalogError {
     Sql(#[from] sqlx::Error),
     #[error("catalog URL `{0}`: use sqlite://path or postgres://user@host/db")]
     Url(String),
+    #[error("catalog schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// A table of the lake.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, FromRow)]
 pub struct TableRow {
     pub name: String,
     pub layer: String,
@@ -34,7 +38,7 @@ pub struct TableRow {
 }
 
 /// A run, as recorded in the commit that wrote `target` at `output_version`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, FromRow)]
 pub struct RunRow {
     pub target: String,
     pub output_version: i64,
@@ -46,6 +50,8 @@ pub struct RunRow {
     pub sql_hash: Option<String>,
     pub mode: Option<String>,
     /// The rendered SQL (transform runs).
+    #[sqlx(rename = "rendered_sql")]
+    #[serde(rename = "rendered_sql")]
     pub sql: Option<String>,
     pub records_read: i64,
     pub records_written: i64,
@@ -53,7 +59,7 @@ pub struct RunRow {
 }
 
 /// A column of a table: type, privacy class (bronze) and documentation.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, FromRow)]
 pub struct ColumnRow {
     pub table_name: String,
     pub position: i64,
@@ -64,23 +70,25 @@ pub struct ColumnRow {
 }
 
 /// An attempt of a run as the commands and the scheduler record it (`system.runs`): trigger, end, status, error.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, FromRow)]
 pub struct AttemptRow {
     pub started_at: String,
     pub run_id: String,
     pub target: String,
     pub kind: String,
+    #[sqlx(rename = "trigger_kind")]
     pub trigger: String,
     pub attempt: i64,
     pub ended_at: String,
     pub status: String,
     pub error: Option<String>,
+    #[sqlx(rename = "rows_written")]
     pub rows: Option<i64>,
     pub version: Option<i64>,
 }
 
 /// An input of a run: a table at a version, or a file (`input_version` null).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, FromRow)]
 pub struct LineageRow {
     pub target: String,
     pub output_version: i64,
@@ -89,7 +97,8 @@ pub struct LineageRow {
 }
 
 /// An output column and an input column it depends on (`output_column` null: an indirect use).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// (`FromRow` by hand: `masked` is a BIGINT flag, which the `Any` driver does not decode as `bool` on SQLite.)
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ColumnLineageRow {
     pub output_table: String,
     pub output_column: Option<String>,
@@ -121,25 +130,9 @@ impl Snapshot {
     }
 }
 
-/// Version 1 of the schema; every statement runs on SQLite and PostgreSQL alike.
-const MIGRATION_1: [&str; 7] = [
-    "CREATE TABLE IF NOT EXISTS catalog_columns (table_name TEXT NOT NULL, position BIGINT NOT NULL, name TEXT NOT NULL, \
-     data_type TEXT NOT NULL, privacy_class TEXT, description TEXT, PRIMARY KEY (table_name, position))",
-    "CREATE TABLE IF NOT EXISTS catalog_attempts (started_at TEXT NOT NULL, run_id TEXT NOT NULL, target TEXT NOT NULL, \
-     kind TEXT NOT NULL, trigger_kind TEXT NOT NULL, attempt BIGINT NOT NULL, ended_at TEXT NOT NULL, status TEXT NOT NULL, \
-     error TEXT, rows_written BIGINT, version BIGINT)",
-    "CREATE TABLE IF NOT EXISTS catalog_tables (name TEXT PRIMARY KEY, layer TEXT NOT NULL, location TEXT NOT NULL, \
-     owner TEXT, description TEXT, version BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS catalog_runs (target TEXT NOT NULL, output_version BIGINT NOT NULL, run_id TEXT NOT NULL, \
-     kind TEXT NOT NULL, started_at TEXT NOT NULL, batch BIGINT NOT NULL, manifest_hash TEXT NOT NULL, sql_hash TEXT, \
-     mode TEXT, rendered_sql TEXT, records_read BIGINT NOT NULL, records_written BIGINT NOT NULL, records_quarantined BIGINT NOT NULL, \
-     PRIMARY KEY (target, output_version))",
-    "CREATE TABLE IF NOT EXISTS catalog_lineage (target TEXT NOT NULL, output_version BIGINT NOT NULL, input TEXT NOT NULL, \
-     input_version BIGINT)",
-    "CREATE TABLE IF NOT EXISTS catalog_column_lineage (output_table TEXT NOT NULL, output_column TEXT, \
-     input_table TEXT NOT NULL, input_column TEXT NOT NULL, kind TEXT NOT NULL, masked BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS catalog_schema_version (version BIGINT NOT NULL)",
-];
+/// The catalog's schema migrations (`catalog/migrations/`, applied in order and recorded in `_sqlx_migrations`);
+/// every statement runs on SQLite and PostgreSQL alike.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// A connection to the catalog database.
 pub struct Catalog {
@@ -173,15 +166,12 @@ impl Catalog {
     }
 
     async fn migrate(&self) -> Result<(), CatalogError> {
-        for statement in MIGRATION_1 {
-            sqlx::query(statement).execute(&self.pool).await?;
+        // Two processes opening a new catalog at once race to apply the same migration; the loser's insert into
+        // `_sqlx_migrations` fails, and its second try finds the migration applied.
+        match MIGRATOR.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(_) => Ok(MIGRATOR.run(&self.pool).await?),
         }
-        let n: i64 =
-            sqlx::query("SELECT COUNT(*) FROM catalog_schema_version").fetch_one(&self.pool).await?.try_get(0)?;
-        if n == 0 {
-            sqlx::query("INSERT INTO catalog_schema_version (version) VALUES (1)").execute(&self.pool).await?;
-        }
-        Ok(())
     }
 
     /// Replaces the catalog's content with `snapshot`, in one transaction.
@@ -239,223 +229,163 @@ impl Catalog {
                 sqlx::query("DELETE FROM catalog_attempts").execute(&mut *tx).await?;
             }
         }
-        match keep_runs {
-            None => {
-                for t in ["catalog_runs", "catalog_lineage"] {
+        for t in ["catalog_runs", "catalog_lineage"] {
+            match keep_runs {
+                None => {
                     sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *tx).await?;
                 }
-            }
-            Some(rewritten) => {
-                for target in rewritten {
-                    for t in ["catalog_runs", "catalog_lineage"] {
-                        sqlx::query(&format!("DELETE FROM {t} WHERE target = $1"))
-                            .bind(target)
-                            .execute(&mut *tx)
-                            .await?;
+                Some(rewritten) => {
+                    for target in rewritten {
+                        let delete = format!("DELETE FROM {t} WHERE target = $1");
+                        sqlx::query(&delete).bind(target).execute(&mut *tx).await?;
                     }
                 }
             }
         }
-        for t in &snapshot.tables {
-            sqlx::query(
-                "INSERT INTO catalog_tables (name, layer, location, owner, description, version) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&t.name)
-            .bind(&t.layer)
-            .bind(&t.location)
-            .bind(t.owner.clone())
-            .bind(t.description.clone())
-            .bind(t.version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for c in &snapshot.columns {
-            sqlx::query(
-                "INSERT INTO catalog_columns (table_name, position, name, data_type, privacy_class, description) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&c.table_name)
-            .bind(c.position)
-            .bind(&c.name)
-            .bind(&c.data_type)
-            .bind(c.privacy_class.clone())
-            .bind(c.description.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for a in &snapshot.attempts {
-            sqlx::query(
-                "INSERT INTO catalog_attempts (started_at, run_id, target, kind, trigger_kind, attempt, ended_at, status, error, \
-                 rows_written, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&a.started_at)
-            .bind(&a.run_id)
-            .bind(&a.target)
-            .bind(&a.kind)
-            .bind(&a.trigger)
-            .bind(a.attempt)
-            .bind(&a.ended_at)
-            .bind(&a.status)
-            .bind(a.error.clone())
-            .bind(a.rows)
-            .bind(a.version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for r in &snapshot.runs {
-            sqlx::query(
-                "INSERT INTO catalog_runs (target, output_version, run_id, kind, started_at, batch, manifest_hash, sql_hash, \
-                 mode, rendered_sql, records_read, records_written, records_quarantined) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(&r.target)
-            .bind(r.output_version)
-            .bind(&r.run_id)
-            .bind(&r.kind)
-            .bind(&r.started_at)
-            .bind(r.batch)
-            .bind(&r.manifest_hash)
-            .bind(r.sql_hash.clone())
-            .bind(r.mode.clone())
-            .bind(r.sql.clone())
-            .bind(r.records_read)
-            .bind(r.records_written)
-            .bind(r.records_quarantined)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for l in &snapshot.lineage {
-            sqlx::query(
-                "INSERT INTO catalog_lineage (target, output_version, input, input_version) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&l.target)
-            .bind(l.output_version)
-            .bind(&l.input)
-            .bind(l.input_version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for c in &snapshot.column_lineage {
-            sqlx::query(
-                "INSERT INTO catalog_column_lineage (output_table, output_column, input_table, input_column, kind, masked) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&c.output_table)
-            .bind(c.output_column.clone())
-            .bind(&c.input_table)
-            .bind(&c.input_column)
-            .bind(&c.kind)
-            // 0/1: sqlx's Any driver decodes no SQLite boolean.
-            .bind(i64::from(c.masked))
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert(&mut tx, &snapshot.tables).await?;
+        insert(&mut tx, &snapshot.columns).await?;
+        insert(&mut tx, &snapshot.attempts).await?;
+        insert(&mut tx, &snapshot.runs).await?;
+        insert(&mut tx, &snapshot.lineage).await?;
+        insert(&mut tx, &snapshot.column_lineage).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Everything in the catalog, sorted.
     pub async fn dump(&self) -> Result<Snapshot, CatalogError> {
-        let mut s = Snapshot::default();
-        for row in sqlx::query("SELECT name, layer, location, owner, description, version FROM catalog_tables")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            s.tables.push(TableRow {
-                name: row.try_get(0)?,
-                layer: row.try_get(1)?,
-                location: row.try_get(2)?,
-                owner: row.try_get(3)?,
-                description: row.try_get(4)?,
-                version: row.try_get(5)?,
-            });
-        }
-        for row in
-            sqlx::query("SELECT table_name, position, name, data_type, privacy_class, description FROM catalog_columns")
-                .fetch_all(&self.pool)
-                .await?
-        {
-            s.columns.push(ColumnRow {
-                table_name: row.try_get(0)?,
-                position: row.try_get(1)?,
-                name: row.try_get(2)?,
-                data_type: row.try_get(3)?,
-                privacy_class: row.try_get(4)?,
-                description: row.try_get(5)?,
-            });
-        }
-        for row in sqlx::query(
-            "SELECT started_at, run_id, target, kind, trigger_kind, attempt, ended_at, status, error, rows_written, version \
-             FROM catalog_attempts",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            s.attempts.push(AttemptRow {
-                started_at: row.try_get(0)?,
-                run_id: row.try_get(1)?,
-                target: row.try_get(2)?,
-                kind: row.try_get(3)?,
-                trigger: row.try_get(4)?,
-                attempt: row.try_get(5)?,
-                ended_at: row.try_get(6)?,
-                status: row.try_get(7)?,
-                error: row.try_get(8)?,
-                rows: row.try_get(9)?,
-                version: row.try_get(10)?,
-            });
-        }
-        for row in sqlx::query(
-            "SELECT target, output_version, run_id, kind, started_at, batch, manifest_hash, sql_hash, mode, \
-             rendered_sql, records_read, records_written, records_quarantined FROM catalog_runs",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            s.runs.push(RunRow {
-                target: row.try_get(0)?,
-                output_version: row.try_get(1)?,
-                run_id: row.try_get(2)?,
-                kind: row.try_get(3)?,
-                started_at: row.try_get(4)?,
-                batch: row.try_get(5)?,
-                manifest_hash: row.try_get(6)?,
-                sql_hash: row.try_get(7)?,
-                mode: row.try_get(8)?,
-                sql: row.try_get(9)?,
-                records_read: row.try_get(10)?,
-                records_written: row.try_get(11)?,
-                records_quarantined: row.try_get(12)?,
-            });
-        }
-        for row in sqlx::query("SELECT target, output_version, input, input_version FROM catalog_lineage")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            s.lineage.push(LineageRow {
-                target: row.try_get(0)?,
-                output_version: row.try_get(1)?,
-                input: row.try_get(2)?,
-                input_version: row.try_get(3)?,
-            });
-        }
-        for row in sqlx::query(
-            "SELECT output_table, output_column, input_table, input_column, kind, masked FROM catalog_column_lineage",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            s.column_lineage.push(ColumnLineageRow {
-                output_table: row.try_get(0)?,
-                output_column: row.try_get(1)?,
-                input_table: row.try_get(2)?,
-                input_column: row.try_get(3)?,
-                kind: row.try_get(4)?,
-                masked: row.try_get::<i64, _>(5)? != 0,
-            });
-        }
+        let mut s = Snapshot {
+            tables: self.all("catalog_tables").await?,
+            columns: self.all("catalog_columns").await?,
+            attempts: self.all("catalog_attempts").await?,
+            runs: self.all("catalog_runs").await?,
+            lineage: self.all("catalog_lineage").await?,
+            column_lineage: self.all("catalog_column_lineage").await?,
+        };
         s.sort();
         Ok(s)
+    }
+
+    /// Every row of one of our tables.
+    async fn all<T: for<'r> FromRow<'r, AnyRow> + Send + Unpin>(&self, table: &str) -> Result<Vec<T>, CatalogError> {
+        Ok(sqlx::query_as(&format!("SELECT * FROM {table}")).fetch_all(&self.pool).await?)
+    }
+}
+
+impl FromRow<'_, AnyRow> for ColumnLineageRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            output_table: row.try_get("output_table")?,
+            output_column: row.try_get("output_column")?,
+            input_table: row.try_get("input_table")?,
+            input_column: row.try_get("input_column")?,
+            kind: row.try_get("kind")?,
+            masked: row.try_get::<i64, _>("masked")? != 0,
+        })
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A row type of one of our tables: its insert statement and how its fields bind to it.
+trait Stored {
+    const INSERT: &'static str;
+    fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+}
+
+/// Inserts rows, one statement each (in the caller's transaction).
+async fn insert<T: Stored>(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[T]) -> Result<(), CatalogError> {
+    for row in rows {
+        row.bind(sqlx::query(T::INSERT)).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl Stored for TableRow {
+    const INSERT: &'static str = "INSERT INTO catalog_tables (name, layer, location, owner, description, version) \
+                                  VALUES ($1, $2, $3, $4, $5, $6)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.name)
+            .bind(&self.layer)
+            .bind(&self.location)
+            .bind(self.owner.clone())
+            .bind(self.description.clone())
+            .bind(self.version)
+    }
+}
+
+impl Stored for ColumnRow {
+    const INSERT: &'static str = "INSERT INTO catalog_columns (table_name, position, name, data_type, privacy_class, \
+                                  description) VALUES ($1, $2, $3, $4, $5, $6)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.table_name)
+            .bind(self.position)
+            .bind(&self.name)
+            .bind(&self.data_type)
+            .bind(self.privacy_class.clone())
+            .bind(self.description.clone())
+    }
+}
+
+impl Stored for AttemptRow {
+    const INSERT: &'static str = "INSERT INTO catalog_attempts (started_at, run_id, target, kind, trigger_kind, attempt, \
+                                  ended_at, status, error, rows_written, version) \
+                                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.started_at)
+            .bind(&self.run_id)
+            .bind(&self.target)
+            .bind(&self.kind)
+            .bind(&self.trigger)
+            .bind(self.attempt)
+            .bind(&self.ended_at)
+            .bind(&self.status)
+            .bind(self.error.clone())
+            .bind(self.rows)
+            .bind(self.version)
+    }
+}
+
+impl Stored for RunRow {
+    const INSERT: &'static str = "INSERT INTO catalog_runs (target, output_version, run_id, kind, started_at, batch, \
+                                  manifest_hash, sql_hash, mode, rendered_sql, records_read, records_written, \
+                                  records_quarantined) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.target)
+            .bind(self.output_version)
+            .bind(&self.run_id)
+            .bind(&self.kind)
+            .bind(&self.started_at)
+            .bind(self.batch)
+            .bind(&self.manifest_hash)
+            .bind(self.sql_hash.clone())
+            .bind(self.mode.clone())
+            .bind(self.sql.clone())
+            .bind(self.records_read)
+            .bind(self.records_written)
+            .bind(self.records_quarantined)
+    }
+}
+
+impl Stored for LineageRow {
+    const INSERT: &'static str =
+        "INSERT INTO catalog_lineage (target, output_version, input, input_version) VALUES ($1, $2, $3, $4)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.target).bind(self.output_version).bind(&self.input).bind(self.input_version)
+    }
+}
+
+impl Stored for ColumnLineageRow {
+    const INSERT: &'static str = "INSERT INTO catalog_column_lineage (output_table, output_column, input_table, \
+                                  input_column, kind, masked) VALUES ($1, $2, $3, $4, $5, $6)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.output_table)
+            .bind(self.output_column.clone())
+            .bind(&self.input_table)
+            .bind(&self.input_column)
+            .bind(&self.kind)
+            // 0/1: sqlx's Any driver decodes no SQLite boolean.
+            .bind(i64::from(self.masked))
     }
 }
 
@@ -467,5 +397,49 @@ fn redact(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema of the first catalogs, created before migrations were recorded (by hand, with a version table).
+    const BEFORE_MIGRATIONS: [&str; 3] = [
+        "CREATE TABLE catalog_tables (name TEXT PRIMARY KEY, layer TEXT NOT NULL, location TEXT NOT NULL, \
+         owner TEXT, description TEXT, version BIGINT NOT NULL)",
+        "CREATE TABLE catalog_schema_version (version BIGINT NOT NULL)",
+        "INSERT INTO catalog_schema_version (version) VALUES (1)",
+    ];
+
+    #[tokio::test]
+    async fn a_catalog_made_before_migrations_were_recorded_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        install_default_drivers();
+        let old = AnyPoolOptions::new().connect(&format!("{url}?mode=rwc")).await.unwrap();
+        for statement in BEFORE_MIGRATIONS {
+            sqlx::query(statement).execute(&old).await.unwrap();
+        }
+        let table = TableRow {
+            name: "bronze.x".into(),
+            layer: "bronze".into(),
+            location: "file:///w/bronze/x/".into(),
+            owner: Some("ddsp".into()),
+            description: None,
+            version: 3,
+        };
+        table.bind(sqlx::query(TableRow::INSERT)).execute(&old).await.unwrap();
+        old.close().await;
+
+        let catalog = Catalog::open(&url).await.unwrap();
+        assert_eq!(catalog.dump().await.unwrap().tables, vec![table]);
+        let applied: i64 =
+            sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&catalog.pool).await.unwrap().get(0);
+        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+        assert!(sqlx::query("SELECT * FROM catalog_schema_version").fetch_all(&catalog.pool).await.is_err());
+        // Opened again: nothing left to apply, the rows stay.
+        let again = Catalog::open(&url).await.unwrap();
+        assert_eq!(again.dump().await.unwrap().tables.len(), 1);
     }
 }

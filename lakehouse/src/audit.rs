@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::Lakehouse;
 use crate::transform::Plan;
-use crate::transform::lineage::EdgeKind;
+use catalog::lineage::EdgeKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -29,6 +29,13 @@ pub enum AuditError {
     NoRun { table: String, version: u64 },
     #[error("{0}")]
     Lake(String),
+}
+
+impl AuditError {
+    /// Everything but a failure to read the lake is a question the lake cannot answer as asked.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Self::Lake(_))
+    }
 }
 
 fn lake(e: impl std::fmt::Display) -> AuditError {
@@ -170,25 +177,18 @@ pub async fn trace(
 async fn ledger_files(lh: &Lakehouse, source: &str, batch: i64, replace: bool) -> Result<Vec<String>, AuditError> {
     let url = lh.warehouse.table_url("bronze", &format!("{source}__files"));
     let Some(ledger) = lh.warehouse.open(&url).await.map_err(lake)? else { return Ok(Vec::new()) };
-    let ctx = SessionContext::new();
-    ledger.update_datafusion_session(&ctx.state()).map_err(lake)?;
-    ctx.register_table("ledger", ledger.table_provider().await.map_err(lake)?).map_err(lake)?;
     let cond = if replace { format!("batch = {batch}") } else { format!("batch <= {batch}") };
-    let sql = format!(
-        "SELECT CAST(location || path AS VARCHAR), batch, records_read, records_written, records_quarantined \
-         FROM ledger WHERE {cond} ORDER BY batch, path"
-    );
-    let batches = crate::session::sql(&ctx, &sql).await.map_err(lake)?.collect().await.map_err(lake)?;
-    let mut out = Vec::new();
-    for b in &batches {
-        use arrow::array::AsArray;
-        let cast = |i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).map_err(lake);
-        let cols = [cast(0)?, cast(1)?, cast(2)?, cast(3)?, cast(4)?];
-        for r in 0..b.num_rows() {
-            let v = |i: usize| cols[i].as_string::<i32>().value(r).to_string();
-            out.push(format!("{} (batch {}: {} read, {} written, {} quarantined)", v(0), v(1), v(2), v(3), v(4)));
-        }
-    }
+    let rows: Vec<crate::ingest::LedgerRow> =
+        crate::storage::rows::read_table(&ledger, &format!("WHERE {cond} ORDER BY batch, path")).await.map_err(lake)?;
+    let out = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{} (batch {}: {} read, {} written, {} quarantined)",
+                r.location, r.path, r.batch, r.records_read, r.records_written, r.records_quarantined
+            )
+        })
+        .collect();
     Ok(out)
 }
 
@@ -212,7 +212,7 @@ fn text(node: &Node, prefix: &str, last: bool, root: bool, out: &mut String) {
         head.push_str(&format!(
             "  run {} ({}, {}",
             run.run_id,
-            serde_json::to_value(run.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            run.kind.as_str(),
             run.started_at.format("%Y-%m-%d %H:%M:%S UTC")
         ));
         if let Some(mode) = &run.mode {
@@ -363,406 +363,4 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
         only_in_reproduction,
         sql_changed: run.sql_hash.as_deref() != Some(crate::transform::run::sql_hash(&model.rendered.sql).as_str()),
     })
-}
-
-/// Every run recorded in the commit metadata of a table from version `from` on: (version, run).
-pub async fn runs_of_table(table: &DeltaTable, from: u64) -> Vec<(u64, RunCommit)> {
-    let mut out = Vec::new();
-    for v in from..=table.version().unwrap_or(0) {
-        if let Some(run) = crate::storage::run_at(table, v).await {
-            out.push((v, run));
-        }
-    }
-    out
-}
-
-/// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions in
-/// `indexed`, all when it is empty), the inputs of each run, and the models' column lineage. Also returns the
-/// tables whose versions went back (recreated), whose runs must be indexed again from the start.
-pub async fn snapshot(
-    lh: &Lakehouse,
-    plan: &Plan,
-    indexed: &BTreeMap<String, i64>,
-    attempts_since: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<(catalog::Snapshot, Vec<String>), AuditError> {
-    let mut s = catalog::Snapshot::default();
-    let mut rewritten = Vec::new();
-    let mut names: Vec<(String, Option<String>, Option<String>)> = lh
-        .project
-        .sources
-        .iter()
-        .map(|src| {
-            (
-                format!("bronze.{}", src.manifest.name),
-                Some(src.manifest.owner.to_string()),
-                Some(src.manifest.description.clone()),
-            )
-        })
-        .collect();
-    for (t, m) in &plan.models {
-        names.push((t.clone(), None, m.loaded.sidecar.as_ref().and_then(|s| s.description.clone())));
-    }
-    for (name, owner, description) in names {
-        let Some((layer, short)) = name.split_once('.') else { continue };
-        let url = lh.warehouse.table_url(layer, short);
-        let Some(table) = lh.warehouse.open(&url).await.map_err(lake)? else { continue };
-        let schema = table.snapshot().map_err(lake)?.schema();
-        let source = lh.project.sources.iter().find(|src| format!("bronze.{}", src.manifest.name) == name);
-        let model = plan.models.get(&name);
-        for (i, f) in schema.fields().enumerate() {
-            let declared = source.and_then(|src| src.manifest.columns.iter().find(|(n, _)| n.as_str() == f.name()));
-            let privacy_class = declared.map(|(_, c)| format!("{:?}", c.pii).to_lowercase());
-            let description = declared
-                .and_then(|(_, c)| c.description.clone())
-                .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(f.name().as_str())?.description.clone());
-            s.columns.push(catalog::ColumnRow {
-                table_name: name.clone(),
-                position: i as i64 + 1,
-                name: f.name().to_string(),
-                data_type: f.data_type().to_string(),
-                privacy_class,
-                description,
-            });
-        }
-        s.tables.push(catalog::TableRow {
-            name: name.clone(),
-            layer: layer.to_string(),
-            location: url.to_string(),
-            owner,
-            description,
-            version: table.version().unwrap_or(0) as i64,
-        });
-        let latest = table.version().unwrap_or(0) as i64;
-        let from = match indexed.get(&name) {
-            Some(v) if *v > latest => {
-                rewritten.push(name.clone());
-                0
-            }
-            Some(v) => (*v + 1) as u64,
-            None => 0,
-        };
-        for (version, run) in runs_of_table(&table, from).await {
-            let v = version as i64;
-            s.runs.push(catalog::RunRow {
-                target: name.clone(),
-                output_version: v,
-                run_id: run.run_id.0.clone(),
-                kind: serde_json::to_value(run.kind)
-                    .ok()
-                    .and_then(|k| k.as_str().map(String::from))
-                    .unwrap_or_default(),
-                started_at: run.started_at.to_rfc3339(),
-                batch: run.batch,
-                manifest_hash: run.manifest_hash.clone(),
-                sql_hash: run.sql_hash.clone(),
-                mode: run.mode.clone(),
-                sql: run.sql.clone(),
-                records_read: run.records.read as i64,
-                records_written: run.records.written as i64,
-                records_quarantined: run.records.quarantined as i64,
-            });
-            for r in &run.read {
-                s.lineage.push(catalog::LineageRow {
-                    target: name.clone(),
-                    output_version: v,
-                    input: r.table.clone(),
-                    input_version: Some(r.version as i64),
-                });
-            }
-            for f in &run.inputs {
-                s.lineage.push(catalog::LineageRow {
-                    target: name.clone(),
-                    output_version: v,
-                    input: format!("{}{}", f.location, f.path),
-                    input_version: None,
-                });
-            }
-        }
-    }
-    for r in crate::runlog::read_since(&lh.warehouse, attempts_since).await.map_err(lake)? {
-        s.attempts.push(catalog::AttemptRow {
-            started_at: r.started_at.to_rfc3339(),
-            run_id: r.run_id,
-            target: r.target,
-            kind: r.kind,
-            trigger: r.trigger,
-            attempt: i64::from(r.attempt),
-            ended_at: r.ended_at.to_rfc3339(),
-            status: r.status.as_str().to_string(),
-            error: r.error,
-            rows: r.rows.map(|v| v as i64),
-            version: r.version.map(|v| v as i64),
-        });
-    }
-    for (table, l) in &plan.lineage {
-        for (column, sources) in &l.columns {
-            for src in sources {
-                s.column_lineage.push(catalog::ColumnLineageRow {
-                    output_table: table.clone(),
-                    output_column: Some(column.clone()),
-                    input_table: src.table.clone(),
-                    input_column: src.column.clone(),
-                    kind: serde_json::to_value(src.kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(String::from))
-                        .unwrap_or_default(),
-                    masked: src.masked,
-                });
-            }
-        }
-        for (kind, t, c) in &l.indirect {
-            s.column_lineage.push(catalog::ColumnLineageRow {
-                output_table: table.clone(),
-                output_column: None,
-                input_table: t.clone(),
-                input_column: c.clone(),
-                kind: serde_json::to_value(kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default(),
-                masked: false,
-            });
-        }
-    }
-    s.sort();
-    Ok((s, rewritten))
-}
-
-/// The project's catalog URL with a relative SQLite path made absolute (against the project directory).
-pub fn catalog_url(lh: &Lakehouse) -> String {
-    let url = &lh.project.file.catalog;
-    match url.strip_prefix("sqlite://") {
-        Some(path) if !std::path::Path::new(path).is_absolute() => {
-            format!("sqlite://{}", lh.project.dir.join(path.trim_start_matches("./")).display())
-        }
-        _ => url.clone(),
-    }
-}
-
-/// Rebuilds the catalog database from the lake alone.
-pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<catalog::Snapshot, AuditError> {
-    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new(), None).await?;
-    let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
-    catalog.replace_all(&snapshot).await.map_err(lake)?;
-    Ok(snapshot)
-}
-
-/// Brings the catalog up to date: only the table versions written since its last update are read (a new
-/// catalog is built in full).
-pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<(), AuditError> {
-    let catalog = catalog::Catalog::open(&catalog_url(lh)).await.map_err(lake)?;
-    let indexed = catalog.indexed_versions().await.map_err(lake)?;
-    // Attempts are only appended: read those from the latest one indexed on (it included).
-    let last = if indexed.is_empty() { None } else { catalog.last_attempt().await.map_err(lake)? };
-    let since = last.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
-    let (delta, rewritten) = snapshot(lh, plan, &indexed, since).await?;
-    if indexed.is_empty() {
-        catalog.replace_all(&delta).await.map_err(lake)?;
-    } else {
-        catalog.update(&delta, &rewritten, since.and(last.as_deref())).await.map_err(lake)?;
-    }
-    Ok(())
-}
-
-/// Updates the catalog after a command; a failure is a warning (the lake stays the source of truth).
-pub async fn sync_catalog_quietly(lh: &Lakehouse, plan: &Plan) {
-    if let Err(e) = sync_catalog(lh, plan).await {
-        tracing::warn!(error = %e, "could not update the catalog (`lakehouse catalog rebuild` retries)");
-    }
-}
-
-/// The catalog database's tables as Arrow batches, for `lakehouse sql` (`catalog.tables`, `catalog.columns`,
-/// `catalog.runs`, `catalog.attempts`, `catalog.lineage`, `catalog.column_lineage`).
-pub fn catalog_batches(s: &catalog::Snapshot) -> Result<Vec<(&'static str, arrow::array::RecordBatch)>, AuditError> {
-    use std::sync::Arc;
-
-    use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    enum V {
-        S(Option<String>),
-        I(Option<i64>),
-        B(bool),
-    }
-    fn batch(names: &[&str], rows: Vec<Vec<V>>) -> Result<RecordBatch, AuditError> {
-        let mut fields = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let kind = rows.first().map(|r| match r[i] {
-                V::S(_) => 0,
-                V::I(_) => 1,
-                V::B(_) => 2,
-            });
-            let (dt, array): (DataType, ArrayRef) = match kind.unwrap_or(0) {
-                1 => (
-                    DataType::Int64,
-                    Arc::new(Int64Array::from(
-                        rows.iter().map(|r| if let V::I(v) = &r[i] { *v } else { None }).collect::<Vec<_>>(),
-                    )),
-                ),
-                2 => (
-                    DataType::Boolean,
-                    Arc::new(BooleanArray::from(rows.iter().map(|r| matches!(r[i], V::B(true))).collect::<Vec<_>>())),
-                ),
-                _ => (
-                    DataType::Utf8,
-                    Arc::new(StringArray::from(
-                        rows.iter().map(|r| if let V::S(v) = &r[i] { v.clone() } else { None }).collect::<Vec<_>>(),
-                    )),
-                ),
-            };
-            fields.push(Field::new(*name, dt, true));
-            columns.push(array);
-        }
-        if rows.is_empty() {
-            let schema =
-                Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
-            return Ok(RecordBatch::new_empty(schema));
-        }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(lake)
-    }
-    let st = |v: &String| V::S(Some(v.clone()));
-    let so = |v: &Option<String>| V::S(v.clone());
-    Ok(vec![
-        (
-            "catalog.tables",
-            batch(
-                &["name", "layer", "location", "owner", "description", "version"],
-                s.tables
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            st(&t.name),
-                            st(&t.layer),
-                            st(&t.location),
-                            so(&t.owner),
-                            so(&t.description),
-                            V::I(Some(t.version)),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        ),
-        (
-            "catalog.columns",
-            batch(
-                &["table_name", "position", "name", "data_type", "privacy_class", "description"],
-                s.columns
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            st(&c.table_name),
-                            V::I(Some(c.position)),
-                            st(&c.name),
-                            st(&c.data_type),
-                            so(&c.privacy_class),
-                            so(&c.description),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        ),
-        (
-            "catalog.runs",
-            batch(
-                &[
-                    "target",
-                    "output_version",
-                    "run_id",
-                    "kind",
-                    "started_at",
-                    "batch",
-                    "manifest_hash",
-                    "sql_hash",
-                    "mode",
-                    "rendered_sql",
-                    "records_read",
-                    "records_written",
-                    "records_quarantined",
-                ],
-                s.runs
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            st(&r.target),
-                            V::I(Some(r.output_version)),
-                            st(&r.run_id),
-                            st(&r.kind),
-                            st(&r.started_at),
-                            V::I(Some(r.batch)),
-                            st(&r.manifest_hash),
-                            so(&r.sql_hash),
-                            so(&r.mode),
-                            so(&r.sql),
-                            V::I(Some(r.records_read)),
-                            V::I(Some(r.records_written)),
-                            V::I(Some(r.records_quarantined)),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        ),
-        (
-            "catalog.attempts",
-            batch(
-                &[
-                    "started_at",
-                    "run_id",
-                    "target",
-                    "kind",
-                    "trigger",
-                    "attempt",
-                    "ended_at",
-                    "status",
-                    "error",
-                    "rows",
-                    "version",
-                ],
-                s.attempts
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            st(&a.started_at),
-                            st(&a.run_id),
-                            st(&a.target),
-                            st(&a.kind),
-                            st(&a.trigger),
-                            V::I(Some(a.attempt)),
-                            st(&a.ended_at),
-                            st(&a.status),
-                            so(&a.error),
-                            V::I(a.rows),
-                            V::I(a.version),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        ),
-        (
-            "catalog.lineage",
-            batch(
-                &["target", "output_version", "input", "input_version"],
-                s.lineage
-                    .iter()
-                    .map(|l| vec![st(&l.target), V::I(Some(l.output_version)), st(&l.input), V::I(l.input_version)])
-                    .collect(),
-            )?,
-        ),
-        (
-            "catalog.column_lineage",
-            batch(
-                &["output_table", "output_column", "input_table", "input_column", "kind", "masked"],
-                s.column_lineage
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            st(&c.output_table),
-                            so(&c.output_column),
-                            st(&c.input_table),
-                            st(&c.input_column),
-                            st(&c.kind),
-                            V::B(c.masked),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        ),
-    ])
 }

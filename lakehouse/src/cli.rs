@@ -90,6 +90,8 @@ pub enum Command {
         /// Template variable NAME=VALUE; repeatable.
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
     },
     /// Where a table version, or one of its columns, comes from: input tables at their exact Delta versions,
     /// runs, source manifests, partners and files (from the lake's commit metadata and file ledgers).
@@ -111,8 +113,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
-    /// List the tables: layer, Delta version, owner, description, location.
-    Tables,
+    /// List the tables: Delta version, owner, description.
+    Tables {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
     /// List run attempts (from `system.runs`), newest first.
     Runs {
         /// Only the runs of this table (`bronze.x`, `silver.y`, …).
@@ -124,6 +129,8 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
     },
     /// One table: description, owner, location, version, last run, and each column's type, privacy class and
     /// documentation (for models: where it comes from).
@@ -149,7 +156,7 @@ pub enum Command {
         #[arg(short, long)]
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
-        format: SqlFormat,
+        format: OutputFormat,
         /// Time travel: read TABLE at VERSION (`--at gold.fire_response_times=3`); repeatable.
         #[arg(long, value_name = "TABLE=VERSION")]
         at: Vec<String>,
@@ -172,6 +179,8 @@ pub enum Command {
         /// Also decrypt and print each original record (needs the `quarantine` key; may show personal data).
         #[arg(long)]
         raw: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
     },
     /// Print the JSON Schema of source manifests (for editors and CI).
     Schema,
@@ -188,10 +197,15 @@ pub enum CatalogCommand {
     Rebuild,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum SqlFormat {
+/// How a listing is printed (`--format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns under a header line; an empty value is `-`.
+    #[default]
     Table,
+    /// CSV with a header line.
     Csv,
+    /// A JSON array of objects (null for an empty value).
     Json,
 }
 

@@ -23,6 +23,7 @@
 //!   retries, locks per target across processes, graceful stop; time and work are injectable.
 //! - [`audit`]: lineage trees from the lake (versions, runs, manifests, partners, files) and reproduction of a
 //!   table version by time travel.
+//! - [`catalog_sync`]: the catalog database kept up to date from the lake (tables, runs, lineage, attempts).
 //! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
 //! - [`retention`]: deletes bronze and quarantine rows past the manifest's retention, then vacuums.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
@@ -30,7 +31,7 @@
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
 pub mod audit;
-pub mod bench;
+pub mod catalog_sync;
 pub mod connector;
 pub mod fault;
 pub mod format;

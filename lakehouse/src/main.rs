@@ -48,14 +48,19 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
-        Err(e) => {
+        Err(commands::CliError::User(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(commands::USER_ERROR)
+        }
+        Err(commands::CliError::Reported) => ExitCode::from(commands::USER_ERROR),
+        Err(commands::CliError::Internal(e)) => {
             // A store that cannot be reached is not an internal error: say so, and what to check.
             if let Some(reason) = e.chain().find_map(lakehouse::storage::unreachable) {
                 eprintln!("error: storage: {reason}. {}", lakehouse::storage::UNREACHABLE_HINT);
-                return ExitCode::from(1);
+                return ExitCode::from(commands::USER_ERROR);
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(commands::INTERNAL_ERROR)
         }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Datasets are named `layer.name` in the namespace of the warehouse URL; drop-zone files in the namespace of their
 //! location. Output datasets carry the `schema`, `dataSource`, `version` (the Delta version written) and, for
-//! models, `columnLineage` facets (from [`crate::transform::lineage`]: identity / transformation / aggregation,
+//! models, `columnLineage` facets (from [`catalog::lineage`]: identity / transformation / aggregation,
 //! masking when a privacy function is on the way, and the indirect uses). Events hold names, types and versions,
 //! never values or keys.
 
@@ -14,7 +14,7 @@ use arrow::datatypes::Schema;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::transform::lineage::{EdgeKind, IndirectKind, Lineage};
+use catalog::lineage::{EdgeKind, IndirectKind, Lineage};
 
 /// The producer URI of the events.
 pub const PRODUCER: &str = concat!("https://github.com/lakehouse-rs/lakehouse/tree/v", env!("CARGO_PKG_VERSION"));

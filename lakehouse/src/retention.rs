@@ -125,14 +125,8 @@ async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {
     table.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
     ctx.register_table("t", table.table_provider().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let sql = format!(
-        "SELECT count(*) FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
+        "SELECT count(*) AS n FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
         cut.format("%Y-%m-%dT%H:%M:%S%.6fZ")
     );
-    let batches =
-        crate::session::sql(&ctx, &sql).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
-    let v = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
-        .unwrap_or(0);
-    Ok(v as u64)
+    crate::storage::rows::count(&ctx, &sql).await.map_err(|e| e.to_string())
 }

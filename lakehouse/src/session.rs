@@ -21,18 +21,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig};
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::privacy::KeyRing;
-
-/// Which privacy functions a session gets.
-#[derive(Debug, Clone)]
-pub enum Functions {
-    /// Model runs and reproduction: `pseudonymize` computes with these keys.
-    Keyed(Arc<KeyRing>),
-    /// Planning without data (`validate`): the keyed functions type-check but hold no key.
-    Planning,
-    /// Analysts' sessions (`lakehouse sql`): the keyed functions are refused with a clear planning error.
-    Interactive,
-}
+pub use crate::privacy::udf::Functions;
 
 /// A new session with the `bronze`, `silver`, `gold` and `system` schemas and the privacy functions.
 pub fn new_session(functions: Functions, domains: &[String], tz: chrono_tz::Tz) -> SessionContext {

@@ -96,13 +96,68 @@ fn quarantine_lists_reasons_and_decrypts_raw_records_on_request() {
     let s = stdout(&out);
     assert!(s.contains("15 quarantined records in bronze.ddsp_incidents__quarantine"), "{s}");
     assert!(s.contains("category") && s.contains("not one of the 8 allowed values"), "{s}");
-    assert!(!s.contains("raw:") && !s.contains("cambriolage"), "{s}");
+    let header = s.lines().next().unwrap_or_default();
+    assert!(header.starts_with("file") && !header.contains("raw") && !s.contains("cambriolage"), "{s}");
+    // With --raw: a `raw` column, the record decrypted from the quarantine and shown in the file's encoding
+    // (Windows-1252).
     let out = p.run(&["quarantine", "ddsp_incidents", "--raw"]);
     let s = stdout(&out);
-    assert_eq!(s.matches("    raw: ").count(), 15, "{s}");
-    // The sample's bad category, decrypted from the quarantine and shown in the file's encoding (Windows-1252).
-    assert!(s.contains(";cambriolage;"), "{s}");
-    assert!(s.contains("é") && !s.contains('\u{FFFD}'), "{s}");
+    assert!(s.lines().next().unwrap_or_default().trim_end().ends_with("raw"), "{s}");
+    let out = p.run(&["quarantine", "ddsp_incidents", "--raw", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 15);
+    let raws: Vec<&str> = rows.iter().map(|r| r["raw"].as_str().unwrap_or_else(|| panic!("{r}"))).collect();
+    assert!(raws.iter().any(|r| r.contains(";cambriolage;")), "{raws:?}");
+    assert!(raws.iter().any(|r| r.contains('é')) && !raws.iter().any(|r| r.contains('\u{FFFD}')), "{raws:?}");
+    assert!(rows.iter().all(|r| r["file"].is_string() && r["record"].is_u64() && r["reason"].is_string()));
+}
+
+#[test]
+fn listings_print_as_a_table_as_csv_and_as_json() {
+    let p = TestProject::example(None);
+    assert!(p.run(&["ingest", "ddsp_incidents"]).status.success());
+    // Table: aligned columns under a header, `-` for an empty value (a table not built yet, a model's owner).
+    let out = p.run(&["tables"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    let header: Vec<&str> = s.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["table", "version", "owner", "description", "location"], "{s}");
+    let cols = |t: &str| -> Vec<String> {
+        let line = s.lines().find(|l| l.starts_with(&format!("{t} "))).unwrap_or_else(|| panic!("{t} in {s}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    let bronze = cols("bronze.ddsp_incidents");
+    assert!(bronze[1].parse::<u64>().is_ok() && bronze[2] == "ddsp", "{s}");
+    assert_eq!(cols("silver.ddsp_incidents")[1..3], ["-".to_string(), "-".to_string()], "{s}");
+    // CSV: a header line and one line per table, the same tables.
+    let out = p.run(&["tables", "--format", "csv"]);
+    let csv = stdout(&out);
+    assert!(csv.starts_with("table,version,owner,description,location\n"), "{csv}");
+    assert_eq!(csv.lines().count(), s.lines().count(), "{csv}\n{s}");
+    // JSON: typed values, null when empty.
+    let out = p.run(&["tables", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let bronze = rows.iter().find(|r| r["table"] == "bronze.ddsp_incidents").unwrap();
+    assert!(bronze["version"].is_u64(), "{bronze}");
+    assert!(rows.iter().any(|r| r["table"] == "silver.ddsp_incidents" && r["version"].is_null()));
+    let out = p.run(&["runs", "--format", "json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0]["target"].as_str(), runs[0]["status"].as_str()),
+        (Some("bronze.ddsp_incidents"), Some("succeeded"))
+    );
+    assert!(runs[0]["rows"].as_u64().is_some_and(|n| n > 0), "{runs:?}");
+    let out = p.run(&["status", "--format", "csv"]);
+    let status = stdout(&out);
+    assert!(status.starts_with("table,schedule,last_success,state,next_run,last_error\n"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("silver.ddsp_incidents,on new data,,never run,")), "{status}");
+    // A listing with no row: the header alone, an empty CSV body, an empty JSON array.
+    let out = p.run(&["runs", "--failed", "--format", "json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+    let out = p.run(&["runs", "--failed"]);
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
 }
 
 #[test]

@@ -4,32 +4,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use lakehouse::Lakehouse;
-use lakehouse::audit::{self, AuditError};
+use lakehouse::audit;
+use lakehouse::{KeyUse, Lakehouse, catalog_sync};
+use serde::{Deserialize, Serialize};
 
-use super::USER_ERROR;
+use super::output::{OutputFormat, print_rows};
+use super::{CliError, CmdResult, USER_ERROR, open_planned};
 use crate::cli::LineageFormat;
-
-async fn open(
-    dir: &Path,
-    keys: lakehouse::KeyUse,
-) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan), ExitCode>> {
-    let (project, plan, _) = match super::load_with_plan(dir, &[]).await? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(Err(code)),
-    };
-    match Lakehouse::open(project, keys) {
-        Ok(lh) => Ok(Ok((lh, plan))),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(USER_ERROR)))
-        }
-    }
-}
-
-fn user_error(e: &AuditError) -> bool {
-    !matches!(e, AuditError::Lake(_))
-}
 
 pub async fn lineage(
     dir: &Path,
@@ -37,11 +18,8 @@ pub async fn lineage(
     version: Option<u64>,
     format: LineageFormat,
     downstream: bool,
-) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
     if downstream {
         return downstream_of(&lh, &plan, target).await;
     }
@@ -50,68 +28,47 @@ pub async fn lineage(
     let (table, columns) = match parts.as_slice() {
         [layer, name] => (format!("{layer}.{name}"), None),
         [layer, name, column] => (format!("{layer}.{name}"), Some(BTreeSet::from([column.to_string()]))),
-        _ => {
-            eprintln!("error: `{target}` is not `layer.name` or `layer.name.column`");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
+        _ => return Err(CliError::User(format!("`{target}` is not `layer.name` or `layer.name.column`"))),
     };
-    match audit::trace(&lh, &plan, &table, version, columns).await {
-        Ok(node) => {
-            let out = match format {
-                LineageFormat::Text => audit::render_text(&node),
-                LineageFormat::Json => serde_json::to_string_pretty(&node)? + "\n",
-                LineageFormat::Mermaid => audit::render_mermaid(&node),
-                LineageFormat::Dot => audit::render_dot(&node),
-            };
-            print!("{out}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(if user_error(&e) { USER_ERROR } else { 2 }))
-        }
-    }
+    let node = audit::trace(&lh, &plan, &table, version, columns).await.map_err(CliError::of)?;
+    let out = match format {
+        LineageFormat::Text => audit::render_text(&node),
+        LineageFormat::Json => serde_json::to_string_pretty(&node)? + "\n",
+        LineageFormat::Mermaid => audit::render_mermaid(&node),
+        LineageFormat::Dot => audit::render_dot(&node),
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn reproduce(dir: &Path, table: &str, version: u64) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir, lakehouse::KeyUse::Write).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
-    match audit::reproduce(&lh, &plan, table, version).await {
-        Ok(r) => {
-            let inputs: Vec<String> = r.inputs.iter().map(|i| format!("{} v{}", i.table, i.version)).collect();
-            println!("{} v{} rebuilt from {}", r.table, r.version, inputs.join(", "));
-            if r.sql_changed {
-                println!("note: the model's SQL has changed since this version; the current SQL was used");
-            }
-            if r.identical() {
-                println!("IDENTICAL: {} rows", r.rows);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!(
-                    "DIFFERENT: {} of {} rows only in the table, {} only in the reproduction",
-                    r.only_in_table, r.rows, r.only_in_reproduction
-                );
-                Ok(ExitCode::from(USER_ERROR))
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(if user_error(&e) { USER_ERROR } else { 2 }))
-        }
+pub async fn reproduce(dir: &Path, table: &str, version: u64) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, &[], KeyUse::Write).await?;
+    let r = audit::reproduce(&lh, &plan, table, version).await.map_err(CliError::of)?;
+    let inputs: Vec<String> = r.inputs.iter().map(|i| format!("{} v{}", i.table, i.version)).collect();
+    println!("{} v{} rebuilt from {}", r.table, r.version, inputs.join(", "));
+    if r.sql_changed {
+        println!("note: the model's SQL has changed since this version; the current SQL was used");
+    }
+    if r.identical() {
+        println!("IDENTICAL: {} rows", r.rows);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "DIFFERENT: {} of {} rows only in the table, {} only in the reproduction",
+            r.only_in_table, r.rows, r.only_in_reproduction
+        );
+        Ok(ExitCode::from(USER_ERROR))
     }
 }
 
 /// The models reading `table`, directly or not, as a tree with their versions and freshness.
-async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table: &str) -> anyhow::Result<ExitCode> {
+async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table: &str) -> CmdResult {
     let known = plan.models.contains_key(table)
         || table
             .strip_prefix("bronze.")
             .is_some_and(|n| lh.project.sources.iter().any(|s| s.manifest.name.as_str() == n));
     if !known {
-        eprintln!("error: no table `{table}`: name it `layer.name` (bronze.x, silver.y, gold.z)");
-        return Ok(ExitCode::from(USER_ERROR));
+        return Err(CliError::User(format!("no table `{table}`: name it `layer.name` (bronze.x, silver.y, gold.z)")));
     }
     let mut out = String::new();
     out.push_str(&format!("{table}{}\n", version_text(lh, table).await));
@@ -143,53 +100,60 @@ async fn version_text(lh: &Lakehouse, table: &str) -> String {
     }
 }
 
-pub async fn tables(dir: &Path) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
-    println!("{:<42} {:>7}  {:<8} description", "table", "version", "owner");
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+/// A line of `lakehouse tables`.
+#[derive(Serialize, Deserialize)]
+struct TableLine {
+    table: String,
+    version: Option<u64>,
+    owner: Option<String>,
+    description: String,
+    location: String,
+}
+
+pub async fn tables(dir: &Path, format: OutputFormat) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
+    let mut declared: Vec<(String, Option<String>, String)> = Vec::new();
     for s in &lh.project.sources {
-        rows.push((
-            format!("bronze.{}", s.manifest.name),
-            s.manifest.owner.to_string(),
-            s.manifest.description.clone(),
-        ));
+        let m = &s.manifest;
+        declared.push((format!("bronze.{}", m.name), Some(m.owner.to_string()), m.description.clone()));
     }
     for t in &plan.order {
         let m = &plan.models[t];
         let d = m.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
-        rows.push((t.clone(), "-".into(), d));
+        declared.push((t.clone(), None, d));
     }
-    rows.push(("system.runs".into(), "-".into(), "Run attempts of sources and models".into()));
-    for (t, owner, d) in rows {
-        let v = match lh.warehouse.open_table(&t).await? {
-            Some(table) => table.version().unwrap_or(0).to_string(),
-            None => "-".to_string(),
-        };
-        println!("{t:<42} {v:>7}  {owner:<8} {d}");
+    declared.push(("system.runs".into(), None, "Run attempts of sources and models".into()));
+    let mut lines = Vec::new();
+    for (table, owner, description) in declared {
+        let Some((layer, name)) = table.split_once('.') else { continue };
+        let url = lh.warehouse.table_url(layer, name);
+        let version = lh.warehouse.open(&url).await.map_err(CliError::of)?.map(|t| t.version().unwrap_or(0));
+        lines.push(TableLine { table, version, owner, description, location: url.to_string() });
     }
-    println!("location: {}<layer>/<name>/", lh.warehouse.root());
+    print_rows(&lines, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+/// A column in `lakehouse describe`.
+#[derive(Serialize, Deserialize)]
+struct ColumnLine {
+    column: String,
+    r#type: String,
+    /// Privacy class and documentation (sources), documentation and lineage (models).
+    about: String,
+}
+
+pub async fn describe(dir: &Path, table: &str) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
     let Some((layer, name)) = table.split_once('.') else {
-        eprintln!("error: `{table}` is not `layer.name`");
-        return Ok(ExitCode::from(USER_ERROR));
+        return Err(CliError::User(format!("`{table}` is not `layer.name`")));
     };
     let url = lh.warehouse.table_url(layer, name);
     let source =
         (layer == "bronze").then(|| lh.project.sources.iter().find(|s| s.manifest.name.as_str() == name)).flatten();
     let model = plan.models.get(table);
     if source.is_none() && model.is_none() {
-        eprintln!("error: no table `{table}`; `lakehouse tables` lists them");
-        return Ok(ExitCode::from(USER_ERROR));
+        return Err(CliError::User(format!("no table `{table}`; `lakehouse tables` lists them")));
     }
     println!("{table}");
     println!("  location     {url}");
@@ -211,16 +175,17 @@ pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
         }
         println!("  reads        {}", m.rendered.inputs.iter().cloned().collect::<Vec<_>>().join(", "));
     }
-    let table_now = lh.warehouse.open(&url).await?;
+    let table_now = lh.warehouse.open(&url).await.map_err(CliError::of)?;
     match &table_now {
         Some(t) => println!("  version      {}", t.version().unwrap_or(0)),
         None => println!("  version      - (not built yet)"),
     }
-    println!("  columns:");
+    println!();
     let schema_cols: Vec<(String, String)> = match &table_now {
         Some(t) => t.snapshot()?.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect(),
         None => Vec::new(),
     };
+    let mut lines = Vec::new();
     for (c, ty) in &schema_cols {
         let mut info = String::new();
         if let Some(s) = source {
@@ -256,68 +221,66 @@ pub async fn describe(dir: &Path, table: &str) -> anyhow::Result<ExitCode> {
                 (None, None) => String::new(),
             };
         }
-        println!("    {c:<28} {ty:<24} {info}");
+        lines.push(ColumnLine { column: c.clone(), r#type: ty.clone(), about: info });
     }
+    print_rows(&lines, OutputFormat::Table)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize) -> anyhow::Result<ExitCode> {
-    let (lh, _) = match super::open(dir, &[], lakehouse::KeyUse::ReadOnly)? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+/// A line of `lakehouse runs`.
+#[derive(Serialize, Deserialize)]
+struct RunLine {
+    started: String,
+    target: String,
+    kind: String,
+    trigger: String,
+    attempt: u32,
+    status: String,
+    rows: Option<u64>,
+    version: Option<u64>,
+    /// The error of a failed attempt, else the run id.
+    run_or_error: String,
+}
+
+pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize, format: OutputFormat) -> CmdResult {
+    let (lh, _) = super::open(dir, &[], KeyUse::ReadOnly)?;
     let tz = lh.project.file.timezone.0;
     let records =
         lakehouse::runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
-    println!(
-        "{:<20} {:<40} {:<9} {:<8} {:>3} {:<11} {:>9} {:>7}  run / error",
-        "started", "target", "kind", "trigger", "#", "status", "rows", "version"
-    );
-    let shown = records
-        .iter()
+    let lines: Vec<RunLine> = records
+        .into_iter()
         .rev()
         .filter(|r| target.is_none_or(|t| r.target == t))
         .filter(|r| {
             !failed || matches!(r.status, lakehouse::runlog::Status::Failed | lakehouse::runlog::Status::Abandoned)
         })
-        .take(limit);
-    for r in shown {
-        println!(
-            "{:<20} {:<40} {:<9} {:<8} {:>3} {:<11} {:>9} {:>7}  {}",
-            r.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S"),
-            r.target,
-            r.kind,
-            r.trigger,
-            r.attempt,
-            r.status.as_str(),
-            r.rows.map_or("-".into(), |n| n.to_string()),
-            r.version.map_or("-".into(), |v| v.to_string()),
-            r.error.as_deref().unwrap_or(&r.run_id)
-        );
-    }
+        .take(limit)
+        .map(|r| RunLine {
+            started: r.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+            status: r.status.as_str().to_string(),
+            run_or_error: r.error.unwrap_or(r.run_id),
+            target: r.target,
+            kind: r.kind,
+            trigger: r.trigger,
+            attempt: r.attempt,
+            rows: r.rows,
+            version: r.version,
+        })
+        .collect();
+    print_rows(&lines, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn rebuild(dir: &Path) -> anyhow::Result<ExitCode> {
-    let (lh, plan) = match open(dir, lakehouse::KeyUse::ReadOnly).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
-    match audit::rebuild_catalog(&lh, &plan).await {
-        Ok(s) => {
-            println!(
-                "catalog rebuilt from the lake: {} tables, {} runs, {} lineage edges, {} column lineage edges ({})",
-                s.tables.len(),
-                s.runs.len(),
-                s.lineage.len(),
-                s.column_lineage.len(),
-                audit::catalog_url(&lh).split('@').next_back().unwrap_or_default()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(if user_error(&e) { USER_ERROR } else { 2 }))
-        }
-    }
+pub async fn rebuild(dir: &Path) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
+    let s = catalog_sync::rebuild_catalog(&lh, &plan).await.map_err(CliError::of)?;
+    println!(
+        "catalog rebuilt from the lake: {} tables, {} runs, {} lineage edges, {} column lineage edges ({})",
+        s.tables.len(),
+        s.runs.len(),
+        s.lineage.len(),
+        s.column_lineage.len(),
+        catalog_sync::catalog_url(&lh).split('@').next_back().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }

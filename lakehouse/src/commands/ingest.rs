@@ -6,18 +6,18 @@ use lakehouse::ingest::{IngestReport, ingest_source};
 use lakehouse::manifest::LoadedSource;
 use lakehouse::runlog::RunRecord;
 
-use super::USER_ERROR;
+use serde::{Deserialize, Serialize};
 
-pub async fn run(dir: &Path, names: &[String]) -> anyhow::Result<ExitCode> {
-    let (lh, selected) = match super::open(dir, names, lakehouse::KeyUse::Write)? {
-        Ok(opened) => opened,
-        Err(code) => return Ok(code),
-    };
+use super::output::{OutputFormat, print_rows};
+use super::{CliError, CmdResult, USER_ERROR};
+
+pub async fn run(dir: &Path, names: &[String]) -> CmdResult {
+    let (lh, selected) = super::open(dir, names, lakehouse::KeyUse::Write)?;
     let (reports, worst) = ingest_all(&lh, &selected).await;
     if let Some(plan) = super::quiet_plan(&lh).await {
-        lakehouse::audit::sync_catalog_quietly(&lh, &plan).await;
+        lakehouse::catalog_sync::sync_catalog_quietly(&lh, &plan).await;
     }
-    print_reports(&reports);
+    print_reports(&reports)?;
     println!("tables: {}bronze/", lh.warehouse.root());
     Ok(ExitCode::from(worst))
 }
@@ -46,12 +46,12 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", src.manifest.name);
-                worst = worst.max(if e.is_user_error() { USER_ERROR } else { 2 });
+                worst = worst.max(CliError::code_of(&e));
                 continue;
             }
         };
         let result = ingest_source(lh, src).await;
-        records.push(RunRecord::ingest(src.manifest.name.as_str(), result.as_ref(), "manual", started_at));
+        records.push(IngestReport::run_record(src.manifest.name.as_str(), result.as_ref(), "manual", started_at));
         match result {
             Ok(r) => {
                 if !r.failed.is_empty() {
@@ -60,8 +60,7 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
                 reports.push(r);
             }
             Err(e) => {
-                let code = if e.is_user_error() { USER_ERROR } else { 2 };
-                worst = worst.max(code);
+                worst = worst.max(CliError::code_of(&e));
                 eprintln!("error: {}: {e}", src.manifest.name);
             }
         }
@@ -70,25 +69,35 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
     (reports, worst)
 }
 
-pub fn print_reports(reports: &[IngestReport]) {
-    println!(
-        "{:<26} {:>5} {:>5} {:>10} {:>10} {:>11} {:>7} {:>8}",
-        "source", "batch", "files", "read", "written", "quarantined", "version", "time"
-    );
-    for r in reports {
-        let batch = r.batch.map_or("-".to_string(), |b| if r.replayed { format!("{b}*") } else { b.to_string() });
-        println!(
-            "{:<26} {:>5} {:>5} {:>10} {:>10} {:>11} {:>7} {:>7.2}s",
-            r.source,
-            batch,
-            r.files.len(),
-            r.records.read,
-            r.records.written,
-            r.records.quarantined,
-            r.bronze_version.map_or("-".to_string(), |v| v.to_string()),
-            r.elapsed.as_secs_f64()
-        );
-    }
+/// A line of an ingest summary.
+#[derive(Serialize, Deserialize)]
+struct IngestLine {
+    source: String,
+    /// `*`: completed a batch left pending by an interrupted run.
+    batch: String,
+    files: usize,
+    read: u64,
+    written: u64,
+    quarantined: u64,
+    version: Option<u64>,
+    time: String,
+}
+
+pub fn print_reports(reports: &[IngestReport]) -> Result<(), CliError> {
+    let lines: Vec<IngestLine> = reports
+        .iter()
+        .map(|r| IngestLine {
+            source: r.source.clone(),
+            batch: r.batch.map_or("-".to_string(), |b| if r.replayed { format!("{b}*") } else { b.to_string() }),
+            files: r.files.len(),
+            read: r.records.read,
+            written: r.records.written,
+            quarantined: r.records.quarantined,
+            version: r.bronze_version,
+            time: format!("{:.2}s", r.elapsed.as_secs_f64()),
+        })
+        .collect();
+    print_rows(&lines, OutputFormat::Table)?;
     if reports.iter().any(|r| r.replayed) {
         println!("* completed a batch left pending by an interrupted run");
     }
@@ -106,4 +115,5 @@ pub fn print_reports(reports: &[IngestReport]) {
             );
         }
     }
+    Ok(())
 }

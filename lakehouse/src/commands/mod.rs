@@ -1,8 +1,10 @@
-//! One file per verb. Commands print results on stdout and diagnostics on stderr, and return the exit code.
+//! One file per verb. Commands print results on stdout and diagnostics on stderr. A command returns its exit
+//! code, or a [`CliError`] that `main` prints and maps to one (user error 1, internal error 2).
 
 mod audit;
 mod bench;
 mod ingest;
+mod output;
 mod quarantine;
 mod retention;
 mod schedule;
@@ -11,20 +13,77 @@ mod sql;
 mod transform;
 mod validate;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 
-use lakehouse::Lakehouse;
-use std::collections::BTreeMap;
-
 use lakehouse::manifest::{Diagnostic, Diagnostics, LoadError, LoadedSource, Project};
-use lakehouse::transform::Plan;
+use lakehouse::transform::{Plan, RunOptions};
+use lakehouse::{KeyUse, Lakehouse};
 
 use crate::cli::{Cli, Command};
 
-/// Exit code of user errors (bad manifests, data, configuration).
+/// Exit code of user errors (bad manifests, data, configuration, arguments).
 pub const USER_ERROR: u8 = 1;
+/// Exit code of internal errors (a bug, or the environment failing).
+pub const INTERNAL_ERROR: u8 = 2;
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// How a command fails.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's to fix (exit 1): printed as `error: <message>`.
+    User(String),
+    /// Problems already printed (a list of diagnostics): exit 1.
+    Reported,
+    /// A bug, or the environment failing (exit 2); `?` on any other error gives this.
+    Internal(anyhow::Error),
+}
+
+// Not `std::error::Error`, so that every error converts with `?` (as with anyhow).
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// An engine error that knows whether the user can fix it (a bad file, an unreachable store, a missing key) or
+/// not (a bug).
+pub trait Classified: std::error::Error + Send + Sync + 'static {
+    fn is_user_error(&self) -> bool;
+}
+
+macro_rules! classified {
+    ($($t:ty),*) => {$(
+        impl Classified for $t {
+            fn is_user_error(&self) -> bool {
+                <$t>::is_user_error(self)
+            }
+        }
+    )*};
+}
+classified!(
+    lakehouse::ingest::IngestError,
+    lakehouse::storage::StorageError,
+    lakehouse::audit::AuditError,
+    lakehouse::catalog_sync::SyncError
+);
+
+impl CliError {
+    /// An engine error, as a user error or an internal one.
+    pub fn of<E: Classified>(e: E) -> Self {
+        if e.is_user_error() { Self::User(e.to_string()) } else { Self::Internal(e.into()) }
+    }
+
+    /// The exit code of an engine error ([`Self::of`]).
+    pub fn code_of<E: Classified>(e: &E) -> u8 {
+        if e.is_user_error() { USER_ERROR } else { INTERNAL_ERROR }
+    }
+}
+
+/// A command's result: its exit code (a run can succeed in part), or how it failed.
+pub type CmdResult = Result<ExitCode, CliError>;
+
+pub async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Validate { vars } => validate::run(&cli.project, &vars).await,
         Command::Ingest { sources } => ingest::run(&cli.project, &sources).await,
@@ -36,20 +95,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { vars, full_refresh } => transform::run_all(&cli.project, &vars, full_refresh).await,
         Command::Schedule { vars, grace, parallel } => schedule::schedule(&cli.project, &vars, grace, parallel).await,
-        Command::Status { vars } => schedule::status(&cli.project, &vars).await,
+        Command::Status { vars, format } => schedule::status(&cli.project, &vars, format).await,
         Command::Lineage { target, version, format, downstream } => {
             audit::lineage(&cli.project, &target, version, format, downstream).await
         }
-        Command::Tables => audit::tables(&cli.project).await,
+        Command::Tables { format } => audit::tables(&cli.project, format).await,
         Command::Catalog { command: crate::cli::CatalogCommand::Rebuild } => audit::rebuild(&cli.project).await,
         Command::Retention { sources, dry_run, as_of } => {
             retention::run(&cli.project, &sources, dry_run, as_of.as_deref()).await
         }
-        Command::Runs { target, failed, limit } => audit::runs(&cli.project, target.as_deref(), failed, limit).await,
+        Command::Runs { target, failed, limit, format } => {
+            audit::runs(&cli.project, target.as_deref(), failed, limit, format).await
+        }
         Command::Describe { table } => audit::describe(&cli.project, &table).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
-        Command::Quarantine { source, raw } => quarantine::run(&cli.project, &source, raw).await,
+        Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
     }
@@ -76,16 +137,13 @@ pub fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>, Diagnosti
 /// Loads the project and plans its transforms (templates, DAG, SQL against the declared schemas), printing
 /// every problem of manifests, sidecars and models at once, sorted.
 pub async fn load_with_plan(
-    dir: &std::path::Path,
+    dir: &Path,
     vars: &[String],
-) -> anyhow::Result<Result<(Project, Plan, BTreeMap<String, String>), ExitCode>> {
-    let vars = match parse_vars(vars) {
-        Ok(v) => v,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(Err(ExitCode::from(USER_ERROR)));
-        }
-    };
+) -> Result<(Project, Plan, BTreeMap<String, String>), CliError> {
+    let vars = parse_vars(vars).map_err(|d| {
+        eprintln!("{d}");
+        CliError::Reported
+    })?;
     let (project, mut diags) = match Project::load_partial(dir) {
         Ok(loaded) => loaded,
         Err(LoadError::Invalid(d)) => (None, d),
@@ -100,10 +158,10 @@ pub async fn load_with_plan(
         None => None,
     };
     match (project, plan) {
-        (Some(p), Some(plan)) if diags.is_empty() => Ok(Ok((p, plan, vars))),
+        (Some(p), Some(plan)) if diags.is_empty() => Ok((p, plan, vars)),
         _ => {
             eprintln!("{}", diags.sorted());
-            Ok(Err(ExitCode::from(USER_ERROR)))
+            Err(CliError::Reported)
         }
     }
 }
@@ -117,41 +175,42 @@ pub async fn quiet_plan(lh: &Lakehouse) -> Option<Plan> {
 }
 
 /// Loads the project, printing every problem on failure.
-pub fn load_project(dir: &std::path::Path) -> anyhow::Result<Result<Project, ExitCode>> {
+fn load_project(dir: &Path) -> Result<Project, CliError> {
     match Project::load(dir) {
-        Ok(p) => Ok(Ok(p)),
+        Ok(p) => Ok(p),
         Err(LoadError::Invalid(diags)) => {
             eprintln!("{diags}");
-            Ok(Err(ExitCode::from(USER_ERROR)))
+            Err(CliError::Reported)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Loads the project, selects the named sources (all when none) and opens the warehouse (and the keys, for
-/// [`lakehouse::KeyUse::Write`]); on a user
-/// error prints it and returns the exit code.
-pub fn open(
-    dir: &std::path::Path,
-    names: &[String],
-    keys: lakehouse::KeyUse,
-) -> anyhow::Result<Result<(Lakehouse, Vec<LoadedSource>), ExitCode>> {
-    let project = match load_project(dir)? {
-        Ok(p) => p,
-        Err(code) => return Ok(Err(code)),
-    };
+/// Opens the warehouse of a loaded project (and the keys, for [`KeyUse::Write`]).
+fn open_lakehouse(project: Project, keys: KeyUse) -> Result<Lakehouse, CliError> {
+    Lakehouse::open(project, keys).map_err(|e| CliError::User(e.to_string()))
+}
+
+/// Loads the project, selects the named sources (all when none) and opens the warehouse.
+pub fn open(dir: &Path, names: &[String], keys: KeyUse) -> Result<(Lakehouse, Vec<LoadedSource>), CliError> {
+    let project = load_project(dir)?;
     let selected: Vec<LoadedSource> = match project.select_sources(names) {
         Ok(s) => s.into_iter().cloned().collect(),
         Err(diags) => {
             eprintln!("{diags}");
-            return Ok(Err(ExitCode::from(USER_ERROR)));
+            return Err(CliError::Reported);
         }
     };
-    match Lakehouse::open(project, keys) {
-        Ok(lh) => Ok(Ok((lh, selected))),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(USER_ERROR)))
-        }
-    }
+    Ok((open_lakehouse(project, keys)?, selected))
+}
+
+/// Loads and plans the project (with `--var`s) and opens the warehouse: what commands that run or read models
+/// need.
+pub async fn open_planned(
+    dir: &Path,
+    vars: &[String],
+    keys: KeyUse,
+) -> Result<(Lakehouse, Plan, RunOptions), CliError> {
+    let (project, plan, vars) = load_with_plan(dir, vars).await?;
+    Ok((open_lakehouse(project, keys)?, plan, RunOptions { full_refresh: false, vars }))
 }

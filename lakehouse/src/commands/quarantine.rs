@@ -1,52 +1,61 @@
+//! `quarantine`: the records a source refused, where they were and why (and, with `--raw`, their text).
+
 use std::path::Path;
 use std::process::ExitCode;
 
 use lakehouse::ingest::read_quarantine;
+use serde::{Deserialize, Serialize};
 
-use super::USER_ERROR;
+use super::output::{OutputFormat, print_batches, rows_batch};
+use super::{CliError, CmdResult};
 
-pub async fn run(dir: &Path, source: &str, raw: bool) -> anyhow::Result<ExitCode> {
-    let (lh, selected) = match super::open(
-        dir,
-        &[source.to_string()],
-        if raw { lakehouse::KeyUse::Write } else { lakehouse::KeyUse::ReadOnly },
-    )? {
-        Ok(opened) => opened,
-        Err(code) => return Ok(code),
-    };
+/// A line of `lakehouse quarantine`.
+#[derive(Serialize, Deserialize)]
+struct QuarantineLine {
+    file: String,
+    line: Option<u64>,
+    record: u64,
+    column: Option<String>,
+    reason: String,
+    /// With `--raw`: the record's text in the file's declared encoding, or why it cannot be shown.
+    raw: Option<String>,
+}
+
+pub async fn run(dir: &Path, source: &str, raw: bool, format: OutputFormat) -> CmdResult {
+    let keys = if raw { lakehouse::KeyUse::Write } else { lakehouse::KeyUse::ReadOnly };
+    let (lh, selected) = super::open(dir, &[source.to_string()], keys)?;
     let encoding = match &selected[0].manifest.format {
         lakehouse::manifest::Format::Csv { encoding, .. } => *encoding,
         _ => lakehouse::manifest::Encoding::Utf8,
     };
-    let records = match read_quarantine(&lh, source, raw).await {
-        Ok(r) => r,
-        Err(e) if e.is_user_error() => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    println!("{:<36} {:>6} {:>7} {:<18} reason", "file", "line", "record", "column");
-    for r in &records {
-        let file = r.source_file.rsplit('/').next().unwrap_or(&r.source_file);
-        let line = r.line.map_or("-".to_string(), |l| l.to_string());
-        println!("{file:<36} {line:>6} {:>7} {:<18} {}", r.record, r.column.as_deref().unwrap_or("-"), r.reason);
-        match &r.raw {
-            Some(Ok(bytes)) => {
+    let records = read_quarantine(&lh, source, raw).await.map_err(CliError::of)?;
+    let lines: Vec<QuarantineLine> = records
+        .iter()
+        .map(|r| QuarantineLine {
+            file: r.source_file.rsplit('/').next().unwrap_or(&r.source_file).to_string(),
+            line: r.line,
+            record: r.record,
+            column: r.column.clone(),
+            reason: r.reason.clone(),
+            raw: r.raw.as_ref().map(|raw| match raw {
                 // Raw records keep the file's bytes: show them in its declared encoding.
-                let text = lakehouse::format::decode(bytes, encoding)
+                Ok(bytes) => lakehouse::format::decode(bytes, encoding)
                     .map(|t| t.into_owned())
-                    .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned());
-                println!("    raw: {}", text.replace('\n', "\\n"))
-            }
-            Some(Err(why)) => println!("    raw: <{why}>"),
-            None => {}
-        }
+                    .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
+                    .replace('\n', "\\n"),
+                Err(why) => format!("<{why}>"),
+            }),
+        })
+        .collect();
+    let mut batch = rows_batch(&lines)?;
+    if !raw {
+        // Without `--raw`, no `raw` column at all.
+        batch.remove_column(batch.schema().index_of("raw")?);
     }
-    println!(
-        "{} quarantined record{} in bronze.{source}__quarantine",
-        records.len(),
-        if records.len() == 1 { "" } else { "s" }
-    );
+    print_batches(&[batch], format)?;
+    if format == OutputFormat::Table {
+        let n = records.len();
+        println!("{n} quarantined record{} in bronze.{source}__quarantine", if n == 1 { "" } else { "s" });
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,27 +10,10 @@ use chrono::{DateTime, Utc};
 use lakehouse::Lakehouse;
 use lakehouse::runlog::{self, RunRecord};
 use lakehouse::schedule::{self, Config, ModelGraph, SourceJob, SystemClock, cron::next_fire, runner::LakehouseRunner};
-use lakehouse::transform::RunOptions;
+use serde::{Deserialize, Serialize};
 
-use super::USER_ERROR;
-
-async fn open(
-    dir: &Path,
-    vars: &[String],
-    keys: lakehouse::KeyUse,
-) -> anyhow::Result<Result<(Lakehouse, lakehouse::transform::Plan, RunOptions), ExitCode>> {
-    let (project, plan, vars) = match super::load_with_plan(dir, vars).await? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(Err(code)),
-    };
-    match Lakehouse::open(project, keys) {
-        Ok(lh) => Ok(Ok((lh, plan, RunOptions { full_refresh: false, vars }))),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(USER_ERROR)))
-        }
-    }
-}
+use super::output::{OutputFormat, print_rows};
+use super::{CmdResult, open_planned};
 
 /// The start of the last successful run of each target.
 fn last_success(records: &[RunRecord]) -> BTreeMap<String, DateTime<Utc>> {
@@ -44,11 +27,8 @@ fn last_success(records: &[RunRecord]) -> BTreeMap<String, DateTime<Utc>> {
     out
 }
 
-pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) -> anyhow::Result<ExitCode> {
-    let (lh, plan, options) = match open(dir, vars, lakehouse::KeyUse::Write).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) -> CmdResult {
+    let (lh, plan, options) = open_planned(dir, vars, lakehouse::KeyUse::Write).await?;
     let records = runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
     let config = Config {
         tz: lh.project.file.timezone.0,
@@ -97,11 +77,22 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn status(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
-    let (lh, plan, _) = match open(dir, vars, lakehouse::KeyUse::ReadOnly).await? {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+/// A line of `lakehouse status`.
+#[derive(Serialize, Deserialize)]
+struct StatusLine {
+    table: String,
+    /// The cron expression, or `on new data` for a model run when its inputs change.
+    schedule: String,
+    last_success: Option<String>,
+    /// Sources: `on time`, `LATE (due …)` or `never run`; models: `up to date`, `STALE (… changed)` or
+    /// `never run`.
+    state: String,
+    next_run: Option<String>,
+    last_error: Option<String>,
+}
+
+pub async fn status(dir: &Path, vars: &[String], format: OutputFormat) -> CmdResult {
+    let (lh, plan, _) = open_planned(dir, vars, lakehouse::KeyUse::ReadOnly).await?;
     let records = runlog::read(&lh.warehouse).await.map_err(|e| anyhow::anyhow!("reading system.runs: {e}"))?;
     let tz = lh.project.file.timezone.0;
     let now = Utc::now();
@@ -111,71 +102,61 @@ pub async fn status(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
         let last = records.iter().rev().find(|r| r.target == target && !matches!(r.status, runlog::Status::Skipped))?;
         (!last.status.is_success()).then(|| last.error.clone().unwrap_or_else(|| last.status.as_str().to_string()))
     };
-    println!("{:<40} {:<16} {:<20} {:<28} {:<20} last error", "table", "schedule", "last success", "state", "next run");
+    let mut lines = Vec::new();
     for src in &lh.project.sources {
-        let target = format!("bronze.{}", src.manifest.name);
+        let table = format!("bronze.{}", src.manifest.name);
         let schedule = &src.manifest.schedule;
-        let (last, state) = match success.get(&target) {
-            None => ("-".to_string(), "never run".to_string()),
+        let state = match success.get(&table) {
+            None => "never run".to_string(),
             Some(t) => {
                 let due = next_fire(schedule, tz, *t);
                 let period = due.and_then(|d| Some(next_fire(schedule, tz, d)? - d)).unwrap_or_default();
                 let late = due.is_some_and(|d| now > d + period / 2);
-                (
-                    show(*t),
-                    if late { format!("LATE (due {})", due.map(show).unwrap_or_default()) } else { "on time".into() },
-                )
+                if late { format!("LATE (due {})", due.map(show).unwrap_or_default()) } else { "on time".into() }
             }
         };
-        let next = next_fire(schedule, tz, now).map(show).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<40} {:<16} {:<20} {:<28} {:<20} {}",
-            target,
-            schedule.as_str(),
-            last,
+        lines.push(StatusLine {
+            schedule: schedule.as_str().to_string(),
+            last_success: success.get(&table).map(|t| show(*t)),
             state,
-            next,
-            last_error(&target).unwrap_or_else(|| "-".into())
-        );
+            next_run: next_fire(schedule, tz, now).map(show),
+            last_error: last_error(&table),
+            table,
+        });
     }
     for target in &plan.order {
         let model = &plan.models[target];
         let cron = model.loaded.sidecar.as_ref().and_then(|s| s.schedule.clone());
-        let url = lh.warehouse.table_url(model.loaded.layer.as_str(), &model.loaded.name);
-        let state = match lh.warehouse.open(&url).await? {
-            None => "never run".to_string(),
-            Some(table) => match lakehouse::transform::run::last_run(&table).await {
-                None => "never run".to_string(),
-                Some(run) => {
-                    let mut changed = Vec::new();
-                    for input in &model.rendered.inputs {
-                        let current = lh.warehouse.open_table(input).await?.and_then(|t| t.version());
-                        let read = run.read.iter().find(|r| &r.table == input).map(|r| r.version);
-                        if current != read {
-                            changed.push(input.clone());
-                        }
-                    }
-                    if changed.is_empty() {
-                        "up to date".to_string()
-                    } else {
-                        format!("STALE ({} changed)", changed.join(", "))
-                    }
-                }
+        lines.push(StatusLine {
+            table: target.clone(),
+            schedule: cron.as_ref().map_or("on new data", |c| c.as_str()).to_string(),
+            last_success: success.get(target).map(|t| show(*t)),
+            state: model_state(&lh, model).await?,
+            next_run: match &cron {
+                Some(c) => next_fire(c, tz, now).map(show),
+                None => Some("on new data".to_string()),
             },
-        };
-        let next = match &cron {
-            Some(c) => next_fire(c, tz, now).map(show).unwrap_or_else(|| "-".into()),
-            None => "on new data".to_string(),
-        };
-        println!(
-            "{:<40} {:<16} {:<20} {:<28} {:<20} {}",
-            target,
-            cron.as_ref().map_or("on new data", |c| c.as_str()),
-            success.get(target).map(|t| show(*t)).unwrap_or_else(|| "-".into()),
-            state,
-            next,
-            last_error(target).unwrap_or_else(|| "-".into())
-        );
+            last_error: last_error(target),
+        });
     }
+    print_rows(&lines, format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `up to date`, `STALE (… changed)` (an input has a version its last run did not read) or `never run`.
+async fn model_state(lh: &Lakehouse, model: &lakehouse::transform::plan::Model) -> Result<String, super::CliError> {
+    let url = lh.warehouse.table_url(model.loaded.layer.as_str(), &model.loaded.name);
+    let Some(table) = lh.warehouse.open(&url).await.map_err(super::CliError::of)? else {
+        return Ok("never run".to_string());
+    };
+    let Some(run) = lakehouse::transform::run::last_run(&table).await else { return Ok("never run".to_string()) };
+    let mut changed = Vec::new();
+    for input in &model.rendered.inputs {
+        let current = lh.warehouse.open_table(input).await.map_err(super::CliError::of)?.and_then(|t| t.version());
+        let read = run.read.iter().find(|r| &r.table == input).map(|r| r.version);
+        if current != read {
+            changed.push(input.clone());
+        }
+    }
+    Ok(if changed.is_empty() { "up to date".to_string() } else { format!("STALE ({} changed)", changed.join(", ")) })
 }

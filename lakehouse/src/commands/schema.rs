@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-pub fn run() -> anyhow::Result<ExitCode> {
+pub fn run() -> super::CmdResult {
     println!("{}", serde_json::to_string_pretty(&lakehouse::manifest::source_json_schema())?);
     Ok(ExitCode::SUCCESS)
 }

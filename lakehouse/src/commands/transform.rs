@@ -7,46 +7,33 @@ use lakehouse::Lakehouse;
 use lakehouse::manifest::Severity;
 use lakehouse::transform::{Outcome, Plan, RunOptions, TransformReport, select};
 
-use super::USER_ERROR;
+use serde::{Deserialize, Serialize};
 
-/// Loads and plans the project, selects models and opens the warehouse; prints problems and returns the code.
+use super::output::{OutputFormat, print_rows};
+use super::{CliError, CmdResult, INTERNAL_ERROR, USER_ERROR};
+
+/// Loads and plans the project, selects models and opens the warehouse.
 async fn prepare(
     dir: &Path,
     selectors: &[String],
     vars: &[String],
-) -> anyhow::Result<Result<(Lakehouse, Plan, Vec<String>, RunOptions), ExitCode>> {
-    let (project, plan, vars) = match super::load_with_plan(dir, vars).await? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(Err(code)),
-    };
-    let targets = match select(&plan, selectors) {
-        Ok(t) => t,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(Err(ExitCode::from(USER_ERROR)));
-        }
-    };
-    match Lakehouse::open(project, lakehouse::KeyUse::Write) {
-        Ok(lh) => Ok(Ok((lh, plan, targets, RunOptions { full_refresh: false, vars }))),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(USER_ERROR)))
-        }
-    }
+) -> Result<(Lakehouse, Plan, Vec<String>, RunOptions), CliError> {
+    let (lh, plan, options) = super::open_planned(dir, vars, lakehouse::KeyUse::Write).await?;
+    let targets = selected(&plan, selectors)?;
+    Ok((lh, plan, targets, options))
 }
 
-pub async fn compile(dir: &Path, selectors: &[String], vars: &[String], incremental: bool) -> anyhow::Result<ExitCode> {
-    let (project, plan, vars) = match super::load_with_plan(dir, vars).await? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
-    };
-    let targets = match select(&plan, selectors) {
-        Ok(t) => t,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(USER_ERROR));
-        }
-    };
+/// The models `selectors` name, in plan order.
+fn selected(plan: &Plan, selectors: &[String]) -> Result<Vec<String>, CliError> {
+    select(plan, selectors).map_err(|d| {
+        eprintln!("{d}");
+        CliError::Reported
+    })
+}
+
+pub async fn compile(dir: &Path, selectors: &[String], vars: &[String], incremental: bool) -> CmdResult {
+    let (project, plan, vars) = super::load_with_plan(dir, vars).await?;
+    let targets = selected(&plan, selectors)?;
     let renderer = lakehouse::transform::plan::renderer(&project, &vars);
     for target in &targets {
         let m = &plan.models[target];
@@ -55,7 +42,7 @@ pub async fn compile(dir: &Path, selectors: &[String], vars: &[String], incremen
                 Ok(r) => r.sql,
                 Err(d) => {
                     eprintln!("{d}");
-                    return Ok(ExitCode::from(USER_ERROR));
+                    return Err(CliError::Reported);
                 }
             }
         } else {
@@ -74,35 +61,24 @@ pub async fn compile(dir: &Path, selectors: &[String], vars: &[String], incremen
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn transform(
-    dir: &Path,
-    selectors: &[String],
-    vars: &[String],
-    full_refresh: bool,
-) -> anyhow::Result<ExitCode> {
-    let (lh, plan, targets, mut opts) = match prepare(dir, selectors, vars).await? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
+pub async fn transform(dir: &Path, selectors: &[String], vars: &[String], full_refresh: bool) -> CmdResult {
+    let (lh, plan, targets, mut opts) = prepare(dir, selectors, vars).await?;
     opts.full_refresh = full_refresh;
     let reports = run_and_record(&lh, &plan, &targets, &opts).await;
-    print_reports(&reports);
+    print_reports(&reports)?;
     Ok(ExitCode::from(worst(&reports)))
 }
 
-pub async fn run_all(dir: &Path, vars: &[String], full_refresh: bool) -> anyhow::Result<ExitCode> {
-    let (lh, plan, targets, mut opts) = match prepare(dir, &[], vars).await? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
+pub async fn run_all(dir: &Path, vars: &[String], full_refresh: bool) -> CmdResult {
+    let (lh, plan, targets, mut opts) = prepare(dir, &[], vars).await?;
     opts.full_refresh = full_refresh;
     let sources = lh.project.sources.clone();
     let (ingested, ingest_worst) = super::ingest::ingest_all(&lh, &sources).await;
     let reports = run_and_record(&lh, &plan, &targets, &opts).await;
     println!("\ningest");
-    super::ingest::print_reports(&ingested);
+    super::ingest::print_reports(&ingested)?;
     println!("\ntransform");
-    print_reports(&reports);
+    print_reports(&reports)?;
     println!("tables: {}{{bronze,silver,gold}}/", lh.warehouse.root());
     Ok(ExitCode::from(ingest_worst.max(worst(&reports))))
 }
@@ -114,11 +90,11 @@ async fn run_and_record(lh: &Lakehouse, plan: &Plan, targets: &[String], opts: &
     let mut at = started_at;
     let mut records = Vec::new();
     for r in &reports {
-        records.push(lakehouse::runlog::RunRecord::transform(r, "manual", at));
+        records.push(r.run_record("manual", at));
         at += chrono::Duration::from_std(r.elapsed).unwrap_or_default();
     }
     lakehouse::runlog::record(&lh.warehouse, &records).await;
-    lakehouse::audit::sync_catalog_quietly(lh, plan).await;
+    lakehouse::catalog_sync::sync_catalog_quietly(lh, plan).await;
     reports
 }
 
@@ -127,35 +103,47 @@ fn worst(reports: &[TransformReport]) -> u8 {
         .iter()
         .map(|r| match &r.outcome {
             Outcome::Failed { user_error: true, .. } | Outcome::Skipped { .. } => USER_ERROR,
-            Outcome::Failed { user_error: false, .. } => 2,
+            Outcome::Failed { user_error: false, .. } => INTERNAL_ERROR,
             _ => 0,
         })
         .max()
         .unwrap_or(0)
 }
 
-fn print_reports(reports: &[TransformReport]) {
-    println!("{:<40} {:<12} {:>10} {:>7} {:>8}  audits", "model", "result", "rows", "version", "time");
-    for r in reports {
-        let (result, rows, version) = match &r.outcome {
-            Outcome::Built { mode, version, rows } => {
-                (mode.as_str().to_string(), rows.to_string(), version.to_string())
+/// A line of a transform summary.
+#[derive(Serialize, Deserialize)]
+struct ModelLine {
+    model: String,
+    /// `full`, `incremental`, `up to date`, `skipped` or `FAILED`.
+    result: String,
+    rows: Option<u64>,
+    version: Option<u64>,
+    time: String,
+    audits: Option<String>,
+}
+
+fn print_reports(reports: &[TransformReport]) -> Result<(), CliError> {
+    let lines: Vec<ModelLine> = reports
+        .iter()
+        .map(|r| {
+            let (result, rows, version) = match &r.outcome {
+                Outcome::Built { mode, version, rows } => (mode.as_str().to_string(), Some(*rows), Some(*version)),
+                Outcome::UpToDate { version } => ("up to date".into(), None, Some(*version)),
+                Outcome::Skipped { .. } => ("skipped".into(), None, None),
+                Outcome::Failed { .. } => ("FAILED".into(), None, None),
+            };
+            let passed = r.audits.iter().filter(|a| a.passed).count();
+            ModelLine {
+                model: r.target.clone(),
+                result,
+                rows,
+                version,
+                time: format!("{:.2}s", r.elapsed.as_secs_f64()),
+                audits: (!r.audits.is_empty()).then(|| format!("{passed}/{} passed", r.audits.len())),
             }
-            Outcome::UpToDate { version } => ("up to date".into(), "-".into(), version.to_string()),
-            Outcome::Skipped { .. } => ("skipped".into(), "-".into(), "-".into()),
-            Outcome::Failed { .. } => ("FAILED".into(), "-".into(), "-".into()),
-        };
-        let passed = r.audits.iter().filter(|a| a.passed).count();
-        let audits = if r.audits.is_empty() { "-".to_string() } else { format!("{passed}/{} passed", r.audits.len()) };
-        println!(
-            "{:<40} {:<12} {:>10} {:>7} {:>7.2}s  {audits}",
-            r.target,
-            result,
-            rows,
-            version,
-            r.elapsed.as_secs_f64()
-        );
-    }
+        })
+        .collect();
+    print_rows(&lines, OutputFormat::Table)?;
     for r in reports {
         if let Some(note) = &r.note {
             println!("{}: {note}", r.target);
@@ -170,4 +158,5 @@ fn print_reports(reports: &[TransformReport]) {
             _ => {}
         }
     }
+    Ok(())
 }

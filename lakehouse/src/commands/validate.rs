@@ -1,11 +1,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-pub async fn run(dir: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
-    let (project, plan, _) = match super::load_with_plan(dir, vars).await? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
-    };
+use super::CmdResult;
+
+pub async fn run(dir: &Path, vars: &[String]) -> CmdResult {
+    let (project, plan, _) = super::load_with_plan(dir, vars).await?;
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
         "{}: ok, {}, {}",

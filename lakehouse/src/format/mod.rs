@@ -24,11 +24,12 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::manifest::{ColumnType, Compression, Encoding, Format, OnBadRecord, Pii, SourceManifest};
-use crate::privacy::{KeyError, KeyRing, Pseudonymizer};
+use crate::privacy::{KeyError, KeyRing, PseudonymColumn};
+use crate::storage::timestamp_type;
 
 /// Rows per record batch handed to the writer.
 pub const BATCH_ROWS: usize = 65_536;
@@ -59,10 +60,6 @@ pub struct TablePlan {
     pub schema: SchemaRef,
     /// Names of the declared columns' input fields, in order.
     pub inputs: Vec<String>,
-}
-
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 impl TablePlan {
@@ -399,7 +396,8 @@ enum ColBuilder {
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder),
     Dec(Decimal128Builder, u8, i8),
-    Pseudo(StringBuilder, StringBuilder, Box<Pseudonymizer>),
+    /// A direct identifier, pseudonymized at landing (and its key id column).
+    Pseudo(Box<PseudonymColumn>),
 }
 
 #[derive(Clone, Copy)]
@@ -419,7 +417,6 @@ pub struct RowBuilder {
     cols: Vec<ColBuilder>,
     cells: Vec<Cell>,
     texts: Vec<String>,
-    hex: String,
     len: usize,
 }
 
@@ -428,11 +425,9 @@ impl RowBuilder {
         let mut cols = Vec::with_capacity(plan.columns.len());
         for c in &plan.columns {
             cols.push(match (&c.pseudonymize, c.ty) {
-                (Some((domain, normalize)), _) => ColBuilder::Pseudo(
-                    StringBuilder::new(),
-                    StringBuilder::new(),
-                    Box::new(Pseudonymizer::new(keys.get(domain)?, *normalize)),
-                ),
+                (Some((domain, normalize)), _) => {
+                    ColBuilder::Pseudo(Box::new(PseudonymColumn::new(keys.get(domain)?, *normalize)))
+                }
                 (None, ColumnType::String) => ColBuilder::Str(StringBuilder::new()),
                 (None, ColumnType::Int) => ColBuilder::Int(Int64Builder::new()),
                 (None, ColumnType::Double) => ColBuilder::Double(Float64Builder::new()),
@@ -449,13 +444,7 @@ impl RowBuilder {
             });
         }
         let n = plan.columns.len();
-        Ok(Self {
-            cols,
-            cells: vec![Cell::Null; n],
-            texts: vec![String::new(); n],
-            hex: String::with_capacity(64),
-            len: 0,
-        })
+        Ok(Self { cols, cells: vec![Cell::Null; n], texts: vec![String::new(); n], len: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -521,19 +510,8 @@ impl RowBuilder {
         for (i, b) in self.cols.iter_mut().enumerate() {
             let cell = self.cells[i];
             match (b, cell) {
-                (ColBuilder::Pseudo(v, k, p), Cell::Str) => {
-                    if p.pseudonym_into(&self.texts[i], &mut self.hex) {
-                        v.append_value(&self.hex);
-                        k.append_value(p.key_id());
-                    } else {
-                        v.append_null();
-                        k.append_null();
-                    }
-                }
-                (ColBuilder::Pseudo(v, k, _), _) => {
-                    v.append_null();
-                    k.append_null();
-                }
+                (ColBuilder::Pseudo(p), Cell::Str) => p.append(Some(&self.texts[i])),
+                (ColBuilder::Pseudo(p), _) => p.append(None),
                 (ColBuilder::Str(b), Cell::Str) => b.append_value(&self.texts[i]),
                 (ColBuilder::Int(b), Cell::Int(x)) => b.append_value(x),
                 (ColBuilder::Double(b), Cell::Double(x)) => b.append_value(x),
@@ -578,10 +556,7 @@ impl RowBuilder {
                     arrays.push(Arc::new(std::mem::replace(b, next).finish().with_timezone("UTC")))
                 }
                 ColBuilder::Dec(b, p, s) => arrays.push(Arc::new(b.finish().with_precision_and_scale(*p, *s)?)),
-                ColBuilder::Pseudo(v, k, _) => {
-                    arrays.push(finish_strings(v));
-                    arrays.push(finish_strings(k));
-                }
+                ColBuilder::Pseudo(p) => arrays.extend(p.finish(rows)),
             }
         }
         let n = self.len;

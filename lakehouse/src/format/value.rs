@@ -7,15 +7,6 @@ use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone as _};
 use chrono_tz::Tz;
 
-/// Checks a strptime format string.
-pub fn check_strptime(fmt: &str) -> Result<(), String> {
-    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
-        Err(format!("invalid strptime format `{fmt}`"))
-    } else {
-        Ok(())
-    }
-}
-
 pub fn parse_int(s: &str) -> Result<i64, String> {
     s.parse::<i64>().map_err(|_| "not an integer".to_string())
 }

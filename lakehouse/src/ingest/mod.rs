@@ -28,26 +28,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::Int64Array;
 use arrow::record_batch::RecordBatch;
 use catalog::{InputFile, RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind};
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Add, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use tracing::Instrument;
 
-pub use tables::{ledger_schema, quarantine_schema};
+pub use tables::{LedgerRow, QuarantineRow, ledger_schema, quarantine_schema};
 
 use crate::Lakehouse;
 use crate::connector::{self, ConnectorError, FileEntry};
 use crate::format::{self, BadRecord, ReadContext, ReadError, RecordSink, TablePlan};
 use crate::manifest::{LoadMode, LoadedSource};
 use crate::privacy::{Encryptor, KeyError, QUARANTINE_DOMAIN};
-use crate::storage::StorageError;
+use crate::runlog::RunRecord;
+use crate::storage::{StorageError, Write};
 
 /// Bad records buffered before they are encrypted and written.
 const QUARANTINE_CHUNK: usize = 4096;
@@ -187,6 +187,36 @@ fn panic_reason(who: &str, payload: &(dyn std::any::Any + Send)) -> String {
     )
 }
 
+impl IngestReport {
+    /// The record of an ingest run that started at `started_at`.
+    pub fn run_record(
+        source: &str,
+        result: Result<&IngestReport, &IngestError>,
+        trigger: &str,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> RunRecord {
+        let mut r = RunRecord::new(format!("bronze.{source}"), "ingest", trigger, started_at);
+        match result {
+            Ok(report) => {
+                r.run_id = report.run_id.0.clone();
+                r.rows = Some(report.records.written);
+                r.version = report.bronze_version;
+                if !report.failed.is_empty() {
+                    r.status = crate::runlog::Status::Failed;
+                    let files: Vec<String> =
+                        report.failed.iter().map(|f| format!("{}: {}", f.path, f.reason)).collect();
+                    r.error = Some(format!("files not taken: {}", files.join("; ")));
+                }
+            }
+            Err(e) => {
+                r.status = crate::runlog::Status::Failed;
+                r.error = Some(e.to_string());
+            }
+        }
+        r
+    }
+}
+
 /// Runs one source once.
 pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestReport, IngestError> {
     use crate::openlineage::{dataset, run_event, table_dataset};
@@ -214,177 +244,105 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     result
 }
 
+/// The tables of a source: bronze, its file ledger and its quarantine (created only when a record is first
+/// quarantined), with the batch number each last committed (Delta application transaction).
+struct SourceTables {
+    bronze: DeltaTable,
+    ledger: DeltaTable,
+    quarantine: Option<DeltaTable>,
+    /// The key id the quarantine's raw records are encrypted with.
+    quarantine_key: String,
+    /// Last batch committed to bronze, the ledger and the quarantine.
+    committed: [i64; 3],
+}
+
+/// The files a run takes, and in which batch.
+struct Selection {
+    batch: i64,
+    /// The batch is one an interrupted run left pending in the ledger (its files, not new ones).
+    replayed: bool,
+    entries: Vec<FileEntry>,
+    /// Entries refused (not regular files), and files taken before that changed since.
+    rejected: Vec<FailedFile>,
+    /// Files still being written.
+    waiting: Vec<String>,
+}
+
+/// What the files of a batch gave: data files written but not committed, and per-file counts.
+#[derive(Default)]
+struct Parsed {
+    bronze_adds: Vec<Add>,
+    quarantine_adds: Vec<Add>,
+    upsert_rows: Vec<RecordBatch>,
+    files: Vec<(FileEntry, RecordCounts)>,
+}
+
+/// One run of a source, by phase: open its tables; choose the files (new and settled, or those of a batch left
+/// pending); parse them into uncommitted data files; commit ledger, quarantine and bronze with the same batch
+/// number, so a rerun after a crash at any point completes the batch without duplicates.
 async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let m = &src.manifest;
-    let name = m.name.as_str();
-
     let plan = Arc::new(TablePlan::new(m, lh.project.file.timezone.0));
-    // The keys (ids with fingerprints) the tables record: pseudonyms are never written with another key.
-    let mut bronze_keys = Vec::new();
-    for domain in plan.domains() {
-        bronze_keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
-    }
-    bronze_keys.sort();
-    bronze_keys.dedup();
-    let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?;
-    let quarantine_keys = [(QUARANTINE_DOMAIN.to_string(), quarantine_key.id.clone())];
-    let encryptor = Encryptor::new(quarantine_key);
+    let encryptor = Encryptor::new(lh.keys.get(QUARANTINE_DOMAIN)?);
     let conn = connector::open(&m.connector, &lh.project.dir, &lh.warehouse)?;
-
-    let wh = &lh.warehouse;
-    let bronze_url = wh.table_url("bronze", name);
-    let ledger_url = wh.table_url("bronze", &format!("{name}__files"));
-    let quarantine_url = wh.table_url("bronze", &format!("{name}__quarantine"));
-    let properties: Vec<(String, String)> =
-        bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
-    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let bronze = wh.open_or_create(&bronze_url, &plan.schema, &m.description, &[], &properties).await?;
-    let bronze = crate::storage::check_keys(bronze, &bronze_keys).await?;
-    let ledger =
-        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[], &[]).await?;
-    let existing_quarantine = match wh.open(&quarantine_url).await? {
-        Some(q) => Some(crate::storage::check_keys(q, &quarantine_keys).await?),
-        None => None,
-    };
-    let app = app_id(name);
-    let b = txn_version(&bronze, &app).await?;
-    let l = txn_version(&ledger, &app).await?;
-    let q = match &existing_quarantine {
-        Some(qt) => txn_version(qt, &app).await?,
-        None => 0,
-    };
-
-    // Which files, and which batch.
-    let taken = read_ledger(&ledger).await?;
-    // Entries refused (not regular files) and files taken before that changed since (errors each run until
-    // resolved), and files still being written.
-    let mut rejected: Vec<FailedFile> = Vec::new();
-    let mut waiting: Vec<String> = Vec::new();
-    let (batch, replayed, entries) = if l > b {
-        let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(|r| r.entry.clone()).collect();
-        tracing::warn!(batch = l, files = pending.len(), "completing a batch left pending by an interrupted run");
-        (l, true, pending)
-    } else {
-        let mut new = Vec::new();
-        for e in conn.list().await? {
-            if let Some(reason) = e.refused {
-                let location = format!("{}{}", conn.location(), e.path);
-                let reason = ConnectorError::Refused { location, reason }.to_string();
-                tracing::error!(file = %e.path, error = %reason, "the file is not taken");
-                rejected.push(FailedFile { path: e.path, reason });
-                continue;
-            }
-            match taken.get(&e.path) {
-                None => new.push(e),
-                Some(r) if changed(&r.entry, &e) => rejected.push(FailedFile {
-                    path: e.path.clone(),
-                    reason: format!(
-                        "changed after it was taken in batch {} (size or modification time differ); its new content \
-                         is not ingested: send corrections as a new file, and move this one out of the drop zone",
-                        r.batch
-                    ),
-                }),
-                Some(_) => {}
-            }
-        }
-        let settle = match &m.connector {
-            crate::manifest::Connector::Files { settle, .. } => settle.0,
-        };
-        let (stable, in_flight) = settled(&conn, new, settle).await?;
-        waiting = in_flight;
-        (b + 1, false, stable)
-    };
-
+    let tables = open_tables(lh, m, &plan).await?;
+    let selection = select_files(&conn, m, &tables).await?;
     let mut report = IngestReport {
-        source: name.to_string(),
+        source: m.name.to_string(),
         run_id: run_id.clone(),
         batch: None,
-        replayed,
+        replayed: selection.replayed,
         files: Vec::new(),
-        failed: rejected,
-        waiting,
+        failed: selection.rejected,
+        waiting: selection.waiting,
         records: RecordCounts::default(),
-        bronze_version: bronze.version(),
-        quarantine_version: existing_quarantine.as_ref().and_then(DeltaTable::version),
+        bronze_version: tables.bronze.version(),
+        quarantine_version: tables.quarantine.as_ref().and_then(DeltaTable::version),
         elapsed: Duration::ZERO,
     };
     for path in &report.waiting {
         tracing::info!(file = %path, "still being written (or empty): a later run takes it");
     }
-    if entries.is_empty() {
+    if selection.entries.is_empty() {
         tracing::info!("up to date: no new files");
         report.elapsed = started.elapsed();
         return Ok(report);
     }
-
-    // Parse the files, PARALLEL_FILES at a time (a reader thread each, while the writers encode Parquet),
-    // writing Parquet files that no commit references yet.
-    let quarantine = match existing_quarantine {
-        Some(qt) => qt,
-        None => {
-            let desc = "Records that could not be parsed or checked; raw text encrypted";
-            let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
-            let key = crate::storage::key_property(QUARANTINE_DOMAIN);
-            let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), quarantine_keys[0].1.as_str())];
-            wh.open_or_create(&quarantine_url, &quarantine_schema(), desc, &[], &properties).await?
-        }
+    let quarantine = match &tables.quarantine {
+        Some(q) => q.clone(),
+        None => create_quarantine(lh, m.name.as_str(), &tables.quarantine_key).await?,
     };
     let job = FileJob {
         lh,
         plan: &plan,
         manifest: m,
         run_id: &run_id,
-        ingested_at: started_at.timestamp_micros(),
+        ingested_at: started_at,
         encryptor: &encryptor,
         conn: &conn,
-        bronze: &bronze,
+        bronze: &tables.bronze,
         quarantine: &quarantine,
     };
-    let mut bronze_adds: Vec<Add> = Vec::new();
-    let mut quarantine_adds: Vec<Add> = Vec::new();
-    let mut upsert_rows: Vec<RecordBatch> = Vec::new();
-    let mut ledger_rows: Vec<(FileEntry, RecordCounts)> = Vec::new();
-    // By index: a closure taking `&FileEntry` would make the future not provably `Send` (higher-ranked lifetime).
-    let mut outcomes =
-        futures::stream::iter(0..entries.len()).map(|i| job.take_guarded(&entries[i])).buffered(PARALLEL_FILES);
-    while let Some(outcome) = outcomes.next().await {
-        match outcome {
-            Ok(done) => {
-                bronze_adds.extend(done.bronze_adds);
-                quarantine_adds.extend(done.quarantine_adds);
-                upsert_rows.extend(done.upsert_rows);
-                report.records.add(done.counts);
-                ledger_rows.push((done.entry, done.counts));
-            }
-            Err(FileError::NotTaken(failed)) => report.failed.push(failed),
-            Err(FileError::Fatal(e)) => {
-                drop(outcomes);
-                lh.warehouse.discard(bronze.table_url(), &bronze_adds).await;
-                lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
-                return Err(match e {
-                    IngestError::BadRecord(msg) => {
-                        IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
-                    }
-                    other => other,
-                });
-            }
+    let parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
+        IngestError::BadRecord(msg) => {
+            IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
         }
-    }
-    drop(outcomes);
-    if replayed && !report.failed.is_empty() {
+        other => other,
+    })?;
+    if selection.replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
-        lh.warehouse.discard(bronze.table_url(), &bronze_adds).await;
-        lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
+        job.discard(&parsed).await;
         let f = &report.failed[0];
         return Err(IngestError::PendingBatch {
-            source_name: name.to_string(),
-            batch,
+            source_name: m.name.to_string(),
+            batch: selection.batch,
             detail: format!("file {} cannot be read: {}", f.path, f.reason),
         });
     }
-    report.files = ledger_rows
+    report.files = parsed
+        .files
         .iter()
         .map(|(e, c)| InputFile {
             location: conn.location().to_string(),
@@ -393,18 +351,17 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             records: *c,
         })
         .collect();
-    if ledger_rows.is_empty() {
+    if parsed.files.is_empty() {
         report.elapsed = started.elapsed();
         return Ok(report);
     }
     debug_assert!(report.records.balanced());
-
     let run = RunCommit {
         run_id: run_id.clone(),
         kind: RunKind::Ingest,
-        target: format!("bronze.{name}"),
+        target: format!("bronze.{}", m.name),
         manifest_hash: src.content_hash.clone(),
-        batch,
+        batch: selection.batch,
         started_at,
         records: report.records,
         inputs: report.files.clone(),
@@ -413,81 +370,182 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         sql: None,
         mode: None,
     };
-    let props = || {
-        CommitProperties::default()
-            .with_application_transaction(Transaction::new(&app, batch))
-            .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())])
-    };
-    let append = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-    let conflict = |table: &DeltaTable| {
-        let table = table_name(table);
-        move |e: IngestError| match e {
-            IngestError::Delta {
-                source:
-                    DeltaTableError::Transaction {
-                        source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-                    },
-                ..
-            } => IngestError::Concurrent { source_name: name.to_string(), table, batch },
-            other => other,
-        }
-    };
-
-    // Test hook: `LAKEHOUSE_FAULT=slow-ingest` waits two seconds before committing (stop-signal tests).
-    if crate::fault::armed("slow-ingest") {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    // 1. Ledger.
-    if l < batch {
-        let rows: Vec<tables::LedgerRow<'_>> =
-            ledger_rows.iter().map(|(entry, counts)| tables::LedgerRow { entry, counts: *counts }).collect();
-        let lb = tables::ledger_batch(batch, conn.location().as_str(), &run_id.0, started_at.timestamp_micros(), &rows)
-            .map_err(internal)?;
-        let mut w = writer(&ledger)?;
-        w.write(lb).await.map_err(|e| delta_err(&ledger, e))?;
-        let adds = w.flush().await.map_err(|e| delta_err(&ledger, e))?;
-        commit(&ledger, adds.into_iter().map(Action::Add).collect(), append.clone(), props())
-            .await
-            .map_err(conflict(&ledger))?;
-        crate::fault::abort_at("after-ledger-commit");
-    }
-    // 2. Quarantine.
-    if q < batch && !quarantine_adds.is_empty() {
-        let v = commit(&quarantine, quarantine_adds.into_iter().map(Action::Add).collect(), append.clone(), props())
-            .await
-            .map_err(conflict(&quarantine))?;
-        report.quarantine_version = Some(v);
-        crate::fault::abort_at("after-quarantine-commit");
-    } else {
-        // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
-        lh.warehouse.discard(quarantine.table_url(), &quarantine_adds).await;
-    }
-    // 3. Bronze.
-    let version = match m.load.mode {
-        LoadMode::Append => commit(&bronze, bronze_adds.into_iter().map(Action::Add).collect(), append, props()).await,
-        LoadMode::Replace => {
-            let snapshot = bronze.snapshot().map_err(|e| delta_err(&bronze, e))?;
-            let mut actions: Vec<Action> =
-                snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
-            actions.extend(bronze_adds.into_iter().map(Action::Add));
-            let op = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
-            commit(&bronze, actions, op, props()).await
-        }
-        LoadMode::Upsert => upsert(&bronze, m, upsert_rows, props()).await,
-    }
-    .map_err(conflict(&bronze))?;
-    report.bronze_version = Some(version);
-    report.batch = Some(batch);
+    commit_batch(lh, m, &tables, &quarantine, conn.location().as_str(), &run, parsed, &mut report).await?;
+    report.batch = Some(selection.batch);
     report.elapsed = started.elapsed();
     tracing::info!(
-        batch,
-        version,
+        batch = selection.batch,
+        version = report.bronze_version,
         read = report.records.read,
         written = report.records.written,
         quarantined = report.records.quarantined,
         "committed"
     );
     Ok(report)
+}
+
+/// Opens (creating) bronze and the ledger, and the quarantine when it exists; checks that their pseudonyms and
+/// encrypted records were written with the keys loaded now.
+async fn open_tables(
+    lh: &Lakehouse,
+    m: &crate::manifest::SourceManifest,
+    plan: &TablePlan,
+) -> Result<SourceTables, IngestError> {
+    let (wh, name) = (&lh.warehouse, m.name.as_str());
+    // The keys (ids with fingerprints) the tables record: pseudonyms are never written with another key.
+    let mut bronze_keys = Vec::new();
+    for domain in plan.domains() {
+        bronze_keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
+    }
+    bronze_keys.sort();
+    bronze_keys.dedup();
+    let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?.id.clone();
+    let properties: Vec<(String, String)> =
+        bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
+    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bronze =
+        wh.open_or_create(&wh.table_url("bronze", name), &plan.schema, &m.description, &[], &properties).await?;
+    let bronze = crate::storage::check_keys(bronze, &bronze_keys).await?;
+    let ledger_url = wh.table_url("bronze", &format!("{name}__files"));
+    let ledger =
+        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[], &[]).await?;
+    let quarantine = match wh.open(&wh.table_url("bronze", &format!("{name}__quarantine"))).await? {
+        Some(q) => {
+            let keys = [(QUARANTINE_DOMAIN.to_string(), quarantine_key.clone())];
+            Some(crate::storage::check_keys(q, &keys).await?)
+        }
+        None => None,
+    };
+    let app = app_id(name);
+    let q = match &quarantine {
+        Some(qt) => txn_version(qt, &app).await?,
+        None => 0,
+    };
+    let committed = [txn_version(&bronze, &app).await?, txn_version(&ledger, &app).await?, q];
+    Ok(SourceTables { bronze, ledger, quarantine, quarantine_key, committed })
+}
+
+/// The quarantine table, created when a run first has records to quarantine.
+async fn create_quarantine(lh: &Lakehouse, name: &str, key_id: &str) -> Result<DeltaTable, IngestError> {
+    let url = lh.warehouse.table_url("bronze", &format!("{name}__quarantine"));
+    let desc = "Records that could not be parsed or checked; raw text encrypted";
+    let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
+    let key = crate::storage::key_property(QUARANTINE_DOMAIN);
+    let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), key_id)];
+    Ok(lh.warehouse.open_or_create(&url, &quarantine_schema(), desc, &[], &properties).await?)
+}
+
+/// The batch to take: the one an interrupted run left pending in the ledger (its files again), or the next one
+/// with the new files that have settled.
+async fn select_files(
+    conn: &connector::FilesConnector,
+    m: &crate::manifest::SourceManifest,
+    tables: &SourceTables,
+) -> Result<Selection, IngestError> {
+    let [b, l, _] = tables.committed;
+    let taken =
+        tables::read_ledger(&tables.ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?;
+    if l > b {
+        let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(LedgerRow::entry).collect();
+        tracing::warn!(batch = l, files = pending.len(), "completing a batch left pending by an interrupted run");
+        return Ok(Selection { batch: l, replayed: true, entries: pending, rejected: Vec::new(), waiting: Vec::new() });
+    }
+    let mut rejected = Vec::new();
+    let mut new = Vec::new();
+    for e in conn.list().await? {
+        if let Some(reason) = e.refused {
+            let location = format!("{}{}", conn.location(), e.path);
+            let reason = ConnectorError::Refused { location, reason }.to_string();
+            tracing::error!(file = %e.path, error = %reason, "the file is not taken");
+            rejected.push(FailedFile { path: e.path, reason });
+            continue;
+        }
+        match taken.get(&e.path) {
+            None => new.push(e),
+            Some(r) if changed(&r.entry(), &e) => rejected.push(FailedFile {
+                path: e.path.clone(),
+                reason: format!(
+                    "changed after it was taken in batch {} (size or modification time differ); its new content \
+                     is not ingested: send corrections as a new file, and move this one out of the drop zone",
+                    r.batch
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    let settle = match &m.connector {
+        crate::manifest::Connector::Files { settle, .. } => settle.0,
+    };
+    let (entries, waiting) = settled(conn, new, settle).await?;
+    Ok(Selection { batch: b + 1, replayed: false, entries, rejected, waiting })
+}
+
+/// Commits a parsed batch: the ledger first (the files and their batch number), then the quarantine, then
+/// bronze, each with the batch number as its application transaction and the run in its metadata. A table that
+/// already holds the batch (an interrupted run got that far) is skipped.
+#[allow(clippy::too_many_arguments)]
+async fn commit_batch(
+    lh: &Lakehouse,
+    m: &crate::manifest::SourceManifest,
+    tables: &SourceTables,
+    quarantine: &DeltaTable,
+    location: &str,
+    run: &RunCommit,
+    parsed: Parsed,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    let (name, batch) = (m.name.as_str(), run.batch);
+    let [_, l, q] = tables.committed;
+    let app = app_id(name);
+    let props = || {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(&app, batch))
+            .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(run).unwrap_or_default())])
+    };
+    let conflict = |table: &DeltaTable| {
+        let table = table_name(table);
+        move |e: IngestError| match e {
+            IngestError::Delta { source, .. } if crate::storage::is_conflict(&source) => {
+                IngestError::Concurrent { source_name: name.to_string(), table, batch }
+            }
+            other => other,
+        }
+    };
+    // Test hook: `LAKEHOUSE_FAULT=slow-ingest` waits two seconds before committing (stop-signal tests).
+    if crate::fault::armed("slow-ingest") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if l < batch {
+        let rows: Vec<LedgerRow> = parsed
+            .files
+            .iter()
+            .map(|(entry, counts)| LedgerRow::new(batch, location, &run.run_id.0, run.started_at, entry, *counts))
+            .collect();
+        let ledger = &tables.ledger;
+        let lb = tables::ledger_batch(&rows).map_err(internal)?;
+        crate::storage::append_batch(ledger, lb, props())
+            .await
+            .map_err(|e| delta_err(ledger, e))
+            .map_err(conflict(ledger))?;
+        crate::fault::abort_at("after-ledger-commit");
+    }
+    if q < batch && !parsed.quarantine_adds.is_empty() {
+        let write = Write::Append(parsed.quarantine_adds);
+        report.quarantine_version = Some(commit(quarantine, write, props()).await.map_err(conflict(quarantine))?);
+        crate::fault::abort_at("after-quarantine-commit");
+    } else {
+        // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
+        lh.warehouse.discard(quarantine.table_url(), &parsed.quarantine_adds).await;
+    }
+    let bronze = &tables.bronze;
+    let version = match m.load.mode {
+        LoadMode::Append => commit(bronze, Write::Append(parsed.bronze_adds), props()).await,
+        LoadMode::Replace => commit(bronze, Write::Overwrite { adds: parsed.bronze_adds, schema: None }, props()).await,
+        LoadMode::Upsert => upsert(bronze, m, parsed.upsert_rows, props()).await,
+    }
+    .map_err(conflict(bronze))?;
+    report.bronze_version = Some(version);
+    Ok(())
 }
 
 /// Files read at the same time by one run.
@@ -499,7 +557,7 @@ struct FileJob<'a> {
     plan: &'a Arc<TablePlan>,
     manifest: &'a crate::manifest::SourceManifest,
     run_id: &'a RunId,
-    ingested_at: i64,
+    ingested_at: chrono::DateTime<chrono::Utc>,
     encryptor: &'a Encryptor,
     conn: &'a connector::FilesConnector,
     bronze: &'a DeltaTable,
@@ -523,6 +581,41 @@ enum FileError {
 }
 
 impl FileJob<'_> {
+    /// Parses the files, PARALLEL_FILES at a time (a reader thread each, while the writers encode Parquet), into
+    /// data files that no commit references yet. A file that fails is "not taken" in `report`; a fatal error
+    /// removes what was written and fails the run.
+    async fn take_all(&self, entries: &[FileEntry], report: &mut IngestReport) -> Result<Parsed, IngestError> {
+        let mut parsed = Parsed::default();
+        // By index: a closure taking `&FileEntry` would make the future not provably `Send` (higher-ranked
+        // lifetime).
+        let mut outcomes =
+            futures::stream::iter(0..entries.len()).map(|i| self.take_guarded(&entries[i])).buffered(PARALLEL_FILES);
+        while let Some(outcome) = outcomes.next().await {
+            match outcome {
+                Ok(done) => {
+                    parsed.bronze_adds.extend(done.bronze_adds);
+                    parsed.quarantine_adds.extend(done.quarantine_adds);
+                    parsed.upsert_rows.extend(done.upsert_rows);
+                    report.records.add(done.counts);
+                    parsed.files.push((done.entry, done.counts));
+                }
+                Err(FileError::NotTaken(failed)) => report.failed.push(failed),
+                Err(FileError::Fatal(e)) => {
+                    drop(outcomes);
+                    self.discard(&parsed).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Removes the data files of a batch that will not be committed.
+    async fn discard(&self, parsed: &Parsed) {
+        self.lh.warehouse.discard(self.bronze.table_url(), &parsed.bronze_adds).await;
+        self.lh.warehouse.discard(self.quarantine.table_url(), &parsed.quarantine_adds).await;
+    }
+
     /// [`Self::take`], with a panic while writing the file (a bug, or a limit of a library) turned into the file
     /// not taken: the other files, sources and models go on.
     async fn take_guarded(&self, entry: &FileEntry) -> Result<FileDone, FileError> {
@@ -549,7 +642,7 @@ impl FileJob<'_> {
             plan: self.plan.clone(),
             keys: self.lh.keys.clone(),
             run_id: self.run_id.0.clone(),
-            ingested_at_micros: self.ingested_at,
+            ingested_at_micros: self.ingested_at.timestamp_micros(),
             source_file: source_file.clone(),
             on_bad_record: m.on_bad_record,
             limits: self.lh.project.file.limits,
@@ -669,10 +762,7 @@ impl RecordSink for ChannelSink {
 }
 
 fn writer(table: &DeltaTable) -> Result<RecordBatchWriter, IngestError> {
-    Ok(RecordBatchWriter::for_table(table)
-        .map_err(|e| delta_err(table, e))?
-        .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
-        .with_writer_properties(crate::storage::parquet_properties()))
+    crate::storage::table_writer(table).map_err(|e| delta_err(table, e))
 }
 
 fn table_name(table: &DeltaTable) -> String {
@@ -689,19 +779,8 @@ async fn txn_version(table: &DeltaTable, app: &str) -> Result<i64, IngestError> 
     Ok(v.unwrap_or(0))
 }
 
-async fn commit(
-    table: &DeltaTable,
-    actions: Vec<Action>,
-    op: DeltaOperation,
-    props: CommitProperties,
-) -> Result<u64, IngestError> {
-    let snapshot = table.snapshot().map_err(|e| delta_err(table, e))?;
-    let done = CommitBuilder::from(props)
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), op)
-        .await
-        .map_err(|e| delta_err(table, e))?;
-    Ok(done.version())
+async fn commit(table: &DeltaTable, write: Write, props: CommitProperties) -> Result<u64, IngestError> {
+    crate::storage::commit_write(table, write, props).await.map_err(|e| delta_err(table, e))
 }
 
 async fn upsert(
@@ -712,7 +791,9 @@ async fn upsert(
 ) -> Result<u64, IngestError> {
     let n: usize = rows.iter().map(RecordBatch::num_rows).sum();
     if n == 0 {
-        return crate::storage::commit_empty(table, props).await.map_err(|e| delta_err(table, e));
+        return crate::storage::commit_write(table, Write::Append(Vec::new()), props)
+            .await
+            .map_err(|e| delta_err(table, e));
     }
     let df_err = |e: datafusion::error::DataFusionError| internal(format!("upsert: {e}"));
     let ctx = SessionContext::new();
@@ -740,66 +821,13 @@ async fn upsert(
     crate::storage::merge_on_keys(table, source, &keys, props).await.map_err(|e| delta_err(table, e))
 }
 
-/// A ledger row: a file taken and its batch.
-struct Taken {
-    batch: i64,
-    entry: FileEntry,
-}
-
-async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, Taken>, IngestError> {
-    let df_err = |e: datafusion::error::DataFusionError| internal(format!("reading the file ledger: {e}"));
-    let ctx = SessionContext::new();
-    let provider = ledger.table_provider().await.map_err(df_err)?;
-    ctx.register_table("ledger", provider).map_err(df_err)?;
-    let batches =
-        crate::session::sql(&ctx, "SELECT batch, path, size, CAST(last_modified AS BIGINT) AS lm, etag FROM ledger")
-            .await
-            .map_err(df_err)?
-            .collect()
-            .await
-            .map_err(df_err)?;
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let col = |i: usize| b.column(i).clone();
-        let (batch, path, size, lm, etag) = (col(0), col(1), col(2), col(3), col(4));
-        let as_i64 = |a: &arrow::array::ArrayRef| a.as_any().downcast_ref::<Int64Array>().cloned();
-        let as_str = |a: &arrow::array::ArrayRef| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).ok();
-        let (Some(batch), Some(size), Some(lm), Some(path), Some(etag)) =
-            (as_i64(&batch), as_i64(&size), as_i64(&lm), as_str(&path), as_str(&etag))
-        else {
-            return Err(internal("the file ledger has unexpected column types"));
-        };
-        let path = path
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
-        let etag = etag
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .unwrap_or_else(|| StringArray::from(Vec::<String>::new()));
-        for i in 0..b.num_rows() {
-            let entry = FileEntry {
-                path: path.value(i).to_string(),
-                size: size.value(i) as u64,
-                last_modified: chrono::DateTime::from_timestamp_micros(lm.value(i)).unwrap_or_default(),
-                etag: (!etag.is_null(i)).then(|| etag.value(i).to_string()),
-                refused: None,
-            };
-            out.insert(entry.path.clone(), Taken { batch: batch.value(i), entry });
-        }
-    }
-    Ok(out)
-}
-
 /// A quarantined record as shown to the people who repair ingestion.
 #[derive(Debug, Clone)]
 pub struct QuarantinedRecord {
     pub run_id: String,
     pub source_file: String,
-    pub line: Option<i64>,
-    pub record: i64,
+    pub line: Option<u64>,
+    pub record: u64,
     pub column: Option<String>,
     pub reason: String,
     /// The original record, decrypted; `None` unless asked for.
@@ -818,47 +846,29 @@ pub async fn read_quarantine(
         return Ok(Vec::new());
     };
     let key = if decrypt { Some(lh.keys.get(QUARANTINE_DOMAIN)?) } else { None };
-    let df_err = |e: datafusion::error::DataFusionError| internal(format!("reading the quarantine: {e}"));
-    let ctx = SessionContext::new();
-    ctx.register_table("q", table.table_provider().await.map_err(df_err)?).map_err(df_err)?;
-    let sql = "SELECT _run_id, source_file, line, record, \"column\", reason, raw, raw_key_id FROM q \
-               ORDER BY _ingested_at, source_file, record";
-    let batches = crate::session::sql(&ctx, sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
-    let mut out = Vec::new();
-    for b in batches {
-        let strings = |i: usize| -> Result<StringArray, IngestError> {
-            let a = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).map_err(internal)?;
-            a.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| internal("string column"))
-        };
-        let ints = |i: usize| -> Result<Int64Array, IngestError> {
-            b.column(i).as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| internal("int column"))
-        };
-        let raw = arrow::compute::cast(b.column(6), &arrow::datatypes::DataType::Binary).map_err(internal)?;
-        let raw = raw.as_any().downcast_ref::<arrow::array::BinaryArray>().cloned().ok_or_else(|| internal("raw"))?;
-        let (run, file, line, record, column, reason, key_id) =
-            (strings(0)?, strings(1)?, ints(2)?, ints(3)?, strings(4)?, strings(5)?, strings(7)?);
-        for i in 0..b.num_rows() {
+    let rows: Vec<QuarantineRow> =
+        crate::storage::rows::read_table(&table, "ORDER BY _ingested_at, source_file, record")
+            .await
+            .map_err(|e| internal(format!("reading the quarantine: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|q| {
             let raw = key.map(|k| {
-                if k.id != key_id.value(i) {
-                    return Err(format!(
-                        "encrypted with key `{}`; the quarantine key now is `{}`",
-                        key_id.value(i),
-                        k.id
-                    ));
+                if k.id != q.raw_key_id {
+                    return Err(format!("encrypted with key `{}`; the quarantine key now is `{}`", q.raw_key_id, k.id));
                 }
-                crate::privacy::decrypt(k, raw.value(i))
+                crate::privacy::decrypt(k, &q.raw)
                     .ok_or_else(|| "cannot decrypt (wrong key or altered data)".to_string())
             });
-            out.push(QuarantinedRecord {
-                run_id: run.value(i).to_string(),
-                source_file: file.value(i).to_string(),
-                line: (!line.is_null(i)).then(|| line.value(i)),
-                record: record.value(i),
-                column: (!column.is_null(i)).then(|| column.value(i).to_string()),
-                reason: reason.value(i).to_string(),
+            QuarantinedRecord {
+                run_id: q.run_id,
+                source_file: q.source_file,
+                line: q.line,
+                record: q.record,
+                column: q.column,
+                reason: q.reason,
                 raw,
-            });
-        }
-    }
-    Ok(out)
+            }
+        })
+        .collect())
 }

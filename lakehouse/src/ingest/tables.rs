@@ -1,15 +1,21 @@
-//! The two side tables of every bronze table: the file ledger and the quarantine.
+//! The two side tables of every bronze table, as typed rows ([`crate::storage::rows`]): the file ledger and the
+//! quarantine.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryBuilder, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use catalog::RecordCounts;
+use chrono::{DateTime, Utc};
+use deltalake::DeltaTable;
+use serde::{Deserialize, Serialize};
 
 use crate::connector::FileEntry;
-use crate::format::{BadRecord, timestamp_type};
+use crate::format::BadRecord;
 use crate::privacy::Encryptor;
+use crate::storage::rows::{self, RowsError};
+use crate::storage::timestamp_type;
 
 /// `bronze.<name>__files`: one row per file taken, with its batch number and counts.
 pub fn ledger_schema() -> SchemaRef {
@@ -28,36 +34,67 @@ pub fn ledger_schema() -> SchemaRef {
     ]))
 }
 
-pub struct LedgerRow<'a> {
-    pub entry: &'a FileEntry,
-    pub counts: RecordCounts,
+/// A row of the file ledger: a file taken, in which batch, by which run, and what became of its records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub batch: i64,
+    /// The drop zone's URL; `path` is relative to it.
+    pub location: String,
+    pub path: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub etag: Option<String>,
+    pub run_id: String,
+    pub taken_at: DateTime<Utc>,
+    pub records_read: u64,
+    pub records_written: u64,
+    pub records_quarantined: u64,
 }
 
-pub fn ledger_batch(
-    batch: i64,
-    location: &str,
-    run_id: &str,
-    taken_at: i64,
-    rows: &[LedgerRow<'_>],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let n = rows.len();
-    let ts = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
-    let i64s =
-        |f: &dyn Fn(&LedgerRow<'_>) -> i64| Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(vec![batch; n])),
-        Arc::new(StringArray::from(vec![location; n])),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.entry.path.as_str()))),
-        i64s(&|r| r.entry.size as i64),
-        ts(rows.iter().map(|r| r.entry.last_modified.timestamp_micros()).collect()),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.entry.etag.as_deref()))),
-        Arc::new(StringArray::from(vec![run_id; n])),
-        ts(vec![taken_at; n]),
-        i64s(&|r| r.counts.read as i64),
-        i64s(&|r| r.counts.written as i64),
-        i64s(&|r| r.counts.quarantined as i64),
-    ];
-    RecordBatch::try_new(ledger_schema(), columns)
+impl LedgerRow {
+    pub fn new(
+        batch: i64,
+        location: &str,
+        run_id: &str,
+        taken_at: DateTime<Utc>,
+        file: &FileEntry,
+        counts: RecordCounts,
+    ) -> Self {
+        Self {
+            batch,
+            location: location.to_string(),
+            path: file.path.clone(),
+            size: file.size,
+            last_modified: file.last_modified,
+            etag: file.etag.clone(),
+            run_id: run_id.to_string(),
+            taken_at,
+            records_read: counts.read,
+            records_written: counts.written,
+            records_quarantined: counts.quarantined,
+        }
+    }
+
+    /// The file as the connector listed it when it was taken.
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            path: self.path.clone(),
+            size: self.size,
+            last_modified: self.last_modified,
+            etag: self.etag.clone(),
+            refused: None,
+        }
+    }
+}
+
+pub fn ledger_batch(rows: &[LedgerRow]) -> Result<RecordBatch, RowsError> {
+    rows::to_batch(&ledger_schema(), rows)
+}
+
+/// The ledger's rows by path (the last batch that took a path, when a changed file was taken again).
+pub async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, LedgerRow>, RowsError> {
+    let rows: Vec<LedgerRow> = rows::read_table(ledger, "ORDER BY batch").await?;
+    Ok(rows.into_iter().map(|r| (r.path.clone(), r)).collect())
 }
 
 /// `bronze.<name>__quarantine`: the records that did not parse or pass the checks. `raw` is encrypted
@@ -76,30 +113,44 @@ pub fn quarantine_schema() -> SchemaRef {
     ]))
 }
 
+/// A row of the quarantine: where the record was, why it was refused, and its encrypted raw text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineRow {
+    #[serde(rename = "_ingested_at")]
+    pub ingested_at: DateTime<Utc>,
+    #[serde(rename = "_run_id")]
+    pub run_id: String,
+    pub source_file: String,
+    pub line: Option<u64>,
+    pub record: u64,
+    pub column: Option<String>,
+    pub reason: String,
+    /// Encrypted with the key `raw_key_id`.
+    #[serde(with = "crate::storage::rows::bytes")]
+    pub raw: Vec<u8>,
+    pub raw_key_id: String,
+}
+
 pub fn quarantine_batch(
     bad: &[BadRecord],
     run_id: &str,
-    ingested_at: i64,
+    ingested_at: DateTime<Utc>,
     source_file: &str,
     enc: &Encryptor,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let n = bad.len();
-    let mut raw = BinaryBuilder::new();
-    let mut column = StringBuilder::new();
-    for b in bad {
-        raw.append_value(enc.encrypt(&b.raw));
-        column.append_option(b.error.column.as_deref());
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampMicrosecondArray::from(vec![ingested_at; n]).with_timezone("UTC")),
-        Arc::new(StringArray::from(vec![run_id; n])),
-        Arc::new(StringArray::from(vec![source_file; n])),
-        Arc::new(Int64Array::from_iter(bad.iter().map(|b| b.line.map(|l| l as i64)))),
-        Arc::new(Int64Array::from_iter_values(bad.iter().map(|b| b.record as i64))),
-        Arc::new(column.finish()),
-        Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.error.reason.as_str()))),
-        Arc::new(raw.finish()),
-        Arc::new(StringArray::from(vec![enc.key_id(); n])),
-    ];
-    RecordBatch::try_new(quarantine_schema(), columns)
+) -> Result<RecordBatch, RowsError> {
+    let rows: Vec<QuarantineRow> = bad
+        .iter()
+        .map(|b| QuarantineRow {
+            ingested_at,
+            run_id: run_id.to_string(),
+            source_file: source_file.to_string(),
+            line: b.line,
+            record: b.record,
+            column: b.error.column.clone(),
+            reason: b.error.reason.clone(),
+            raw: enc.encrypt(&b.raw),
+            raw_key_id: enc.key_id().to_string(),
+        })
+        .collect();
+    rows::to_batch(&quarantine_schema(), &rows)
 }

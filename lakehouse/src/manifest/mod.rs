@@ -312,6 +312,27 @@ fn validate_sidecar(layer: Layer, path: &Path, text: &str, s: &ModelSidecar, dia
     }
 }
 
+/// The key domain whose key encrypts quarantined raw records: reserved, a manifest cannot declare it.
+pub const QUARANTINE_DOMAIN: &str = "quarantine";
+
+/// Expands a leading `~/` to the home directory.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Checks a strptime format string (`format:` of date and timestamp columns).
+pub fn check_strptime(fmt: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        Err(format!("invalid strptime format `{fmt}`"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Reads `version` first, then the typed body.
 /// Parses one source manifest's text (version, then the typed body), without the project's cross-file checks.
 pub fn parse_source(path: &Path, text: &str) -> Result<SourceManifest, Diagnostics> {
@@ -411,7 +432,7 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
     }
     let mut seen = BTreeSet::new();
     for (i, d) in file.privacy.domains.iter().enumerate() {
-        if d.as_str() == crate::privacy::QUARANTINE_DOMAIN {
+        if d.as_str() == QUARANTINE_DOMAIN {
             diags.push(
                 Diagnostic::new(
                     path,
@@ -431,7 +452,7 @@ fn validate_project(dir: &Path, path: &Path, text: &str, file: &ProjectFile, dia
     }
     validate_drop_zones(dir, path, text, file, diags);
     if let KeySource::File { path: key_path, .. } = &file.privacy.keys {
-        let resolved = crate::privacy::expand_home(key_path);
+        let resolved = expand_home(key_path);
         if !resolved.is_absolute() {
             diags.push(
                 Diagnostic::new(path, "privacy.keys.path", format!("key file path `{key_path}` is relative"))
@@ -458,7 +479,7 @@ fn validate_drop_zones(dir: &Path, path: &Path, text: &str, file: &ProjectFile, 
         protected.push(("the project's state directory `.lakehouse`", state));
     }
     if let KeySource::File { path: key_path, .. } = &file.privacy.keys {
-        let key = crate::privacy::expand_home(key_path);
+        let key = expand_home(key_path);
         protected.push(("the key file", dropzone::Zone::Local(dropzone::resolve_local(&key))));
     }
     for (i, root) in file.drop_zones.iter().enumerate() {
@@ -497,222 +518,241 @@ fn validate_sources(
 ) {
     let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
     for src in sources {
-        let m = &src.manifest;
-        let path = src.path.as_path();
+        let (m, path) = (&src.manifest, src.path.as_path());
         let text = texts.get(path).map(String::as_str).unwrap_or_default();
-        let at = |p: &[&str]| diag::locate(text, p);
-        let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
-        let longer = match project.log_retention.map(|l| (m.retention.max_days(), l.max_days())) {
-            None | Some((_, None)) => false,
-            Some((None, Some(_))) => true,
-            Some((Some(data), Some(log))) => data > log,
-        };
-        if let (true, Some(log_retention)) = (longer, project.log_retention) {
-            diags.push(
-                err(
-                    "retention".into(),
-                    format!(
-                        "retention `{}` is longer than the project's `log_retention` ({}): the Delta log, which lineage \
-                         and time travel read, would expire before the data",
-                        m.retention, log_retention
-                    ),
-                    at(&["retention"]),
-                )
-                .hint("raise `log_retention` in lakehouse.yaml (or leave it out: the default follows the sources), or shorten this retention"),
-            );
-        }
-        if m.retry.attempts == 0 {
-            diags.push(
-                err(
-                    "retry.attempts".into(),
-                    "`attempts` counts the first run: it must be at least 1".into(),
-                    at(&["retry", "attempts"]),
-                )
-                .hint("use `attempts: 1` for no retry"),
-            );
-        }
-        if m.retry.max_backoff.0 < m.retry.backoff.0 {
-            diags.push(err(
-                "retry.max_backoff".into(),
-                "`max_backoff` is shorter than `backoff`".into(),
-                at(&["retry", "max_backoff"]),
-            ));
-        }
-
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if stem != m.name.as_str() {
-            diags.push(
-                err("name".into(), format!("name `{}` differs from the file name `{stem}`", m.name), at(&["name"]))
-                    .hint(format!("rename the file to `{}.yaml` or the source to `{stem}`", m.name)),
-            );
-        }
+        validate_schedule(project, m, path, text, diags);
         if let Some(first) = names.insert(m.name.as_str(), path) {
             diags.push(
-                err(
-                    "name".into(),
-                    format!("source `{}` is also declared in {}", m.name, first.display()),
-                    at(&["name"]),
-                )
-                .hint("source names must be unique: each one is a bronze table"),
+                Diagnostic::new(path, "name", format!("source `{}` is also declared in {}", m.name, first.display()))
+                    .at(diag::locate(text, &["name"]))
+                    .hint("source names must be unique: each one is a bronze table"),
             );
         }
-        match project.partners.iter().find(|p| p.id == m.owner) {
-            None => {
-                let known = project.partners.iter().map(|p| p.id.as_str());
-                let d = err("owner".into(), format!("unknown partner `{}`", m.owner), at(&["owner"]));
-                diags.push(match diag::did_you_mean(m.owner.as_str(), known) {
-                    Some(s) => d.hint(format!("did you mean `{s}`? partners are declared in {PROJECT_FILE}")),
-                    None => d.hint(format!("declare the partner under `partners:` in {PROJECT_FILE}")),
+        validate_identity(project, m, path, text, diags);
+        validate_connector(dir, project, m, path, text, diags);
+        validate_format(m, path, text, diags);
+        validate_columns(project, m, path, text, diags);
+    }
+}
+
+/// Retention against the project's log retention, and retries.
+fn validate_schedule(project: &ProjectFile, m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+    let longer = match project.log_retention.map(|l| (m.retention.max_days(), l.max_days())) {
+        None | Some((_, None)) => false,
+        Some((None, Some(_))) => true,
+        Some((Some(data), Some(log))) => data > log,
+    };
+    if let (true, Some(log_retention)) = (longer, project.log_retention) {
+        diags.push(
+            err(
+                "retention".into(),
+                format!(
+                    "retention `{}` is longer than the project's `log_retention` ({}): the Delta log, which lineage \
+                     and time travel read, would expire before the data",
+                    m.retention, log_retention
+                ),
+                at(&["retention"]),
+            )
+            .hint("raise `log_retention` in lakehouse.yaml (or leave it out: the default follows the sources), or shorten this retention"),
+        );
+    }
+    if m.retry.attempts == 0 {
+        diags.push(
+            err(
+                "retry.attempts".into(),
+                "`attempts` counts the first run: it must be at least 1".into(),
+                at(&["retry", "attempts"]),
+            )
+            .hint("use `attempts: 1` for no retry"),
+        );
+    }
+    if m.retry.max_backoff.0 < m.retry.backoff.0 {
+        diags.push(err(
+            "retry.max_backoff".into(),
+            "`max_backoff` is shorter than `backoff`".into(),
+            at(&["retry", "max_backoff"]),
+        ));
+    }
+}
+
+/// The name against the file name, and the owner against the declared partners (an external one needs an
+/// agreement reference).
+fn validate_identity(project: &ProjectFile, m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if stem != m.name.as_str() {
+        diags.push(
+            err("name".into(), format!("name `{}` differs from the file name `{stem}`", m.name), at(&["name"]))
+                .hint(format!("rename the file to `{}.yaml` or the source to `{stem}`", m.name)),
+        );
+    }
+    match project.partners.iter().find(|p| p.id == m.owner) {
+        None => {
+            let known = project.partners.iter().map(|p| p.id.as_str());
+            let d = err("owner".into(), format!("unknown partner `{}`", m.owner), at(&["owner"]));
+            diags.push(match diag::did_you_mean(m.owner.as_str(), known) {
+                Some(s) => d.hint(format!("did you mean `{s}`? partners are declared in {PROJECT_FILE}")),
+                None => d.hint(format!("declare the partner under `partners:` in {PROJECT_FILE}")),
+            });
+        }
+        Some(p) if p.kind == PartnerKind::External && m.agreement.as_deref().is_none_or(|a| a.trim().is_empty()) => {
+            diags.push(
+                err(
+                    "agreement".into(),
+                    format!("partner `{}` is external: the agreement reference is required", p.id),
+                    at(&["owner"]),
+                )
+                .hint("add `agreement: <convention reference>` (e.g. CONV-2018-014)"),
+            );
+        }
+        Some(_) => {}
+    }
+}
+
+/// Each column's declaration, and key columns for `upsert`.
+fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+    if m.columns.is_empty() {
+        diags.push(
+            err("columns".into(), "no columns declared".into(), at(&["columns"])).hint("declare at least one column"),
+        );
+    }
+    for (name, col) in &m.columns {
+        validate_column(project, m, name, col, path, text, diags);
+    }
+    if m.load.mode == LoadMode::Upsert && !m.columns.values().any(|c| c.key) {
+        diags.push(
+            err("load.mode".into(), "`upsert` needs key columns".into(), at(&["load", "mode"]))
+                .hint("mark the identifying columns with `key: true`"),
+        );
+    }
+}
+
+/// One column: privacy (a direct identifier is a pseudonymized string with a key domain), and the options that
+/// apply to its type only.
+fn validate_column(
+    project: &ProjectFile,
+    m: &SourceManifest,
+    name: &ColumnName,
+    col: &Column,
+    path: &Path,
+    text: &str,
+    diags: &mut Diagnostics,
+) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+    let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
+    let cat = |f: &str| {
+        if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
+    };
+    if col.pii == Pii::Direct && col.keep_clear.is_none() {
+        if col.ty != ColumnType::String {
+            diags.push(
+                err(field("type"), "a `pii: direct` column must have `type: string`".into(), cat("type"))
+                    .hint("its value is replaced by a pseudonym (hex text)"),
+            );
+        }
+        match &col.domain {
+            None => diags.push(
+                err(field("domain"), "a direct identifier needs a key `domain`".into(), cat("pii")).hint(format!(
+                    "add `domain: <one of {}>`, or `keep_clear: <DPO approval reference>` to keep it in clear",
+                    list(project.privacy.domains.iter().map(DomainName::as_str))
+                )),
+            ),
+            Some(d) if !project.privacy.domains.contains(d) => {
+                let known = project.privacy.domains.iter().map(DomainName::as_str);
+                let e = err(field("domain"), format!("unknown key domain `{d}`"), cat("domain"));
+                diags.push(match diag::did_you_mean(d.as_str(), known) {
+                    Some(s) => e.hint(format!(
+                        "did you mean `{s}`? domains are declared under `privacy.domains` in {PROJECT_FILE}"
+                    )),
+                    None => e.hint(format!("declare it under `privacy.domains` in {PROJECT_FILE}")),
                 });
-            }
-            Some(p)
-                if p.kind == PartnerKind::External && m.agreement.as_deref().is_none_or(|a| a.trim().is_empty()) =>
-            {
-                diags.push(
-                    err(
-                        "agreement".into(),
-                        format!("partner `{}` is external: the agreement reference is required", p.id),
-                        at(&["owner"]),
-                    )
-                    .hint("add `agreement: <convention reference>` (e.g. CONV-2018-014)"),
-                );
             }
             Some(_) => {}
         }
-        validate_connector(dir, project, m, path, text, diags);
-        validate_format(m, path, text, diags);
-        if m.columns.is_empty() {
+        let key_id_col = format!("{name}_key_id");
+        if m.columns.keys().any(|c| c.as_str() == key_id_col) {
+            diags.push(err(
+                field(""),
+                format!("column `{key_id_col}` is reserved for the key id of `{name}`"),
+                cat(""),
+            ));
+        }
+    } else {
+        if col.domain.is_some() && col.pii != Pii::Direct {
+            diags.push(err(field("domain"), "`domain` applies to `pii: direct` columns only".into(), cat("domain")));
+        }
+        if col.normalize != Normalize::Trim && col.pii != Pii::Direct {
+            diags.push(err(
+                field("normalize"),
+                "`normalize` applies to `pii: direct` columns only".into(),
+                cat("normalize"),
+            ));
+        }
+    }
+    if col.keep_clear.is_some() && col.pii != Pii::Direct {
+        diags.push(err(
+            field("keep_clear"),
+            "`keep_clear` applies to `pii: direct` columns only".into(),
+            cat("keep_clear"),
+        ));
+    }
+    if col.values.is_some() && col.ty != ColumnType::String {
+        diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
+    }
+    if let Some([lo, hi]) = col.range {
+        if !col.ty.is_numeric() {
+            diags.push(err(
+                field("range"),
+                "`range` applies to int, double and decimal columns only".into(),
+                cat("range"),
+            ));
+        } else if lo > hi {
+            diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
+        }
+    }
+    if let Some(fmt) = &col.format {
+        if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
+            diags.push(err(
+                field("format"),
+                "`format` applies to date and timestamp columns only".into(),
+                cat("format"),
+            ));
+        } else if let Err(e) = check_strptime(fmt) {
             diags.push(
-                err("columns".into(), "no columns declared".into(), at(&["columns"]))
-                    .hint("declare at least one column"),
+                err(field("format"), e, cat("format")).hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"),
             );
         }
-        let mut has_key = false;
-        for (name, col) in &m.columns {
-            let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
-            let cat = |f: &str| {
-                if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
-            };
-            has_key |= col.key;
-            if col.pii == Pii::Direct && col.keep_clear.is_none() {
-                if col.ty != ColumnType::String {
-                    diags.push(
-                        err(field("type"), "a `pii: direct` column must have `type: string`".into(), cat("type"))
-                            .hint("its value is replaced by a pseudonym (hex text)"),
-                    );
-                }
-                match &col.domain {
-                    None => diags.push(
-                        err(field("domain"), "a direct identifier needs a key `domain`".into(), cat("pii")).hint(format!(
-                            "add `domain: <one of {}>`, or `keep_clear: <DPO approval reference>` to keep it in clear",
-                            list(project.privacy.domains.iter().map(DomainName::as_str))
-                        )),
-                    ),
-                    Some(d) if !project.privacy.domains.contains(d) => {
-                        let known = project.privacy.domains.iter().map(DomainName::as_str);
-                        let e = err(field("domain"), format!("unknown key domain `{d}`"), cat("domain"));
-                        diags.push(match diag::did_you_mean(d.as_str(), known) {
-                            Some(s) => e.hint(format!("did you mean `{s}`? domains are declared under `privacy.domains` in {PROJECT_FILE}")),
-                            None => e.hint(format!("declare it under `privacy.domains` in {PROJECT_FILE}")),
-                        });
-                    }
-                    Some(_) => {}
-                }
-                let key_id_col = format!("{name}_key_id");
-                if m.columns.keys().any(|c| c.as_str() == key_id_col) {
-                    diags.push(err(
-                        field(""),
-                        format!("column `{key_id_col}` is reserved for the key id of `{name}`"),
-                        cat(""),
-                    ));
-                }
-            } else {
-                if col.domain.is_some() && col.pii != Pii::Direct {
-                    diags.push(err(
-                        field("domain"),
-                        "`domain` applies to `pii: direct` columns only".into(),
-                        cat("domain"),
-                    ));
-                }
-                if col.normalize != Normalize::Trim && col.pii != Pii::Direct {
-                    diags.push(err(
-                        field("normalize"),
-                        "`normalize` applies to `pii: direct` columns only".into(),
-                        cat("normalize"),
-                    ));
-                }
-            }
-            if col.keep_clear.is_some() && col.pii != Pii::Direct {
+    }
+    if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
+        diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
+    }
+    match (col.ty, col.precision, col.scale) {
+        (ColumnType::Decimal, None, _) => diags.push(
+            err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
+                .hint("add e.g. `precision: 12, scale: 2`"),
+        ),
+        (ColumnType::Decimal, Some(p), s) => {
+            let s = s.unwrap_or(0);
+            if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
                 diags.push(err(
-                    field("keep_clear"),
-                    "`keep_clear` applies to `pii: direct` columns only".into(),
-                    cat("keep_clear"),
-                ));
-            }
-            if col.values.is_some() && col.ty != ColumnType::String {
-                diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
-            }
-            if let Some([lo, hi]) = col.range {
-                if !col.ty.is_numeric() {
-                    diags.push(err(
-                        field("range"),
-                        "`range` applies to int, double and decimal columns only".into(),
-                        cat("range"),
-                    ));
-                } else if lo > hi {
-                    diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
-                }
-            }
-            if let Some(fmt) = &col.format {
-                if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
-                    diags.push(err(
-                        field("format"),
-                        "`format` applies to date and timestamp columns only".into(),
-                        cat("format"),
-                    ));
-                } else if let Err(e) = crate::format::value::check_strptime(fmt) {
-                    diags.push(
-                        err(field("format"), e, cat("format"))
-                            .hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"),
-                    );
-                }
-            }
-            if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
-                diags.push(err(
-                    field("timezone"),
-                    "`timezone` applies to timestamp columns only".into(),
-                    cat("timezone"),
-                ));
-            }
-            match (col.ty, col.precision, col.scale) {
-                (ColumnType::Decimal, None, _) => diags.push(
-                    err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
-                        .hint("add e.g. `precision: 12, scale: 2`"),
-                ),
-                (ColumnType::Decimal, Some(p), s) => {
-                    let s = s.unwrap_or(0);
-                    if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
-                        diags.push(err(
-                            field("precision"),
-                            format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"),
-                            cat("precision"),
-                        ));
-                    }
-                }
-                (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
                     field("precision"),
-                    "`precision` and `scale` apply to decimal columns only".into(),
-                    cat(if col.precision.is_some() { "precision" } else { "scale" }),
-                )),
-                _ => {}
+                    format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"),
+                    cat("precision"),
+                ));
             }
         }
-        if m.load.mode == LoadMode::Upsert && !has_key {
-            diags.push(
-                err("load.mode".into(), "`upsert` needs key columns".into(), at(&["load", "mode"]))
-                    .hint("mark the identifying columns with `key: true`"),
-            );
-        }
+        (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
+            field("precision"),
+            "`precision` and `scale` apply to decimal columns only".into(),
+            cat(if col.precision.is_some() { "precision" } else { "scale" }),
+        )),
+        _ => {}
     }
 }
 

@@ -73,7 +73,7 @@ impl KeyRing {
                 Self::parse(&text, &format!("${variable}"))
             }
             KeySource::File { path, create_if_missing } => {
-                let path = expand_home(path);
+                let path = crate::manifest::expand_home(path);
                 if *create_if_missing && !path.exists() {
                     generate_file(&path, extra_domains)?;
                     tracing::warn!(path = %path.display(), "created a new key file with random keys (create_if_missing)");
@@ -125,14 +125,6 @@ impl KeyRing {
         self.keys
             .get(domain)
             .ok_or_else(|| KeyError::MissingDomain { domain: domain.to_string(), origin: self.origin.clone() })
-    }
-}
-
-/// Expands a leading `~/` to the home directory.
-pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => PathBuf::from(path),
     }
 }
 

@@ -10,11 +10,11 @@
 //! are never printed (`Debug` shows the key ids only).
 
 mod keys;
+mod landing;
 mod pseudonym;
 pub mod udf;
 
-pub use keys::{Key, KeyError, KeyRing, expand_home};
+pub use crate::manifest::QUARANTINE_DOMAIN;
+pub use keys::{Key, KeyError, KeyRing};
+pub use landing::PseudonymColumn;
 pub use pseudonym::{Encryptor, Pseudonymizer, decrypt};
-
-/// The key domain whose key encrypts quarantined raw records.
-pub const QUARANTINE_DOMAIN: &str = "quarantine";

@@ -25,9 +25,19 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::{KeyRing, Pseudonymizer};
-use crate::format::timestamp_type;
 use crate::manifest::Normalize;
-use crate::session::Functions;
+use crate::storage::timestamp_type;
+
+/// Which privacy functions a session gets.
+#[derive(Debug, Clone)]
+pub enum Functions {
+    /// Model runs and reproduction: `pseudonymize` computes with these keys.
+    Keyed(Arc<KeyRing>),
+    /// Planning without data (`validate`): the keyed functions type-check but hold no key.
+    Planning,
+    /// Analysts' sessions (`lakehouse sql`): the keyed functions are refused with a clear planning error.
+    Interactive,
+}
 
 /// Registers the privacy functions. `domains` are the project's pseudonymization domains (checked at planning).
 /// The keyed functions compute only with [`Functions::Keyed`]; [`Functions::Planning`] type-checks them without

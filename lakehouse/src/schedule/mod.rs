@@ -247,110 +247,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     until: Option<DateTime<Utc>>,
 ) -> Summary {
-    let start = clock.now();
-    let tz = config.tz;
-    let next = |s: &CronSchedule, after: DateTime<Utc>| {
-        cron::next_fire(s, tz, after).unwrap_or(after + chrono::Duration::days(3650))
-    };
-    let mut sources: BTreeMap<String, SourceState> = BTreeMap::new();
-    for job in &config.sources {
-        let target = format!("bronze.{}", job.name);
-        let (next_due, trigger) = match config.last_success.get(&target) {
-            None => (start, Trigger::Startup),
-            Some(last) if next(&job.schedule, *last) <= start => (start, Trigger::Missed),
-            Some(_) => (next(&job.schedule, start), Trigger::Schedule),
-        };
-        tracing::info!(source = %job.name, next = %next_due, trigger = trigger.as_str(), "scheduled");
-        sources
-            .insert(job.name.clone(), SourceState { job: job.clone(), next_due, trigger, attempt: 1, running: None });
-    }
-    let mut model_due: BTreeMap<String, DateTime<Utc>> =
-        config.models.schedules.iter().map(|(t, s)| (t.clone(), next(s, start))).collect();
-    // Every model is checked once at start: catch up with data that landed while no scheduler ran.
-    let mut pending: BTreeSet<String> = config.models.order.iter().cloned().collect();
-    let mut transforming: Option<(DateTime<Utc>, Vec<String>)> = None;
-    let mut pending_after: Option<DateTime<Utc>> = None;
-    let check_every = config.model_check.and_then(|d| chrono::Duration::from_std(d).ok());
-    let mut next_check = check_every.map(|d| start + d);
-    let mut retention_due = config.retention.as_ref().map(|c| next(c, start));
-    let mut retaining = false;
+    let mut s = Scheduler::new(config, clock.now());
     let mut work: JoinSet<Done> = JoinSet::new();
-    let mut summary = Summary::default();
     let mut stopping = false;
     tokio::pin!(shutdown);
-
     loop {
-        let now = clock.now();
         if !stopping {
-            // Sources due now.
-            let running = sources.values().filter(|s| s.running.is_some()).count();
-            let mut slots = config.parallel.max(1).saturating_sub(running);
-            for s in sources.values_mut().filter(|s| s.next_due <= now) {
-                if s.running.is_some() {
-                    // Still running at its next time: not doubled; planned again from its end.
-                    continue;
-                }
-                if slots == 0 {
-                    break;
-                }
-                slots -= 1;
-                s.running = Some(now);
-                let (name, trigger, attempt) = (s.job.name.clone(), s.trigger, s.attempt);
-                tracing::info!(source = %name, trigger = trigger.as_str(), attempt, "starting");
-                let fut = runner.ingest(name.clone(), trigger, attempt);
-                work.spawn(async move { Done::Ingest(name, fut.await) });
-            }
-            // Periodic check of every model (inputs changed by another writer).
-            if let (Some(at), Some(every)) = (next_check, check_every)
-                && at <= now
-            {
-                pending.extend(config.models.order.iter().cloned());
-                next_check = Some(now + every);
-            }
-            // The daily retention job (not while the previous one runs).
-            if let (Some(due), Some(cron)) = (retention_due, &config.retention)
-                && due <= now
-                && !retaining
-            {
-                retaining = true;
-                retention_due = Some(next(cron, now));
-                tracing::info!("starting retention");
-                let fut = runner.retention();
-                work.spawn(async move {
-                    fut.await;
-                    Done::Retention
-                });
-            }
-            // Models on their own schedule.
-            for (target, due) in model_due.iter_mut().filter(|(_, d)| **d <= now) {
-                pending.insert(target.clone());
-                pending.extend(config.models.downstream(target));
-                *due = next(&config.models.schedules[target], now);
-            }
-            // Models wait for the catch-up runs of sources (never run, or missed while down) to finish first.
-            let catching_up = sources.values().any(|s| matches!(s.trigger, Trigger::Startup | Trigger::Missed));
-            if transforming.is_none() && !pending.is_empty() && !catching_up && pending_after.is_none_or(|t| t <= now) {
-                pending_after = None;
-                let targets: Vec<String> =
-                    config.models.order.iter().filter(|t| pending.contains(*t)).cloned().collect();
-                pending.clear();
-                transforming = Some((now, targets.clone()));
-                let fut = runner.transform(targets, Trigger::Data);
-                work.spawn(async move { Done::Transform(fut.await) });
-            }
+            s.start_due(clock.now(), runner.as_ref(), &mut work);
         }
         if stopping && work.is_empty() {
             break;
         }
-        let wake = sources
-            .values()
-            .filter(|s| s.running.is_none())
-            .map(|s| s.next_due)
-            .chain(model_due.values().copied())
-            .chain(pending_after.filter(|_| !pending.is_empty()))
-            .chain(next_check)
-            .chain(retention_due.filter(|_| !retaining))
-            .min();
+        let wake = s.next_wake();
         if let Some(u) = until
             && work.is_empty()
             && wake.is_none_or(|w| w > u)
@@ -364,96 +272,245 @@ pub async fn run(
         };
         tokio::select! {
             biased;
-            Some(done) = work.join_next(), if !work.is_empty() => {
-                let now = clock.now();
-                summary.runs += 1;
-                match done {
-                    Ok(Done::Ingest(name, outcome)) => {
-                        let Some(s) = sources.get_mut(&name) else { continue };
-                        s.running = None;
-                        if outcome.ok {
-                            if outcome.new_data {
-                                pending.extend(config.models.downstream(&format!("bronze.{name}")));
-                            }
-                            s.attempt = 1;
-                            s.trigger = Trigger::Schedule;
-                            s.next_due = next(&s.job.schedule, now);
-                        } else {
-                            summary.failures += 1;
-                            if s.attempt < s.job.retry.attempts {
-                                let delay = retry_delay(&s.job.retry, s.attempt);
-                                s.attempt += 1;
-                                s.trigger = Trigger::Retry;
-                                s.next_due = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                                tracing::warn!(source = %name, attempt = s.attempt, retry_at = %s.next_due, error = outcome.error.as_deref().unwrap_or(""), "run failed; retrying");
-                            } else {
-                                tracing::error!(source = %name, attempts = s.attempt, error = outcome.error.as_deref().unwrap_or(""), "run failed; giving up until the next scheduled time");
-                                s.attempt = 1;
-                                s.trigger = Trigger::Schedule;
-                                s.next_due = next(&s.job.schedule, now);
-                            }
-                        }
-                    }
-                    Ok(Done::Retention) => {
-                        retaining = false;
-                        // Rows deleted: the models rebuild without them.
-                        pending.extend(config.models.order.iter().cloned());
-                    }
-                    Ok(Done::Transform(results)) => {
-                        transforming = None;
-                        summary.failures += results.iter().filter(|(_, o)| !o.ok).count();
-                        let busy: Vec<&String> = results.iter().filter(|(_, o)| o.busy).map(|(t, _)| t).collect();
-                        tracing::info!(models = results.len(), busy = busy.len(), "models checked");
-                        if !busy.is_empty() {
-                            pending.extend(busy.into_iter().cloned());
-                            pending_after = Some(now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default());
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "a scheduled task panicked");
-                        summary.failures += 1;
-                        transforming = None;
-                        for s in sources.values_mut() {
-                            s.running = None;
-                        }
-                    }
-                }
-            }
+            Some(done) = work.join_next(), if !work.is_empty() => s.finished(done, clock.now()),
             _ = sleep => {}
             _ = &mut shutdown, if !stopping => {
                 stopping = true;
-                tracing::info!(running = work.len(), grace = ?config.grace, "stop requested: finishing running work");
-                let grace = tokio::time::sleep(config.grace);
-                tokio::pin!(grace);
-                loop {
-                    tokio::select! {
-                        done = work.join_next() => match done {
-                            None => break,
-                            Some(Ok(Done::Ingest(name, _))) => {
-                                summary.runs += 1;
-                                if let Some(s) = sources.get_mut(&name) { s.running = None; }
-                            }
-                            Some(_) => { summary.runs += 1; transforming = None; }
-                        },
-                        _ = &mut grace => {
-                            let left: Vec<(String, DateTime<Utc>)> = sources
-                                .values()
-                                .filter_map(|s| Some((format!("bronze.{}", s.job.name), s.running?)))
-                                .chain(transforming.iter().flat_map(|(at, ts)| ts.iter().map(move |t| (t.clone(), *at))))
-                                .collect();
-                            tracing::warn!(abandoned = left.len(), "grace period over: abandoning running work (nothing partial is committed)");
-                            work.abort_all();
-                            while work.join_next().await.is_some() {}
-                            for (target, at) in left {
-                                summary.abandoned += 1;
-                                runner.abandoned(target, at).await;
-                            }
-                            break;
-                        }
-                    }
+                s.stop(&mut work, runner.as_ref()).await;
+            }
+        }
+    }
+    s.summary
+}
+
+/// The scheduler's state between two wake-ups.
+struct Scheduler {
+    config: Config,
+    sources: BTreeMap<String, SourceState>,
+    /// Next run of the models on their own cron.
+    model_due: BTreeMap<String, DateTime<Utc>>,
+    /// Models to check at the next transform run.
+    pending: BTreeSet<String>,
+    /// The running transform: when it started and its models.
+    transforming: Option<(DateTime<Utc>, Vec<String>)>,
+    /// Models busy in another process are tried again after this.
+    pending_after: Option<DateTime<Utc>>,
+    check_every: Option<chrono::Duration>,
+    next_check: Option<DateTime<Utc>>,
+    retention_due: Option<DateTime<Utc>>,
+    retaining: bool,
+    summary: Summary,
+}
+
+impl Scheduler {
+    /// Each source is due at its next cron time, or at once when it never ran or missed a time while no
+    /// scheduler ran; every model is checked once at start (data that landed meanwhile).
+    fn new(config: Config, start: DateTime<Utc>) -> Self {
+        let mut sources: BTreeMap<String, SourceState> = BTreeMap::new();
+        for job in &config.sources {
+            let target = format!("bronze.{}", job.name);
+            let (next_due, trigger) = match config.last_success.get(&target) {
+                None => (start, Trigger::Startup),
+                Some(last) if next_time(&config, &job.schedule, *last) <= start => (start, Trigger::Missed),
+                Some(_) => (next_time(&config, &job.schedule, start), Trigger::Schedule),
+            };
+            tracing::info!(source = %job.name, next = %next_due, trigger = trigger.as_str(), "scheduled");
+            let state = SourceState { job: job.clone(), next_due, trigger, attempt: 1, running: None };
+            sources.insert(job.name.clone(), state);
+        }
+        let model_due =
+            config.models.schedules.iter().map(|(t, s)| (t.clone(), next_time(&config, s, start))).collect();
+        let check_every = config.model_check.and_then(|d| chrono::Duration::from_std(d).ok());
+        Self {
+            sources,
+            model_due,
+            pending: config.models.order.iter().cloned().collect(),
+            transforming: None,
+            pending_after: None,
+            check_every,
+            next_check: check_every.map(|d| start + d),
+            retention_due: config.retention.as_ref().map(|c| next_time(&config, c, start)),
+            retaining: false,
+            summary: Summary::default(),
+            config,
+        }
+    }
+
+    /// Starts what is due at `now`: sources (at most `parallel` at a time), the retention job, and one transform
+    /// run of the pending models once no source is catching up.
+    fn start_due(&mut self, now: DateTime<Utc>, runner: &dyn Runner, work: &mut JoinSet<Done>) {
+        let running = self.sources.values().filter(|s| s.running.is_some()).count();
+        let mut slots = self.config.parallel.max(1).saturating_sub(running);
+        for s in self.sources.values_mut().filter(|s| s.next_due <= now) {
+            if s.running.is_some() {
+                // Still running at its next time: not doubled; planned again from its end.
+                continue;
+            }
+            if slots == 0 {
+                break;
+            }
+            slots -= 1;
+            s.running = Some(now);
+            let (name, trigger, attempt) = (s.job.name.clone(), s.trigger, s.attempt);
+            tracing::info!(source = %name, trigger = trigger.as_str(), attempt, "starting");
+            let fut = runner.ingest(name.clone(), trigger, attempt);
+            work.spawn(async move { Done::Ingest(name, fut.await) });
+        }
+        // Periodic check of every model (inputs changed by another writer).
+        if let (Some(at), Some(every)) = (self.next_check, self.check_every)
+            && at <= now
+        {
+            self.pending.extend(self.config.models.order.iter().cloned());
+            self.next_check = Some(now + every);
+        }
+        // The daily retention job (not while the previous one runs).
+        if let (Some(due), Some(cron)) = (self.retention_due, &self.config.retention)
+            && due <= now
+            && !self.retaining
+        {
+            self.retaining = true;
+            self.retention_due = Some(next_time(&self.config, cron, now));
+            tracing::info!("starting retention");
+            let fut = runner.retention();
+            work.spawn(async move {
+                fut.await;
+                Done::Retention
+            });
+        }
+        // Models on their own schedule.
+        for (target, due) in self.model_due.iter_mut().filter(|(_, d)| **d <= now) {
+            self.pending.insert(target.clone());
+            self.pending.extend(self.config.models.downstream(target));
+            *due = next_time(&self.config, &self.config.models.schedules[target], now);
+        }
+        // Models wait for the catch-up runs of sources (never run, or missed while down) to finish first.
+        let catching_up = self.sources.values().any(|s| matches!(s.trigger, Trigger::Startup | Trigger::Missed));
+        if self.transforming.is_none()
+            && !self.pending.is_empty()
+            && !catching_up
+            && self.pending_after.is_none_or(|t| t <= now)
+        {
+            self.pending_after = None;
+            let targets: Vec<String> =
+                self.config.models.order.iter().filter(|t| self.pending.contains(*t)).cloned().collect();
+            self.pending.clear();
+            self.transforming = Some((now, targets.clone()));
+            let fut = runner.transform(targets, Trigger::Data);
+            work.spawn(async move { Done::Transform(fut.await) });
+        }
+    }
+
+    /// When something is next due.
+    fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.sources
+            .values()
+            .filter(|s| s.running.is_none())
+            .map(|s| s.next_due)
+            .chain(self.model_due.values().copied())
+            .chain(self.pending_after.filter(|_| !self.pending.is_empty()))
+            .chain(self.next_check)
+            .chain(self.retention_due.filter(|_| !self.retaining))
+            .min()
+    }
+
+    /// A task ended: plan the source's next run (or its retry), queue the models its new data feeds.
+    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>, now: DateTime<Utc>) {
+        self.summary.runs += 1;
+        match done {
+            Ok(Done::Ingest(name, outcome)) => self.ingested(&name, outcome, now),
+            Ok(Done::Retention) => {
+                self.retaining = false;
+                // Rows deleted: the models rebuild without them.
+                self.pending.extend(self.config.models.order.iter().cloned());
+            }
+            Ok(Done::Transform(results)) => {
+                self.transforming = None;
+                self.summary.failures += results.iter().filter(|(_, o)| !o.ok).count();
+                let busy: Vec<&String> = results.iter().filter(|(_, o)| o.busy).map(|(t, _)| t).collect();
+                tracing::info!(models = results.len(), busy = busy.len(), "models checked");
+                if !busy.is_empty() {
+                    self.pending.extend(busy.into_iter().cloned());
+                    self.pending_after = Some(now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a scheduled task panicked");
+                self.summary.failures += 1;
+                self.transforming = None;
+                for s in self.sources.values_mut() {
+                    s.running = None;
                 }
             }
         }
     }
-    summary
+
+    fn ingested(&mut self, name: &str, outcome: RunOutcome, now: DateTime<Utc>) {
+        let Some(s) = self.sources.get_mut(name) else { return };
+        s.running = None;
+        if outcome.ok {
+            if outcome.new_data {
+                self.pending.extend(self.config.models.downstream(&format!("bronze.{name}")));
+            }
+            s.attempt = 1;
+            s.trigger = Trigger::Schedule;
+            s.next_due = next_time(&self.config, &s.job.schedule, now);
+            return;
+        }
+        self.summary.failures += 1;
+        let error = outcome.error.as_deref().unwrap_or("");
+        if s.attempt < s.job.retry.attempts {
+            let delay = retry_delay(&s.job.retry, s.attempt);
+            s.attempt += 1;
+            s.trigger = Trigger::Retry;
+            s.next_due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(source = %name, attempt = s.attempt, retry_at = %s.next_due, error, "run failed; retrying");
+        } else {
+            tracing::error!(source = %name, attempts = s.attempt, error, "run failed; giving up until the next scheduled time");
+            s.attempt = 1;
+            s.trigger = Trigger::Schedule;
+            s.next_due = next_time(&self.config, &s.job.schedule, now);
+        }
+    }
+
+    /// A stop was requested: running work may finish within the grace period; then it is abandoned (nothing
+    /// partial is committed) and recorded as such.
+    async fn stop(&mut self, work: &mut JoinSet<Done>, runner: &dyn Runner) {
+        let grace = self.config.grace;
+        tracing::info!(running = work.len(), ?grace, "stop requested: finishing running work");
+        let grace = tokio::time::sleep(grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                done = work.join_next() => match done {
+                    None => break,
+                    Some(Ok(Done::Ingest(name, _))) => {
+                        self.summary.runs += 1;
+                        if let Some(s) = self.sources.get_mut(&name) { s.running = None; }
+                    }
+                    Some(_) => { self.summary.runs += 1; self.transforming = None; }
+                },
+                _ = &mut grace => {
+                    let left: Vec<(String, DateTime<Utc>)> = self
+                        .sources
+                        .values()
+                        .filter_map(|s| Some((format!("bronze.{}", s.job.name), s.running?)))
+                        .chain(self.transforming.iter().flat_map(|(at, ts)| ts.iter().map(move |t| (t.clone(), *at))))
+                        .collect();
+                    tracing::warn!(abandoned = left.len(), "grace period over: abandoning running work (nothing partial is committed)");
+                    work.abort_all();
+                    while work.join_next().await.is_some() {}
+                    for (target, at) in left {
+                        self.summary.abandoned += 1;
+                        runner.abandoned(target, at).await;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The next time of a cron after `after` (in ten years when it never fires again).
+fn next_time(config: &Config, schedule: &CronSchedule, after: DateTime<Utc>) -> DateTime<Utc> {
+    cron::next_fire(schedule, config.tz, after).unwrap_or(after + chrono::Duration::days(3650))
 }

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 
 use super::{RunOutcome, Runner, Trigger, lock};
 use crate::Lakehouse;
+use crate::ingest::IngestReport;
 use crate::runlog::{self, RunRecord, Status};
 use crate::transform::{Outcome, Plan, RunOptions};
 
@@ -58,7 +59,7 @@ impl Runner for LakehouseRunner {
             let fut: BoxFuture<'_, _> = Box::pin(crate::ingest::ingest_source(&lh, src));
             let result = fut.await;
             drop(guard);
-            let mut record = RunRecord::ingest(&source, result.as_ref(), trigger.as_str(), started_at);
+            let mut record = IngestReport::run_record(&source, result.as_ref(), trigger.as_str(), started_at);
             record.attempt = attempt;
             let outcome = RunOutcome {
                 ok: record.status == Status::Succeeded,
@@ -109,7 +110,7 @@ impl Runner for LakehouseRunner {
                 let reports = fut.await;
                 drop(guard);
                 for r in &reports {
-                    records.push(RunRecord::transform(r, trigger.as_str(), started_at));
+                    records.push(r.run_record(trigger.as_str(), started_at));
                     let outcome = match &r.outcome {
                         Outcome::Built { .. } => RunOutcome { ok: true, new_data: true, error: None, busy: false },
                         Outcome::UpToDate { .. } => RunOutcome { ok: true, new_data: false, error: None, busy: false },
@@ -122,7 +123,7 @@ impl Runner for LakehouseRunner {
                 }
             }
             runlog::record(&lh.warehouse, &records).await;
-            crate::audit::sync_catalog_quietly(&lh, &plan).await;
+            crate::catalog_sync::sync_catalog_quietly(&lh, &plan).await;
             out
         })
     }

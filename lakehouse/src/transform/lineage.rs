@@ -12,50 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
+use catalog::lineage::{EdgeKind, IndirectKind, Lineage, Source};
+
 use crate::manifest::{Bucket, MinGeneralization};
-
-/// How an output column is derived from an input column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EdgeKind {
-    /// The value as is (renamed at most).
-    Identity,
-    /// A function of the value.
-    Transformation,
-    /// An aggregate over values.
-    Aggregation,
-}
-
-/// How an input column is used without flowing into an output column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IndirectKind {
-    Filter,
-    Join,
-    GroupBy,
-    Window,
-    Sort,
-}
-
-/// An input column of an output column (`*`: the rows, for `count(*)`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct Source {
-    /// `layer.name`.
-    pub table: String,
-    pub column: String,
-    pub kind: EdgeKind,
-    /// A privacy function is applied on the way.
-    pub masked: bool,
-}
-
-/// The lineage of one model.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lineage {
-    /// Output columns in order, each with its sources.
-    pub columns: Vec<(String, BTreeSet<Source>)>,
-    /// Input columns used indirectly.
-    pub indirect: BTreeSet<(IndirectKind, String, String)>,
-}
 
 type Cols = Vec<BTreeSet<Source>>;
 

@@ -28,7 +28,7 @@ pub struct Plan {
     /// Targets, inputs before the models reading them (ties broken by name).
     pub order: Vec<String>,
     /// Column lineage of each model whose SQL planned (filled by [`Plan::check_sql`]).
-    pub lineage: BTreeMap<String, super::lineage::Lineage>,
+    pub lineage: BTreeMap<String, catalog::lineage::Lineage>,
     /// Things worth knowing that are not errors (indirect uses of sensitive columns).
     pub notes: Vec<String>,
 }

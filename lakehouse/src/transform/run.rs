@@ -17,18 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind, TableVersion};
-use datafusion::arrow::array::UInt64Array;
-use datafusion::arrow::compute::cast as cast_array;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Add, StructType, Transaction};
+use deltalake::writer::DeltaWriter;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -40,8 +37,9 @@ use super::template::{Materialized, Renderer};
 use crate::Lakehouse;
 use crate::manifest::{AuditTest, Diagnostic, Severity};
 use crate::openlineage;
+use crate::runlog::RunRecord;
 use crate::session::{Functions, new_session};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, Write};
 
 /// Options of a transform run.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +110,7 @@ pub struct TransformReport {
     pub read: Vec<TableVersion>,
     /// The published schema and the column lineage of the run's plan (when it got that far).
     pub schema: Option<SchemaRef>,
-    pub lineage: Option<super::lineage::Lineage>,
+    pub lineage: Option<catalog::lineage::Lineage>,
 }
 
 impl TransformReport {
@@ -128,6 +126,36 @@ impl TransformReport {
             schema: None,
             lineage: None,
         }
+    }
+}
+
+impl TransformReport {
+    /// The record of a model's run.
+    pub fn run_record(&self, trigger: &str, started_at: chrono::DateTime<chrono::Utc>) -> RunRecord {
+        let report = self;
+        let mut r = RunRecord::new(report.target.clone(), "transform", trigger, started_at);
+        // The same id as the run in the commit metadata and in the OpenLineage events.
+        r.run_id = report.run_id.0.clone();
+        r.ended_at = started_at + chrono::Duration::from_std(report.elapsed).unwrap_or_default();
+        match &report.outcome {
+            Outcome::Built { version, rows, .. } => {
+                r.rows = Some(*rows);
+                r.version = Some(*version);
+            }
+            Outcome::UpToDate { version } => {
+                r.status = crate::runlog::Status::UpToDate;
+                r.version = Some(*version);
+            }
+            Outcome::Skipped { because } => {
+                r.status = crate::runlog::Status::Skipped;
+                r.error = Some(because.clone());
+            }
+            Outcome::Failed { error, .. } => {
+                r.status = crate::runlog::Status::Failed;
+                r.error = Some(error.clone());
+            }
+        }
+        r
     }
 }
 
@@ -287,6 +315,27 @@ fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The inputs of a run, each opened once at its current version (the versions the run pins and records).
+struct Pinned {
+    tables: BTreeMap<String, DeltaTable>,
+    read: Vec<TableVersion>,
+}
+
+/// What makes a model's result: the hash of its rendered SQL, and of its definition beyond it (template,
+/// sidecar with audits and small cells, the deployment's minimum group size when cells are suppressed).
+struct Definition {
+    sql_hash: String,
+    manifest_hash: String,
+}
+
+/// What a run wrote before it publishes: files no commit references yet.
+struct Written {
+    adds: Vec<Add>,
+    rows: u64,
+}
+
+/// One run of a model, by phase: pin the inputs; stop when nothing changed; choose full or incremental; plan
+/// the SQL (and check its privacy); check the target's columns; write files; audit them; publish one commit.
 async fn run_model(
     lh: &Lakehouse,
     renderer: &Renderer,
@@ -297,103 +346,196 @@ async fn run_model(
     let target = &model.target;
     let url = lh.warehouse.table_url(model.loaded.layer.as_str(), &model.loaded.name);
     let existing = lh.warehouse.open(&url).await?;
-
-    // 1. Inputs, pinned.
-    let mut inputs: BTreeMap<String, DeltaTable> = BTreeMap::new();
-    for table in &model.rendered.inputs {
-        inputs.insert(table.clone(), open_input(lh, table).await?);
-    }
-    let read: Vec<TableVersion> =
-        inputs.iter().map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) }).collect();
-    report.read = read.clone();
-    let sql_hash = hash(&model.rendered.sql);
-    // The model's definition beyond its SQL: the sidecar (audits, small cells) and the deployment's threshold.
-    let suppressed =
-        model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref()).is_some_and(|c| c.count.is_some());
-    let threshold =
-        if suppressed { format!("min_group_size={}", lh.project.file.privacy.min_group_size) } else { String::new() };
-    let manifest_hash = hash(&format!(
-        "{}\n{}\n{threshold}",
-        model.loaded.sql,
-        model.loaded.sidecar_text.as_deref().unwrap_or_default()
-    ));
+    let pinned = pin_inputs(lh, model).await?;
+    report.read = pinned.read.clone();
+    let definition = definition(lh, model);
     let previous = match &existing {
         Some(t) => last_run(t).await,
         None => None,
     };
     if let (Some(prev), Some(t), false) = (&previous, &existing, opts.full_refresh)
-        && prev.read == read
-        && prev.sql_hash.as_deref() == Some(sql_hash.as_str())
-        && prev.manifest_hash == manifest_hash
+        && prev.read == pinned.read
+        && prev.sql_hash.as_deref() == Some(definition.sql_hash.as_str())
+        && prev.manifest_hash == definition.manifest_hash
     {
         return Ok(Outcome::UpToDate { version: t.version().unwrap_or(0) });
     }
-
-    // 2. Full or incremental, and what each input contributes.
-    let mut new_files: Option<BTreeMap<String, BTreeSet<String>>> = None;
-    if model.rendered.config.materialized == Materialized::Incremental && !opts.full_refresh {
-        match (&existing, &previous) {
-            (Some(_), Some(prev)) => {
-                let mut per_input = BTreeMap::new();
-                // New SQL applies to every row, not only to the new ones.
-                let mut why_full = (prev.sql_hash.as_deref() != Some(sql_hash.as_str()))
-                    .then(|| "the model's SQL changed since the last run".to_string());
-                let restricted = read.iter().filter(|tv| !model.rendered.whole_inputs.contains(&tv.table));
-                for tv in restricted.filter(|_| why_full.is_none()) {
-                    let Some(before) = prev.read.iter().find(|p| p.table == tv.table) else {
-                        why_full = Some(format!("{} is a new input", tv.table));
-                        break;
-                    };
-                    if before.version == tv.version {
-                        per_input.insert(tv.table.clone(), BTreeSet::new());
-                        continue;
-                    }
-                    if before.version > tv.version {
-                        why_full = Some(format!("{} is older than the version last read", tv.table));
-                        break;
-                    }
-                    let table = &inputs[&tv.table];
-                    let old = match files_at(table, before.version, &tv.table).await {
-                        Ok(old) => old,
-                        // A store that cannot be reached is not a reason to rebuild.
-                        Err(e) if crate::storage::unreachable(&e).is_some() => return Err(e),
-                        Err(_) => {
-                            why_full = Some(format!(
-                                "version {} of {} that the last run read can no longer be read (its log entry \
-                                 expired?)",
-                                before.version, tv.table
-                            ));
-                            break;
-                        }
-                    };
-                    let now = files_at(table, tv.version, &tv.table).await?;
-                    if !old.is_subset(&now) {
-                        why_full = Some(format!(
-                            "{} was rewritten since version {} (replace, upsert or rebuild)",
-                            tv.table, before.version
-                        ));
-                        break;
-                    }
-                    per_input.insert(tv.table.clone(), now.difference(&old).cloned().collect());
-                }
-                match why_full {
-                    None => new_files = Some(per_input),
-                    Some(why) => report.note = Some(format!("full rebuild: {why}")),
+    let new_files = match (&existing, &previous) {
+        (Some(_), Some(prev))
+            if model.rendered.config.materialized == Materialized::Incremental && !opts.full_refresh =>
+        {
+            match new_files(prev, &pinned, model, &definition).await? {
+                Ok(files) => Some(files),
+                Err(why) => {
+                    report.note = Some(format!("full rebuild: {why}"));
+                    None
                 }
             }
-            (Some(_), None) => report.note = Some("full rebuild: no previous run recorded on the table".into()),
-            _ => {}
         }
-    }
+        (Some(_), None) if model.rendered.config.materialized == Materialized::Incremental && !opts.full_refresh => {
+            report.note = Some("full rebuild: no previous run recorded on the table".into());
+            None
+        }
+        _ => None,
+    };
     let mode = if new_files.is_some() { Mode::Incremental } else { Mode::Full };
+    let ctx = session(lh, &pinned, new_files.as_ref(), existing.as_ref(), target).await?;
+    let rendered =
+        renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
+    let df = planned_frame(lh, &ctx, model, &rendered.sql, report).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    report.schema = Some(schema.clone());
+    let schema_changed = match &existing {
+        Some(t) => check_target(t, &schema, model, mode)?,
+        None => false,
+    };
+    // A first run creates the table only when it publishes: a failed first run leaves nothing behind.
+    let started_at = chrono::Utc::now();
+    let written = write_files(lh, &url, &schema, model, df).await?;
+    tracing::debug!(rows = written.rows, files = written.adds.len(), mode = mode.as_str(), "written, not committed");
+    let merge = mode == Mode::Incremental && !model.rendered.config.unique_key.is_empty();
+    let published = async {
+        report.audits = audit_written(&ctx, &url, &written.adds, &schema, model, mode, merge).await?;
+        let failed: Vec<String> = report
+            .audits
+            .iter()
+            .filter(|a| !a.passed && a.severity == Severity::Error)
+            .map(|a| format!("{} ({} rows)", a.label, a.failing))
+            .collect();
+        if !failed.is_empty() {
+            return Err(TransformError::Audit(failed.join(", ")));
+        }
+        let run = RunCommit {
+            run_id: report.run_id.clone(),
+            kind: RunKind::Transform,
+            target: target.clone(),
+            manifest_hash: definition.manifest_hash.clone(),
+            batch: previous.as_ref().map_or(1, |p| p.batch + 1),
+            started_at,
+            records: RecordCounts { read: written.rows, written: written.rows, quarantined: 0 },
+            inputs: Vec::new(),
+            read: pinned.read.clone(),
+            sql_hash: Some(definition.sql_hash.clone()),
+            sql: Some(rendered.sql.clone()),
+            mode: Some(mode.as_str().to_string()),
+        };
+        let table = match existing {
+            Some(t) => lh.warehouse.keep_log(t).await?,
+            None => {
+                let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
+                let partition_by = &model.rendered.config.partition_by;
+                lh.warehouse.open_or_create(&url, &documented(&schema, model), &description, partition_by, &[]).await?
+            }
+        };
+        let write = match mode {
+            _ if merge => None,
+            Mode::Full => Some(Write::Overwrite {
+                adds: written.adds.clone(),
+                schema: schema_changed.then(|| documented(&schema, model)),
+            }),
+            Mode::Incremental => Some(Write::Append(written.adds.clone())),
+        };
+        publish(&ctx, &table, &url, model, &schema, &written.adds, write, &run).await
+    }
+    .await;
+    // Merged files were copied by the merge's own commit; files of a failed run are referenced by nothing.
+    if merge || published.is_err() {
+        lh.warehouse.discard(&url, &written.adds).await;
+    }
+    let version = published?;
+    tracing::info!(version, rows = written.rows, mode = mode.as_str(), "committed");
+    Ok(Outcome::Built { mode, version, rows: written.rows })
+}
 
-    // 3. Session, SQL, data.
+/// Opens the model's inputs at their current versions.
+async fn pin_inputs(lh: &Lakehouse, model: &Model) -> Result<Pinned, TransformError> {
+    let mut tables: BTreeMap<String, DeltaTable> = BTreeMap::new();
+    for table in &model.rendered.inputs {
+        tables.insert(table.clone(), open_input(lh, table).await?);
+    }
+    let read =
+        tables.iter().map(|(t, d)| TableVersion { table: t.clone(), version: d.version().unwrap_or(0) }).collect();
+    Ok(Pinned { tables, read })
+}
+
+fn definition(lh: &Lakehouse, model: &Model) -> Definition {
+    let suppressed =
+        model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref()).is_some_and(|c| c.count.is_some());
+    let threshold =
+        if suppressed { format!("min_group_size={}", lh.project.file.privacy.min_group_size) } else { String::new() };
+    Definition {
+        sql_hash: hash(&model.rendered.sql),
+        manifest_hash: hash(&format!(
+            "{}\n{}\n{threshold}",
+            model.loaded.sql,
+            model.loaded.sidecar_text.as_deref().unwrap_or_default()
+        )),
+    }
+}
+
+/// For an incremental run after `prev`: the data files each input gained since the version `prev` read (empty
+/// for an input unchanged, absent for one read whole), or why the run must rebuild in full instead.
+async fn new_files(
+    prev: &RunCommit,
+    pinned: &Pinned,
+    model: &Model,
+    definition: &Definition,
+) -> Result<Result<BTreeMap<String, BTreeSet<String>>, String>, TransformError> {
+    // New SQL applies to every row, not only to the new ones.
+    if prev.sql_hash.as_deref() != Some(definition.sql_hash.as_str()) {
+        return Ok(Err("the model's SQL changed since the last run".to_string()));
+    }
+    let mut per_input = BTreeMap::new();
+    for tv in pinned.read.iter().filter(|tv| !model.rendered.whole_inputs.contains(&tv.table)) {
+        let Some(before) = prev.read.iter().find(|p| p.table == tv.table) else {
+            return Ok(Err(format!("{} is a new input", tv.table)));
+        };
+        if before.version == tv.version {
+            per_input.insert(tv.table.clone(), BTreeSet::new());
+            continue;
+        }
+        if before.version > tv.version {
+            return Ok(Err(format!("{} is older than the version last read", tv.table)));
+        }
+        let table = &pinned.tables[&tv.table];
+        let old = match files_at(table, before.version, &tv.table).await {
+            Ok(old) => old,
+            // A store that cannot be reached is not a reason to rebuild.
+            Err(e) if crate::storage::unreachable(&e).is_some() => return Err(e),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "version {} of {} that the last run read can no longer be read (its log entry expired?)",
+                    before.version, tv.table
+                )));
+            }
+        };
+        let now = files_at(table, tv.version, &tv.table).await?;
+        if !old.is_subset(&now) {
+            return Ok(Err(format!(
+                "{} was rewritten since version {} (replace, upsert or rebuild)",
+                tv.table, before.version
+            )));
+        }
+        per_input.insert(tv.table.clone(), now.difference(&old).cloned().collect());
+    }
+    Ok(Ok(per_input))
+}
+
+/// The model's session: each input registered whole, or only its new files (`new_files`, incremental), and the
+/// target itself (for `{{ this }}`).
+async fn session(
+    lh: &Lakehouse,
+    pinned: &Pinned,
+    new_files: Option<&BTreeMap<String, BTreeSet<String>>>,
+    existing: Option<&DeltaTable>,
+    target: &str,
+) -> Result<SessionContext, TransformError> {
     let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
     let ctx = new_session(Functions::Keyed(lh.keys.clone()), &domains, lh.project.file.timezone.0);
-    for (name, table) in &inputs {
+    for (name, table) in &pinned.tables {
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let full = table.table_provider().await.map_err(sql_err)?;
-        let provider = match new_files.as_ref().and_then(|n| n.get(name)) {
+        let provider = match new_files.and_then(|n| n.get(name)) {
             None => full,
             Some(files) if files.is_empty() => {
                 Arc::new(MemTable::try_new(full.schema(), vec![vec![]]).map_err(sql_err)?)
@@ -403,60 +545,65 @@ async fn run_model(
         };
         ctx.register_table(name.as_str(), provider).map_err(sql_err)?;
     }
-    if let Some(t) = &existing {
+    if let Some(t) = existing {
         t.update_datafusion_session(&ctx.state()).map_err(delta_err(target))?;
-        ctx.register_table(target.as_str(), t.table_provider().await.map_err(sql_err)?).map_err(sql_err)?;
+        ctx.register_table(target, t.table_provider().await.map_err(sql_err)?).map_err(sql_err)?;
     }
-    let rendered =
-        renderer.render(&model.loaded.template, target, mode == Mode::Incremental).map_err(TransformError::Render)?;
-    let planned = crate::session::sql(&ctx, &rendered.sql).await.map_err(sql_err)?;
+    Ok(ctx)
+}
+
+/// Plans the SQL that runs, checks its column lineage against the privacy rules (an incremental branch could
+/// expose what the full rendering that `validate` planned masks), and returns the result as published.
+async fn planned_frame(
+    lh: &Lakehouse,
+    ctx: &SessionContext,
+    model: &Model,
+    sql: &str,
+    report: &mut TransformReport,
+) -> Result<DataFrame, TransformError> {
+    let planned = crate::session::sql(ctx, sql).await.map_err(sql_err)?;
     let minimums = &lh.project.file.privacy.min_generalization;
     let lineage = super::lineage::lineage(planned.logical_plan(), minimums);
-    // The SQL that runs is checked, not only the full rendering `validate` planned: an incremental branch
-    // could expose what the full one masks.
     let mut privacy = super::lineage::PrivacyCheck::new(super::plan::sensitive_columns(&lh.project));
-    if let Some(leak) = privacy.add(target, &lineage).0.first() {
+    if let Some(leak) = privacy.add(&model.target, &lineage).0.first() {
         return Err(TransformError::Privacy(format!("{leak}; {}", super::lineage::Leak::hint(minimums))));
     }
     report.lineage = Some(lineage);
-    let df = publishable(lh, model, planned)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    report.schema = Some(schema.clone());
+    publishable(lh, model, planned)
+}
 
-    // 4. The target table: create it, or check its columns.
-    let description = model.loaded.sidecar.as_ref().and_then(|s| s.description.clone()).unwrap_or_default();
+/// Checks an existing target against the new result: an incremental run cannot change its columns, no run its
+/// partitioning. Returns whether the columns changed (a full run then publishes the new schema).
+fn check_target(table: &DeltaTable, schema: &SchemaRef, model: &Model, mode: Mode) -> Result<bool, TransformError> {
+    let target = &model.target;
+    let change = schema_change(table, schema, target)?;
+    if change.is_some() && mode == Mode::Incremental {
+        return Err(TransformError::SchemaChanged(change.unwrap_or_default()));
+    }
     let partition_by = &model.rendered.config.partition_by;
-    let (existing, schema_change) = match existing {
-        Some(t) => {
-            let change = schema_change(&t, &schema, target)?;
-            if change.is_some() && mode == Mode::Incremental {
-                return Err(TransformError::SchemaChanged(change.unwrap_or_default()));
-            }
-            let current_partitions = t.snapshot().map_err(delta_err(target))?.metadata().partition_columns().to_vec();
-            if current_partitions != *partition_by {
-                return Err(TransformError::SchemaChanged(format!(
-                    "partition_by was [{}] and is now [{}]",
-                    current_partitions.join(", "),
-                    partition_by.join(", ")
-                )));
-            }
-            (Some(t), change)
-        }
-        None => (None, None),
-    };
-    // A first run creates the table only when it publishes: a failed first run leaves nothing behind.
-    // 5. Write files (not committed yet).
-    let run_id = report.run_id.clone();
-    let started_at = chrono::Utc::now();
-    let mut writer = RecordBatchWriter::try_new(
-        url.as_str(),
-        schema.clone(),
-        (!partition_by.is_empty()).then(|| partition_by.clone()),
-        Some(lh.warehouse.storage_options(&url)),
-    )
-    .map_err(delta_err(target))?
-    .with_target_file_size(crate::storage::TARGET_FILE_BYTES)
-    .with_writer_properties(crate::storage::parquet_properties());
+    let current = table.snapshot().map_err(delta_err(target))?.metadata().partition_columns().to_vec();
+    if current != *partition_by {
+        return Err(TransformError::SchemaChanged(format!(
+            "partition_by was [{}] and is now [{}]",
+            current.join(", "),
+            partition_by.join(", ")
+        )));
+    }
+    Ok(change.is_some())
+}
+
+/// Writes the result into data files of the target (not committed); on failure, removes those written.
+async fn write_files(
+    lh: &Lakehouse,
+    url: &Url,
+    schema: &SchemaRef,
+    model: &Model,
+    df: DataFrame,
+) -> Result<Written, TransformError> {
+    let target = &model.target;
+    let partition_by = &model.rendered.config.partition_by;
+    let mut writer = crate::storage::file_writer(url, schema.clone(), partition_by, lh.warehouse.storage_options(url))
+        .map_err(delta_err(target))?;
     let mut rows = 0u64;
     let written: Result<(), TransformError> = async {
         let mut stream = df.execute_stream().await.map_err(sql_err)?;
@@ -469,118 +616,69 @@ async fn run_model(
     }
     .await;
     let adds = writer.flush().await.map_err(delta_err(target));
-    let adds = match (written, adds) {
-        (Ok(()), Ok(adds)) => adds,
-        (Ok(()), Err(e)) => return Err(e),
+    match (written, adds) {
+        (Ok(()), Ok(adds)) => Ok(Written { adds, rows }),
+        (Ok(()), Err(e)) => Err(e),
         (Err(e), adds) => {
             // Files the writer completed before the failure.
             if let Ok(adds) = adds {
-                lh.warehouse.discard(&url, &adds).await;
+                lh.warehouse.discard(url, &adds).await;
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    tracing::debug!(rows, files = adds.len(), mode = mode.as_str(), "written, not committed");
-
-    // 6. Audit.
-    let merge = mode == Mode::Incremental && !model.rendered.config.unique_key.is_empty();
-    let audits = match model.loaded.sidecar.as_ref().filter(|s| !s.tests.is_empty()) {
-        Some(s) => {
-            let after = if mode == Mode::Incremental && !merge { Some(target.as_str()) } else { None };
-            let result = audit(&ctx, &url, &adds, &schema, after, &s.tests).await;
-            match result {
-                Ok(a) => a,
-                Err(e) => {
-                    lh.warehouse.discard(&url, &adds).await;
-                    return Err(e);
-                }
-            }
-        }
-        None => Vec::new(),
-    };
-    let failed: Vec<&AuditOutcome> = audits.iter().filter(|a| !a.passed && a.severity == Severity::Error).collect();
-    report.audits = audits.clone();
-    if !failed.is_empty() {
-        lh.warehouse.discard(&url, &adds).await;
-        let list: Vec<String> = failed.iter().map(|a| format!("{} ({} rows)", a.label, a.failing)).collect();
-        return Err(TransformError::Audit(list.join(", ")));
     }
+}
 
-    // 7. Publish.
-    let table = match existing {
-        Some(t) => match lh.warehouse.keep_log(t).await {
-            Ok(t) => t,
-            Err(e) => {
-                lh.warehouse.discard(&url, &adds).await;
-                return Err(e.into());
-            }
-        },
-        None => {
-            match lh.warehouse.open_or_create(&url, &documented(&schema, model), &description, partition_by, &[]).await
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    lh.warehouse.discard(&url, &adds).await;
-                    return Err(e.into());
-                }
-            }
-        }
-    };
-    let batch = previous.as_ref().map_or(1, |p| p.batch + 1);
-    let run = RunCommit {
-        run_id,
-        kind: RunKind::Transform,
-        target: target.clone(),
-        manifest_hash,
-        batch,
-        started_at,
-        records: RecordCounts { read: rows, written: rows, quarantined: 0 },
-        inputs: Vec::new(),
-        read,
-        sql_hash: Some(sql_hash),
-        sql: Some(rendered.sql.clone()),
-        mode: Some(mode.as_str().to_string()),
-    };
-    // The run number as a Delta application transaction: two runs of the model racing from the same previous
-    // run commit the same number, and Delta's conflict check lets only one of them publish.
+/// Runs the sidecar's audits on the table as it would be after publishing (the written files; with the
+/// current rows too for an appending incremental run).
+async fn audit_written(
+    ctx: &SessionContext,
+    url: &Url,
+    adds: &[Add],
+    schema: &SchemaRef,
+    model: &Model,
+    mode: Mode,
+    merge: bool,
+) -> Result<Vec<AuditOutcome>, TransformError> {
+    let Some(sidecar) = model.loaded.sidecar.as_ref().filter(|s| !s.tests.is_empty()) else { return Ok(Vec::new()) };
+    let after = if mode == Mode::Incremental && !merge { Some(model.target.as_str()) } else { None };
+    audit(ctx, url, adds, schema, after, &sidecar.tests).await
+}
+
+/// Publishes the written files in one commit carrying the run (`write`, or a merge on the unique key when
+/// `None`). The run number is the commit's Delta application transaction: two runs of the model racing from
+/// the same previous run commit the same number, and Delta's conflict check lets only one of them publish.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    url: &Url,
+    model: &Model,
+    schema: &SchemaRef,
+    adds: &[Add],
+    write: Option<Write>,
+    run: &RunCommit,
+) -> Result<u64, TransformError> {
+    let target = &model.target;
     let props = CommitProperties::default()
-        .with_application_transaction(Transaction::new(app_id(target), batch))
-        .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(&run).unwrap_or_default())]);
+        .with_application_transaction(Transaction::new(app_id(target), run.batch))
+        .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(run).unwrap_or_default())]);
     // Test hooks: `LAKEHOUSE_FAULT=before-publish` aborts between writing and committing; `slow-publish` waits
     // a second there so that concurrent runs of the model race for the commit.
     crate::fault::abort_at("before-publish");
     if crate::fault::armed("slow-publish") {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let published = if merge {
-        let v = merge_files(&ctx, &table, &url, &adds, &model.rendered.config.unique_key, &schema, props).await;
-        lh.warehouse.discard(&url, &adds).await;
-        v
-    } else {
-        let v = publish(
-            &table,
-            target,
-            mode,
-            schema_change.is_some(),
-            &documented(&schema, model),
-            partition_by,
-            adds.clone(),
-            props,
-        )
-        .await;
-        if v.is_err() {
-            lh.warehouse.discard(&url, &adds).await;
-        }
-        v
+    let published = match write {
+        None => merge_files(ctx, table, url, adds, &model.rendered.config.unique_key, schema, props).await,
+        Some(write) => crate::storage::commit_write(table, write, props).await.map_err(delta_err(target)),
     };
-    let version = published.map_err(|e| match e {
-        TransformError::Delta { source, .. } if is_conflict(&source) => {
+    published.map_err(|e| match e {
+        TransformError::Delta { source, .. } if crate::storage::is_conflict(&source) => {
             TransformError::Concurrent { target: target.clone() }
         }
         other => other,
-    })?;
-    tracing::info!(version, rows, mode = mode.as_str(), "committed");
-    Ok(Outcome::Built { mode, version, rows })
+    })
 }
 
 /// The output schema with the sidecar's column descriptions as Delta column comments (field metadata
@@ -600,53 +698,6 @@ fn documented(schema: &SchemaRef, model: &Model) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-/// One commit: overwrite (removes of every current file, the new schema when it changed) or append.
-#[allow(clippy::too_many_arguments)]
-async fn publish(
-    table: &DeltaTable,
-    target: &str,
-    mode: Mode,
-    schema_changed: bool,
-    schema: &SchemaRef,
-    partition_by: &[String],
-    adds: Vec<Add>,
-    props: CommitProperties,
-) -> Result<u64, TransformError> {
-    let snapshot = table.snapshot().map_err(delta_err(target))?;
-    let mut actions: Vec<Action> = Vec::new();
-    let save_mode = if mode == Mode::Full {
-        actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
-        if schema_changed {
-            let delta_schema: StructType =
-                schema.as_ref().try_into_kernel().map_err(|e| delta_err(target)(e.into()))?;
-            let metadata =
-                snapshot.metadata().clone().with_schema(&delta_schema).map_err(|e| delta_err(target)(e.into()))?;
-            actions.push(Action::Metadata(metadata));
-        }
-        SaveMode::Overwrite
-    } else {
-        SaveMode::Append
-    };
-    actions.extend(adds.into_iter().map(Action::Add));
-    let op = DeltaOperation::Write {
-        mode: save_mode,
-        partition_by: (!partition_by.is_empty()).then(|| partition_by.to_vec()),
-        predicate: None,
-    };
-    Ok(CommitBuilder::from(props)
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), op)
-        .await
-        .map_err(delta_err(target))?
-        .version())
-}
-
-/// A commit that lost a race with another writer of the same table.
-fn is_conflict(e: &DeltaTableError) -> bool {
-    matches!(e, DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) })
-        || matches!(e, DeltaTableError::VersionAlreadyExists(_))
 }
 
 /// The model's result as published: its SQL, small-cell suppression for gold, types Delta stores.
@@ -817,38 +868,37 @@ pub(crate) fn audit_sql(test: &AuditTest, subject: &str) -> String {
     let s = |v: &str| format!("'{}'", v.replace('\'', "''"));
     match test {
         AuditTest::NotNull { columns, .. } => format!(
-            "SELECT count(*) FROM {subject} WHERE {}",
+            "SELECT count(*) AS n FROM {subject} WHERE {}",
             columns.iter().map(|c| format!("{} IS NULL", q(c))).collect::<Vec<_>>().join(" OR ")
         ),
         AuditTest::Unique { columns, .. } => {
             let cols = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
             format!(
-                "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {subject} GROUP BY {cols} HAVING count(*) > 1)"
+                "SELECT coalesce(sum(n), 0) AS n FROM (SELECT count(*) AS n FROM {subject} GROUP BY {cols} HAVING count(*) > 1)"
             )
         }
         AuditTest::AcceptedValues { column, values, .. } => format!(
-            "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
+            "SELECT count(*) AS n FROM {subject} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
             values.iter().map(|v| s(v)).collect::<Vec<_>>().join(", "),
             c = q(column)
         ),
         AuditTest::Relationships { column, to, field, .. } => format!(
-            "SELECT count(*) FROM {subject} WHERE {c} IS NOT NULL AND {c} NOT IN (SELECT {f} FROM {to} WHERE {f} IS NOT NULL)",
+            "SELECT count(*) AS n FROM {subject} WHERE {c} IS NOT NULL AND {c} NOT IN (SELECT {f} FROM {to} WHERE {f} IS NOT NULL)",
             c = q(column),
             f = q(field)
         ),
         AuditTest::Expression { sql, .. } => {
-            format!("SELECT count(*) FROM {subject} WHERE NOT coalesce(({sql}), false)")
+            format!("SELECT count(*) AS n FROM {subject} WHERE NOT coalesce(({sql}), false)")
         }
-        AuditTest::RowCount { .. } => format!("SELECT count(*) FROM {subject}"),
+        AuditTest::RowCount { .. } => format!("SELECT count(*) AS n FROM {subject}"),
     }
 }
 
 async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, TransformError> {
-    let batches = crate::session::sql(ctx, sql).await.map_err(sql_err)?.collect().await.map_err(sql_err)?;
-    let batch = batches.first().ok_or_else(|| TransformError::Internal(format!("no result for {sql}")))?;
-    let column = cast_array(batch.column(0), &DataType::UInt64).map_err(|e| TransformError::Internal(e.to_string()))?;
-    let values = column.as_any().downcast_ref::<UInt64Array>();
-    Ok(values.filter(|v| !v.is_empty()).map_or(0, |v| v.value(0)))
+    crate::storage::rows::count(ctx, sql).await.map_err(|e| match e {
+        crate::storage::rows::RowsError::Query(e) => sql_err(e),
+        other => TransformError::Internal(other.to_string()),
+    })
 }
 
 /// Merges the written files into the table on `keys`: matching rows are replaced, others inserted.
@@ -864,7 +914,7 @@ async fn merge_files(
     let target = table.table_url().to_string();
     if adds.is_empty() {
         // Nothing new: still record the input versions read.
-        return crate::storage::commit_empty(table, props).await.map_err(delta_err(&target));
+        return crate::storage::commit_write(table, Write::Append(Vec::new()), props).await.map_err(delta_err(&target));
     }
     register_files(ctx, "__incoming", url, adds, schema).await?;
     let source = ctx.table("__incoming").await.map_err(sql_err)?;

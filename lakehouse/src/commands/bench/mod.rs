@@ -3,7 +3,9 @@ use std::process::ExitCode;
 
 use crate::cli::{BenchCommand, BenchData};
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+mod workload;
+
+pub async fn run(cmd: BenchCommand) -> super::CmdResult {
     let work_dir = |dir: Option<PathBuf>| -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
         Ok(match dir {
             Some(d) => (d, None),
@@ -16,12 +18,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ingest(BenchData { rows, files, dir }) => {
             let (dir, _tmp) = work_dir(dir)?;
-            let result = lakehouse::bench::ingest(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
+            let result = workload::ingest(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
         BenchCommand::Transform(BenchData { rows, files, dir }) => {
             let (dir, _tmp) = work_dir(dir)?;
-            let result = lakehouse::bench::transform(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
+            let result = workload::transform(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
     }

@@ -12,9 +12,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::Lakehouse;
-use crate::ingest::ingest_source;
-use crate::manifest::Project;
+use lakehouse::Lakehouse;
+use lakehouse::ingest::ingest_source;
+use lakehouse::manifest::Project;
 
 const PROJECT: &str = "version: 1
 name: bench
@@ -154,7 +154,7 @@ fn setup(
     }
     let generate_secs = t0.elapsed().as_secs_f64();
     let project = Project::load(&project_dir)?;
-    Ok((Lakehouse::open(project, crate::KeyUse::Write)?, bytes, generate_secs, files))
+    Ok((Lakehouse::open(project, lakehouse::KeyUse::Write)?, bytes, generate_secs, files))
 }
 
 /// Figures of one `bench transform` run.
@@ -197,8 +197,8 @@ pub async fn transform(
     let (lh, _, _, _) = setup(dir, rows, files, &manifest)?;
     let src = lh.project.sources[0].clone();
     let report = ingest_source(&lh, &src).await?;
-    let mut diags = crate::manifest::Diagnostics::default();
-    let plan = crate::transform::Plan::build(&lh.project, &Default::default(), &mut diags);
+    let mut diags = lakehouse::manifest::Diagnostics::default();
+    let plan = lakehouse::transform::Plan::build(&lh.project, &Default::default(), &mut diags);
     if !diags.is_empty() {
         return Err(diags.to_string().into());
     }
@@ -206,10 +206,10 @@ pub async fn transform(
     // Measure the transform's own peak: reset the high-water mark (Linux 4.0+; ignored elsewhere).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t1 = Instant::now();
-    let reports = crate::transform::run::run(&lh, &plan, &plan.order, &Default::default()).await;
+    let reports = lakehouse::transform::run::run(&lh, &plan, &plan.order, &Default::default()).await;
     let transform_secs = t1.elapsed().as_secs_f64();
     match reports.first().map(|r| &r.outcome) {
-        Some(crate::transform::Outcome::Built { rows: built, .. }) if *built == report.records.written => {}
+        Some(lakehouse::transform::Outcome::Built { rows: built, .. }) if *built == report.records.written => {}
         other => return Err(format!("unexpected transform result: {other:?}").into()),
     }
     Ok(TransformBench { rows: report.records.written, prepare_secs, transform_secs, peak_rss_bytes: peak_rss() })

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
@@ -21,19 +21,16 @@ use url::Url;
 
 use crate::manifest::StorageSettings;
 
-/// Data files are cut at about this size.
-pub const TARGET_FILE_BYTES: u64 = 256 << 20;
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 262_144;
+mod commit;
+pub mod rows;
+pub use commit::{
+    TARGET_FILE_BYTES, Write, append_batch, commit_write, file_writer, is_conflict, merge_on_keys, parquet_properties,
+    run_at, run_of, table_writer,
+};
 
-/// Parquet settings of every data file we write: Snappy, column-chunk statistics only (what Delta's data
-/// skipping reads; page-level ones would only cost time).
-pub fn parquet_properties() -> parquet::file::properties::WriterProperties {
-    parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
+/// The Arrow type of every timestamp we store: microseconds, UTC (Delta's `timestamp`).
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 /// The environment variables passed to the S3 object store.
@@ -442,66 +439,6 @@ fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(
         });
     }
     Ok(())
-}
-
-/// Merges `source` into `table` on the `keys` columns: rows with a matching key replace the table's row (every
-/// column), the others are inserted; one commit with `props`. A merge that changes nothing makes no commit, so
-/// an empty commit then records the run (its metadata and application transaction) anyway. Returns the version.
-pub async fn merge_on_keys(
-    table: &DeltaTable,
-    source: datafusion::prelude::DataFrame,
-    keys: &[String],
-    props: CommitProperties,
-) -> Result<u64, DeltaTableError> {
-    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-    let before = table.version().unwrap_or(0);
-    let predicate = keys.iter().map(|k| format!("t.{c} = s.{c}", c = q(k))).collect::<Vec<_>>().join(" AND ");
-    let columns: Vec<String> = table.snapshot()?.schema().fields().map(|f| q(f.name())).collect();
-    let (merged, _metrics) = table
-        .clone()
-        .merge(source, predicate)
-        .with_source_alias("s")
-        .with_target_alias("t")
-        .with_commit_properties(props.clone())
-        .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(c.clone(), format!("s.{c}"))))?
-        .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.clone(), format!("s.{c}"))))?
-        .await?;
-    match merged.version() {
-        Some(v) if v > before => Ok(v),
-        _ => commit_empty(table, props).await,
-    }
-}
-
-/// A commit without data: records a run (commit metadata, application transaction) that changed nothing.
-pub async fn commit_empty(table: &DeltaTable, props: CommitProperties) -> Result<u64, DeltaTableError> {
-    let op = deltalake::protocol::DeltaOperation::Write {
-        mode: deltalake::protocol::SaveMode::Append,
-        partition_by: None,
-        predicate: None,
-    };
-    Ok(deltalake::kernel::transaction::CommitBuilder::from(props)
-        .with_actions(Vec::new())
-        .build(Some(table.snapshot()?), table.log_store(), op)
-        .await?
-        .version())
-}
-
-/// The run metadata ([`catalog::RunCommit`]) of the commit that wrote `version` of the table, read from that
-/// commit's log entry; `None` for commits not made by a run (the table's creation).
-pub async fn run_at(table: &DeltaTable, version: u64) -> Option<catalog::RunCommit> {
-    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
-    for line in bytes.split(|b| *b == b'\n') {
-        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-        if let Some(run) = action.get("commitInfo").and_then(|c| c.get(catalog::RUN_COMMIT_KEY)) {
-            return serde_json::from_value(run.clone()).ok();
-        }
-    }
-    None
-}
-
-/// The run of the commit that made the table's loaded version.
-pub async fn run_of(table: &DeltaTable) -> Option<catalog::RunCommit> {
-    run_at(table, table.version()?).await
 }
 
 /// Storage options for a URL: for `s3://`, the `AWS_*` variables and the client's timeouts and retries (read by

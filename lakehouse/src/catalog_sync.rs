@@ -1,0 +1,277 @@
+//! The catalog database kept up to date from the lake: the tables and their columns, the runs recorded in the
+//! commit metadata of every table, their inputs (table versions and files), the run attempts of `system.runs`
+//! and the models' column lineage. The lake is the source of truth: the catalog can be deleted and rebuilt
+//! ([`rebuild_catalog`]); after each command only what changed since its last update is read ([`sync_catalog`]).
+//! [`catalog_batches`] gives its tables to `lakehouse sql` as `catalog.*`.
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use catalog::{AttemptRow, ColumnLineageRow, ColumnRow, LineageRow, RunCommit, RunRow, Snapshot, TableRow};
+use deltalake::DeltaTable;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Lakehouse;
+use crate::storage::rows;
+use crate::transform::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    /// Reading the lake failed (the message names the table).
+    #[error("{0}")]
+    Lake(String),
+}
+
+impl SyncError {
+    /// A store that cannot be reached or a catalog URL to fix is the user's to repair.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Catalog(catalog::CatalogError::Url(_) | catalog::CatalogError::Connect { .. }) => true,
+            Self::Catalog(_) => false,
+            Self::Lake(_) => false,
+        }
+    }
+}
+
+fn lake(e: impl std::fmt::Display) -> SyncError {
+    SyncError::Lake(e.to_string())
+}
+
+/// The project's catalog URL with a relative SQLite path made absolute (against the project directory).
+pub fn catalog_url(lh: &Lakehouse) -> String {
+    let url = &lh.project.file.catalog;
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !std::path::Path::new(path).is_absolute() => {
+            format!("sqlite://{}", lh.project.dir.join(path.trim_start_matches("./")).display())
+        }
+        _ => url.clone(),
+    }
+}
+
+/// Rebuilds the catalog database from the lake alone.
+pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<Snapshot, SyncError> {
+    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new(), None).await?;
+    let catalog = catalog::Catalog::open(&catalog_url(lh)).await?;
+    catalog.replace_all(&snapshot).await?;
+    Ok(snapshot)
+}
+
+/// Brings the catalog up to date: only the table versions written since its last update are read (a new
+/// catalog is built in full).
+pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<(), SyncError> {
+    let catalog = catalog::Catalog::open(&catalog_url(lh)).await?;
+    let indexed = catalog.indexed_versions().await?;
+    // Attempts are only appended: read those from the latest one indexed on (it included).
+    let last = if indexed.is_empty() { None } else { catalog.last_attempt().await? };
+    let since = last.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
+    let (delta, rewritten) = snapshot(lh, plan, &indexed, since).await?;
+    if indexed.is_empty() {
+        catalog.replace_all(&delta).await?;
+    } else {
+        catalog.update(&delta, &rewritten, since.and(last.as_deref())).await?;
+    }
+    Ok(())
+}
+
+/// Updates the catalog after a command; a failure is a warning (the lake stays the source of truth).
+pub async fn sync_catalog_quietly(lh: &Lakehouse, plan: &Plan) {
+    if let Err(e) = sync_catalog(lh, plan).await {
+        tracing::warn!(error = %e, "could not update the catalog (`lakehouse catalog rebuild` retries)");
+    }
+}
+
+/// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions in
+/// `indexed`, all when it is empty), the inputs of each run, the run attempts since `attempts_since`, and the
+/// models' column lineage. Also returns the tables whose versions went back (recreated), whose runs must be
+/// indexed again from the start.
+pub async fn snapshot(
+    lh: &Lakehouse,
+    plan: &Plan,
+    indexed: &BTreeMap<String, i64>,
+    attempts_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Snapshot, Vec<String>), SyncError> {
+    let mut s = Snapshot::default();
+    let mut rewritten = Vec::new();
+    for (name, owner, description) in documented_tables(lh, plan) {
+        let Some((layer, short)) = name.split_once('.') else { continue };
+        let url = lh.warehouse.table_url(layer, short);
+        let Some(table) = lh.warehouse.open(&url).await.map_err(lake)? else { continue };
+        let latest = table.version().unwrap_or(0) as i64;
+        s.columns.extend(column_rows(lh, plan, &name, &table)?);
+        s.tables.push(TableRow {
+            name: name.clone(),
+            layer: layer.to_string(),
+            location: url.to_string(),
+            owner,
+            description,
+            version: latest,
+        });
+        let from = match indexed.get(&name) {
+            Some(v) if *v > latest => {
+                rewritten.push(name.clone());
+                0
+            }
+            Some(v) => (*v + 1) as u64,
+            None => 0,
+        };
+        for (version, run) in runs_of_table(&table, from).await {
+            add_run(&mut s, &name, version as i64, &run);
+        }
+    }
+    s.attempts = attempt_rows(lh, attempts_since).await?;
+    s.column_lineage = column_lineage_rows(plan);
+    s.sort();
+    Ok((s, rewritten))
+}
+
+/// Every table the project declares (bronze tables of sources, silver and gold of models): name, owner,
+/// description.
+fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>, Option<String>)> {
+    let sources = lh.project.sources.iter().map(|src| {
+        let m = &src.manifest;
+        (format!("bronze.{}", m.name), Some(m.owner.to_string()), Some(m.description.clone()))
+    });
+    let models = plan
+        .models
+        .iter()
+        .map(|(t, m)| (t.clone(), None, m.loaded.sidecar.as_ref().and_then(|s| s.description.clone())));
+    sources.chain(models).collect()
+}
+
+/// A table's columns as stored, with the privacy class and description its manifest or sidecar declares.
+fn column_rows(lh: &Lakehouse, plan: &Plan, name: &str, table: &DeltaTable) -> Result<Vec<ColumnRow>, SyncError> {
+    let schema = table.snapshot().map_err(lake)?.schema();
+    let source = lh.project.sources.iter().find(|src| format!("bronze.{}", src.manifest.name) == name);
+    let model = plan.models.get(name);
+    Ok(schema
+        .fields()
+        .enumerate()
+        .map(|(i, f)| {
+            let declared = source.and_then(|src| src.manifest.columns.iter().find(|(n, _)| n.as_str() == f.name()));
+            let privacy_class = declared.map(|(_, c)| format!("{:?}", c.pii).to_lowercase());
+            let description = declared
+                .and_then(|(_, c)| c.description.clone())
+                .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(f.name().as_str())?.description.clone());
+            ColumnRow {
+                table_name: name.to_string(),
+                position: i as i64 + 1,
+                name: f.name().to_string(),
+                data_type: f.data_type().to_string(),
+                privacy_class,
+                description,
+            }
+        })
+        .collect())
+}
+
+/// Every run recorded in the commit metadata of a table from version `from` on: (version, run).
+pub async fn runs_of_table(table: &DeltaTable, from: u64) -> Vec<(u64, RunCommit)> {
+    let mut out = Vec::new();
+    for v in from..=table.version().unwrap_or(0) {
+        if let Some(run) = crate::storage::run_at(table, v).await {
+            out.push((v, run));
+        }
+    }
+    out
+}
+
+/// A run that wrote `target` at `version`, and its inputs: the table versions it read, the files it took.
+fn add_run(s: &mut Snapshot, target: &str, version: i64, run: &RunCommit) {
+    s.runs.push(RunRow {
+        target: target.to_string(),
+        output_version: version,
+        run_id: run.run_id.0.clone(),
+        kind: run.kind.as_str().to_string(),
+        started_at: run.started_at.to_rfc3339(),
+        batch: run.batch,
+        manifest_hash: run.manifest_hash.clone(),
+        sql_hash: run.sql_hash.clone(),
+        mode: run.mode.clone(),
+        sql: run.sql.clone(),
+        records_read: run.records.read as i64,
+        records_written: run.records.written as i64,
+        records_quarantined: run.records.quarantined as i64,
+    });
+    let line = |input: String, input_version| LineageRow {
+        target: target.to_string(),
+        output_version: version,
+        input,
+        input_version,
+    };
+    s.lineage.extend(run.read.iter().map(|r| line(r.table.clone(), Some(r.version as i64))));
+    s.lineage.extend(run.inputs.iter().map(|f| line(format!("{}{}", f.location, f.path), None)));
+}
+
+/// The run attempts of `system.runs` that started at or after `since` (all when `None`).
+async fn attempt_rows(
+    lh: &Lakehouse,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<AttemptRow>, SyncError> {
+    let records = crate::runlog::read_since(&lh.warehouse, since).await.map_err(lake)?;
+    Ok(records
+        .into_iter()
+        .map(|r| AttemptRow {
+            started_at: r.started_at.to_rfc3339(),
+            run_id: r.run_id,
+            target: r.target,
+            kind: r.kind,
+            trigger: r.trigger,
+            attempt: i64::from(r.attempt),
+            ended_at: r.ended_at.to_rfc3339(),
+            status: r.status.as_str().to_string(),
+            error: r.error,
+            rows: r.rows.map(|v| v as i64),
+            version: r.version.map(|v| v as i64),
+        })
+        .collect())
+}
+
+/// The models' column lineage: each output column and the input columns it depends on (`output_column`
+/// `None`: columns read by filters, joins and groupings).
+fn column_lineage_rows(plan: &Plan) -> Vec<ColumnLineageRow> {
+    let mut out = Vec::new();
+    for (table, l) in &plan.lineage {
+        for (column, sources) in &l.columns {
+            out.extend(sources.iter().map(|src| ColumnLineageRow {
+                output_table: table.clone(),
+                output_column: Some(column.clone()),
+                input_table: src.table.clone(),
+                input_column: src.column.clone(),
+                kind: src.kind.as_str().to_string(),
+                masked: src.masked,
+            }));
+        }
+        out.extend(l.indirect.iter().map(|(kind, t, c)| ColumnLineageRow {
+            output_table: table.clone(),
+            output_column: None,
+            input_table: t.clone(),
+            input_column: c.clone(),
+            kind: kind.as_str().to_string(),
+            masked: false,
+        }));
+    }
+    out
+}
+
+/// The catalog database's tables as Arrow batches, for `lakehouse sql` (`catalog.tables`, `catalog.columns`,
+/// `catalog.runs`, `catalog.attempts`, `catalog.lineage`, `catalog.column_lineage`); each keeps its column
+/// types when it has no row.
+pub fn catalog_batches(s: &Snapshot) -> Result<Vec<(&'static str, RecordBatch)>, rows::RowsError> {
+    fn table<T: Serialize + DeserializeOwned>(
+        name: &'static str,
+        rows: &[T],
+    ) -> Result<(&'static str, RecordBatch), rows::RowsError> {
+        Ok((name, rows::to_batch(&rows::schema_of::<T>()?, rows)?))
+    }
+    Ok(vec![
+        table("catalog.tables", &s.tables)?,
+        table("catalog.columns", &s.columns)?,
+        table("catalog.runs", &s.runs)?,
+        table("catalog.attempts", &s.attempts)?,
+        table("catalog.lineage", &s.lineage)?,
+        table("catalog.column_lineage", &s.column_lineage)?,
+    ])
+}

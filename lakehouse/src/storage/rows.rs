@@ -1,0 +1,175 @@
+//! Small tables as typed rows: one serde struct per table (the file ledger, the quarantine, the run log, the
+//! catalog's tables), converted to and from Arrow record batches by `serde_arrow` against the table's declared
+//! schema, and one reader that runs a query and returns its rows as structs. Field names are column names.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_arrow::schema::{SchemaLike, TracingOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RowsError {
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("table: {0}")]
+    Table(#[from] deltalake::DeltaTableError),
+    #[error("rows do not match the table's columns: {0}")]
+    Convert(#[from] serde_arrow::Error),
+}
+
+/// Rows as one record batch of `schema` (an empty batch of that schema for no rows).
+pub fn to_batch<T: Serialize>(schema: &SchemaRef, rows: &[T]) -> Result<RecordBatch, RowsError> {
+    if rows.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok(serde_arrow::to_record_batch(schema.fields(), &rows)?)
+}
+
+/// The Arrow schema of a row type, traced from its fields (strings as `Utf8`, `Option` as nullable).
+pub fn schema_of<T: DeserializeOwned>() -> Result<SchemaRef, RowsError> {
+    let options = TracingOptions::default().strings_as_large_utf8(false).enums_without_data_as_strings(true);
+    let fields = Vec::<FieldRef>::from_type::<T>(options)?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The rows of record batches (extra columns are ignored).
+pub fn from_batches<T: DeserializeOwned>(batches: &[RecordBatch]) -> Result<Vec<T>, RowsError> {
+    let mut out = Vec::new();
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        out.extend(serde_arrow::from_record_batch::<Vec<T>>(b)?);
+    }
+    Ok(out)
+}
+
+/// Runs a read-only query and returns its rows; the query's column names are the struct's field names.
+pub async fn query<T: DeserializeOwned>(ctx: &SessionContext, sql: &str) -> Result<Vec<T>, RowsError> {
+    let batches: Vec<RecordBatch> = crate::session::sql(ctx, sql).await?.execute_stream().await?.try_collect().await?;
+    from_batches(&batches)
+}
+
+/// The rows of a Delta table: `SELECT * FROM t <rest>`, with `rest` a `WHERE` or `ORDER BY` clause (or empty).
+pub async fn read_table<T: DeserializeOwned>(table: &DeltaTable, rest: &str) -> Result<Vec<T>, RowsError> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    ctx.register_table("t", table.table_provider().await?)?;
+    query(&ctx, &format!("SELECT * FROM t {rest}")).await
+}
+
+/// The one value of a one-row, one-column query (`SELECT count(*) AS n …`), such as a count.
+#[derive(serde::Deserialize)]
+pub struct Count {
+    pub n: i64,
+}
+
+/// The count a `SELECT count(*) AS n …` query returns (0 for no row).
+pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64, RowsError> {
+    Ok(query::<Count>(ctx, sql).await?.first().map_or(0, |c| c.n.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        name: String,
+        at: DateTime<Utc>,
+        n: Option<u64>,
+        raw: serde_bytes_like::Bytes,
+        #[serde(rename = "kind")]
+        state: State,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum State {
+        UpToDate,
+        Failed,
+    }
+
+    mod serde_bytes_like {
+        /// Bytes written as a Binary column.
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct Bytes(#[serde(with = "crate::storage::rows::bytes")] pub Vec<u8>);
+    }
+
+    fn schema() -> SchemaRef {
+        use arrow::datatypes::{DataType, Field, TimeUnit};
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("raw", DataType::Binary, false),
+            Field::new("kind", DataType::Utf8, false),
+        ]))
+    }
+
+    #[test]
+    fn rows_round_trip_through_a_batch() {
+        let at = DateTime::from_timestamp_micros(1_764_470_000_123_456).unwrap();
+        let rows = vec![
+            Row {
+                name: "a".into(),
+                at,
+                n: Some(3),
+                raw: serde_bytes_like::Bytes(vec![0, 1, 255]),
+                state: State::UpToDate,
+            },
+            Row { name: "b".into(), at, n: None, raw: serde_bytes_like::Bytes(vec![]), state: State::Failed },
+        ];
+        let batch = to_batch(&schema(), &rows).unwrap();
+        assert_eq!(batch.schema(), schema());
+        let kinds = arrow::compute::cast(batch.column(4), &arrow::datatypes::DataType::Utf8).unwrap();
+        assert_eq!(arrow::array::AsArray::as_string::<i32>(&kinds).value(0), "up_to_date");
+        assert_eq!(from_batches::<Row>(&[batch]).unwrap(), rows);
+        assert_eq!(to_batch::<Row>(&schema(), &[]).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn traced_schemas_have_types_even_without_rows() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct T {
+            a: String,
+            b: Option<i64>,
+            c: bool,
+        }
+        let s = schema_of::<T>().unwrap();
+        let types: Vec<String> =
+            s.fields().iter().map(|f| format!("{} {} {}", f.name(), f.data_type(), f.is_nullable())).collect();
+        assert_eq!(types, ["a Utf8 false", "b Int64 true", "c Boolean false"]);
+    }
+}
+
+/// `#[serde(with = "crate::storage::rows::bytes")]` on a `Vec<u8>` field: written and read as a Binary column
+/// (plain serde would make it a list of integers).
+pub mod bytes {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
