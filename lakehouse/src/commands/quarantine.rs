@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use lakehouse::ingest::read_quarantine;
+use lakehouse::ingest::{QuarantinedRecord, read_quarantine};
 use serde::{Deserialize, Serialize};
 
 use super::output::{OutputFormat, print_batches, rows_batch};
@@ -31,13 +31,13 @@ pub async fn run(dir: &Path, source: &str, raw: bool, format: OutputFormat) -> C
     let records = read_quarantine(&lh, source, raw).await.map_err(CliError::of)?;
     let lines: Vec<QuarantineLine> = records
         .iter()
-        .map(|r| QuarantineLine {
+        .map(|QuarantinedRecord { row: r, decrypted }| QuarantineLine {
             file: r.source_file.rsplit('/').next().unwrap_or(&r.source_file).to_string(),
             line: r.line,
             record: r.record,
             column: r.column.clone(),
             reason: r.reason.clone(),
-            raw: r.raw.as_ref().map(|raw| match raw {
+            raw: decrypted.as_ref().map(|raw| match raw {
                 // Raw records keep the file's bytes: show them in its declared encoding.
                 Ok(bytes) => lakehouse::format::decode(bytes, encoding)
                     .map(|t| t.into_owned())

@@ -821,17 +821,12 @@ async fn upsert(
     crate::storage::merge_on_keys(table, source, &keys, props).await.map_err(|e| delta_err(table, e))
 }
 
-/// A quarantined record as shown to the people who repair ingestion.
+/// A quarantined record as shown to the people who repair ingestion: its row, and its raw text decrypted when
+/// asked for (or why it cannot be).
 #[derive(Debug, Clone)]
 pub struct QuarantinedRecord {
-    pub run_id: String,
-    pub source_file: String,
-    pub line: Option<u64>,
-    pub record: u64,
-    pub column: Option<String>,
-    pub reason: String,
-    /// The original record, decrypted; `None` unless asked for.
-    pub raw: Option<Result<Vec<u8>, String>>,
+    pub row: QuarantineRow,
+    pub decrypted: Option<Result<Vec<u8>, String>>,
 }
 
 /// Reads a source's quarantine, oldest first; with `decrypt`, the raw records are decrypted with the
@@ -860,15 +855,7 @@ pub async fn read_quarantine(
                 crate::privacy::decrypt(k, &q.raw)
                     .ok_or_else(|| "cannot decrypt (wrong key or altered data)".to_string())
             });
-            QuarantinedRecord {
-                run_id: q.run_id,
-                source_file: q.source_file,
-                line: q.line,
-                record: q.record,
-                column: q.column,
-                reason: q.reason,
-                raw,
-            }
+            QuarantinedRecord { row: q, decrypted: raw }
         })
         .collect())
 }

@@ -632,9 +632,87 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
     }
 }
 
-/// One column: privacy (a direct identifier is a pseudonymized string with a key domain), and the options that
-/// apply to its type only.
+/// One column: its privacy declaration, and the options that apply to its type only.
 fn validate_column(
+    project: &ProjectFile,
+    m: &SourceManifest,
+    name: &ColumnName,
+    col: &Column,
+    path: &Path,
+    text: &str,
+    diags: &mut Diagnostics,
+) {
+    let at = |p: &[&str]| diag::locate(text, p);
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
+    let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
+    let cat = |f: &str| {
+        if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
+    };
+    validate_column_privacy(project, m, name, col, path, text, diags);
+    if col.keep_clear.is_some() && col.pii != Pii::Direct {
+        diags.push(err(
+            field("keep_clear"),
+            "`keep_clear` applies to `pii: direct` columns only".into(),
+            cat("keep_clear"),
+        ));
+    }
+    if col.values.is_some() && col.ty != ColumnType::String {
+        diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
+    }
+    if let Some([lo, hi]) = col.range {
+        if !col.ty.is_numeric() {
+            diags.push(err(
+                field("range"),
+                "`range` applies to int, double and decimal columns only".into(),
+                cat("range"),
+            ));
+        } else if lo > hi {
+            diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
+        }
+    }
+    if let Some(fmt) = &col.format {
+        if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
+            diags.push(err(
+                field("format"),
+                "`format` applies to date and timestamp columns only".into(),
+                cat("format"),
+            ));
+        } else if let Err(e) = check_strptime(fmt) {
+            diags.push(
+                err(field("format"), e, cat("format")).hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"),
+            );
+        }
+    }
+    if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
+        diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
+    }
+    match (col.ty, col.precision, col.scale) {
+        (ColumnType::Decimal, None, _) => diags.push(
+            err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
+                .hint("add e.g. `precision: 12, scale: 2`"),
+        ),
+        (ColumnType::Decimal, Some(p), s) => {
+            let s = s.unwrap_or(0);
+            if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                diags.push(err(
+                    field("precision"),
+                    format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"),
+                    cat("precision"),
+                ));
+            }
+        }
+        (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
+            field("precision"),
+            "`precision` and `scale` apply to decimal columns only".into(),
+            cat(if col.precision.is_some() { "precision" } else { "scale" }),
+        )),
+        _ => {}
+    }
+}
+
+/// A direct identifier is a pseudonymized string with a declared key domain (unless kept in clear with a DPO
+/// approval); `domain` and `normalize` apply to direct identifiers only.
+fn validate_column_privacy(
     project: &ProjectFile,
     m: &SourceManifest,
     name: &ColumnName,
@@ -694,65 +772,6 @@ fn validate_column(
                 cat("normalize"),
             ));
         }
-    }
-    if col.keep_clear.is_some() && col.pii != Pii::Direct {
-        diags.push(err(
-            field("keep_clear"),
-            "`keep_clear` applies to `pii: direct` columns only".into(),
-            cat("keep_clear"),
-        ));
-    }
-    if col.values.is_some() && col.ty != ColumnType::String {
-        diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
-    }
-    if let Some([lo, hi]) = col.range {
-        if !col.ty.is_numeric() {
-            diags.push(err(
-                field("range"),
-                "`range` applies to int, double and decimal columns only".into(),
-                cat("range"),
-            ));
-        } else if lo > hi {
-            diags.push(err(field("range"), format!("empty range: {lo} > {hi}"), cat("range")));
-        }
-    }
-    if let Some(fmt) = &col.format {
-        if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
-            diags.push(err(
-                field("format"),
-                "`format` applies to date and timestamp columns only".into(),
-                cat("format"),
-            ));
-        } else if let Err(e) = check_strptime(fmt) {
-            diags.push(
-                err(field("format"), e, cat("format")).hint("use chrono strftime codes such as `%d/%m/%Y %H:%M`"),
-            );
-        }
-    }
-    if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
-        diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
-    }
-    match (col.ty, col.precision, col.scale) {
-        (ColumnType::Decimal, None, _) => diags.push(
-            err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
-                .hint("add e.g. `precision: 12, scale: 2`"),
-        ),
-        (ColumnType::Decimal, Some(p), s) => {
-            let s = s.unwrap_or(0);
-            if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
-                diags.push(err(
-                    field("precision"),
-                    format!("invalid decimal({p}, {s}): precision 1 to 38, scale 0 to precision"),
-                    cat("precision"),
-                ));
-            }
-        }
-        (_, Some(_), _) | (_, _, Some(_)) => diags.push(err(
-            field("precision"),
-            "`precision` and `scale` apply to decimal columns only".into(),
-            cat(if col.precision.is_some() { "precision" } else { "scale" }),
-        )),
-        _ => {}
     }
 }
 

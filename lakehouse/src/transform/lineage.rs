@@ -92,32 +92,7 @@ fn walk(plan: &LogicalPlan, w: &mut Walker<'_>) -> Cols {
             use_indirectly(&f.predicate, &f.input, &input, IndirectKind::Filter, w);
             input
         }
-        LogicalPlan::Aggregate(a) => {
-            let input = walk(&a.input, w);
-            let mut out: Cols = Vec::new();
-            for g in &a.group_expr {
-                use_indirectly(g, &a.input, &input, IndirectKind::GroupBy, w);
-                out.push(expr_sources(g, &a.input, &input, w));
-            }
-            // `count(*)` reads no column: it depends on the rows of every table the input reads (column `*`).
-            let tables: BTreeSet<String> = input.iter().flatten().map(|s| s.table.clone()).collect();
-            for e in &a.aggr_expr {
-                let mut sources = expr_sources(e, &a.input, &input, w);
-                if sources.is_empty() {
-                    sources = tables
-                        .iter()
-                        .map(|t| Source {
-                            table: t.clone(),
-                            column: "*".into(),
-                            kind: EdgeKind::Aggregation,
-                            masked: false,
-                        })
-                        .collect();
-                }
-                out.push(sources);
-            }
-            fit(out, plan)
-        }
+        LogicalPlan::Aggregate(a) => fit(aggregate(a, w), plan),
         LogicalPlan::Window(win) => {
             let mut out = walk(&win.input, w);
             let input = out.clone();
@@ -131,32 +106,7 @@ fn walk(plan: &LogicalPlan, w: &mut Walker<'_>) -> Cols {
             }
             fit(out, plan)
         }
-        LogicalPlan::Join(j) => {
-            let left = walk(&j.left, w);
-            let right = walk(&j.right, w);
-            for (l, r) in &j.on {
-                use_indirectly(l, &j.left, &left, IndirectKind::Join, w);
-                use_indirectly(r, &j.right, &right, IndirectKind::Join, w);
-            }
-            let both: Cols = left.iter().chain(right.iter()).cloned().collect();
-            if let Some(f) = &j.filter {
-                // A join filter refers to both sides: resolve it against the joined schema.
-                let mut seen = BTreeSet::new();
-                collect(f, plan, &both, false, &mut seen, w);
-                for s in seen {
-                    w.indirect.insert((IndirectKind::Join, s.table, s.column));
-                }
-            }
-            let n = plan.schema().fields().len();
-            let out = if n == left.len() + right.len() {
-                both
-            } else if n >= left.len() && n <= left.len() + 1 {
-                left
-            } else {
-                right
-            };
-            fit(out, plan)
-        }
+        LogicalPlan::Join(j) => fit(join(j, plan, w), plan),
         LogicalPlan::Union(u) => {
             let inputs: Vec<Cols> = u.inputs.iter().map(|i| walk(i, w)).collect();
             let n = plan.schema().fields().len();
@@ -188,6 +138,56 @@ fn walk(plan: &LogicalPlan, w: &mut Walker<'_>) -> Cols {
                 }
             }
         }
+    }
+}
+
+/// Group keys (used indirectly, and outputs), then aggregates. `count(*)` reads no column: it depends on the
+/// rows of every table the input reads (column `*`).
+fn aggregate(a: &datafusion::logical_expr::Aggregate, w: &mut Walker<'_>) -> Cols {
+    let input = walk(&a.input, w);
+    let mut out: Cols = Vec::new();
+    for g in &a.group_expr {
+        use_indirectly(g, &a.input, &input, IndirectKind::GroupBy, w);
+        out.push(expr_sources(g, &a.input, &input, w));
+    }
+    let tables: BTreeSet<String> = input.iter().flatten().map(|s| s.table.clone()).collect();
+    for e in &a.aggr_expr {
+        let mut sources = expr_sources(e, &a.input, &input, w);
+        if sources.is_empty() {
+            sources = tables
+                .iter()
+                .map(|t| Source { table: t.clone(), column: "*".into(), kind: EdgeKind::Aggregation, masked: false })
+                .collect();
+        }
+        out.push(sources);
+    }
+    out
+}
+
+/// Join keys and filter (used indirectly), then the columns of both sides (or of one, for semi and anti joins).
+fn join(j: &datafusion::logical_expr::Join, plan: &LogicalPlan, w: &mut Walker<'_>) -> Cols {
+    let left = walk(&j.left, w);
+    let right = walk(&j.right, w);
+    for (l, r) in &j.on {
+        use_indirectly(l, &j.left, &left, IndirectKind::Join, w);
+        use_indirectly(r, &j.right, &right, IndirectKind::Join, w);
+    }
+    let both: Cols = left.iter().chain(right.iter()).cloned().collect();
+    if let Some(f) = &j.filter {
+        // A join filter refers to both sides: resolve it against the joined schema.
+        let mut seen = BTreeSet::new();
+        collect(f, plan, &both, false, &mut seen, w);
+        for s in seen {
+            w.indirect.insert((IndirectKind::Join, s.table, s.column));
+        }
+    }
+    let n = plan.schema().fields().len();
+    if n == left.len() + right.len() {
+        both
+    } else if n >= left.len() && n <= left.len() + 1 {
+        left
+    } else {
+        right
     }
 }
 

@@ -162,66 +162,14 @@ impl Renderer {
         let rec = recorder.clone();
         let me = target.to_string();
         env.add_function("ref", move |name: String, kwargs: Kwargs| -> Result<String, Error> {
-            let resolved = if name.contains('.') {
-                names.models.contains(&name).then(|| name.clone())
-            } else {
-                let mut found = names.models.iter().filter(|m| m.split_once('.').is_some_and(|(_, n)| n == name));
-                match (found.next(), found.next()) {
-                    (Some(m), None) => Some(m.clone()),
-                    (Some(a), Some(b)) => {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("ref('{name}') is ambiguous: write ref('{a}') or ref('{b}')"),
-                        ));
-                    }
-                    _ => None,
-                }
-            };
-            let Some(table) = resolved else {
-                if let Some(source) = name.strip_prefix("bronze.") {
-                    return Err(Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("ref('{name}') names a bronze table: use source('{source}')"),
-                    ));
-                }
-                return Err(unknown("ref", &name, names.models.iter().map(String::as_str)));
-            };
-            if table == me {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("ref('{name}') is the model itself: use `this` to read its current table"),
-                ));
-            }
+            let table = resolve_ref(&names, &name, &me)?;
             record_input(&rec, &table, &kwargs, "ref", &name)?;
             Ok(table)
         });
 
         let rec = recorder.clone();
         env.add_function("config", move |kwargs: Kwargs| -> Result<String, Error> {
-            let mut config = ModelConfig::default();
-            if let Some(m) = kwargs.get::<Option<String>>("materialized")? {
-                config.materialized = match m.as_str() {
-                    "table" => Materialized::Table,
-                    "incremental" => Materialized::Incremental,
-                    other => {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("config(materialized='{other}'): use 'table' or 'incremental'"),
-                        ));
-                    }
-                };
-            }
-            config.unique_key = string_or_list(&kwargs, "unique_key")?;
-            config.partition_by = string_or_list(&kwargs, "partition_by")?;
-            kwargs.assert_all_used().map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "config(): {}; known arguments: materialized, unique_key, partition_by",
-                        e.detail().unwrap_or("unknown argument")
-                    ),
-                )
-            })?;
+            let config = parse_config(&kwargs)?;
             let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
             if r.config.is_some() {
                 return Err(Error::new(ErrorKind::InvalidOperation, "config() is called twice"));
@@ -295,6 +243,63 @@ impl Renderer {
         }
         d
     }
+}
+
+/// The model a `ref('name')` names: `layer.name`, or a bare name when one model has it. Not a bronze table
+/// (that is `source`), not the model itself (that is `this`).
+fn resolve_ref(names: &Names, name: &str, me: &str) -> Result<String, Error> {
+    let invalid = |message: String| Error::new(ErrorKind::InvalidOperation, message);
+    let resolved = if name.contains('.') {
+        names.models.contains(name).then(|| name.to_string())
+    } else {
+        let mut found = names.models.iter().filter(|m| m.split_once('.').is_some_and(|(_, n)| n == name));
+        match (found.next(), found.next()) {
+            (Some(m), None) => Some(m.clone()),
+            (Some(a), Some(b)) => {
+                return Err(invalid(format!("ref('{name}') is ambiguous: write ref('{a}') or ref('{b}')")));
+            }
+            _ => None,
+        }
+    };
+    let Some(table) = resolved else {
+        if let Some(source) = name.strip_prefix("bronze.") {
+            return Err(invalid(format!("ref('{name}') names a bronze table: use source('{source}')")));
+        }
+        return Err(unknown("ref", name, names.models.iter().map(String::as_str)));
+    };
+    if table == me {
+        return Err(invalid(format!("ref('{name}') is the model itself: use `this` to read its current table")));
+    }
+    Ok(table)
+}
+
+/// The arguments of `config(materialized=…, unique_key=…, partition_by=…)`.
+fn parse_config(kwargs: &Kwargs) -> Result<ModelConfig, Error> {
+    let mut config = ModelConfig::default();
+    if let Some(m) = kwargs.get::<Option<String>>("materialized")? {
+        config.materialized = match m.as_str() {
+            "table" => Materialized::Table,
+            "incremental" => Materialized::Incremental,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("config(materialized='{other}'): use 'table' or 'incremental'"),
+                ));
+            }
+        };
+    }
+    config.unique_key = string_or_list(kwargs, "unique_key")?;
+    config.partition_by = string_or_list(kwargs, "partition_by")?;
+    kwargs.assert_all_used().map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "config(): {}; known arguments: materialized, unique_key, partition_by",
+                e.detail().unwrap_or("unknown argument")
+            ),
+        )
+    })?;
+    Ok(config)
 }
 
 /// Records an input and whether an incremental run reads it whole (`incremental=false`).
