@@ -177,9 +177,10 @@ pub async fn trace(
 async fn ledger_files(lh: &Lakehouse, source: &str, batch: i64, replace: bool) -> Result<Vec<String>, AuditError> {
     let url = lh.warehouse.table_url("bronze", &format!("{source}__files"));
     let Some(ledger) = lh.warehouse.open(&url).await.map_err(lake)? else { return Ok(Vec::new()) };
-    let cond = if replace { format!("batch = {batch}") } else { format!("batch <= {batch}") };
+    use datafusion::prelude::{ident, lit};
+    let filter = if replace { ident("batch").eq(lit(batch)) } else { ident("batch").lt_eq(lit(batch)) };
     let rows: Vec<crate::ingest::LedgerRow> =
-        crate::storage::rows::read_table(&ledger, &format!("WHERE {cond} ORDER BY batch, path")).await.map_err(lake)?;
+        crate::storage::rows::read_table(&ledger, Some(filter), &["batch", "path"]).await.map_err(lake)?;
     let out = rows
         .iter()
         .map(|r| {

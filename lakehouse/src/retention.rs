@@ -128,5 +128,6 @@ async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {
         "SELECT count(*) AS n FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
         cut.format("%Y-%m-%dT%H:%M:%S%.6fZ")
     );
-    crate::storage::rows::count(&ctx, &sql).await.map_err(|e| e.to_string())
+    let df = crate::session::sql(&ctx, &sql).await.map_err(|e| e.to_string())?;
+    crate::storage::rows::count(df).await.map_err(|e| e.to_string())
 }

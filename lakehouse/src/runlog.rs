@@ -165,7 +165,9 @@ pub async fn read_since(
     let url = warehouse.table_url("system", "runs");
     let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
     // File statistics on `started_at` skip the files entirely before `since`.
-    let filter =
-        since.map_or(String::new(), |t| format!("WHERE started_at >= to_timestamp_micros({})", t.timestamp_micros()));
-    Ok(rows::read_table(&table, &format!("{filter} ORDER BY started_at, ended_at")).await?)
+    let filter = since.map(|t| {
+        let at = datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()));
+        datafusion::prelude::ident("started_at").gt_eq(datafusion::prelude::lit(at))
+    });
+    Ok(rows::read_table(&table, filter, &["started_at", "ended_at"]).await?)
 }

@@ -842,7 +842,7 @@ pub async fn read_quarantine(
     };
     let key = if decrypt { Some(lh.keys.get(QUARANTINE_DOMAIN)?) } else { None };
     let rows: Vec<QuarantineRow> =
-        crate::storage::rows::read_table(&table, "ORDER BY _ingested_at, source_file, record")
+        crate::storage::rows::read_table(&table, None, &["_ingested_at", "source_file", "record"])
             .await
             .map_err(|e| internal(format!("reading the quarantine: {e}")))?;
     Ok(rows

@@ -93,7 +93,7 @@ pub fn ledger_batch(rows: &[LedgerRow]) -> Result<RecordBatch, RowsError> {
 
 /// The ledger's rows by path (the last batch that took a path, when a changed file was taken again).
 pub async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, LedgerRow>, RowsError> {
-    let rows: Vec<LedgerRow> = rows::read_table(ledger, "ORDER BY batch").await?;
+    let rows: Vec<LedgerRow> = rows::read_table(ledger, None, &["batch"]).await?;
     Ok(rows.into_iter().map(|r| (r.path.clone(), r)).collect())
 }
 

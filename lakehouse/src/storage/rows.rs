@@ -1,12 +1,13 @@
 //! Small tables as typed rows: one serde struct per table (the file ledger, the quarantine, the run log, the
 //! catalog's tables), converted to and from Arrow record batches by `serde_arrow` against the table's declared
-//! schema, and one reader that runs a query and returns its rows as structs. Field names are column names.
+//! schema, and one reader of query results as structs ([`from_frame`], [`read_table`]). Field names are column
+//! names.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, Expr, SessionContext, ident};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -47,29 +48,37 @@ pub fn from_batches<T: DeserializeOwned>(batches: &[RecordBatch]) -> Result<Vec<
     Ok(out)
 }
 
-/// Runs a read-only query and returns its rows; the query's column names are the struct's field names.
-pub async fn query<T: DeserializeOwned>(ctx: &SessionContext, sql: &str) -> Result<Vec<T>, RowsError> {
-    let batches: Vec<RecordBatch> = crate::session::sql(ctx, sql).await?.execute_stream().await?.try_collect().await?;
+/// The rows of a query's result; its column names are the struct's field names (other columns are ignored).
+pub async fn from_frame<T: DeserializeOwned>(df: DataFrame) -> Result<Vec<T>, RowsError> {
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
     from_batches(&batches)
 }
 
-/// The rows of a Delta table: `SELECT * FROM t <rest>`, with `rest` a `WHERE` or `ORDER BY` clause (or empty).
-pub async fn read_table<T: DeserializeOwned>(table: &DeltaTable, rest: &str) -> Result<Vec<T>, RowsError> {
+/// The rows of a Delta table that pass `filter` (all when `None`), sorted by the `order_by` columns.
+pub async fn read_table<T: DeserializeOwned>(
+    table: &DeltaTable,
+    filter: Option<Expr>,
+    order_by: &[&str],
+) -> Result<Vec<T>, RowsError> {
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
-    ctx.register_table("t", table.table_provider().await?)?;
-    query(&ctx, &format!("SELECT * FROM t {rest}")).await
+    let mut df = ctx.read_table(table.table_provider().await?)?;
+    if let Some(filter) = filter {
+        df = df.filter(filter)?;
+    }
+    if !order_by.is_empty() {
+        df = df.sort(order_by.iter().map(|c| ident(*c).sort(true, false)).collect())?;
+    }
+    from_frame(df).await
 }
 
-/// The one value of a one-row, one-column query (`SELECT count(*) AS n …`), such as a count.
-#[derive(serde::Deserialize)]
-pub struct Count {
-    pub n: i64,
-}
-
-/// The count a `SELECT count(*) AS n …` query returns (0 for no row).
-pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64, RowsError> {
-    Ok(query::<Count>(ctx, sql).await?.first().map_or(0, |c| c.n.max(0) as u64))
+/// The one value of a one-row query `SELECT count(*) AS n …` (0 for no row).
+pub async fn count(df: DataFrame) -> Result<u64, RowsError> {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        n: i64,
+    }
+    Ok(from_frame::<Count>(df).await?.first().map_or(0, |c| c.n.max(0) as u64))
 }
 
 #[cfg(test)]

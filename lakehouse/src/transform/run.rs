@@ -895,7 +895,8 @@ pub(crate) fn audit_sql(test: &AuditTest, subject: &str) -> String {
 }
 
 async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, TransformError> {
-    crate::storage::rows::count(ctx, sql).await.map_err(|e| match e {
+    let df = crate::session::sql(ctx, sql).await.map_err(sql_err)?;
+    crate::storage::rows::count(df).await.map_err(|e| match e {
         crate::storage::rows::RowsError::Query(e) => sql_err(e),
         other => TransformError::Internal(other.to_string()),
     })
