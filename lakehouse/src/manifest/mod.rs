@@ -632,6 +632,23 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
     }
 }
 
+/// For a column's diagnostics: the field path of one of its keys (`columns.<name>.<key>`, the column itself
+/// for ""), and the line:col of that key in the manifest's text.
+fn column_site<'a>(
+    name: &'a ColumnName,
+    text: &'a str,
+) -> (impl Fn(&str) -> String + 'a, impl Fn(&str) -> (usize, usize) + 'a) {
+    let field = move |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
+    let at = move |f: &str| {
+        if f.is_empty() {
+            diag::locate(text, &["columns", name.as_str()])
+        } else {
+            diag::locate(text, &["columns", name.as_str(), f])
+        }
+    };
+    (field, at)
+}
+
 /// One column: its privacy declaration, and the options that apply to its type only.
 fn validate_column(
     project: &ProjectFile,
@@ -642,12 +659,8 @@ fn validate_column(
     text: &str,
     diags: &mut Diagnostics,
 ) {
-    let at = |p: &[&str]| diag::locate(text, p);
     let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
-    let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
-    let cat = |f: &str| {
-        if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
-    };
+    let (field, cat) = column_site(name, text);
     validate_column_privacy(project, m, name, col, path, text, diags);
     if col.keep_clear.is_some() && col.pii != Pii::Direct {
         diags.push(err(
@@ -721,12 +734,8 @@ fn validate_column_privacy(
     text: &str,
     diags: &mut Diagnostics,
 ) {
-    let at = |p: &[&str]| diag::locate(text, p);
     let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
-    let field = |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
-    let cat = |f: &str| {
-        if f.is_empty() { at(&["columns", name.as_str()]) } else { at(&["columns", name.as_str(), f]) }
-    };
+    let (field, cat) = column_site(name, text);
     if col.pii == Pii::Direct && col.keep_clear.is_none() {
         if col.ty != ColumnType::String {
             diags.push(
