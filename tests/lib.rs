@@ -168,12 +168,7 @@ pub async fn open_table(url: &str) -> DeltaTable {
 
 /// Runs SQL over tables registered by name (`bronze.x`, `silver.y`, `gold.z`) with the project's functions.
 pub async fn query_lake(lh: &lakehouse::Lakehouse, sql: &str) -> Vec<Vec<String>> {
-    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = lakehouse::session::new_session(
-        lakehouse::session::Functions::Keyed(lh.keys.clone()),
-        &domains,
-        lh.project.file.timezone.0,
-    );
+    let ctx = lakehouse::session::new_session(lakehouse::session::Functions::Keyed(lh.keys.clone()), &lh.project.file);
     for layer in ["bronze", "silver", "gold", "system"] {
         let names = lh.warehouse.list_tables(layer).await.expect("list tables");
         for name in names {

@@ -327,12 +327,7 @@ pub async fn reproduce(lh: &Lakehouse, plan: &Plan, table: &str, version: u64) -
     let model = plan.models.get(table).ok_or_else(|| AuditError::NotAModel(table.to_string()))?;
     let t = open_at(lh, table, Some(version)).await?;
     let run = crate::storage::run_of(&t).await.ok_or(AuditError::NoRun { table: table.into(), version })?;
-    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = crate::session::new_session(
-        crate::session::Functions::Keyed(lh.keys.clone()),
-        &domains,
-        lh.project.file.timezone.0,
-    );
+    let ctx = crate::session::new_session(crate::session::Functions::Keyed(lh.keys.clone()), &lh.project.file);
     for input in &run.read {
         let it = open_at(lh, &input.table, Some(input.version)).await?;
         it.update_datafusion_session(&ctx.state()).map_err(lake)?;

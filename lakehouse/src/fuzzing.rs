@@ -92,7 +92,7 @@ pub fn run(target: Target, data: &[u8]) {
         _ => ("{ kind: parquet }", false),
     };
     let m = manifest(format, nested);
-    let plan = Arc::new(TablePlan::new(&m, chrono_tz::Europe::Paris));
+    let plan = Arc::new(TablePlan::new(&m, &crate::manifest::ProjectFile::with_domains(&["police"])));
     let key = "police fuzz 0000000000000000000000000000000000000000000000000000000000000001";
     let Ok(keys) = KeyRing::parse(key, "fuzz") else { return };
     let ctx = ReadContext {

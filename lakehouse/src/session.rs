@@ -21,10 +21,12 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig};
 use datafusion::prelude::{DataFrame, SessionContext};
 
+use crate::manifest::ProjectFile;
 pub use crate::privacy::udf::Functions;
 
 /// A new session with the `bronze`, `silver`, `gold` and `system` schemas and the privacy functions.
-pub fn new_session(functions: Functions, domains: &[String], tz: chrono_tz::Tz) -> SessionContext {
+pub fn new_session(functions: Functions, project: &ProjectFile) -> SessionContext {
+    let domains: Vec<String> = project.privacy.domains.iter().map(|d| d.to_string()).collect();
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     if let Some(catalog) = ctx.catalog("datafusion") {
@@ -32,7 +34,7 @@ pub fn new_session(functions: Functions, domains: &[String], tz: chrono_tz::Tz) 
             let _ = catalog.register_schema(layer, Arc::new(MemorySchemaProvider::new()));
         }
     }
-    crate::privacy::udf::register(&ctx, functions, domains, tz);
+    crate::privacy::udf::register(&ctx, functions, &domains, project.timezone.0, project.privacy.phone_country);
     ctx
 }
 
@@ -146,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_and_files_are_refused() {
-        let ctx = new_session(Functions::Interactive, &["police".into()], chrono_tz::Europe::Paris);
+        let ctx = new_session(Functions::Interactive, &ProjectFile::with_domains(&["police"]));
         sql(&ctx, "SELECT 1").await.unwrap().collect().await.unwrap();
         for q in [
             "CREATE TABLE t AS SELECT 1",
@@ -195,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn interactive_sessions_have_no_keyed_functions() {
-        let ctx = new_session(Functions::Interactive, &["police".into()], chrono_tz::Europe::Paris);
+        let ctx = new_session(Functions::Interactive, &ProjectFile::with_domains(&["police"]));
         for q in ["SELECT pseudonymize('0601020304', 'police', 'digits')", "SELECT pseudonym_key_id('police')"] {
             let e = err(&ctx, q).await;
             assert!(e.contains("not available in interactive SQL"), "{q}: {e}");

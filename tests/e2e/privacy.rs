@@ -169,3 +169,88 @@ fn a_missing_key_is_a_clear_error_without_key_material() {
     assert!(stderr(&out).contains("no key for domain `quarantine`"), "{}", stderr(&out));
     assert!(!stderr(&out).contains(POLICE_KEY_HEX));
 }
+
+/// `normalize: phone` and `normalize: email`: the usual notations of one phone number or address give one
+/// pseudonym at landing and in SQL; what is not a phone number or an address is quarantined with a reason that
+/// does not repeat the value.
+#[tokio::test]
+async fn phone_and_email_notations_of_one_person_give_one_pseudonym() {
+    let p = TestProject::empty();
+    p.write_project(
+        &crate::ingest::POLICE_PROJECT.replace("  domains: [police]", "  domains: [police]\n  phone_country: FR"),
+    );
+    p.write(
+        "sources/contacts.yaml",
+        r#"version: 1
+name: contacts
+description: t
+owner: ddsp
+agreement: C-1
+schedule: "0 * * * *"
+connector: { kind: files, location: drop }
+format: { kind: csv, delimiter: ";" }
+columns:
+  id: { type: string, key: true }
+  phone: { type: string, pii: direct, domain: police, normalize: phone }
+  email: { type: string, pii: direct, domain: police, normalize: email }
+  phone_clear: { type: string, pii: direct, keep_clear: DPO-2026-01, from: phone }
+retention: 1 year
+"#,
+    );
+    p.write(
+        "drop/contacts.csv",
+        "id;phone;email\n\
+         1;06 12 34 56 78;jean.dupont@mairie.fr\n\
+         2;+33 6 12 34 56 78; Jean.Dupont@Mairie.FR \n\
+         3;+33 (0)6 12 34 56 78;JEAN.DUPONT@MAIRIE.FR\n\
+         4;0033612345678;jean.dupont@mairie.fr\n\
+         5;06.12.34.56.78;jean.dupont@mairie.fr\n\
+         6;07 98 76 54 32;marie@ville.fr\n\
+         7;appeler le standard;x@y.fr\n\
+         8;06 12 34;x@y.fr\n\
+         9;06 12 34 56 78;jean.dupont\n",
+    );
+    let r = &crate::ingest::ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (9, 6, 3));
+    let bronze = p.warehouse_url("bronze", "contacts");
+    let counts =
+        query_rows(&bronze, "SELECT count(DISTINCT phone), count(DISTINCT email) FROM t WHERE id <= '5'").await;
+    assert_eq!(counts, rows(&[&["1", "1"]]));
+    let all = query_rows(&bronze, "SELECT count(DISTINCT phone), count(DISTINCT email) FROM t").await;
+    assert_eq!(all, rows(&[&["2", "2"]]));
+    let q = p.warehouse_url("bronze", "contacts__quarantine");
+    let reasons = query_rows(&q, "SELECT line, \"column\", reason FROM t ORDER BY line").await;
+    assert_eq!(
+        reasons,
+        rows(&[
+            &["8", "phone", "not a phone number: it holds a letter"],
+            &["9", "phone", "not a phone number: 7 digits in international form (8 to 15 expected)"],
+            &["10", "email", "not an e-mail address: one `@` between a name and a domain expected"],
+        ])
+    );
+    // In a model, `pseudonymize(…, 'phone')` of the number kept in clear gives the pseudonym written at landing.
+    p.write(
+        "transforms/silver/contacts.sql",
+        "SELECT id, phone, pseudonymize(phone_clear, 'police', 'phone') AS recomputed FROM {{ source('contacts') }}",
+    );
+    run_ok(&p, &["transform"]);
+    let same = sql_csv(&p, "SELECT count(*) AS n FROM silver.contacts WHERE recomputed = phone");
+    assert_eq!(same.lines().nth(1), Some("6"), "{same}");
+}
+
+/// `normalize: phone` needs the country national numbers are read with.
+#[test]
+fn phone_normalization_needs_a_phone_country() {
+    let p = TestProject::empty();
+    p.write_project(crate::ingest::POLICE_PROJECT);
+    p.write(
+        "sources/contacts.yaml",
+        "version: 1\nname: contacts\ndescription: t\nowner: ddsp\nagreement: C-1\nschedule: \"0 * * * *\"\n\
+         connector: { kind: files, location: drop }\nformat: { kind: csv }\ncolumns:\n  id: { type: string }\n  \
+         phone: { type: string, pii: direct, domain: police, normalize: phone }\nretention: 1 year\n",
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("sources/contacts.yaml:11:") && err.contains("privacy.phone_country"), "{err}");
+}

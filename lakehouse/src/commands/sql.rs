@@ -36,12 +36,7 @@ pub async fn run(
         }
     }
     let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
-    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = lakehouse::session::new_session(
-        lakehouse::session::Functions::Interactive,
-        &domains,
-        lh.project.file.timezone.0,
-    );
+    let ctx = lakehouse::session::new_session(lakehouse::session::Functions::Interactive, &lh.project.file);
     for layer in ["bronze", "silver", "gold", "system"] {
         for name in lh.warehouse.list_tables(layer).await.map_err(CliError::of)? {
             // Quarantined records are for the roles that repair ingestion: `lakehouse quarantine`.

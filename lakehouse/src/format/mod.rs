@@ -27,7 +27,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use crate::manifest::{ColumnType, Compression, Encoding, Format, OnBadRecord, Pii, SourceManifest};
+use crate::manifest::{
+    ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, PhoneCountry, Pii, ProjectFile, SourceManifest,
+};
 use crate::privacy::{KeyError, KeyRing, PseudonymColumn};
 use crate::storage::timestamp_type;
 
@@ -48,7 +50,7 @@ pub struct ColumnPlan {
     pub precision: u8,
     pub scale: i8,
     /// Domain of a direct identifier to pseudonymize.
-    pub pseudonymize: Option<(String, crate::manifest::Normalize)>,
+    pub pseudonymize: Option<(String, Normalize)>,
 }
 
 /// The typed shape of a source's bronze table and how to fill it.
@@ -60,10 +62,13 @@ pub struct TablePlan {
     pub schema: SchemaRef,
     /// Names of the declared columns' input fields, in order.
     pub inputs: Vec<String>,
+    /// How national phone numbers are read (`normalize: phone`).
+    pub phone_country: Option<PhoneCountry>,
 }
 
 impl TablePlan {
-    pub fn new(m: &SourceManifest, project_tz: chrono_tz::Tz) -> Self {
+    pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
+        let project_tz = project.timezone.0;
         let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
         let mut fields = Vec::new();
         let mut columns = Vec::new();
@@ -103,7 +108,8 @@ impl TablePlan {
         fields.push(Field::new("_run_id", DataType::Utf8, false));
         fields.push(Field::new("_source_file", DataType::Utf8, false));
         let inputs = columns.iter().map(|c| c.input.clone()).collect();
-        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), inputs }
+        let phone_country = project.privacy.phone_country;
+        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), inputs, phone_country }
     }
 
     /// The key domains this plan needs.
@@ -426,7 +432,8 @@ impl RowBuilder {
         for c in &plan.columns {
             cols.push(match (&c.pseudonymize, c.ty) {
                 (Some((domain, normalize)), _) => {
-                    ColBuilder::Pseudo(Box::new(PseudonymColumn::new(keys.get(domain)?, *normalize)))
+                    let key = keys.get(domain)?;
+                    ColBuilder::Pseudo(Box::new(PseudonymColumn::new(key, *normalize, plan.phone_country)))
                 }
                 (None, ColumnType::String) => ColBuilder::Str(StringBuilder::new()),
                 (None, ColumnType::Int) => ColBuilder::Int(Int64Builder::new()),
@@ -478,6 +485,18 @@ impl RowBuilder {
                         && !values.contains(s)
                     {
                         return Err(err(format!("not one of the {} allowed values", values.len())));
+                    }
+                    // An identifier that normalizes before pseudonymization must be one (a phone number, an
+                    // e-mail address); the check's message says what is wrong, never the value.
+                    match c.pseudonymize.as_ref().map(|(_, n)| n) {
+                        Some(Normalize::Phone) => {
+                            crate::privacy::normalize::phone(s, plan.phone_country.as_ref(), &mut self.texts[i])
+                                .map_err(err)?
+                        }
+                        Some(Normalize::Email) => {
+                            crate::privacy::normalize::email(s, &mut self.texts[i]).map_err(err)?
+                        }
+                        _ => {}
                     }
                     self.texts[i].clear();
                     self.texts[i].push_str(s);

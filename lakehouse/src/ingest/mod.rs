@@ -230,7 +230,7 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     match &result {
         Ok(report) => {
             let inputs = report.files.iter().map(|f| dataset(&f.location, &f.path)).collect();
-            let schema = TablePlan::new(&src.manifest, lh.project.file.timezone.0).schema;
+            let schema = TablePlan::new(&src.manifest, &lh.project.file).schema;
             let output = table_dataset(ns, &target, report.bronze_version, Some(&schema), None);
             lh.events.emit(&run_event("COMPLETE", &run_id.0, job, inputs, vec![output], None)).await;
         }
@@ -284,7 +284,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let m = &src.manifest;
-    let plan = Arc::new(TablePlan::new(m, lh.project.file.timezone.0));
+    let plan = Arc::new(TablePlan::new(m, &lh.project.file));
     let encryptor = Encryptor::new(lh.keys.get(QUARANTINE_DOMAIN)?);
     let conn = connector::open(&m.connector, &lh.project.dir, &lh.warehouse)?;
     let tables = open_tables(lh, m, &plan).await?;

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use model::{AuditTest, Layer, LoadedModel, ModelSidecar, Severity, SmallCells};
-pub use names::{ColumnName, CronSchedule, DomainName, Duration, PartnerId, Retention, TableName, TimeZone};
+pub use names::{
+    ColumnName, CronSchedule, DomainName, Duration, PartnerId, PhoneCountry, Retention, TableName, TimeZone,
+};
 pub use project::{
     Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
@@ -736,6 +738,16 @@ fn validate_column_privacy(
 ) {
     let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
     let (field, cat) = column_site(name, text);
+    if col.normalize == Normalize::Phone && project.privacy.phone_country.is_none() {
+        diags.push(
+            err(
+                field("normalize"),
+                "`normalize: phone` reads national numbers with `privacy.phone_country`".into(),
+                cat("normalize"),
+            )
+            .hint(format!("add `phone_country: FR` (the country's ISO code) under `privacy:` in {PROJECT_FILE}")),
+        );
+    }
     if col.pii == Pii::Direct && col.keep_clear.is_none() {
         if col.ty != ColumnType::String {
             diags.push(

@@ -408,6 +408,65 @@ impl Default for TimeZone {
     }
 }
 
+/// The country whose national notation phone numbers are read in (`privacy.phone_country`, ISO 3166 code):
+/// its calling code, and its trunk prefix (the `0` of `06 12 34 56 78`), which E.164 drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct PhoneCountry(usize);
+
+impl PhoneCountry {
+    /// The ISO 3166 code (`FR`).
+    pub fn code(self) -> &'static str {
+        PHONE_COUNTRIES[self.0].0
+    }
+    /// The calling code without `+` (`33`).
+    pub fn calling_code(self) -> &'static str {
+        PHONE_COUNTRIES[self.0].1
+    }
+    /// The trunk prefix of national numbers (`0`), if the country has one that E.164 drops.
+    pub fn trunk_prefix(self) -> Option<&'static str> {
+        PHONE_COUNTRIES[self.0].2
+    }
+}
+
+/// The countries `privacy.phone_country` accepts: ISO code, calling code, trunk prefix.
+const PHONE_COUNTRIES: [(&str, &str, Option<&str>); 16] = [
+    ("AT", "43", Some("0")),
+    ("BE", "32", Some("0")),
+    ("CA", "1", Some("1")),
+    ("CH", "41", Some("0")),
+    ("DE", "49", Some("0")),
+    ("ES", "34", None),
+    ("FR", "33", Some("0")),
+    ("GB", "44", Some("0")),
+    ("IE", "353", Some("0")),
+    ("IT", "39", None),
+    ("LU", "352", None),
+    ("MA", "212", Some("0")),
+    ("MC", "377", None),
+    ("NL", "31", Some("0")),
+    ("PT", "351", None),
+    ("US", "1", Some("1")),
+];
+
+impl TryFrom<String> for PhoneCountry {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let code = s.trim().to_ascii_uppercase();
+        PHONE_COUNTRIES.iter().position(|(c, ..)| *c == code).map(Self).ok_or_else(|| {
+            let known: Vec<&str> = PHONE_COUNTRIES.iter().map(|(c, ..)| *c).collect();
+            format!("unknown phone country `{s}`: use one of {}", known.join(", "))
+        })
+    }
+}
+
+impl From<PhoneCountry> for String {
+    fn from(c: PhoneCountry) -> String {
+        c.code().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

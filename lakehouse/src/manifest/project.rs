@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::names::{DomainName, Duration, PartnerId, Retention, TimeZone};
+use super::names::{DomainName, Duration, PartnerId, PhoneCountry, Retention, TimeZone};
 
 pub const PROJECT_FILE: &str = "lakehouse.yaml";
 
@@ -225,6 +225,10 @@ pub struct Privacy {
     /// `quasi` or `sensitive` bronze column through a finer one is refused, as if no privacy function were used.
     #[serde(default)]
     pub min_generalization: MinGeneralization,
+    /// The country of phone numbers written in national notation (ISO 3166 code such as `FR`), for
+    /// `normalize: phone`.
+    #[serde(default)]
+    pub phone_country: Option<PhoneCountry>,
 }
 
 /// Minimum sizes of the generalization functions (`geo_cell`, `age_band`, `time_bucket`).
@@ -320,6 +324,14 @@ pub enum KeySource {
     },
 }
 
+impl ProjectFile {
+    /// A project with these key domains and every other setting at its default (unit tests, fuzzing).
+    pub fn with_domains(domains: &[&str]) -> Self {
+        let value = serde_json::json!({ "version": 1, "name": "test", "privacy": { "domains": domains } });
+        serde_json::from_value(value).expect("a valid project")
+    }
+}
+
 impl Default for Privacy {
     fn default() -> Self {
         Self {
@@ -327,6 +339,7 @@ impl Default for Privacy {
             keys: KeySource::default(),
             min_group_size: default_min_group_size(),
             min_generalization: MinGeneralization::default(),
+            phone_country: None,
         }
     }
 }

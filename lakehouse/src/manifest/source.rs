@@ -267,6 +267,13 @@ pub enum Normalize {
     Casefold,
     /// Keep digits only: `06 12 34 56 78` and `06.12.34.56.78` give the same pseudonym.
     Digits,
+    /// A phone number in E.164 form, national notations read with `privacy.phone_country`: `06 12 34 56 78`,
+    /// `+33 6 12 34 56 78`, `+33 (0)6 12 34 56 78`, `0033612345678` and `06.12.34.56.78` give one pseudonym. A
+    /// value that is not a phone number is quarantined.
+    Phone,
+    /// An e-mail address: trimmed and lower-cased, so `Jean.Dupont@Mairie.fr ` and `jean.dupont@mairie.fr` give
+    /// one pseudonym. A value without exactly one `@` between two non-empty parts is quarantined.
+    Email,
 }
 
 /// How new rows are written to bronze.

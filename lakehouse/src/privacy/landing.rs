@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringBuilder};
 
 use super::{Key, Pseudonymizer};
-use crate::manifest::Normalize;
+use crate::manifest::{Normalize, PhoneCountry};
 
 /// The two bronze columns of a pseudonymized identifier, built row by row.
 pub struct PseudonymColumn {
@@ -19,11 +19,11 @@ pub struct PseudonymColumn {
 }
 
 impl PseudonymColumn {
-    pub fn new(key: &Key, normalize: Normalize) -> Self {
+    pub fn new(key: &Key, normalize: Normalize, phone_country: Option<PhoneCountry>) -> Self {
         Self {
             values: StringBuilder::new(),
             key_ids: StringBuilder::new(),
-            pseudonymizer: Pseudonymizer::new(key, normalize),
+            pseudonymizer: Pseudonymizer::new(key, normalize, phone_country),
             hex: String::with_capacity(64),
         }
     }

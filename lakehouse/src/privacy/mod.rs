@@ -11,6 +11,7 @@
 
 mod keys;
 mod landing;
+pub mod normalize;
 mod pseudonym;
 pub mod udf;
 

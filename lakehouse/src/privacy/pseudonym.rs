@@ -4,7 +4,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::keys::Key;
-use crate::manifest::Normalize;
+use crate::manifest::{Normalize, PhoneCountry};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -70,13 +70,22 @@ pub struct Pseudonymizer {
     mac: HmacSha256,
     key_id: String,
     normalize: Normalize,
+    phone_country: Option<PhoneCountry>,
     scratch: String,
 }
 
 impl Pseudonymizer {
-    pub fn new(key: &Key, normalize: Normalize) -> Self {
+    /// `phone_country` reads national phone numbers for [`Normalize::Phone`].
+    pub fn new(key: &Key, normalize: Normalize, phone_country: Option<PhoneCountry>) -> Self {
         let mac = <HmacSha256 as Mac>::new_from_slice(&key.bytes).expect("HMAC accepts any key length");
-        Self { short: ShortHmac::new(&key.bytes), mac, key_id: key.id.clone(), normalize, scratch: String::new() }
+        Self {
+            short: ShortHmac::new(&key.bytes),
+            mac,
+            key_id: key.id.clone(),
+            normalize,
+            phone_country,
+            scratch: String::new(),
+        }
     }
 
     pub fn key_id(&self) -> &str {
@@ -101,6 +110,15 @@ impl Pseudonymizer {
             Normalize::Digits => {
                 self.scratch.clear();
                 self.scratch.extend(v.chars().filter(char::is_ascii_digit));
+                &self.scratch
+            }
+            // A value that does not normalize has no pseudonym (landing quarantines it before).
+            Normalize::Phone => {
+                super::normalize::phone(v, self.phone_country.as_ref(), &mut self.scratch).ok()?;
+                &self.scratch
+            }
+            Normalize::Email => {
+                super::normalize::email(v, &mut self.scratch).ok()?;
                 &self.scratch
             }
         };
@@ -192,16 +210,16 @@ mod tests {
         bytes[..4].copy_from_slice(b"Jefe");
         let key = Key { id: "k1".into(), bytes };
         // HMAC pads short keys with zeros, so this 32-byte key equals "Jefe".
-        let mut p = Pseudonymizer::new(&key, Normalize::Trim);
+        let mut p = Pseudonymizer::new(&key, Normalize::Trim, None);
         let mut out = String::new();
         assert!(p.pseudonym_into("  what do ya want for nothing?  ", &mut out));
         assert_eq!(out, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-        let mut c = Pseudonymizer::new(&key, Normalize::Casefold);
+        let mut c = Pseudonymizer::new(&key, Normalize::Casefold, None);
         let (mut a, mut b) = (String::new(), String::new());
         c.pseudonym_into("Dupont", &mut a);
         c.pseudonym_into(" DUPONT ", &mut b);
         assert_eq!(a, b);
-        let mut d = Pseudonymizer::new(&key, Normalize::Digits);
+        let mut d = Pseudonymizer::new(&key, Normalize::Digits, None);
         d.pseudonym_into("06 12 34 56 78", &mut a);
         d.pseudonym_into("06.12.34.56.78", &mut b);
         assert_eq!(a, b);
@@ -218,7 +236,7 @@ mod tests {
         }
         // Through the pseudonymizer, short and long values agree with the general HMAC.
         let k = Key { id: "k".into(), bytes: key };
-        let mut p = Pseudonymizer::new(&k, Normalize::Trim);
+        let mut p = Pseudonymizer::new(&k, Normalize::Trim, None);
         let mut out = String::new();
         for v in ["a", &"x".repeat(55), &"y".repeat(56), &"z".repeat(200)] {
             p.pseudonym_into(v, &mut out);

@@ -25,7 +25,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::{KeyRing, Pseudonymizer};
-use crate::manifest::Normalize;
+use crate::manifest::{Normalize, PhoneCountry};
 use crate::storage::timestamp_type;
 
 /// Which privacy functions a session gets.
@@ -42,13 +42,19 @@ pub enum Functions {
 /// Registers the privacy functions. `domains` are the project's pseudonymization domains (checked at planning).
 /// The keyed functions compute only with [`Functions::Keyed`]; [`Functions::Planning`] type-checks them without
 /// keys, and [`Functions::Interactive`] refuses them at planning.
-pub fn register(ctx: &SessionContext, functions: Functions, domains: &[String], tz: chrono_tz::Tz) {
+pub fn register(
+    ctx: &SessionContext,
+    functions: Functions,
+    domains: &[String],
+    tz: chrono_tz::Tz,
+    phone_country: Option<PhoneCountry>,
+) {
     let (keys, interactive) = match functions {
         Functions::Keyed(keys) => (keys, false),
         Functions::Planning => (Arc::new(KeyRing::not_loaded()), false),
         Functions::Interactive => (Arc::new(KeyRing::not_loaded()), true),
     };
-    let keyed = Keyed { keys, domains: domains.to_vec(), interactive };
+    let keyed = Keyed { keys, domains: domains.to_vec(), interactive, phone_country };
     ctx.register_udf(ScalarUDF::from(Pseudonymize { keyed: keyed.clone(), sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(PseudonymKeyId { keyed, sig: user_defined() }));
     ctx.register_udf(ScalarUDF::from(GeoCell { sig: user_defined() }));
@@ -113,6 +119,8 @@ struct Keyed {
     keys: Arc<KeyRing>,
     domains: Vec<String>,
     interactive: bool,
+    /// For `pseudonymize(…, 'phone')`.
+    phone_country: Option<PhoneCountry>,
 }
 
 impl Keyed {
@@ -144,6 +152,8 @@ fn parse_normalize(s: &str) -> Option<Normalize> {
         "trim" => Some(Normalize::Trim),
         "casefold" => Some(Normalize::Casefold),
         "digits" => Some(Normalize::Digits),
+        "phone" => Some(Normalize::Phone),
+        "email" => Some(Normalize::Email),
         _ => None,
     }
 }
@@ -165,7 +175,9 @@ impl ScalarUDFImpl for Pseudonymize {
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         if !(2..=3).contains(&arg_types.len()) {
-            return plan_err!("pseudonymize(value, 'domain' [, 'trim'|'casefold'|'digits']) takes 2 or 3 arguments");
+            return plan_err!(
+                "pseudonymize(value, 'domain' [, 'trim'|'casefold'|'digits'|'phone'|'email']) takes 2 or 3 arguments"
+            );
         }
         Ok(arg_types.iter().map(|t| if is_string(t) { t.clone() } else { DataType::Utf8 }).collect())
     }
@@ -178,7 +190,9 @@ impl ScalarUDFImpl for Pseudonymize {
         if args.arg_fields.len() == 3 {
             let n = literal(&args, 2, "pseudonymize", "normalization")?;
             if parse_normalize(n).is_none() {
-                return plan_err!("pseudonymize: unknown normalization '{n}'; use 'trim', 'casefold' or 'digits'");
+                return plan_err!(
+                    "pseudonymize: unknown normalization '{n}'; use 'trim', 'casefold', 'digits', 'phone' or 'email'"
+                );
             }
         }
         Ok(Arc::new(Field::new(self.name(), DataType::Utf8, true)))
@@ -187,7 +201,7 @@ impl ScalarUDFImpl for Pseudonymize {
         let domain = scalar_str(&args.args[1]).unwrap_or_default();
         let normalize = args.args.get(2).and_then(scalar_str).and_then(parse_normalize).unwrap_or_default();
         let key = self.keyed.key(domain)?;
-        let mut p = Pseudonymizer::new(key, normalize);
+        let mut p = Pseudonymizer::new(key, normalize, self.keyed.phone_country);
         let values = args.args[0].to_array(args.number_rows)?;
         let mut out = StringBuilder::with_capacity(values.len(), values.len() * 64);
         let mut hex = String::with_capacity(64);
@@ -507,7 +521,7 @@ mod tests {
         let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let ring = KeyRing::parse(&format!("police k7 {key}"), "test").unwrap();
         let ctx = SessionContext::new();
-        register(&ctx, Functions::Keyed(Arc::new(ring)), &["police".to_string()], chrono_tz::UTC);
+        register(&ctx, Functions::Keyed(Arc::new(ring)), &["police".to_string()], chrono_tz::UTC, None);
         let sql = "SELECT pseudonymize(' Dupont ', 'police', 'casefold') AS a, pseudonymize('06 12', 'police', 'digits') AS b, \
                    pseudonymize(CAST(NULL AS VARCHAR), 'police') AS c, pseudonymize('  ', 'police') AS d, pseudonym_key_id('police') AS e";
         let batches = crate::session::sql(&ctx, sql).await.unwrap().collect().await.unwrap();

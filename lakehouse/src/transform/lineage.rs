@@ -381,11 +381,8 @@ mod tests {
     use super::*;
 
     async fn lineage_of(sql: &str) -> Lineage {
-        let ctx = crate::session::new_session(
-            crate::session::Functions::Planning,
-            &["police".to_string()],
-            chrono_tz::Europe::Paris,
-        );
+        let project = crate::manifest::ProjectFile::with_domains(&["police"]);
+        let ctx = crate::session::new_session(crate::session::Functions::Planning, &project);
         let s = |cols: &[(&str, DataType)]| {
             Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>()))
         };

@@ -162,10 +162,9 @@ impl Plan {
     /// Plans every model's SQL against the declared bronze schemas (empty tables), in order, so unknown
     /// columns and functions, type errors and sidecar columns that do not exist are found without data.
     pub async fn check_sql(&mut self, project: &Project, diags: &mut Diagnostics) {
-        let domains: Vec<String> = project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-        let ctx = crate::session::new_session(crate::session::Functions::Planning, &domains, project.file.timezone.0);
+        let ctx = crate::session::new_session(crate::session::Functions::Planning, &project.file);
         for src in &project.sources {
-            let plan = crate::format::TablePlan::new(&src.manifest, project.file.timezone.0);
+            let plan = crate::format::TablePlan::new(&src.manifest, &project.file);
             register_empty(&ctx, &format!("bronze.{}", src.manifest.name), plan.schema.clone());
         }
         let mut privacy = super::lineage::PrivacyCheck::new(sensitive_columns(project));

@@ -530,8 +530,7 @@ async fn session(
     existing: Option<&DeltaTable>,
     target: &str,
 ) -> Result<SessionContext, TransformError> {
-    let domains: Vec<String> = lh.project.file.privacy.domains.iter().map(|d| d.to_string()).collect();
-    let ctx = new_session(Functions::Keyed(lh.keys.clone()), &domains, lh.project.file.timezone.0);
+    let ctx = new_session(Functions::Keyed(lh.keys.clone()), &lh.project.file);
     for (name, table) in &pinned.tables {
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let full = table.table_provider().await.map_err(sql_err)?;
