@@ -137,6 +137,9 @@ pub enum Command {
     Describe {
         /// `layer.name`.
         table: String,
+        /// `json`: the whole description; `csv`: its columns.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
     },
     /// Re-run a model on the input versions a table version was built from (time travel) and say whether the
     /// result is identical to that version.

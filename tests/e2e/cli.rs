@@ -153,6 +153,19 @@ fn listings_print_as_a_table_as_csv_and_as_json() {
     let status = stdout(&out);
     assert!(status.starts_with("table,schedule,last_success,state,next_run,last_error\n"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("silver.ddsp_incidents,on new data,,never run,")), "{status}");
+    // describe: the manifest's types; JSON gives the whole description, CSV its columns.
+    let out = p.run(&["describe", "bronze.ddsp_incidents"]);
+    let d = stdout(&out);
+    let arrondissement = d.lines().find(|l| l.starts_with("arrondissement ")).unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(arrondissement.split_whitespace().nth(1), Some("int"), "{d}");
+    let out = p.run(&["describe", "bronze.ddsp_incidents", "--format", "json"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["owner"], "ddsp");
+    let columns = d["columns"].as_array().unwrap();
+    assert!(columns.iter().any(|c| c["column"] == "reporter_phone" && c["type"] == "string"), "{d}");
+    assert!(columns.iter().any(|c| c["column"] == "_ingested_at" && c["about"] == "ingestion metadata"), "{d}");
+    let out = p.run(&["describe", "bronze.ddsp_incidents", "--format", "csv"]);
+    assert!(stdout(&out).starts_with("column,type,about\n"), "{}", stdout(&out));
     // A listing with no row: the header alone, an empty CSV body, an empty JSON array.
     let out = p.run(&["runs", "--failed", "--format", "json"]);
     assert_eq!(stdout(&out).trim(), "[]");

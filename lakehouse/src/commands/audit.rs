@@ -138,12 +138,31 @@ pub async fn tables(dir: &Path, format: OutputFormat) -> CmdResult {
 #[derive(Serialize, Deserialize)]
 struct ColumnLine {
     column: String,
+    /// The manifest's type for a declared bronze column (`int`, `decimal(12,2)`), else the Delta type.
     r#type: String,
     /// Privacy class and documentation (sources), documentation and lineage (models).
     about: String,
 }
 
-pub async fn describe(dir: &Path, table: &str) -> CmdResult {
+/// What `lakehouse describe` says of a table.
+#[derive(Serialize)]
+struct Description {
+    table: String,
+    location: String,
+    defined_by: String,
+    description: Option<String>,
+    owner: Option<String>,
+    agreement: Option<String>,
+    schedule: Option<String>,
+    retention: Option<String>,
+    /// The tables a model reads.
+    reads: Vec<String>,
+    /// `None`: not built yet.
+    version: Option<u64>,
+    columns: Vec<ColumnLine>,
+}
+
+pub async fn describe(dir: &Path, table: &str, format: OutputFormat) -> CmdResult {
     let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
     let Some((layer, name)) = table.split_once('.') else {
         return Err(CliError::User(format!("`{table}` is not `layer.name`")));
@@ -152,79 +171,126 @@ pub async fn describe(dir: &Path, table: &str) -> CmdResult {
     let source =
         (layer == "bronze").then(|| lh.project.sources.iter().find(|s| s.manifest.name.as_str() == name)).flatten();
     let model = plan.models.get(table);
-    if source.is_none() && model.is_none() {
-        return Err(CliError::User(format!("no table `{table}`; `lakehouse tables` lists them")));
-    }
-    println!("{table}");
-    println!("  location     {url}");
-    if let Some(s) = source {
-        println!("  defined by   {}", s.path.display());
-        println!("  description  {}", s.manifest.description);
-        println!(
-            "  owner        {}{}",
-            s.manifest.owner,
-            s.manifest.agreement.as_ref().map_or(String::new(), |a| format!(" (agreement {a})"))
-        );
-        println!("  schedule     {}", s.manifest.schedule.as_str());
-        println!("  retention    {}", s.manifest.retention);
-    }
-    if let Some(m) = model {
-        println!("  defined by   {}", m.loaded.path.display());
-        if let Some(d) = m.loaded.sidecar.as_ref().and_then(|s| s.description.as_ref()) {
-            println!("  description  {d}");
-        }
-        println!("  reads        {}", m.rendered.inputs.iter().cloned().collect::<Vec<_>>().join(", "));
-    }
+    let mut d = match (source, model) {
+        (Some(s), _) => Description {
+            defined_by: s.path.display().to_string(),
+            description: Some(s.manifest.description.clone()),
+            owner: Some(s.manifest.owner.to_string()),
+            agreement: s.manifest.agreement.clone(),
+            schedule: Some(s.manifest.schedule.as_str().to_string()),
+            retention: Some(s.manifest.retention.to_string()),
+            ..Description::new(table, &url)
+        },
+        (None, Some(m)) => Description {
+            defined_by: m.loaded.path.display().to_string(),
+            description: m.loaded.sidecar.as_ref().and_then(|s| s.description.clone()),
+            schedule: m.loaded.sidecar.as_ref().and_then(|s| s.schedule.as_ref()).map(|c| c.as_str().to_string()),
+            reads: m.rendered.inputs.iter().cloned().collect(),
+            ..Description::new(table, &url)
+        },
+        (None, None) => return Err(CliError::User(format!("no table `{table}`; `lakehouse tables` lists them"))),
+    };
     let table_now = lh.warehouse.open(&url).await.map_err(CliError::of)?;
-    match &table_now {
-        Some(t) => println!("  version      {}", t.version().unwrap_or(0)),
-        None => println!("  version      - (not built yet)"),
-    }
-    println!();
+    d.version = table_now.as_ref().map(|t| t.version().unwrap_or(0));
     let schema_cols: Vec<(String, String)> = match &table_now {
         Some(t) => t.snapshot()?.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect(),
         None => Vec::new(),
     };
-    let mut lines = Vec::new();
-    for (c, ty) in &schema_cols {
-        let mut info = String::new();
-        if let Some(s) = source {
-            let base = c.strip_suffix("_key_id").filter(|b| s.manifest.columns.contains_key(*b));
-            if let Some((_, col)) = s.manifest.columns.iter().find(|(n, _)| n.as_str() == c.as_str()) {
-                let pii = format!("{:?}", col.pii).to_lowercase();
-                let pseudo = col.pii == lakehouse::manifest::Pii::Direct && col.keep_clear.is_none();
-                info = format!("pii: {pii}{}", if pseudo { " (keyed pseudonym)" } else { "" });
-                if let Some(d) = &col.description {
-                    info.push_str(&format!(" — {d}"));
-                }
-            } else if let Some(b) = base {
-                info = format!("key id of the pseudonyms in {b}");
-            } else {
-                info = "ingestion metadata".into();
-            }
-        }
-        if let Some(m) = model {
-            let doc =
-                m.loaded.sidecar.as_ref().and_then(|s| s.columns.get(c.as_str())).and_then(|d| d.description.clone());
-            let from =
-                plan.lineage.get(table).and_then(|l| l.columns.iter().find(|(n, _)| n == c)).map(|(_, sources)| {
-                    sources
-                        .iter()
-                        .map(|s| format!("{}.{}{}", s.table, s.column, if s.masked { " (masked)" } else { "" }))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                });
-            info = match (doc, from) {
-                (Some(d), Some(f)) => format!("{d} ← {f}"),
-                (Some(d), None) => d,
-                (None, Some(f)) => format!("← {f}"),
-                (None, None) => String::new(),
-            };
-        }
-        lines.push(ColumnLine { column: c.clone(), r#type: ty.clone(), about: info });
+    for (c, ty) in schema_cols {
+        let (ty, about) = match (source, model) {
+            (Some(s), _) => source_column(s, &c, ty),
+            (None, Some(m)) => (ty, model_column(&plan, m, table, &c)),
+            (None, None) => (ty, String::new()),
+        };
+        d.columns.push(ColumnLine { column: c, r#type: ty, about });
     }
-    print_rows(&lines, OutputFormat::Table)?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        OutputFormat::Csv => print_rows(&d.columns, format)?,
+        OutputFormat::Table => {
+            println!("{}", d.table);
+            let field = |k: &str, v: Option<&str>| {
+                if let Some(v) = v {
+                    println!("  {k:<12} {v}");
+                }
+            };
+            field("location", Some(&d.location));
+            field("defined by", Some(&d.defined_by));
+            field("description", d.description.as_deref());
+            let owner = d.owner.as_ref().map(|o| match &d.agreement {
+                Some(a) => format!("{o} (agreement {a})"),
+                None => o.clone(),
+            });
+            field("owner", owner.as_deref());
+            field("schedule", d.schedule.as_deref());
+            field("retention", d.retention.as_deref());
+            field("reads", (!d.reads.is_empty()).then(|| d.reads.join(", ")).as_deref());
+            let version = d.version.map_or("- (not built yet)".to_string(), |v| v.to_string());
+            field("version", Some(&version));
+            println!();
+            print_rows(&d.columns, format)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+impl Description {
+    fn new(table: &str, url: &url::Url) -> Self {
+        Self {
+            table: table.to_string(),
+            location: url.to_string(),
+            defined_by: String::new(),
+            description: None,
+            owner: None,
+            agreement: None,
+            schedule: None,
+            retention: None,
+            reads: Vec::new(),
+            version: None,
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// A bronze column: its declared type and privacy class, the key ids of a pseudonymized one, or metadata.
+fn source_column(s: &lakehouse::manifest::LoadedSource, c: &str, delta_type: String) -> (String, String) {
+    if let Some((_, col)) = s.manifest.columns.iter().find(|(n, _)| n.as_str() == c) {
+        let pii = format!("{:?}", col.pii).to_lowercase();
+        let pseudo = col.pii == lakehouse::manifest::Pii::Direct && col.keep_clear.is_none();
+        let mut about = format!("pii: {pii}{}", if pseudo { " (keyed pseudonym)" } else { "" });
+        if let Some(d) = &col.description {
+            about.push_str(&format!(" — {d}"));
+        }
+        let ty = match col.ty {
+            lakehouse::manifest::ColumnType::Decimal => {
+                format!("decimal({},{})", col.precision.unwrap_or(38), col.scale.unwrap_or(0))
+            }
+            other => format!("{other:?}").to_lowercase(),
+        };
+        return (ty, about);
+    }
+    match c.strip_suffix("_key_id").filter(|b| s.manifest.columns.contains_key(*b)) {
+        Some(b) => (delta_type, format!("key id of the pseudonyms in {b}")),
+        None => (delta_type, "ingestion metadata".into()),
+    }
+}
+
+/// A model column: its documentation and the input columns it comes from (masked or not).
+fn model_column(plan: &lakehouse::transform::Plan, m: &lakehouse::transform::Model, table: &str, c: &str) -> String {
+    let doc = m.loaded.sidecar.as_ref().and_then(|s| s.columns.get(c)).and_then(|d| d.description.clone());
+    let from = plan.lineage.get(table).and_then(|l| l.columns.iter().find(|(n, _)| n == c)).map(|(_, sources)| {
+        sources
+            .iter()
+            .map(|s| format!("{}.{}{}", s.table, s.column, if s.masked { " (masked)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    match (doc, from) {
+        (Some(d), Some(f)) => format!("{d} ← {f}"),
+        (Some(d), None) => d,
+        (None, Some(f)) => format!("← {f}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// A line of `lakehouse runs`.

@@ -84,6 +84,10 @@ struct IngestLine {
 }
 
 pub fn print_reports(reports: &[IngestReport]) -> Result<(), CliError> {
+    if reports.is_empty() {
+        // Every source failed: its error is on stderr, and an empty table would say nothing.
+        return Ok(());
+    }
     let lines: Vec<IngestLine> = reports
         .iter()
         .map(|r| IngestLine {

@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Runs { target, failed, limit, format } => {
             audit::runs(&cli.project, target.as_deref(), failed, limit, format).await
         }
-        Command::Describe { table } => audit::describe(&cli.project, &table).await,
+        Command::Describe { table, format } => audit::describe(&cli.project, &table, format).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
         Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
