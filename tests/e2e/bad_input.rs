@@ -194,14 +194,16 @@ async fn json_problems_are_quarantined_or_reported() {
     let reports = ingest_all(&p).await;
     let doc = reports.iter().find(|r| r.source == "doc").unwrap();
     let lines = reports.iter().find(|r| r.source == "lines").unwrap();
-    assert_eq!((lines.records.read, lines.records.written, lines.records.quarantined), (5, 2, 3));
+    assert_eq!((lines.records.read, lines.records.written, lines.records.quarantined), (5, 1, 4));
     let q = p.warehouse_url("bronze", "lines__quarantine");
+    // A syntax error names the file line and the column within it.
     assert_eq!(
         query_rows(&q, "SELECT line, \"column\", reason FROM t ORDER BY line").await,
         rows(&[
-            &["2", "", "truncated JSON at line 1 column 17"],
+            &["2", "", "truncated JSON at line 2 column 17"],
             &["4", "", "the line is not a JSON object"],
             &["5", "id", "required but missing"],
+            &["6", "n", "expected a number, found a string (`coerce: true` reads it through its text)"],
         ])
     );
     assert_eq!((doc.records.read, doc.records.written, doc.records.quarantined), (3, 1, 2));
@@ -239,5 +241,72 @@ async fn quarantine_line_numbers_with_crlf_line_ends() {
             &["a.csv", "3", "2", "at", "not a timestamp in format `%d/%m/%Y %H:%M`"],
             &["a.csv", "4", "3", "", "expected 5 fields, found 4"],
         ])
+    );
+}
+
+/// JSON values must have their column's JSON type at every level, unless the column says `coerce: true`; a
+/// path must run through objects. Each wrong type is a type error naming the column (and where on the path),
+/// never the value.
+#[tokio::test]
+async fn json_values_of_the_wrong_type_are_type_errors() {
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    p.write(
+        "sources/feed.yaml",
+        "version: 1\nname: feed\ndescription: t\nowner: ddsp\nagreement: C\nschedule: \"0 * * * *\"\n\
+         connector: { kind: files, location: drop }\nformat: { kind: ndjson }\ncolumns:\n  \
+         id: { type: string, required: true }\n  \
+         zip: { type: string, values: [\"13001\", \"13201\"] }\n  \
+         lat: { type: double, from: place.lat }\n  \
+         ok: { type: bool }\n  \
+         victim: { type: string, from: victim.name }\n  \
+         count: { type: int, coerce: true }\n  \
+         tags: { type: string, coerce: true }\n\
+         retention: 1 year\n",
+    );
+    p.write(
+        "drop/1.ndjson",
+        concat!(
+            r#"{"id": "a", "zip": "13201", "place": {"lat": 43.3}, "ok": true, "victim": {"name": "x"}, "count": "7", "tags": ["p", "q"]}"#,
+            "\n",
+            r#"{"id": "b", "zip": 13201}"#,
+            "\n",
+            r#"{"id": "c", "place": {"lat": "43.3"}}"#,
+            "\n",
+            r#"{"id": "d", "place": "Vieux-Port"}"#,
+            "\n",
+            r#"{"id": "e", "victim": "Jean"}"#,
+            "\n",
+            r#"{"id": "f", "ok": "yes"}"#,
+            "\n",
+            r#"{"id": "g", "zip": {"code": "13001"}}"#,
+            "\n",
+            r#"{"id": 8}"#,
+            "\n",
+            r#"{"id": "i", "count": 12, "tags": "one", "place": null}"#,
+            "\n",
+        ),
+    );
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (9, 2, 7));
+    let q = p.warehouse_url("bronze", "feed__quarantine");
+    let coerce = " (`coerce: true` reads it through its text)";
+    assert_eq!(
+        query_rows(&q, "SELECT line, \"column\", reason FROM t ORDER BY line").await,
+        rows(&[
+            &["2", "zip", &format!("expected a string, found a number{coerce}")],
+            &["3", "lat", &format!("expected a number, found a string{coerce}")],
+            &["4", "lat", "place: expected an object, found a string"],
+            &["5", "victim", "victim: expected an object, found a string"],
+            &["6", "ok", &format!("expected a boolean, found a string{coerce}")],
+            &["7", "zip", "expected a string, found an object"],
+            &["8", "id", &format!("expected a string, found a number{coerce}")],
+        ])
+    );
+    // `coerce: true` reads "7" as an int and an array as JSON text.
+    let bronze = p.warehouse_url("bronze", "feed");
+    assert_eq!(
+        query_rows(&bronze, "SELECT id, count, tags FROM t ORDER BY id").await,
+        rows(&[&["a", "7", "[\"p\",\"q\"]"], &["i", "12", "one"]])
     );
 }

@@ -1,15 +1,17 @@
 //! JSON records: NDJSON (one object per line, streamed) and a JSON document holding an array of records.
 //!
-//! A declared column's input name may be a dotted path into nested objects (`location.lat`). Numbers and
-//! booleans are read through their JSON text, so `"12"` and `12` both fit an `int` column; objects and arrays
-//! land as JSON text in string columns.
+//! A declared column's input name may be a dotted path into nested objects (`location.lat`). A value must have
+//! its column's JSON type (a number for `int`, a string for `string`…); a column with `coerce: true` reads any
+//! scalar through its JSON text (`"12"` fits an `int` column), and objects and arrays as JSON text in string
+//! columns.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
 
 use serde_json::{Map, Value};
 
-use super::{ReadError, RowEmitter, RowError};
+use super::{ColumnPlan, ReadError, RowEmitter, RowError};
+use crate::manifest::ColumnType;
 
 /// Largest JSON document read whole (use NDJSON beyond this).
 const MAX_DOCUMENT_BYTES: u64 = 1 << 30;
@@ -44,7 +46,7 @@ pub fn read_ndjson(
         match serde_json::from_slice::<Value>(text) {
             Ok(Value::Object(obj)) => record(&obj, Some(line_no), || text.to_vec(), rows)?,
             Ok(_) => rows.bad(Some(line_no), RowError::record("the line is not a JSON object"), text.to_vec())?,
-            Err(e) => rows.bad(Some(line_no), RowError::record(json_error(&e)), text.to_vec())?,
+            Err(e) => rows.bad(Some(line_no), RowError::record(json_error(&e, Some(line_no))), text.to_vec())?,
         }
     }
     Ok(())
@@ -92,7 +94,7 @@ pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmit
         return Ok(()); // empty file: no records
     }
     let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ReadError::Malformed(format!("not a JSON document: {}", json_error(&e))))?;
+        .map_err(|e| ReadError::Malformed(format!("not a JSON document: {}", json_error(&e, None))))?;
     let mut node = &doc;
     if !path.is_empty() {
         for seg in path.split('.') {
@@ -123,29 +125,72 @@ fn record(
     raw: impl FnOnce() -> Vec<u8>,
     rows: &mut RowEmitter<'_, '_>,
 ) -> Result<(), ReadError> {
-    let inputs = rows.plan().inputs.clone();
-    rows.row(|i| Ok(lookup(obj, &inputs[i]).and_then(text)), line, raw)
+    let plan = rows.plan();
+    rows.row(|i| field(obj, &plan.columns[i]), line, raw)
 }
 
-fn lookup<'a>(obj: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+/// The text of a declared column's value, which must have the column's JSON type: a string for string, date and
+/// timestamp columns, a number for int, double and decimal, a boolean for bool (any scalar, and objects and
+/// arrays as JSON text, with `coerce: true`). Null and absent are no value.
+fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+    let type_error = |reason: String| RowError { column: Some(col.name.clone()), reason };
+    let Some(v) = lookup(obj, &col.input).map_err(type_error)? else { return Ok(None) };
+    let expected = match col.ty {
+        ColumnType::String | ColumnType::Date | ColumnType::Timestamp => "a string",
+        ColumnType::Int | ColumnType::Double | ColumnType::Decimal => "a number",
+        ColumnType::Bool => "a boolean",
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if expected == "a string" || col.coerce => Ok(Some(Cow::Borrowed(s))),
+        Value::Number(n) if expected == "a number" || col.coerce => Ok(Some(Cow::Owned(n.to_string()))),
+        Value::Bool(b) if expected == "a boolean" || col.coerce => {
+            Ok(Some(Cow::Borrowed(if *b { "true" } else { "false" })))
+        }
+        Value::Array(_) | Value::Object(_) if col.coerce && col.ty == ColumnType::String => {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        other => {
+            let hint = if col.coerce { "" } else { " (`coerce: true` reads it through its text)" };
+            let hint = if matches!(other, Value::Array(_) | Value::Object(_)) { "" } else { hint };
+            Err(type_error(format!("expected {expected}, found {}{hint}", kind(other))))
+        }
+    }
+}
+
+/// The value at a key, or at a dotted path through objects (`victim.name`); a path that meets something other
+/// than an object on the way is an error naming where (`victim: expected an object, found a string`).
+fn lookup<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Value>, String> {
     if let Some(v) = obj.get(path) {
-        return Some(v);
+        return Ok(Some(v));
     }
     let mut parts = path.split('.');
-    let mut node = obj.get(parts.next()?)?;
+    let Some(first) = parts.next() else { return Ok(None) };
+    let Some(mut node) = obj.get(first) else { return Ok(None) };
+    let mut walked = first.len();
     for p in parts {
-        node = node.get(p)?;
+        node = match node {
+            Value::Object(m) => match m.get(p) {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+            Value::Null => return Ok(None),
+            other => return Err(format!("{}: expected an object, found {}", &path[..walked], kind(other))),
+        };
+        walked += 1 + p.len();
     }
-    Some(node)
+    Ok(Some(node))
 }
 
-fn text(v: &Value) -> Option<Cow<'_, str>> {
+/// A JSON value's kind, for messages (never its content).
+fn kind(v: &Value) -> &'static str {
     match v {
-        Value::Null => None,
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        other => Some(Cow::Owned(other.to_string())),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -161,13 +206,15 @@ fn trim_line(line: &[u8]) -> &[u8] {
     l
 }
 
-/// Describes a JSON error by kind and position, without quoting the input.
-fn json_error(e: &serde_json::Error) -> String {
+/// Describes a JSON error by kind and position in the file, without quoting the input: `file_line` is the
+/// file line of a one-line record (NDJSON), whose own line 1 it is.
+fn json_error(e: &serde_json::Error, file_line: Option<u64>) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io => "read error",
         serde_json::error::Category::Syntax => "invalid JSON",
         serde_json::error::Category::Data => "unexpected JSON value",
         serde_json::error::Category::Eof => "truncated JSON",
     };
-    format!("{kind} at line {} column {}", e.line(), e.column())
+    let line = file_line.unwrap_or(e.line() as u64);
+    format!("{kind} at line {line} column {}", e.column())
 }

@@ -51,6 +51,8 @@ pub struct ColumnPlan {
     pub scale: i8,
     /// Domain of a direct identifier to pseudonymize.
     pub pseudonymize: Option<(String, Normalize)>,
+    /// JSON: a value of another JSON type is read through its text instead of being a type error.
+    pub coerce: bool,
 }
 
 /// The typed shape of a source's bronze table and how to fill it.
@@ -102,6 +104,7 @@ impl TablePlan {
                 precision: col.precision.unwrap_or(38),
                 scale: col.scale.unwrap_or(0),
                 pseudonymize,
+                coerce: col.coerce,
             });
         }
         fields.push(Field::new("_ingested_at", timestamp_type(), false));
@@ -311,7 +314,8 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         Ok(Self { ctx, sink, builder, counts: FileCounts::default(), progress: Progress::new(&ctx.source_file) })
     }
 
-    pub fn plan(&self) -> &TablePlan {
+    /// The plan of the table (borrowed from the read, not from the emitter: readers use it while offering rows).
+    pub fn plan(&self) -> &'c TablePlan {
         &self.ctx.plan
     }
 

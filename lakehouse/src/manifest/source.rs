@@ -222,6 +222,11 @@ pub struct Column {
     /// Keep a `pii: direct` column in clear: the reference of the DPO's written approval.
     #[serde(default)]
     pub keep_clear: Option<String>,
+    /// JSON sources: accept a value of another JSON type and read it through its text (`"43.3"` for a double,
+    /// `13201` for a string, an object or array as JSON text). Without it, a value of the wrong JSON type is
+    /// quarantined with a type error.
+    #[serde(default)]
+    pub coerce: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
