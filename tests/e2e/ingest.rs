@@ -278,3 +278,45 @@ retention: 1 year
         rows(&[&["3", "vehicles", "out of range [0, 10000]"]])
     );
 }
+
+/// `from: [a, b]`: one column read from whichever of its accepted names a file holds (a national file renamed
+/// its id column between years); a file holding two of them is not taken, with the reason.
+#[tokio::test]
+async fn a_column_accepts_every_name_its_field_had() {
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    p.write(
+        "sources/accidents.yaml",
+        "version: 1\nname: accidents\ndescription: t\nowner: ddsp\nagreement: C-1\nschedule: \"0 * * * *\"\n\
+         connector: { kind: files, location: drop }\nformat: { kind: csv, delimiter: \";\" }\ncolumns:\n  \
+         accident_id: { type: string, key: true, from: [Num_Acc, Accident_Id] }\n  \
+         dep: { type: string }\nretention: 1 year\n",
+    );
+    p.write("drop/caract-2022.csv", "Num_Acc;dep\n202200000001;13\n202200000002;13\n");
+    p.write("drop/caract-2023.csv", "Accident_Id;dep\n202300000001;13\n");
+    p.write("drop/caract-both.csv", "Num_Acc;Accident_Id;dep\n1;2;13\n");
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written), (3, 3));
+    let bronze = p.warehouse_url("bronze", "accidents");
+    assert_eq!(
+        query_rows(&bronze, "SELECT accident_id FROM t ORDER BY accident_id").await,
+        rows(&[&["202200000001"], &["202200000002"], &["202300000001"]])
+    );
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(r.failed[0].path, "caract-both.csv");
+    assert!(
+        r.failed[0]
+            .reason
+            .contains("more than one accepted name of a column: `Num_Acc` and `Accident_Id` (column `accident_id`)"),
+        "{}",
+        r.failed[0].reason
+    );
+    // A file with none of the names says which ones were expected.
+    p.write("drop/caract-2024.csv", "Identifiant;dep\n1;13\n");
+    let r = &ingest_all(&p).await[0];
+    assert!(
+        r.failed.iter().any(|f| f.path == "caract-2024.csv" && f.reason.contains("`Num_Acc` or `Accident_Id`")),
+        "{:?}",
+        r.failed
+    );
+}

@@ -50,21 +50,19 @@ pub fn read(
                 decode(f, d.encoding).map(|s| s.trim().to_string()).unwrap_or_default()
             })
             .collect();
-        let mut positions = Vec::with_capacity(n_declared);
-        let mut missing = Vec::new();
-        for input in &rows.plan().inputs {
-            match names.iter().position(|n| n == input) {
-                Some(p) => positions.push(p),
-                None => missing.push(format!("`{input}`")),
-            }
+        let matched = rows.plan().match_fields(&names);
+        if !matched.twice.is_empty() {
+            return Err(ReadError::Malformed(format!(
+                "line 1: the header holds more than one accepted name of a column: {}; keep one",
+                matched.twice.join(", ")
+            )));
         }
-        if !missing.is_empty() {
+        if !matched.missing.is_empty() {
             // The first line is not echoed: in a file without a header it is a record (names, phone numbers).
-            let found: Vec<String> =
-                rows.plan().inputs.iter().filter(|i| names.iter().any(|n| n == *i)).map(|i| format!("`{i}`")).collect();
+            let found = &matched.found;
             return Err(ReadError::Malformed(format!(
                 "line 1: the header lacks the declared column(s) {}; of its {} field(s), {} match declared columns{}{}",
-                missing.join(", "),
+                matched.missing.join(", "),
                 names.len(),
                 found.len(),
                 if found.is_empty() { String::new() } else { format!(" ({})", found.join(", ")) },
@@ -75,6 +73,7 @@ pub fn read(
                 }
             )));
         }
+        let positions = matched.positions;
         (positions, names.len())
     } else {
         ((0..n_declared).collect(), n_declared)

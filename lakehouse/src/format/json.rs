@@ -134,7 +134,21 @@ fn record(
 /// arrays as JSON text, with `coerce: true`). Null and absent are no value.
 fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
     let type_error = |reason: String| RowError { column: Some(col.name.clone()), reason };
-    let Some(v) = lookup(obj, &col.input).map_err(type_error)? else { return Ok(None) };
+    let mut held = Vec::new();
+    for name in &col.input {
+        if let Some(v) = lookup(obj, name).map_err(type_error)?.filter(|v| !v.is_null()) {
+            held.push((name, v));
+        }
+    }
+    let v = match held.as_slice() {
+        [] => return Ok(None),
+        [(_, v)] => *v,
+        [(a, _), (b, _), ..] => {
+            return Err(type_error(format!(
+                "the record holds more than one accepted name of the column: `{a}` and `{b}`"
+            )));
+        }
+    };
     let expected = match col.ty {
         ColumnType::String | ColumnType::Date | ColumnType::Timestamp => "a string",
         ColumnType::Int | ColumnType::Double | ColumnType::Decimal => "a number",

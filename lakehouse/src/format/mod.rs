@@ -40,8 +40,8 @@ pub const BATCH_ROWS: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
     pub name: String,
-    /// Field name (or dotted JSON path) in the input.
-    pub input: String,
+    /// The field names (or dotted JSON paths) the column accepts in the input, in the order declared.
+    pub input: Vec<String>,
     pub ty: ColumnType,
     pub required: bool,
     pub values: Option<AllowedValues>,
@@ -62,8 +62,8 @@ pub struct TablePlan {
     pub decimal_comma: bool,
     /// Arrow schema of bronze rows: declared columns (+ `<col>_key_id` after each pseudonymized one), then metadata.
     pub schema: SchemaRef,
-    /// Names of the declared columns' input fields, in order.
-    pub inputs: Vec<String>,
+    /// The accepted input field names of each declared column, in order.
+    pub inputs: Vec<Vec<String>>,
     /// How national phone numbers are read (`normalize: phone`).
     pub phone_country: Option<PhoneCountry>,
 }
@@ -94,7 +94,7 @@ impl TablePlan {
             let tz = col.timezone.map_or(project_tz, |t| t.0);
             columns.push(ColumnPlan {
                 name: name.to_string(),
-                input: SourceManifest::input_name(name, col).to_string(),
+                input: SourceManifest::input_names(name, col),
                 ty: col.ty,
                 required: col.required || col.key,
                 values: col.values.as_ref().map(|v| AllowedValues::new(v)),
@@ -118,6 +118,46 @@ impl TablePlan {
     /// The key domains this plan needs.
     pub fn domains(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
+    }
+}
+
+/// How a file's field names (CSV header, Parquet columns) feed the declared columns.
+pub struct FieldMatch {
+    /// For each declared column, the position of its field in the file.
+    pub positions: Vec<usize>,
+    /// Declared columns none of whose names the file holds (`` `a` `` or `` `a` or `b` ``).
+    pub missing: Vec<String>,
+    /// Names of declared columns the file holds.
+    pub found: Vec<String>,
+    /// Declared columns the file holds under more than one accepted name.
+    pub twice: Vec<String>,
+}
+
+impl TablePlan {
+    /// Matches a file's field names against each column's accepted names; a column read under another name than
+    /// its first is logged with the name used.
+    pub fn match_fields(&self, names: &[String]) -> FieldMatch {
+        let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new(), twice: Vec::new() };
+        for (col, accepted) in self.columns.iter().zip(&self.inputs) {
+            let held: Vec<(usize, &String)> =
+                accepted.iter().filter_map(|a| names.iter().position(|n| n == a).map(|p| (p, a))).collect();
+            let quoted = |v: &[&String]| v.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>();
+            match held.as_slice() {
+                [] => m.missing.push(quoted(&accepted.iter().collect::<Vec<_>>()).join(" or ")),
+                [(p, name)] => {
+                    if *name != &accepted[0] {
+                        tracing::info!(column = %col.name, field = %name, "column read from an alternative name");
+                    }
+                    m.positions.push(*p);
+                    m.found.push(format!("`{name}`"));
+                }
+                more => {
+                    let names: Vec<&String> = more.iter().map(|(_, n)| *n).collect();
+                    m.twice.push(format!("{} (column `{}`)", quoted(&names).join(" and "), col.name));
+                }
+            }
+        }
+        m
     }
 }
 

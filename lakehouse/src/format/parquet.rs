@@ -16,18 +16,21 @@ pub fn read(input: std::fs::File, rows: &mut RowEmitter<'_, '_>) -> Result<(), R
         |e: parquet::errors::ParquetError| ReadError::Malformed(format!("not a readable Parquet file: {e}"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(malformed)?;
     let file_schema = builder.schema().clone();
-    let inputs = rows.plan().inputs.clone();
-    let mut positions = Vec::with_capacity(inputs.len());
-    let mut missing = Vec::new();
-    for name in &inputs {
-        match file_schema.index_of(name) {
-            Ok(i) => positions.push(i),
-            Err(_) => missing.push(format!("`{name}`")),
-        }
+    let names: Vec<String> = file_schema.fields().iter().map(|f| f.name().clone()).collect();
+    let matched = rows.plan().match_fields(&names);
+    if !matched.twice.is_empty() {
+        return Err(ReadError::Malformed(format!(
+            "the file holds more than one accepted name of a column: {}; keep one",
+            matched.twice.join(", ")
+        )));
     }
-    if !missing.is_empty() {
-        return Err(ReadError::Malformed(format!("the file lacks the declared column(s) {}", missing.join(", "))));
+    if !matched.missing.is_empty() {
+        let missing = matched.missing.join(", ");
+        return Err(ReadError::Malformed(format!("the file lacks the declared column(s) {missing}")));
     }
+    let positions = matched.positions;
+    // The raw text of a bad row names its fields as the file does.
+    let field_names: Vec<String> = positions.iter().map(|&p| names[p].clone()).collect();
     let reader = builder.with_batch_size(8192).build().map_err(malformed)?;
     let options = FormatOptions::default().with_display_error(true);
     for batch in reader {
@@ -41,7 +44,7 @@ pub fn read(input: std::fs::File, rows: &mut RowEmitter<'_, '_>) -> Result<(), R
         for row in 0..batch.num_rows() {
             let cell = |i: usize| (!columns[i].is_null(row)).then(|| formatters[i].value(row).to_string());
             let raw = || {
-                let obj: serde_json::Map<String, serde_json::Value> = inputs
+                let obj: serde_json::Map<String, serde_json::Value> = field_names
                     .iter()
                     .enumerate()
                     .map(|(i, n)| (n.clone(), cell(i).map_or(serde_json::Value::Null, Into::into)))

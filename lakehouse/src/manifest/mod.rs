@@ -27,8 +27,8 @@ pub use project::{
     Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
 pub use source::{
-    Column, ColumnType, Compression, Connector, Encoding, Format, Load, LoadMode, Normalize, OnBadRecord, Pii, Retry,
-    SourceManifest,
+    Column, ColumnType, Compression, Connector, Encoding, Format, InputNames, Load, LoadMode, Normalize, OnBadRecord,
+    Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -664,6 +664,17 @@ fn validate_column(
     let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
     let (field, cat) = column_site(name, text);
     validate_column_privacy(project, m, name, col, path, text, diags);
+    if let Some(InputNames::Many(names)) = &col.from {
+        let mut seen = BTreeSet::new();
+        if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+            diags.push(
+                err(field("from"), "`from` lists no name, or an empty one".into(), cat("from"))
+                    .hint("give the input field name, or a list of the names it has had: [acc_id, accident_id]"),
+            );
+        } else if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+            diags.push(err(field("from"), format!("`from` lists `{twice}` twice"), cat("from")));
+        }
+    }
     if col.keep_clear.is_some() && col.pii != Pii::Direct {
         diags.push(err(
             field("keep_clear"),

@@ -175,15 +175,25 @@ pub enum Compression {
     None,
 }
 
+/// `from:` one input field name, or a list of accepted names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum InputNames {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// A declared column.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     #[serde(rename = "type")]
     pub ty: ColumnType,
-    /// Name of the field in the input (CSV header, JSON key or dotted path) when it differs from the column name.
+    /// Name of the field in the input (CSV header, JSON key or dotted path) when it differs from the column name;
+    /// a list accepts several names (files that renamed the field between years): each file must hold exactly
+    /// one of them.
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<InputNames>,
     #[serde(default)]
     pub description: Option<String>,
     /// Part of the record key (used by `load: upsert`); implies `required`.
@@ -313,7 +323,12 @@ pub enum OnBadRecord {
 
 impl SourceManifest {
     /// Input field name of a column.
-    pub fn input_name<'a>(name: &'a ColumnName, col: &'a Column) -> &'a str {
-        col.from.as_deref().unwrap_or(name.as_str())
+    /// The input field names a column accepts, in the order declared (its own name when `from` is absent).
+    pub fn input_names(name: &ColumnName, col: &Column) -> Vec<String> {
+        match &col.from {
+            None => vec![name.to_string()],
+            Some(InputNames::One(n)) => vec![n.clone()],
+            Some(InputNames::Many(names)) => names.clone(),
+        }
     }
 }
