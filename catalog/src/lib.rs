@@ -58,12 +58,15 @@ impl RunKind {
     }
 }
 
-/// Records read, written and quarantined. Invariant: `read == written + quarantined`.
+/// Records read, written, quarantined and superseded. Invariant: `read == written + quarantined + superseded`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordCounts {
     pub read: u64,
     pub written: u64,
     pub quarantined: u64,
+    /// `upsert` sources: records replaced by a later record of the same key in the same batch (the last wins).
+    #[serde(default)]
+    pub superseded: u64,
 }
 
 impl RecordCounts {
@@ -71,9 +74,10 @@ impl RecordCounts {
         self.read += other.read;
         self.written += other.written;
         self.quarantined += other.quarantined;
+        self.superseded += other.superseded;
     }
     pub fn balanced(&self) -> bool {
-        self.read == self.written + self.quarantined
+        self.read == self.written + self.quarantined + self.superseded
     }
 }
 

@@ -56,6 +56,7 @@ pub struct RunRow {
     pub records_read: i64,
     pub records_written: i64,
     pub records_quarantined: i64,
+    pub records_superseded: i64,
 }
 
 /// A column of a table: type, privacy class (bronze) and documentation.
@@ -349,7 +350,8 @@ impl Stored for AttemptRow {
 impl Stored for RunRow {
     const INSERT: &'static str = "INSERT INTO catalog_runs (target, output_version, run_id, kind, started_at, batch, \
                                   manifest_hash, sql_hash, mode, rendered_sql, records_read, records_written, \
-                                  records_quarantined) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                                  records_quarantined, records_superseded) \
+                                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
     fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(&self.target)
             .bind(self.output_version)
@@ -364,6 +366,7 @@ impl Stored for RunRow {
             .bind(self.records_read)
             .bind(self.records_written)
             .bind(self.records_quarantined)
+            .bind(self.records_superseded)
     }
 }
 

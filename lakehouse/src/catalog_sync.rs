@@ -194,6 +194,7 @@ fn add_run(s: &mut Snapshot, target: &str, version: i64, run: &RunCommit) {
         records_read: run.records.read as i64,
         records_written: run.records.written as i64,
         records_quarantined: run.records.quarantined as i64,
+        records_superseded: run.records.superseded as i64,
     });
     let line = |input: String, input_version| LineageRow {
         target: target.to_string(),

@@ -91,7 +91,7 @@ pub async fn apply(
                 manifest_hash: src.content_hash.clone(),
                 batch: 0,
                 started_at: Utc::now(),
-                records: RecordCounts { read: n, written: 0, quarantined: 0 },
+                records: RecordCounts { read: n, ..Default::default() },
                 inputs: Vec::new(),
                 read: Vec::new(),
                 sql_hash: None,

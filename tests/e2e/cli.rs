@@ -50,8 +50,8 @@ fn ingest_prints_a_summary_and_where_the_tables_are() {
     let s = stdout(&out);
     let line = s.lines().find(|l| l.starts_with("ddsp_incidents")).unwrap_or_else(|| panic!("{s}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
-    // source batch files read written quarantined version time
-    assert_eq!(&cols[1..7], ["1", "3", "1500", "1485", "15", "1"], "{line}");
+    // source batch files read written quarantined superseded version time
+    assert_eq!(&cols[1..8], ["1", "3", "1500", "1485", "15", "0", "1"], "{line}");
     assert!(s.contains(&format!("tables: file://{}/warehouse/bronze/", p.path().display())), "{s}");
     let again = p.run(&["ingest", "ddsp_incidents"]);
     let line = stdout(&again).lines().find(|l| l.starts_with("ddsp_incidents")).unwrap().to_string();

@@ -38,7 +38,7 @@ async fn example_deployment_lands_every_record_once() {
     for r in &reports {
         let name = &r.source;
         assert!(r.records.read > 0, "{name} read nothing");
-        assert_eq!(r.records.read, r.records.written + r.records.quarantined, "{name}");
+        assert_eq!(r.records.read, r.records.written + r.records.quarantined + r.records.superseded, "{name}");
         assert!(r.failed.is_empty(), "{name}: {:?}", r.failed);
         let bronze = p.warehouse_url("bronze", name);
         let rows = query_i64(&bronze, "SELECT count(*) FROM t").await as u64;
@@ -51,11 +51,10 @@ async fn example_deployment_lands_every_record_once() {
             let q = p.warehouse_url("bronze", &format!("{name}__quarantine"));
             assert_eq!(query_i64(&q, "SELECT count(*) FROM t").await as u64, r.records.quarantined, "{name}");
         }
-        match name.as_str() {
-            // Upsert: overlapping hours of the second file update rows instead of adding them.
-            "meteo_observations" => assert_eq!(rows, r.records.written - 12, "{name}"),
-            _ => assert_eq!(rows, r.records.written, "{name}"),
-        }
+        // Upsert: the overlapping hours of the second meteo file supersede those of the first; the table holds
+        // exactly the records written.
+        assert_eq!(r.records.superseded, if name == "meteo_observations" { 12 } else { 0 }, "{name}");
+        assert_eq!(rows, r.records.written, "{name}");
     }
     // The sample data's deliberate bad records: 5 per police file, 3 per fire-brigade file, ...
     let by_name = |n: &str| reports.iter().find(|r| r.source == n).unwrap().records;
@@ -184,8 +183,14 @@ async fn replace_mode_keeps_only_the_latest_export() {
 #[tokio::test]
 async fn upsert_mode_updates_by_key_and_last_record_wins() {
     let p = TestProject::example(None);
-    ingest_all(&p).await;
+    let reports = ingest_all(&p).await;
+    let meteo = reports.iter().find(|r| r.source == "meteo_observations").unwrap();
+    // The 12 corrected records of the second file replace 12 of the first in the same batch: superseded, not
+    // written, so that read = written + quarantined + superseded.
+    assert_eq!(meteo.records.superseded, 12, "{:?}", meteo.records);
+    assert!(meteo.records.balanced(), "{:?}", meteo.records);
     let url = p.warehouse_url("bronze", "meteo_observations");
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await as u64, meteo.records.written);
     // The second file corrected 2026-11-10 18:00..23:00 for both stations: the corrected values won.
     let corrected = query_i64(
         &url,
@@ -204,8 +209,27 @@ async fn upsert_mode_updates_by_key_and_last_record_wins() {
          13055001,2026-11-01T00:00:00Z,1.0,0,1,1\n13055001,2026-11-01T00:00:00Z,2.0,0,2,2\n",
     );
     let before = query_i64(&url, "SELECT count(*) FROM t").await;
-    ingest_all(&p).await;
+    let reports = ingest_all(&p).await;
+    let meteo = reports.iter().find(|r| r.source == "meteo_observations").unwrap();
+    let r = meteo.records;
+    assert_eq!((r.read, r.written, r.quarantined, r.superseded), (2, 1, 0, 1));
     assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, before);
+    // The ledger and the catalog keep the same counts.
+    let ledger = p.warehouse_url("bronze", "meteo_observations__files");
+    assert_eq!(
+        query_rows(
+            &ledger,
+            "SELECT records_read, records_written, records_superseded FROM t WHERE path = 'observations_03.csv'"
+        )
+        .await,
+        rows(&[&["2", "1", "1"]])
+    );
+    let runs = sql_csv(
+        &p,
+        "SELECT records_read, records_written, records_superseded FROM catalog.runs \
+         WHERE target = 'bronze.meteo_observations' ORDER BY output_version DESC LIMIT 1",
+    );
+    assert_eq!(runs.lines().nth(1), Some("2,1,1"), "{runs}");
     let t = query_pretty(
         &url,
         "SELECT temperature_c, wind_kmh FROM t WHERE station = '13055001' AND observed_at = '2026-11-01T00:00:00Z'",

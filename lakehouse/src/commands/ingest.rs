@@ -79,6 +79,8 @@ struct IngestLine {
     read: u64,
     written: u64,
     quarantined: u64,
+    /// `upsert`: replaced by a later record of the same key in the batch.
+    superseded: u64,
     version: Option<u64>,
     time: String,
 }
@@ -97,6 +99,7 @@ pub fn print_reports(reports: &[IngestReport]) -> Result<(), CliError> {
             read: r.records.read,
             written: r.records.written,
             quarantined: r.records.quarantined,
+            superseded: r.records.superseded,
             version: r.bronze_version,
             time: format!("{:.2}s", r.elapsed.as_secs_f64()),
         })

@@ -273,7 +273,8 @@ struct Selection {
 struct Parsed {
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
-    upsert_rows: Vec<RecordBatch>,
+    /// `upsert`: the rows of each file (in `files` order), merged at commit.
+    upsert_rows: Vec<Vec<RecordBatch>>,
     files: Vec<(FileEntry, RecordCounts)>,
 }
 
@@ -325,12 +326,15 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         bronze: &tables.bronze,
         quarantine: &quarantine,
     };
-    let parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
+    let mut parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
         IngestError::BadRecord(msg) => {
             IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
         }
         other => other,
     })?;
+    if m.load.mode == LoadMode::Upsert {
+        supersede(&mut parsed, &plan, m, &mut report)?;
+    }
     if selection.replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
         job.discard(&parsed).await;
@@ -382,6 +386,52 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         "committed"
     );
     Ok(report)
+}
+
+/// `upsert`: the last record of a key in a batch wins (files in the order taken, records in file order). The
+/// records a later one replaces are counted, per file, as superseded instead of written, so that read = written
+/// + quarantined + superseded holds in the summary, the ledger and the catalog.
+fn supersede(
+    parsed: &mut Parsed,
+    plan: &TablePlan,
+    m: &crate::manifest::SourceManifest,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    use arrow::row::{RowConverter, SortField};
+    let keys: Vec<&str> = m.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.as_str()).collect();
+    let fields = keys
+        .iter()
+        .map(|k| plan.schema.field_with_name(k).map(|f| SortField::new(f.data_type().clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)?;
+    let converter = RowConverter::new(fields).map_err(internal)?;
+    // Each key → the file of its last record.
+    let mut last: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    for (file, batches) in parsed.upsert_rows.iter().enumerate() {
+        for b in batches {
+            let columns = keys
+                .iter()
+                .map(|k| b.column_by_name(k).cloned().ok_or_else(|| internal(format!("upsert: no key column {k}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            for row in converter.convert_columns(&columns).map_err(internal)?.iter() {
+                last.insert(row.as_ref().to_vec(), file);
+            }
+        }
+    }
+    let mut kept = vec![0u64; parsed.files.len()];
+    for file in last.into_values() {
+        kept[file] += 1;
+    }
+    report.records = RecordCounts::default();
+    for ((_, counts), kept) in parsed.files.iter_mut().zip(kept) {
+        counts.superseded = counts.written - kept;
+        counts.written = kept;
+        report.records.add(*counts);
+    }
+    if report.records.superseded > 0 {
+        tracing::info!(superseded = report.records.superseded, "records replaced by a later record of their key");
+    }
+    Ok(())
 }
 
 /// Opens (creating) bronze and the ledger, and the quarantine when it exists; checks that their pseudonyms and
@@ -541,7 +591,7 @@ async fn commit_batch(
     let version = match m.load.mode {
         LoadMode::Append => commit(bronze, Write::Append(parsed.bronze_adds), props()).await,
         LoadMode::Replace => commit(bronze, Write::Overwrite { adds: parsed.bronze_adds, schema: None }, props()).await,
-        LoadMode::Upsert => upsert(bronze, m, parsed.upsert_rows, props()).await,
+        LoadMode::Upsert => upsert(bronze, m, parsed.upsert_rows.into_iter().flatten().collect(), props()).await,
     }
     .map_err(conflict(bronze))?;
     report.bronze_version = Some(version);
@@ -595,7 +645,7 @@ impl FileJob<'_> {
                 Ok(done) => {
                     parsed.bronze_adds.extend(done.bronze_adds);
                     parsed.quarantine_adds.extend(done.quarantine_adds);
-                    parsed.upsert_rows.extend(done.upsert_rows);
+                    parsed.upsert_rows.push(done.upsert_rows);
                     report.records.add(done.counts);
                     parsed.files.push((done.entry, done.counts));
                 }
@@ -708,7 +758,8 @@ impl FileJob<'_> {
             flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
         let outcome = match (write_result, read_result) {
             (Ok(()), Ok(c)) => {
-                let counts = RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined };
+                let counts =
+                    RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined, superseded: 0 };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
                     quarantined = counts.quarantined, "file parsed");
                 return Ok(FileDone { entry: entry.clone(), counts, bronze_adds, quarantine_adds, upsert_rows });

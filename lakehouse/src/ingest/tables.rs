@@ -31,6 +31,8 @@ pub fn ledger_schema() -> SchemaRef {
         Field::new("records_read", DataType::Int64, false),
         Field::new("records_written", DataType::Int64, false),
         Field::new("records_quarantined", DataType::Int64, false),
+        // Added after the first version: nullable, so older ledgers gain it (null in their rows).
+        Field::new("records_superseded", DataType::Int64, true),
     ]))
 }
 
@@ -49,6 +51,8 @@ pub struct LedgerRow {
     pub records_read: u64,
     pub records_written: u64,
     pub records_quarantined: u64,
+    /// `upsert`: the file's records replaced by a later record of the same key in the batch.
+    pub records_superseded: Option<u64>,
 }
 
 impl LedgerRow {
@@ -72,6 +76,7 @@ impl LedgerRow {
             records_read: counts.read,
             records_written: counts.written,
             records_quarantined: counts.quarantined,
+            records_superseded: Some(counts.superseded),
         }
     }
 

@@ -379,6 +379,7 @@ impl Warehouse {
     ) -> Result<DeltaTable, StorageError> {
         let err = |source| delta_error(url, source);
         if let Some(table) = self.open(url).await? {
+            let table = add_new_columns(url, table, schema).await?;
             check_schema(url, &table, schema)?;
             return self.keep_log(table).await;
         }
@@ -420,6 +421,22 @@ impl Warehouse {
         }
         Err(err(error))
     }
+}
+
+/// Adds to an existing table the nullable columns a newer version of its schema declares after its own (a
+/// system table that gained a column); any other difference is left to [`check_schema`].
+async fn add_new_columns(url: &Url, table: DeltaTable, declared: &SchemaRef) -> Result<DeltaTable, StorageError> {
+    let err = |source| delta_error(url, source);
+    let found: Vec<String> = table.snapshot().map_err(err)?.schema().fields().map(|f| f.name().to_string()).collect();
+    let declared_delta: StructType = declared.as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
+    let fields: Vec<_> = declared_delta.fields().collect();
+    let extends = fields.len() > found.len() && fields.iter().zip(&found).all(|(f, n)| f.name() == n);
+    let new: Vec<_> = fields[found.len().min(fields.len())..].iter().map(|f| (*f).clone()).collect();
+    if !extends || new.iter().any(|f| !f.is_nullable()) {
+        return Ok(table);
+    }
+    tracing::info!(table = %url, columns = new.len(), "adding the columns of the newer schema");
+    table.add_columns().with_fields(new).await.map_err(err)
 }
 
 fn check_schema(url: &Url, table: &DeltaTable, declared: &SchemaRef) -> Result<(), StorageError> {
@@ -498,5 +515,40 @@ mod tests {
         assert_eq!(resolve_url(base, "/abs/x").unwrap().as_str(), "file:///abs/x/");
         assert_eq!(resolve_url(base, "s3://lake/prod").unwrap().as_str(), "s3://lake/prod/");
         assert!(resolve_url(base, "s3:///nobucket").is_err());
+    }
+}
+
+#[cfg(test)]
+mod evolution_tests {
+    use deltalake::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    /// A system table whose newer schema adds nullable columns at the end gains them; any other difference is
+    /// refused.
+    #[tokio::test]
+    async fn a_newer_schema_adds_its_trailing_nullable_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh =
+            Warehouse::new(dir.path(), "file://./w", &Default::default(), crate::manifest::Retention::Forever).unwrap();
+        let url = wh.table_url("bronze", "t__files");
+        let v1 = Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false)]));
+        wh.open_or_create(&url, &v1, "t", &[], &[]).await.unwrap();
+        let v2 = Arc::new(Schema::new(vec![
+            Field::new("path", DataType::Utf8, false),
+            Field::new("records_superseded", DataType::Int64, true),
+        ]));
+        let t = wh.open_or_create(&url, &v2, "t", &[], &[]).await.unwrap();
+        let names: Vec<String> = t.snapshot().unwrap().schema().fields().map(|f| f.name().to_string()).collect();
+        assert_eq!(names, ["path", "records_superseded"]);
+        // Opened again with the same schema: nothing to add.
+        wh.open_or_create(&url, &v2, "t", &[], &[]).await.unwrap();
+        let required = Arc::new(Schema::new(vec![
+            Field::new("path", DataType::Utf8, false),
+            Field::new("records_superseded", DataType::Int64, true),
+            Field::new("required", DataType::Int64, false),
+        ]));
+        let e = wh.open_or_create(&url, &required, "t", &[], &[]).await.unwrap_err();
+        assert!(matches!(e, StorageError::SchemaMismatch { .. }), "{e}");
     }
 }

@@ -412,7 +412,7 @@ async fn run_model(
             manifest_hash: definition.manifest_hash.clone(),
             batch: previous.as_ref().map_or(1, |p| p.batch + 1),
             started_at,
-            records: RecordCounts { read: written.rows, written: written.rows, quarantined: 0 },
+            records: RecordCounts { read: written.rows, written: written.rows, ..Default::default() },
             inputs: Vec::new(),
             read: pinned.read.clone(),
             sql_hash: Some(definition.sql_hash.clone()),
