@@ -114,10 +114,14 @@ pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diag
         .map(|l| (l.line(), l.column()))
         .filter(|&p| p != (1, 1) || field.is_empty() && message.contains("missing"));
     let token = backticked(&message);
+    // A value of the wrong type inside a tagged section (`format: { kind: csv, … }`) comes without a position:
+    // the value serde quotes (`invalid type: string "mq", expected a sequence`) is found in the text instead.
+    let quoted = message.strip_prefix("invalid type: ").and_then(|m| m.split('"').nth(1)).filter(|v| !v.is_empty());
     let searched = match (message.split('`').next(), token) {
         (Some("unknown field "), Some(t)) => find_token(text, pos, t, true),
         (Some("unknown variant "), Some(t)) => find_token(text, pos, t, false),
         (_, Some(t)) if pos.is_none() => find_token(text, None, t, false),
+        _ if pos.is_none() => quoted.and_then(|v| find_token(text, None, v, false)),
         _ => None,
     };
     if let Some(p) = searched {
@@ -126,9 +130,18 @@ pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diag
             field = path;
         }
     }
+    // "a sequence" is YAML's word: say list, and show one.
+    let list_hint = message.ends_with("expected a sequence").then(|| match quoted {
+        Some(v) => format!("write a list, e.g. [\"{v}\"] (or [] for none)"),
+        None => "write a list, e.g. [a, b] (or [] for none)".to_string(),
+    });
+    let message = message.replace("expected a sequence", "expected a list");
     let mut d = Diagnostic::new(file, field.trim_start_matches('.').to_string(), message);
     if let Some(p) = pos {
         d = d.at(p);
+    }
+    if let Some(h) = list_hint {
+        d = d.hint(h);
     }
     d
 }

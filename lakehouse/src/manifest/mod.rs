@@ -371,7 +371,7 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, text: &str, diag
         Ok(v) => Some(v),
         Err(e) => {
             let mut d = diag::from_yaml_error(path, text, &e);
-            d.hint = hint_for(&d.message);
+            d.hint = hint_for(&d.message).or(d.hint);
             diags.push(d);
             None
         }
