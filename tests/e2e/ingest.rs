@@ -326,6 +326,12 @@ async fn a_column_accepts_every_name_its_field_had() {
         query_rows(&bronze, "SELECT accident_id FROM t ORDER BY accident_id").await,
         rows(&[&["202200000001"], &["202200000002"], &["202300000001"]])
     );
+    // The ledger says which files used another name than the first.
+    let ledger = p.warehouse_url("bronze", "accidents__files");
+    assert_eq!(
+        query_rows(&ledger, "SELECT path, read_as FROM t ORDER BY path").await,
+        rows(&[&["caract-2022.csv", ""], &["caract-2023.csv", "accident_id ← Accident_Id"]])
+    );
     assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
     assert_eq!(r.failed[0].path, "caract-both.csv");
     assert!(

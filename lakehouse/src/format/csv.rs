@@ -73,6 +73,9 @@ pub fn read(
                 }
             )));
         }
+        for (column, field) in &matched.renamed {
+            rows.read_as(column, field);
+        }
         let positions = matched.positions;
         (positions, names.len())
     } else {

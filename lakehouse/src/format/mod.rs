@@ -131,13 +131,20 @@ pub struct FieldMatch {
     pub found: Vec<String>,
     /// Declared columns the file holds under more than one accepted name.
     pub twice: Vec<String>,
+    /// Columns found under another accepted name than their first: (column, name in the file).
+    pub renamed: Vec<(String, String)>,
 }
 
 impl TablePlan {
-    /// Matches a file's field names against each column's accepted names; a column read under another name than
-    /// its first is logged with the name used.
+    /// Matches a file's field names against each column's accepted names.
     pub fn match_fields(&self, names: &[String]) -> FieldMatch {
-        let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new(), twice: Vec::new() };
+        let mut m = FieldMatch {
+            positions: Vec::new(),
+            missing: Vec::new(),
+            found: Vec::new(),
+            twice: Vec::new(),
+            renamed: Vec::new(),
+        };
         for (col, accepted) in self.columns.iter().zip(&self.inputs) {
             let held: Vec<(usize, &String)> =
                 accepted.iter().filter_map(|a| names.iter().position(|n| n == a).map(|p| (p, a))).collect();
@@ -146,7 +153,7 @@ impl TablePlan {
                 [] => m.missing.push(quoted(&accepted.iter().collect::<Vec<_>>()).join(" or ")),
                 [(p, name)] => {
                     if *name != &accepted[0] {
-                        tracing::info!(column = %col.name, field = %name, "column read from an alternative name");
+                        m.renamed.push((col.name.clone(), name.to_string()));
                     }
                     m.positions.push(*p);
                     m.found.push(format!("`{name}`"));
@@ -248,11 +255,13 @@ pub enum ReadError {
 }
 
 /// Counts of one file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileCounts {
     pub read: u64,
     pub written: u64,
     pub quarantined: u64,
+    /// Columns read under another accepted name than their first (`accident_id ← Accident_Id`).
+    pub read_as: Vec<String>,
 }
 
 /// The context a reader needs: plan, keys, metadata values, bad-record policy.
@@ -407,9 +416,15 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         Ok(())
     }
 
+    /// Records that the file holds `column` under another accepted name than its first (kept in the ledger).
+    pub fn read_as(&mut self, column: &str, field: &str) {
+        tracing::info!(file = %self.ctx.source_file, column, field, "column read from an alternative name");
+        self.counts.read_as.push(format!("{column} ← {field}"));
+    }
+
     fn finish(mut self) -> Result<FileCounts, ReadError> {
         self.flush()?;
-        self.progress.done(self.counts);
+        self.progress.done(&self.counts);
         Ok(self.counts)
     }
 }
@@ -432,7 +447,7 @@ impl Progress {
             tracing::info!(file = %self.file, records = read, rate = format!("{rate:.0}/s"), "reading");
         }
     }
-    fn done(&self, c: FileCounts) {
+    fn done(&self, c: &FileCounts) {
         tracing::debug!(file = %self.file, read = c.read, written = c.written, quarantined = c.quarantined,
             secs = self.started.elapsed().as_secs_f64(), "file read");
     }

@@ -276,6 +276,8 @@ struct Parsed {
     /// `upsert`: the rows of each file (in `files` order), merged at commit.
     upsert_rows: Vec<Vec<RecordBatch>>,
     files: Vec<(FileEntry, RecordCounts)>,
+    /// Per file (in `files` order): its columns read under another accepted name.
+    read_as: Vec<Vec<String>>,
 }
 
 /// One run of a source, by phase: open its tables; choose the files (new and settled, or those of a batch left
@@ -569,7 +571,11 @@ async fn commit_batch(
         let rows: Vec<LedgerRow> = parsed
             .files
             .iter()
-            .map(|(entry, counts)| LedgerRow::new(batch, location, &run.run_id.0, run.started_at, entry, *counts))
+            .zip(&parsed.read_as)
+            .map(|((entry, counts), read_as)| LedgerRow {
+                read_as: (!read_as.is_empty()).then(|| read_as.join("; ")),
+                ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, entry, *counts)
+            })
             .collect();
         let ledger = &tables.ledger;
         let lb = tables::ledger_batch(&rows).map_err(internal)?;
@@ -621,6 +627,7 @@ struct FileDone {
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
     upsert_rows: Vec<RecordBatch>,
+    read_as: Vec<String>,
 }
 
 enum FileError {
@@ -648,6 +655,7 @@ impl FileJob<'_> {
                     parsed.upsert_rows.push(done.upsert_rows);
                     report.records.add(done.counts);
                     parsed.files.push((done.entry, done.counts));
+                    parsed.read_as.push(done.read_as);
                 }
                 Err(FileError::NotTaken(failed)) => report.failed.push(failed),
                 Err(FileError::Fatal(e)) => {
@@ -762,7 +770,15 @@ impl FileJob<'_> {
                     RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined, superseded: 0 };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
                     quarantined = counts.quarantined, "file parsed");
-                return Ok(FileDone { entry: entry.clone(), counts, bronze_adds, quarantine_adds, upsert_rows });
+                let read_as = c.read_as;
+                return Ok(FileDone {
+                    entry: entry.clone(),
+                    counts,
+                    bronze_adds,
+                    quarantine_adds,
+                    upsert_rows,
+                    read_as,
+                });
             }
             (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_) | ReadError::Limit(_)))) => {
                 not_taken(e.to_string())

@@ -33,6 +33,7 @@ pub fn ledger_schema() -> SchemaRef {
         Field::new("records_quarantined", DataType::Int64, false),
         // Added after the first version: nullable, so older ledgers gain it (null in their rows).
         Field::new("records_superseded", DataType::Int64, true),
+        Field::new("read_as", DataType::Utf8, true),
     ]))
 }
 
@@ -53,6 +54,8 @@ pub struct LedgerRow {
     pub records_quarantined: u64,
     /// `upsert`: the file's records replaced by a later record of the same key in the batch.
     pub records_superseded: Option<u64>,
+    /// Columns the file held under another accepted name than their first (`accident_id ← Accident_Id; …`).
+    pub read_as: Option<String>,
 }
 
 impl LedgerRow {
@@ -77,6 +80,7 @@ impl LedgerRow {
             records_written: counts.written,
             records_quarantined: counts.quarantined,
             records_superseded: Some(counts.superseded),
+            read_as: None,
         }
     }
 
