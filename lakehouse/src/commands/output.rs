@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
@@ -69,14 +68,10 @@ fn table_text(batches: &[RecordBatch]) -> Result<String, CliError> {
     for (i, field) in schema.fields().iter().enumerate() {
         if let Some(column) = table.column_mut(i) {
             column.set_padding((0, 2));
-            if is_number(field.data_type()) {
+            if field.data_type().is_numeric() {
                 column.set_cell_alignment(CellAlignment::Right);
             }
         }
     }
     Ok(table.trim_fmt())
-}
-
-fn is_number(t: &DataType) -> bool {
-    t.is_numeric()
 }

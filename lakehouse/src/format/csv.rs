@@ -50,13 +50,7 @@ pub fn read(
                 decode(f, d.encoding).map(|s| s.trim().to_string()).unwrap_or_default()
             })
             .collect();
-        let matched = rows.plan().match_fields(&names);
-        if !matched.twice.is_empty() {
-            return Err(ReadError::Malformed(format!(
-                "line 1: the header holds more than one accepted name of a column: {}; keep one",
-                matched.twice.join(", ")
-            )));
-        }
+        let matched = rows.match_fields(&names, "line 1: the header")?;
         if !matched.missing.is_empty() {
             // The first line is not echoed: in a file without a header it is a record (names, phone numbers).
             let found = &matched.found;
@@ -72,9 +66,6 @@ pub fn read(
                     " (the other fields are not shown: they may be data)"
                 }
             )));
-        }
-        for (column, field) in &matched.renamed {
-            rows.read_as(column, field);
         }
         let positions = matched.positions;
         (positions, names.len())

@@ -62,8 +62,6 @@ pub struct TablePlan {
     pub decimal_comma: bool,
     /// Arrow schema of bronze rows: declared columns (+ `<col>_key_id` after each pseudonymized one), then metadata.
     pub schema: SchemaRef,
-    /// The accepted input field names of each declared column, in order.
-    pub inputs: Vec<Vec<String>>,
     /// How national phone numbers are read (`normalize: phone`).
     pub phone_country: Option<PhoneCountry>,
 }
@@ -110,9 +108,8 @@ impl TablePlan {
         fields.push(Field::new("_ingested_at", timestamp_type(), false));
         fields.push(Field::new("_run_id", DataType::Utf8, false));
         fields.push(Field::new("_source_file", DataType::Utf8, false));
-        let inputs = columns.iter().map(|c| c.input.clone()).collect();
         let phone_country = project.privacy.phone_country;
-        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), inputs, phone_country }
+        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), phone_country }
     }
 
     /// The key domains this plan needs.
@@ -129,23 +126,17 @@ pub struct FieldMatch {
     pub missing: Vec<String>,
     /// Names of declared columns the file holds.
     pub found: Vec<String>,
-    /// Declared columns the file holds under more than one accepted name.
-    pub twice: Vec<String>,
-    /// Columns found under another accepted name than their first: (column, name in the file).
-    pub renamed: Vec<(String, String)>,
 }
 
-impl TablePlan {
-    /// Matches a file's field names against each column's accepted names.
-    pub fn match_fields(&self, names: &[String]) -> FieldMatch {
-        let mut m = FieldMatch {
-            positions: Vec::new(),
-            missing: Vec::new(),
-            found: Vec::new(),
-            twice: Vec::new(),
-            renamed: Vec::new(),
-        };
-        for (col, accepted) in self.columns.iter().zip(&self.inputs) {
+impl RowEmitter<'_, '_> {
+    /// Matches a file's field names (`holder`: where they are, for messages) against each column's accepted
+    /// names. A file holding a column under two accepted names is malformed; a column found under another name
+    /// than its first is recorded ([`FileCounts::read_as`]). Columns found under none are in `missing`.
+    pub fn match_fields(&mut self, names: &[String], holder: &str) -> Result<FieldMatch, ReadError> {
+        let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new() };
+        let mut twice = Vec::new();
+        for col in &self.ctx.plan.columns {
+            let accepted = &col.input;
             let held: Vec<(usize, &String)> =
                 accepted.iter().filter_map(|a| names.iter().position(|n| n == a).map(|p| (p, a))).collect();
             let quoted = |v: &[&String]| v.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>();
@@ -153,18 +144,26 @@ impl TablePlan {
                 [] => m.missing.push(quoted(&accepted.iter().collect::<Vec<_>>()).join(" or ")),
                 [(p, name)] => {
                     if *name != &accepted[0] {
-                        m.renamed.push((col.name.clone(), name.to_string()));
+                        tracing::info!(file = %self.ctx.source_file, column = %col.name, field = %name,
+                            "column read from an alternative name");
+                        self.counts.read_as.push(format!("{} ← {name}", col.name));
                     }
                     m.positions.push(*p);
                     m.found.push(format!("`{name}`"));
                 }
                 more => {
                     let names: Vec<&String> = more.iter().map(|(_, n)| *n).collect();
-                    m.twice.push(format!("{} (column `{}`)", quoted(&names).join(" and "), col.name));
+                    twice.push(format!("{} (column `{}`)", quoted(&names).join(" and "), col.name));
                 }
             }
         }
-        m
+        if !twice.is_empty() {
+            return Err(ReadError::Malformed(format!(
+                "{holder} holds more than one accepted name of a column: {}; keep one",
+                twice.join(", ")
+            )));
+        }
+        Ok(m)
     }
 }
 
@@ -414,12 +413,6 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             self.sink.batch(batch)?;
         }
         Ok(())
-    }
-
-    /// Records that the file holds `column` under another accepted name than its first (kept in the ledger).
-    pub fn read_as(&mut self, column: &str, field: &str) {
-        tracing::info!(file = %self.ctx.source_file, column, field, "column read from an alternative name");
-        self.counts.read_as.push(format!("{column} ← {field}"));
     }
 
     fn finish(mut self) -> Result<FileCounts, ReadError> {

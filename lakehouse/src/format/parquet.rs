@@ -17,19 +17,10 @@ pub fn read(input: std::fs::File, rows: &mut RowEmitter<'_, '_>) -> Result<(), R
     let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(malformed)?;
     let file_schema = builder.schema().clone();
     let names: Vec<String> = file_schema.fields().iter().map(|f| f.name().clone()).collect();
-    let matched = rows.plan().match_fields(&names);
-    if !matched.twice.is_empty() {
-        return Err(ReadError::Malformed(format!(
-            "the file holds more than one accepted name of a column: {}; keep one",
-            matched.twice.join(", ")
-        )));
-    }
+    let matched = rows.match_fields(&names, "the file")?;
     if !matched.missing.is_empty() {
         let missing = matched.missing.join(", ");
         return Err(ReadError::Malformed(format!("the file lacks the declared column(s) {missing}")));
-    }
-    for (column, field) in &matched.renamed {
-        rows.read_as(column, field);
     }
     let positions = matched.positions;
     // The raw text of a bad row names its fields as the file does.

@@ -268,16 +268,22 @@ struct Selection {
     waiting: Vec<String>,
 }
 
-/// What the files of a batch gave: data files written but not committed, and per-file counts.
+/// What the files of a batch gave: data files written but not committed, and each file taken.
 #[derive(Default)]
 struct Parsed {
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
-    /// `upsert`: the rows of each file (in `files` order), merged at commit.
-    upsert_rows: Vec<Vec<RecordBatch>>,
-    files: Vec<(FileEntry, RecordCounts)>,
-    /// Per file (in `files` order): its columns read under another accepted name.
-    read_as: Vec<Vec<String>>,
+    files: Vec<TakenFile>,
+}
+
+/// A file read completely: what it held and what became of its records.
+struct TakenFile {
+    entry: FileEntry,
+    counts: RecordCounts,
+    /// Its columns read under another accepted name than their first (`accident_id ← Accident_Id`).
+    read_as: Vec<String>,
+    /// `upsert`: its rows, merged at commit.
+    upsert_rows: Vec<RecordBatch>,
 }
 
 /// One run of a source, by phase: open its tables; choose the files (new and settled, or those of a batch left
@@ -350,11 +356,11 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     report.files = parsed
         .files
         .iter()
-        .map(|(e, c)| InputFile {
+        .map(|f| InputFile {
             location: conn.location().to_string(),
-            path: e.path.clone(),
-            size: e.size,
-            records: *c,
+            path: f.entry.path.clone(),
+            size: f.entry.size,
+            records: f.counts,
         })
         .collect();
     if parsed.files.is_empty() {
@@ -400,7 +406,7 @@ fn supersede(
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
     use arrow::row::{RowConverter, SortField};
-    let keys: Vec<&str> = m.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.as_str()).collect();
+    let keys = m.key_columns();
     let fields = keys
         .iter()
         .map(|k| plan.schema.field_with_name(k).map(|f| SortField::new(f.data_type().clone())))
@@ -409,8 +415,8 @@ fn supersede(
     let converter = RowConverter::new(fields).map_err(internal)?;
     // Each key → the file of its last record.
     let mut last: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
-    for (file, batches) in parsed.upsert_rows.iter().enumerate() {
-        for b in batches {
+    for (file, taken) in parsed.files.iter().enumerate() {
+        for b in &taken.upsert_rows {
             let columns = keys
                 .iter()
                 .map(|k| b.column_by_name(k).cloned().ok_or_else(|| internal(format!("upsert: no key column {k}"))))
@@ -425,7 +431,8 @@ fn supersede(
         kept[file] += 1;
     }
     report.records = RecordCounts::default();
-    for ((_, counts), kept) in parsed.files.iter_mut().zip(kept) {
+    for (taken, kept) in parsed.files.iter_mut().zip(kept) {
+        let counts = &mut taken.counts;
         counts.superseded = counts.written - kept;
         counts.written = kept;
         report.records.add(*counts);
@@ -571,10 +578,9 @@ async fn commit_batch(
         let rows: Vec<LedgerRow> = parsed
             .files
             .iter()
-            .zip(&parsed.read_as)
-            .map(|((entry, counts), read_as)| LedgerRow {
-                read_as: (!read_as.is_empty()).then(|| read_as.join("; ")),
-                ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, entry, *counts)
+            .map(|f| LedgerRow {
+                read_as: (!f.read_as.is_empty()).then(|| f.read_as.join("; ")),
+                ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, &f.entry, f.counts)
             })
             .collect();
         let ledger = &tables.ledger;
@@ -597,7 +603,10 @@ async fn commit_batch(
     let version = match m.load.mode {
         LoadMode::Append => commit(bronze, Write::Append(parsed.bronze_adds), props()).await,
         LoadMode::Replace => commit(bronze, Write::Overwrite { adds: parsed.bronze_adds, schema: None }, props()).await,
-        LoadMode::Upsert => upsert(bronze, m, parsed.upsert_rows.into_iter().flatten().collect(), props()).await,
+        LoadMode::Upsert => {
+            let rows = parsed.files.into_iter().flat_map(|f| f.upsert_rows).collect();
+            upsert(bronze, m, rows, props()).await
+        }
     }
     .map_err(conflict(bronze))?;
     report.bronze_version = Some(version);
@@ -620,14 +629,11 @@ struct FileJob<'a> {
     quarantine: &'a DeltaTable,
 }
 
-/// A file read completely: its counts and the uncommitted files written for it.
+/// A file read completely, and the uncommitted data files written for it.
 struct FileDone {
-    entry: FileEntry,
-    counts: RecordCounts,
+    file: TakenFile,
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
-    upsert_rows: Vec<RecordBatch>,
-    read_as: Vec<String>,
 }
 
 enum FileError {
@@ -652,10 +658,8 @@ impl FileJob<'_> {
                 Ok(done) => {
                     parsed.bronze_adds.extend(done.bronze_adds);
                     parsed.quarantine_adds.extend(done.quarantine_adds);
-                    parsed.upsert_rows.push(done.upsert_rows);
-                    report.records.add(done.counts);
-                    parsed.files.push((done.entry, done.counts));
-                    parsed.read_as.push(done.read_as);
+                    report.records.add(done.file.counts);
+                    parsed.files.push(done.file);
                 }
                 Err(FileError::NotTaken(failed)) => report.failed.push(failed),
                 Err(FileError::Fatal(e)) => {
@@ -770,15 +774,8 @@ impl FileJob<'_> {
                     RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined, superseded: 0 };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
                     quarantined = counts.quarantined, "file parsed");
-                let read_as = c.read_as;
-                return Ok(FileDone {
-                    entry: entry.clone(),
-                    counts,
-                    bronze_adds,
-                    quarantine_adds,
-                    upsert_rows,
-                    read_as,
-                });
+                let file = TakenFile { entry: entry.clone(), counts, read_as: c.read_as, upsert_rows };
+                return Ok(FileDone { file, bronze_adds, quarantine_adds });
             }
             (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_) | ReadError::Limit(_)))) => {
                 not_taken(e.to_string())
@@ -879,7 +876,7 @@ async fn upsert(
     let schema = ordered[0].schema();
     let mem = datafusion::datasource::MemTable::try_new(schema, vec![ordered]).map_err(df_err)?;
     ctx.register_table("incoming", Arc::new(mem)).map_err(df_err)?;
-    let keys: Vec<String> = m.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.to_string()).collect();
+    let keys: Vec<String> = m.key_columns().into_iter().map(String::from).collect();
     let sql = format!(
         "SELECT * EXCLUDE (__ord, __rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY __ord DESC) AS __rn FROM incoming) WHERE __rn = 1",
         keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")

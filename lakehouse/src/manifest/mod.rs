@@ -626,7 +626,7 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
     for (name, col) in &m.columns {
         validate_column(project, m, name, col, path, text, diags);
     }
-    if m.load.mode == LoadMode::Upsert && !m.columns.values().any(|c| c.key) {
+    if m.load.mode == LoadMode::Upsert && m.key_columns().is_empty() {
         diags.push(
             err("load.mode".into(), "`upsert` needs key columns".into(), at(&["load", "mode"]))
                 .hint("mark the identifying columns with `key: true`"),

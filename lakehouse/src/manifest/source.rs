@@ -322,7 +322,11 @@ pub enum OnBadRecord {
 }
 
 impl SourceManifest {
-    /// Input field name of a column.
+    /// The columns marked `key: true`, in order.
+    pub fn key_columns(&self) -> Vec<&str> {
+        self.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.as_str()).collect()
+    }
+
     /// The input field names a column accepts, in the order declared (its own name when `from` is absent).
     pub fn input_names(name: &ColumnName, col: &Column) -> Vec<String> {
         match &col.from {

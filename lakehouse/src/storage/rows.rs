@@ -93,7 +93,8 @@ mod tests {
         name: String,
         at: DateTime<Utc>,
         n: Option<u64>,
-        raw: serde_bytes_like::Bytes,
+        #[serde(with = "super::bytes")]
+        raw: Vec<u8>,
         #[serde(rename = "kind")]
         state: State,
     }
@@ -103,12 +104,6 @@ mod tests {
     enum State {
         UpToDate,
         Failed,
-    }
-
-    mod serde_bytes_like {
-        /// Bytes written as a Binary column.
-        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-        pub struct Bytes(#[serde(with = "crate::storage::rows::bytes")] pub Vec<u8>);
     }
 
     fn schema() -> SchemaRef {
@@ -126,14 +121,8 @@ mod tests {
     fn rows_round_trip_through_a_batch() {
         let at = DateTime::from_timestamp_micros(1_764_470_000_123_456).unwrap();
         let rows = vec![
-            Row {
-                name: "a".into(),
-                at,
-                n: Some(3),
-                raw: serde_bytes_like::Bytes(vec![0, 1, 255]),
-                state: State::UpToDate,
-            },
-            Row { name: "b".into(), at, n: None, raw: serde_bytes_like::Bytes(vec![]), state: State::Failed },
+            Row { name: "a".into(), at, n: Some(3), raw: vec![0, 1, 255], state: State::UpToDate },
+            Row { name: "b".into(), at, n: None, raw: vec![], state: State::Failed },
         ];
         let batch = to_batch(&schema(), &rows).unwrap();
         assert_eq!(batch.schema(), schema());
