@@ -41,7 +41,7 @@ impl Target {
 }
 
 const COLUMNS: &str = r#"columns:
-  id: { type: string, key: true }
+  id: { type: string, key: true, unique: true }
   at: { type: timestamp, format: "%d/%m/%Y %H:%M" }
   day: { type: date }
   n: { type: int, range: [0, 1000] }
@@ -51,6 +51,7 @@ const COLUMNS: &str = r#"columns:
   kind: { type: string, values: [a, b, c] }
   who: { type: string, pii: direct, domain: police, normalize: digits }
   notes: { type: string, pii: sensitive }
+unique: [who, day]
 "#;
 
 fn manifest(format: &str, nested: bool) -> SourceManifest {
@@ -96,13 +97,14 @@ pub fn run(target: Target, data: &[u8]) {
     let key = "police fuzz 0000000000000000000000000000000000000000000000000000000000000001";
     let Ok(keys) = KeyRing::parse(key, "fuzz") else { return };
     let ctx = ReadContext {
-        plan,
+        plan: plan.clone(),
         keys: Arc::new(keys),
         run_id: "fuzz".into(),
         ingested_at_micros: 0,
         source_file: "fuzz".into(),
         on_bad_record: OnBadRecord::Quarantine,
         limits: ReadLimits { max_record_bytes: 1 << 16, max_decompressed_bytes: 1 << 24, ..ReadLimits::default() },
+        unique: plan.unique_index().map(|u| Arc::new(std::sync::Mutex::new(u))),
     };
     let Ok(mut file) = tempfile::tempfile() else { return };
     if file.write_all(data).is_err() || std::io::Seek::rewind(&mut file).is_err() {

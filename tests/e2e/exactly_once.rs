@@ -154,6 +154,31 @@ async fn a_pending_batch_whose_file_disappeared_is_not_committed_partially() {
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 1000);
 }
 
+/// A pending batch is completed with the bytes its ledger rows recorded, or not at all: a file rewritten in
+/// between (same path, other content) stops the replay until the original is restored.
+#[tokio::test]
+async fn a_pending_batch_whose_file_was_rewritten_is_not_completed_with_other_bytes() {
+    let (p, _, _) = feed(2, 500);
+    let out = p.command(&["ingest"]).env("LAKEHOUSE_FAULT", "after-ledger-commit").output().unwrap();
+    assert!(!out.status.success());
+    let path = p.path().join("drop/part-1.csv");
+    let original = std::fs::read(&path).unwrap();
+    std::fs::write(&path, String::from_utf8_lossy(&original).replacen("\n", "\n\n", 1)).unwrap();
+    let out = p.run(&["ingest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("left batch 1 pending") && err.contains("part-1.csv changed since the interrupted run"),
+        "{err}"
+    );
+    let bronze = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 0);
+    std::fs::write(&path, original).unwrap();
+    let out = p.run(&["ingest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 1000);
+}
+
 /// A manual ingest takes the source's lock: while one run is still committing (made slow here), a second one
 /// waits for it instead of "completing a batch left pending by an interrupted run" under it, then finds
 /// nothing new.

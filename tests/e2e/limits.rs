@@ -3,6 +3,7 @@
 //! field, and a parser that fails on one file stops neither the other files nor the other sources.
 
 use std::io::Write;
+use std::time::Duration;
 
 use lakehouse_tests::*;
 
@@ -187,7 +188,7 @@ async fn files_in_flight_wait_until_they_settle() {
     let writer = tokio::spawn(async move {
         let lines: Vec<&str> = rest.split_inclusive('\n').collect();
         for part in lines.chunks(lines.len().div_ceil(4)) {
-            tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+            tokio::time::sleep(Duration::from_millis(450)).await;
             let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
             f.write_all(part.concat().as_bytes()).unwrap();
         }
@@ -221,4 +222,70 @@ fn a_file_changed_after_it_was_taken_is_an_error() {
     }
     let runs = stdout(&p.run(&["runs", "--failed"]));
     assert!(runs.contains("changed after it was taken"), "{runs}");
+}
+
+/// A file replaced by other bytes of the same size, its modification time set back to the old one, is noticed
+/// (its inode and status-change time moved, and its content hash differs); a file only touched is not.
+#[test]
+fn a_file_replaced_by_the_same_size_is_noticed_and_a_touched_one_is_not() {
+    let p = project("");
+    let path = p.path().join("drop/notes/a.csv");
+    p.write("drop/notes/a.csv", "id;who;notes\nA;Ana;x\n");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(p.run(&["ingest", "notes"]).status.success());
+    // Touched (modification time moved, same bytes), then copied over with the same bytes: unchanged.
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime - Duration::from_secs(600)).unwrap();
+    let out = p.run(&["ingest", "notes"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    std::fs::write(&path, "id;who;notes\nA;Ana;x\n").unwrap();
+    settled(&path);
+    let out = p.run(&["ingest", "notes"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // Other bytes, same size, same modification time: refused, with what changed.
+    std::fs::write(&path, "id;who;notes\nB;Bob;y\n").unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    let out = p.run(&["ingest", "notes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("a.csv")
+            && text.contains("changed after it was taken in batch 1 (same size, different content)")
+            && text.contains("changed_files: new_version"),
+        "{text}"
+    );
+}
+
+/// `changed_files: new_version`: a changed file is taken again by the next run, as a new ledger row of its path;
+/// a file that did not change is not.
+#[tokio::test]
+async fn a_changed_file_is_taken_again_as_a_new_version_when_the_manifest_says_so() {
+    let p = project("");
+    p.write(
+        "sources/notes.yaml",
+        MANIFEST.replace("location: drop/notes }", "location: drop/notes, changed_files: new_version }"),
+    );
+    p.write("drop/notes/a.csv", "id;who;notes\nA;Ana;x\n");
+    p.write("drop/notes/b.csv", "id;who;notes\nC;Cy;z\n");
+    assert!(p.run(&["ingest", "notes"]).status.success());
+    p.write("drop/notes/a.csv", "id;who;notes\nA;Ana;x\nB;Bob;y\n");
+    let out = p.run(&["ingest", "notes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ledger = p.warehouse_url("bronze", "notes__files");
+    assert_eq!(
+        query_rows(
+            &ledger,
+            "SELECT path, CAST(batch AS VARCHAR) AS b, CAST(records_written AS VARCHAR) FROM t ORDER BY b, path"
+        )
+        .await,
+        rows(&[&["a.csv", "1", "1"], &["b.csv", "1", "1"], &["a.csv", "2", "2"]])
+    );
+    let hashes = query_rows(&ledger, "SELECT content_hash FROM t WHERE path = 'a.csv' ORDER BY batch").await;
+    assert!(hashes.iter().all(|h| h[0].starts_with("xxh3-128:") && h[0].len() == 41), "{hashes:?}");
+    assert_ne!(hashes[0], hashes[1]);
+    let bronze = p.warehouse_url("bronze", "notes");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 4);
+    // Nothing changed since: nothing is taken.
+    let out = p.run(&["ingest", "notes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 4);
 }

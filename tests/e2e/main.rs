@@ -17,3 +17,4 @@ mod schedule;
 mod storage_faults;
 mod transform;
 mod trust;
+mod unique;

@@ -25,6 +25,9 @@ pub async fn run(dir: &Path, vars: &[String]) -> CmdResult {
         let inputs: Vec<&str> = m.rendered.inputs.iter().map(String::as_str).collect();
         println!("  {:<28} {}  ← {}", target, m.loaded.path.display(), inputs.join(", "));
     }
+    for note in &project.notes {
+        println!("note: {note}");
+    }
     for note in &plan.notes {
         println!("note: {note}");
     }

@@ -190,13 +190,44 @@ fn list_local(root: &Path, matcher: &GlobMatcher) -> std::io::Result<Vec<FileEnt
                     path: rel,
                     size: meta.len(),
                     last_modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
-                    etag: None,
+                    etag: local_tag(&meta),
                     refused,
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The hash identifying a file's content, `xxh3-128:<32 hex digits>`: read from the start, and the file left
+/// rewound for its reader.
+pub fn content_hash(file: &mut std::fs::File) -> std::io::Result<String> {
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut hasher = twox_hash::XxHash3_128::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.write(&buf[..n]);
+    }
+    file.rewind()?;
+    Ok(format!("xxh3-128:{:032x}", hasher.finish_128()))
+}
+
+/// A local file's version tag, as an ETag is on a store: its inode and its status-change time (`ctime`, which
+/// every write or replacement moves and no one can set back, unlike the modification time).
+#[cfg(unix)]
+fn local_tag(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    Some(format!("{:x}-{:x}.{:09}", meta.ino(), meta.ctime(), meta.ctime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn local_tag(_meta: &std::fs::Metadata) -> Option<String> {
+    None
 }
 
 /// Opens `rel` under `root` only if it is a regular file reached without any symbolic link.

@@ -6,7 +6,7 @@
 
 mod files;
 
-pub use files::{FileEntry, FilesConnector};
+pub use files::{FileEntry, FilesConnector, content_hash};
 
 use std::path::Path;
 

@@ -13,12 +13,13 @@ pub mod csv;
 pub mod json;
 pub mod limits;
 pub mod parquet;
+pub mod unique;
 pub mod value;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
@@ -64,6 +65,10 @@ pub struct TablePlan {
     pub schema: SchemaRef,
     /// How national phone numbers are read (`normalize: phone`).
     pub phone_country: Option<PhoneCountry>,
+    /// The uniqueness constraints (`unique:`), by column position.
+    pub unique: Vec<unique::UniqueConstraint>,
+    /// Records are located by line (csv, ndjson) rather than by number (json, parquet).
+    pub lines: bool,
 }
 
 impl TablePlan {
@@ -108,8 +113,30 @@ impl TablePlan {
         fields.push(Field::new("_ingested_at", timestamp_type(), false));
         fields.push(Field::new("_run_id", DataType::Utf8, false));
         fields.push(Field::new("_source_file", DataType::Utf8, false));
-        let phone_country = project.privacy.phone_country;
-        Self { columns, decimal_comma, schema: Arc::new(Schema::new(fields)), phone_country }
+        // Nullable: tables written before positions were recorded gain the column with nulls.
+        fields.push(Field::new("_record", DataType::Int64, true));
+        let position = |name: &str| m.columns.get_index_of(name).unwrap_or_default();
+        let unique = m
+            .unique_constraints()
+            .into_iter()
+            .map(|names| unique::UniqueConstraint {
+                columns: names.iter().map(|n| position(n)).collect(),
+                names: names.into_iter().map(String::from).collect(),
+            })
+            .collect();
+        Self {
+            columns,
+            decimal_comma,
+            schema: Arc::new(Schema::new(fields)),
+            phone_country: project.privacy.phone_country,
+            unique,
+            lines: matches!(m.format, Format::Csv { .. } | Format::Ndjson { .. }),
+        }
+    }
+
+    /// An empty index of the plan's uniqueness constraints, when it has any.
+    pub fn unique_index(&self) -> Option<unique::UniqueIndex> {
+        (!self.unique.is_empty()).then(|| unique::UniqueIndex::new(self.unique.clone(), self.lines))
     }
 
     /// The key domains this plan needs.
@@ -272,6 +299,8 @@ pub struct ReadContext {
     pub source_file: String,
     pub on_bad_record: OnBadRecord,
     pub limits: crate::manifest::ReadLimits,
+    /// The keys seen so far by the run, when the source declares `unique` (files are then read one at a time).
+    pub unique: Option<Arc<Mutex<unique::UniqueIndex>>>,
 }
 
 /// Reads one file of the given format into the sink. A file over one of the project's `limits` is
@@ -352,6 +381,8 @@ pub struct RowEmitter<'s, 'c> {
     ctx: &'c ReadContext,
     sink: &'s mut dyn RecordSink,
     builder: RowBuilder,
+    /// Held for the whole file: files of a source with `unique` are read one at a time.
+    unique: Option<MutexGuard<'c, unique::UniqueIndex>>,
     counts: FileCounts,
     progress: Progress,
 }
@@ -359,7 +390,20 @@ pub struct RowEmitter<'s, 'c> {
 impl<'s, 'c> RowEmitter<'s, 'c> {
     fn new(ctx: &'c ReadContext, sink: &'s mut dyn RecordSink) -> Result<Self, ReadError> {
         let builder = RowBuilder::new(&ctx.plan, &ctx.keys).map_err(|e| ReadError::Malformed(e.to_string()))?;
-        Ok(Self { ctx, sink, builder, counts: FileCounts::default(), progress: Progress::new(&ctx.source_file) })
+        let unique = ctx.unique.as_ref().map(|u| {
+            // A reader that panicked leaves the lock poisoned; its file's keys were forgotten (`end_file`).
+            let mut index = u.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            index.begin_file(&ctx.source_file);
+            index
+        });
+        Ok(Self {
+            ctx,
+            sink,
+            builder,
+            unique,
+            counts: FileCounts::default(),
+            progress: Progress::new(&ctx.source_file),
+        })
     }
 
     /// The plan of the table (borrowed from the read, not from the emitter: readers use it while offering rows).
@@ -375,8 +419,14 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         raw: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), ReadError> {
         self.counts.read += 1;
-        match self.builder.push(&self.ctx.plan, fields) {
+        let at = line.unwrap_or(self.counts.read);
+        let checked = self.builder.parse(&self.ctx.plan, fields).and_then(|()| match &mut self.unique {
+            Some(index) => index.check(at, |c, buf| self.builder.key(c, buf)),
+            None => Ok(()),
+        });
+        match checked {
             Ok(()) => {
+                self.builder.append(at);
                 self.counts.written += 1;
                 if self.builder.len() >= BATCH_ROWS {
                     self.flush()?;
@@ -475,6 +525,8 @@ pub struct RowBuilder {
     cols: Vec<ColBuilder>,
     cells: Vec<Cell>,
     texts: Vec<String>,
+    /// Where each row is in its file (`_record`).
+    records: Int64Builder,
     len: usize,
 }
 
@@ -503,7 +555,13 @@ impl RowBuilder {
             });
         }
         let n = plan.columns.len();
-        Ok(Self { cols, cells: vec![Cell::Null; n], texts: vec![String::new(); n], len: 0 })
+        Ok(Self {
+            cols,
+            cells: vec![Cell::Null; n],
+            texts: vec![String::new(); n],
+            records: Int64Builder::with_capacity(BATCH_ROWS),
+            len: 0,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -514,8 +572,8 @@ impl RowBuilder {
         self.len == 0
     }
 
-    /// Parses and checks every field, then appends the row; on error nothing is appended.
-    pub fn push<'a>(
+    /// Parses and checks every field of a row, to be appended by [`Self::append`]; on error nothing is kept.
+    pub fn parse<'a>(
         &mut self,
         plan: &TablePlan,
         mut field: impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
@@ -578,6 +636,35 @@ impl RowBuilder {
             }
             self.cells[i] = cell;
         }
+        Ok(())
+    }
+
+    /// The key of constraint `c` for the row just parsed, as bronze stores it (a pseudonymized column by its
+    /// pseudonym), appended to `buf`; false when one of its values is null.
+    pub fn key(&mut self, c: &unique::UniqueConstraint, buf: &mut Vec<u8>) -> bool {
+        use unique::KeyValue as K;
+        for &i in &c.columns {
+            let v = match (self.cells[i], &mut self.cols[i]) {
+                (Cell::Null, _) => return false,
+                (Cell::Str, ColBuilder::Pseudo(p)) => match p.token(&self.texts[i]) {
+                    Some(token) => K::Str(token),
+                    None => return false,
+                },
+                (Cell::Str, _) => K::Str(&self.texts[i]),
+                (Cell::Int(x) | Cell::Ts(x), _) => K::I64(x),
+                (Cell::Double(x), _) => K::F64(x),
+                (Cell::Bool(x), _) => K::Bool(x),
+                (Cell::Date(x), _) => K::I32(x),
+                (Cell::Dec(x), _) => K::I128(x),
+            };
+            unique::push_key(buf, v);
+        }
+        true
+    }
+
+    /// Appends the row last parsed, found at `at` (line, or record number) in its file.
+    pub fn append(&mut self, at: u64) {
+        self.records.append_value(i64::try_from(at).unwrap_or(i64::MAX));
         for (i, b) in self.cols.iter_mut().enumerate() {
             let cell = self.cells[i];
             match (b, cell) {
@@ -600,7 +687,6 @@ impl RowBuilder {
             }
         }
         self.len += 1;
-        Ok(())
     }
 
     /// Finishes the batch with the metadata columns, leaving the builder empty.
@@ -637,6 +723,7 @@ impl RowBuilder {
         ));
         arrays.push(constant_string(&ctx.run_id, n));
         arrays.push(constant_string(&ctx.source_file, n));
+        arrays.push(Arc::new(std::mem::replace(&mut self.records, Int64Builder::with_capacity(rows)).finish()));
         RecordBatch::try_new(ctx.plan.schema.clone(), arrays)
     }
 }

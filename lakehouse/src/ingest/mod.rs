@@ -44,7 +44,7 @@ pub use tables::{LedgerRow, QuarantineRow, ledger_schema, quarantine_schema};
 use crate::Lakehouse;
 use crate::connector::{self, ConnectorError, FileEntry};
 use crate::format::{self, BadRecord, ReadContext, ReadError, RecordSink, TablePlan};
-use crate::manifest::{LoadMode, LoadedSource};
+use crate::manifest::{ChangedFiles, LoadMode, LoadedSource};
 use crate::privacy::{Encryptor, KeyError, QUARANTINE_DOMAIN};
 use crate::runlog::RunRecord;
 use crate::storage::{StorageError, Write};
@@ -139,9 +139,40 @@ pub fn app_id(source: &str) -> String {
     format!("lakehouse/ingest/{source}")
 }
 
-/// Whether a file changed since the ledger recorded it (size, or modification time beyond a second).
-fn changed(taken: &FileEntry, now: &FileEntry) -> bool {
-    taken.size != now.size || (taken.last_modified - now.last_modified).num_milliseconds().abs() > 1000
+/// Whether a file changed between two listings: its size, its modification time beyond a second, or its tag
+/// (ETag; inode and status-change time on a local disk).
+fn changed(before: &FileEntry, now: &FileEntry) -> bool {
+    before.size != now.size
+        || (before.last_modified - now.last_modified).num_milliseconds().abs() > 1000
+        || before.etag != now.etag
+}
+
+/// How a file taken before differs now, if it does: its size; or its content, checked against the hash the ledger
+/// holds when its modification time or tag moved (a file only touched, or copied over with the same bytes, has
+/// not changed). `Err`: the file could not be read to check it.
+async fn change(
+    conn: &connector::FilesConnector,
+    taken: &LedgerRow,
+    now: &FileEntry,
+) -> Result<Option<String>, String> {
+    if taken.size != now.size {
+        return Ok(Some(format!("its size went from {} to {} bytes", taken.size, now.size)));
+    }
+    let moved = (taken.last_modified - now.last_modified).num_milliseconds().abs() > 1000;
+    let retagged = matches!((&taken.etag, &now.etag), (Some(a), Some(b)) if a != b);
+    if !moved && !retagged {
+        return Ok(None);
+    }
+    let Some(expected) = &taken.content_hash else {
+        // Taken before content hashes were recorded: the modification time is all there is.
+        return Ok(moved.then(|| "its modification time differs".to_string()));
+    };
+    let mut file = conn.open(now).await.map_err(|e| e.to_string())?;
+    let hash = tokio::task::spawn_blocking(move || connector::content_hash(&mut file))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((hash != *expected).then(|| "same size, different content".to_string()))
 }
 
 /// Splits new files into the ones that are stable — not empty, and unmodified for `settle`, or unchanged when
@@ -266,6 +297,8 @@ struct Selection {
     rejected: Vec<FailedFile>,
     /// Files still being written.
     waiting: Vec<String>,
+    /// A replayed batch: the content hash the ledger holds for each file.
+    hashes: BTreeMap<String, String>,
 }
 
 /// What the files of a batch gave: data files written but not committed, and each file taken.
@@ -282,6 +315,8 @@ struct TakenFile {
     counts: RecordCounts,
     /// Its columns read under another accepted name than their first (`accident_id ← Accident_Id`).
     read_as: Vec<String>,
+    /// The hash of the bytes read ([`connector::content_hash`]).
+    content_hash: String,
     /// `upsert`: its rows, merged at commit.
     upsert_rows: Vec<RecordBatch>,
 }
@@ -323,6 +358,15 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         Some(q) => q.clone(),
         None => create_quarantine(lh, m.name.as_str(), &tables.quarantine_key).await?,
     };
+    let unique = match plan.unique_index() {
+        Some(mut index) => {
+            if m.load.mode == LoadMode::Append {
+                existing_keys(&tables.bronze, &mut index).await?;
+            }
+            Some(Arc::new(std::sync::Mutex::new(index)))
+        }
+        None => None,
+    };
     let job = FileJob {
         lh,
         plan: &plan,
@@ -333,6 +377,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         conn: &conn,
         bronze: &tables.bronze,
         quarantine: &quarantine,
+        unique,
     };
     let mut parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
         IngestError::BadRecord(msg) => {
@@ -352,6 +397,15 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
             batch: selection.batch,
             detail: format!("file {} cannot be read: {}", f.path, f.reason),
         });
+    }
+    // Nor may it commit other bytes than the ones the ledger recorded.
+    let replaced =
+        parsed.files.iter().find(|f| selection.hashes.get(&f.entry.path).is_some_and(|h| *h != f.content_hash));
+    if let Some(f) = replaced {
+        let detail =
+            format!("file {} changed since the interrupted run read it (its content hash differs)", f.entry.path);
+        job.discard(&parsed).await;
+        return Err(IngestError::PendingBatch { source_name: m.name.to_string(), batch: selection.batch, detail });
     }
     report.files = parsed
         .files
@@ -502,12 +556,17 @@ async fn select_files(
     tables: &SourceTables,
 ) -> Result<Selection, IngestError> {
     let [b, l, _] = tables.committed;
+    let crate::manifest::Connector::Files { settle, changed_files, .. } = &m.connector;
+    let (settle, changed_files) = (settle.0, *changed_files);
     let taken =
         tables::read_ledger(&tables.ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?;
     if l > b {
-        let pending: Vec<FileEntry> = taken.values().filter(|r| r.batch == l).map(LedgerRow::entry).collect();
-        tracing::warn!(batch = l, files = pending.len(), "completing a batch left pending by an interrupted run");
-        return Ok(Selection { batch: l, replayed: true, entries: pending, rejected: Vec::new(), waiting: Vec::new() });
+        let rows: Vec<&LedgerRow> = taken.values().filter(|r| r.batch == l).collect();
+        tracing::warn!(batch = l, files = rows.len(), "completing a batch left pending by an interrupted run");
+        let hashes =
+            rows.iter().filter_map(|r| Some((r.path.clone(), r.content_hash.clone()?))).collect::<BTreeMap<_, _>>();
+        let entries = rows.into_iter().map(LedgerRow::entry).collect();
+        return Ok(Selection { batch: l, replayed: true, entries, rejected: Vec::new(), waiting: Vec::new(), hashes });
     }
     let mut rejected = Vec::new();
     let mut new = Vec::new();
@@ -519,24 +578,35 @@ async fn select_files(
             rejected.push(FailedFile { path: e.path, reason });
             continue;
         }
-        match taken.get(&e.path) {
-            None => new.push(e),
-            Some(r) if changed(&r.entry(), &e) => rejected.push(FailedFile {
-                path: e.path.clone(),
-                reason: format!(
-                    "changed after it was taken in batch {} (size or modification time differ); its new content \
-                     is not ingested: send corrections as a new file, and move this one out of the drop zone",
-                    r.batch
-                ),
-            }),
-            Some(_) => {}
+        let Some(r) = taken.get(&e.path) else {
+            new.push(e);
+            continue;
+        };
+        let what = match change(conn, r, &e).await {
+            Ok(None) => continue,
+            Ok(Some(what)) => what,
+            Err(error) => {
+                let reason = format!("taken in batch {}, it cannot be read to check it is unchanged: {error}", r.batch);
+                rejected.push(FailedFile { path: e.path, reason });
+                continue;
+            }
+        };
+        if changed_files == ChangedFiles::NewVersion {
+            tracing::info!(file = %e.path, batch = r.batch, change = %what, "changed since it was taken: taken again");
+            new.push(e);
+        } else {
+            let reason = format!(
+                "changed after it was taken in batch {} ({what}); its new content is not ingested: send corrections \
+                 as a new file and move this one out of the drop zone, or set `changed_files: new_version` on the \
+                 connector to take changed files again",
+                r.batch
+            );
+            tracing::error!(file = %e.path, error = %reason, "the file is not taken");
+            rejected.push(FailedFile { path: e.path, reason });
         }
     }
-    let settle = match &m.connector {
-        crate::manifest::Connector::Files { settle, .. } => settle.0,
-    };
     let (entries, waiting) = settled(conn, new, settle).await?;
-    Ok(Selection { batch: b + 1, replayed: false, entries, rejected, waiting })
+    Ok(Selection { batch: b + 1, replayed: false, entries, rejected, waiting, hashes: BTreeMap::new() })
 }
 
 /// Commits a parsed batch: the ledger first (the files and their batch number), then the quarantine, then
@@ -580,6 +650,7 @@ async fn commit_batch(
             .iter()
             .map(|f| LedgerRow {
                 read_as: (!f.read_as.is_empty()).then(|| f.read_as.join("; ")),
+                content_hash: Some(f.content_hash.clone()),
                 ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, &f.entry, f.counts)
             })
             .collect();
@@ -627,6 +698,8 @@ struct FileJob<'a> {
     conn: &'a connector::FilesConnector,
     bronze: &'a DeltaTable,
     quarantine: &'a DeltaTable,
+    /// The keys seen, when the source declares `unique`.
+    unique: Option<Arc<std::sync::Mutex<format::unique::UniqueIndex>>>,
 }
 
 /// A file read completely, and the uncommitted data files written for it.
@@ -651,8 +724,10 @@ impl FileJob<'_> {
         let mut parsed = Parsed::default();
         // By index: a closure taking `&FileEntry` would make the future not provably `Send` (higher-ranked
         // lifetime).
+        // With `unique`, one file at a time: the first occurrence of a key is the one in the earlier file.
+        let parallel = if self.unique.is_some() { 1 } else { PARALLEL_FILES };
         let mut outcomes =
-            futures::stream::iter(0..entries.len()).map(|i| self.take_guarded(&entries[i])).buffered(PARALLEL_FILES);
+            futures::stream::iter(0..entries.len()).map(|i| self.take_guarded(&entries[i])).buffered(parallel);
         while let Some(outcome) = outcomes.next().await {
             match outcome {
                 Ok(done) => {
@@ -708,6 +783,7 @@ impl FileJob<'_> {
             source_file: source_file.clone(),
             on_bad_record: m.on_bad_record,
             limits: self.lh.project.file.limits,
+            unique: self.unique.clone(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let format = m.format.clone();
@@ -718,7 +794,10 @@ impl FileJob<'_> {
             }
             let started = Instant::now();
             let mut sink = ChannelSink { tx, waited: Duration::ZERO };
-            let result = format::read_file(&format, &file_name, input, &ctx, &mut sink);
+            let mut input = input;
+            let result = connector::content_hash(&mut input)
+                .map_err(ReadError::Io)
+                .and_then(|hash| format::read_file(&format, &file_name, input, &ctx, &mut sink).map(|c| (hash, c)));
             let busy = started.elapsed().saturating_sub(sink.waited);
             tracing::debug!(file = %file_name, parse_secs = busy.as_secs_f64(),
                 waited_for_writer_secs = sink.waited.as_secs_f64(), "reader done");
@@ -768,13 +847,17 @@ impl FileJob<'_> {
         let quarantine_adds = quarantine_w.flush().await.map_err(|e| fatal(delta_err(self.quarantine, e)))?;
         tracing::debug!(file = %entry.path, write_secs = write_time.as_secs_f64(),
             flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
+        let taken = write_result.is_ok() && read_result.is_ok();
+        if let Some(index) = &self.unique {
+            index.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_file(taken);
+        }
         let outcome = match (write_result, read_result) {
-            (Ok(()), Ok(c)) => {
+            (Ok(()), Ok((content_hash, c))) => {
                 let counts =
                     RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined, superseded: 0 };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
                     quarantined = counts.quarantined, "file parsed");
-                let file = TakenFile { entry: entry.clone(), counts, read_as: c.read_as, upsert_rows };
+                let file = TakenFile { entry: entry.clone(), counts, read_as: c.read_as, content_hash, upsert_rows };
                 return Ok(FileDone { file, bronze_adds, quarantine_adds });
             }
             (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_) | ReadError::Limit(_)))) => {
@@ -883,6 +966,33 @@ async fn upsert(
     );
     let source = crate::session::sql(&ctx, &sql).await.map_err(df_err)?;
     crate::storage::merge_on_keys(table, source, &keys, props).await.map_err(|e| delta_err(table, e))
+}
+
+/// Adds the keys already in bronze to `index` (`append` mode: a new record may not repeat them), with the file
+/// and line each came from.
+async fn existing_keys(bronze: &DeltaTable, index: &mut format::unique::UniqueIndex) -> Result<(), IngestError> {
+    let started = Instant::now();
+    let df_err = |e: datafusion::error::DataFusionError| internal(format!("reading the keys of bronze: {e}"));
+    let ctx = SessionContext::new();
+    ctx.register_table("bronze", bronze.table_provider().await.map_err(df_err)?).map_err(df_err)?;
+    let mut columns: Vec<&str> = index.constraints().iter().flat_map(|c| c.names.iter().map(String::as_str)).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    columns.extend(["_source_file", "_record"]);
+    let mut stream = ctx
+        .table("bronze")
+        .await
+        .map_err(df_err)?
+        .select_columns(&columns)
+        .map_err(df_err)?
+        .execute_stream()
+        .await
+        .map_err(df_err)?;
+    while let Some(batch) = stream.next().await {
+        index.add_existing(&batch.map_err(df_err)?).map_err(internal)?;
+    }
+    tracing::info!(keys = index.len(), secs = started.elapsed().as_secs_f64(), "keys of bronze loaded (unique)");
+    Ok(())
 }
 
 /// A quarantined record as shown to the people who repair ingestion: its row, and its raw text decrypted when

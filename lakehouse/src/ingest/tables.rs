@@ -34,6 +34,7 @@ pub fn ledger_schema() -> SchemaRef {
         // Added after the first version: nullable, so older ledgers gain it (null in their rows).
         Field::new("records_superseded", DataType::Int64, true),
         Field::new("read_as", DataType::Utf8, true),
+        Field::new("content_hash", DataType::Utf8, true),
     ]))
 }
 
@@ -56,6 +57,8 @@ pub struct LedgerRow {
     pub records_superseded: Option<u64>,
     /// Columns the file held under another accepted name than their first (`accident_id ← Accident_Id; …`).
     pub read_as: Option<String>,
+    /// The hash of the bytes taken (`xxh3-128:<hex>`): tells a changed file from one only touched.
+    pub content_hash: Option<String>,
 }
 
 impl LedgerRow {
@@ -81,6 +84,7 @@ impl LedgerRow {
             records_quarantined: counts.quarantined,
             records_superseded: Some(counts.superseded),
             read_as: None,
+            content_hash: None,
         }
     }
 

@@ -27,8 +27,8 @@ pub use project::{
     Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
 pub use source::{
-    Column, ColumnType, Compression, Connector, Encoding, Format, InputNames, Load, LoadMode, Normalize, OnBadRecord,
-    Pii, Retry, SourceManifest,
+    ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Format, InputNames, Load, LoadMode, Normalize,
+    OnBadRecord, Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -40,6 +40,8 @@ pub struct Project {
     pub sources: Vec<LoadedSource>,
     /// Transform models found under `transforms/`, sorted by layer and name.
     pub models: Vec<LoadedModel>,
+    /// What is valid but probably not meant (printed by `lakehouse validate`).
+    pub notes: Vec<Diagnostic>,
 }
 
 /// A source manifest with where it came from.
@@ -122,9 +124,10 @@ impl Project {
         if let Some(file) = &file {
             validate_sources(&dir, file, &sources, &texts, &mut diags);
         }
+        let notes = source_notes(&sources, &texts);
         let transforms_dir = file.as_ref().map_or_else(|| PathBuf::from("transforms"), |f| f.transforms.clone());
         let models = load_models(&dir, &transforms_dir, &mut diags)?;
-        Ok((file.map(|file| Self { dir, file, sources, models }), diags))
+        Ok((file.map(|file| Self { dir, file, sources, models, notes }), diags))
     }
 
     /// How long tables keep their Delta log: `log_retention` of `lakehouse.yaml`, else the longest source
@@ -632,6 +635,59 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
                 .hint("mark the identifying columns with `key: true`"),
         );
     }
+    validate_unique(m, path, text, diags);
+}
+
+/// The manifest's `unique:` list names declared columns, each once.
+fn validate_unique(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let Some(cols) = &m.unique else { return };
+    let err = |msg: String| Diagnostic::new(path, "unique", msg).at(diag::locate(text, &["unique"]));
+    if cols.is_empty() {
+        diags.push(err("`unique` lists no column".into()).hint("list the columns no two records may share: [a, b]"));
+    }
+    let mut seen = BTreeSet::new();
+    for c in cols {
+        if !m.columns.contains_key(c) {
+            let d = err(format!("`unique` names `{c}`, which is not a declared column"));
+            diags.push(match diag::did_you_mean(c.as_str(), m.columns.keys().map(ColumnName::as_str)) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint("list columns declared under `columns:`"),
+            });
+        } else if !seen.insert(c.as_str()) {
+            diags.push(err(format!("`unique` lists `{c}` twice")));
+        }
+    }
+}
+
+/// What is valid but probably not meant: `key: true` in `append` mode without a uniqueness constraint only
+/// makes the columns required.
+fn source_notes(sources: &[LoadedSource], texts: &BTreeMap<PathBuf, String>) -> Vec<Diagnostic> {
+    let mut notes = Vec::new();
+    for src in sources {
+        let m = &src.manifest;
+        let keys = m.key_columns();
+        if m.load.mode != LoadMode::Append || keys.is_empty() || !m.unique_constraints().is_empty() {
+            continue;
+        }
+        let text = texts.get(&src.path).map(String::as_str).unwrap_or_default();
+        notes.push(
+            Diagnostic::new(
+                &src.path,
+                format!("columns.{}.key", keys[0]),
+                format!(
+                    "in `append` mode `key: true` only makes {} required: records with the same key are all kept",
+                    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .at(diag::locate(text, &["columns", keys[0], "key"]))
+            .hint(if keys.len() == 1 {
+                format!("add `unique: true` to `{}` to quarantine duplicates, or use `load: {{ mode: upsert }}` to keep the last record of a key", keys[0])
+            } else {
+                format!("add `unique: [{}]` to quarantine duplicates, or use `load: {{ mode: upsert }}` to keep the last record of a key", keys.join(", "))
+            }),
+        );
+    }
+    notes
 }
 
 /// For a column's diagnostics: the field path of one of its keys (`columns.<name>.<key>`, the column itself

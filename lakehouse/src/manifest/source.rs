@@ -30,6 +30,11 @@ pub struct SourceManifest {
     pub columns: IndexMap<ColumnName, Column>,
     #[serde(default)]
     pub load: Load,
+    /// Columns whose values, taken together, no two records may share (`unique: [accident_id, vehicle_id]`); a
+    /// single column says `unique: true` on itself. A record whose values were already seen, earlier in the same
+    /// run or in bronze, is quarantined with `duplicate key (first seen at <file>:<line>)`.
+    #[serde(default)]
+    pub unique: Option<Vec<ColumnName>>,
     #[serde(default)]
     pub on_bad_record: OnBadRecord,
     /// How long bronze rows are kept: `90 days`, `3 years`, `forever`.
@@ -88,7 +93,24 @@ pub enum Connector {
         /// settle time, else it is still being written and waits for a later run. Empty files are never taken.
         #[serde(default = "default_settle")]
         settle: Duration,
+        /// What becomes of a file that changes after it was taken (`refuse` by default).
+        #[serde(default)]
+        changed_files: ChangedFiles,
     },
+}
+
+/// A file already taken whose content changed since (its size, or its content hash when its modification time,
+/// inode or ETag moved).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedFiles {
+    /// Not ingested again: every run reports it as an error naming the file, until it is moved out of the drop
+    /// zone (partners send corrections as new files).
+    #[default]
+    Refuse,
+    /// Taken again, as a new version, by the next run: its records land like a new file's (`upsert` updates by
+    /// key; `append` adds them, so `unique` quarantines the keys already taken).
+    NewVersion,
 }
 
 fn default_pattern() -> String {
@@ -199,6 +221,11 @@ pub struct Column {
     /// Part of the record key (used by `load: upsert`); implies `required`.
     #[serde(default)]
     pub key: bool,
+    /// No two records may have the same value: a record whose value was already seen, earlier in the same run or
+    /// in bronze (`append`), is quarantined with `duplicate key (first seen at <file>:<line>)`; the first one
+    /// stays. Nulls are not compared (add `required: true` to refuse them).
+    #[serde(default)]
+    pub unique: bool,
     /// A null value quarantines the record.
     #[serde(default)]
     pub required: bool,
@@ -325,6 +352,17 @@ impl SourceManifest {
     /// The columns marked `key: true`, in order.
     pub fn key_columns(&self) -> Vec<&str> {
         self.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The uniqueness constraints, each a list of columns: one per `unique: true` column, then the manifest's
+    /// `unique:` list.
+    pub fn unique_constraints(&self) -> Vec<Vec<&str>> {
+        let mut out: Vec<Vec<&str>> =
+            self.columns.iter().filter(|(_, c)| c.unique).map(|(n, _)| vec![n.as_str()]).collect();
+        if let Some(cols) = &self.unique {
+            out.push(cols.iter().map(ColumnName::as_str).collect());
+        }
+        out
     }
 
     /// The input field names a column accepts, in the order declared (its own name when `from` is absent).

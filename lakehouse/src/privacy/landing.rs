@@ -42,6 +42,12 @@ impl PseudonymColumn {
         }
     }
 
+    /// The pseudonym `value` would be appended as (None: nothing is left after normalization), for comparing
+    /// keys before the row is appended.
+    pub fn token(&mut self, value: &str) -> Option<&str> {
+        self.pseudonymizer.pseudonym_into(value, &mut self.hex).then_some(self.hex.as_str())
+    }
+
     /// The pseudonyms and their key ids since the last call; the builders restart with room for `rows` rows.
     pub fn finish(&mut self, rows: usize) -> [ArrayRef; 2] {
         let values = self.values.finish();
