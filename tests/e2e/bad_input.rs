@@ -261,7 +261,9 @@ async fn json_values_of_the_wrong_type_are_type_errors() {
          ok: { type: bool }\n  \
          victim: { type: string, from: victim.name }\n  \
          count: { type: int, coerce: true }\n  \
-         tags: { type: string, coerce: true }\n\
+         tags: { type: string, coerce: true }\n  \
+         at: { type: timestamp }\n  \
+         local_at: { type: timestamp, timezone: Europe/Paris }\n\
          retention: 1 year\n",
     );
     p.write(
@@ -285,10 +287,14 @@ async fn json_values_of_the_wrong_type_are_type_errors() {
             "\n",
             r#"{"id": "i", "count": 12, "tags": "one", "place": null}"#,
             "\n",
+            r#"{"id": "j", "at": "2026-11-10T18:00:00"}"#,
+            "\n",
+            r#"{"id": "k", "at": "2026-11-10T18:00:00+01:00", "local_at": "2026-11-10T18:00:00"}"#,
+            "\n",
         ),
     );
     let r = &ingest_all(&p).await[0];
-    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (9, 2, 7));
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (11, 3, 8));
     let q = p.warehouse_url("bronze", "feed__quarantine");
     let coerce = " (`coerce: true` reads it through its text)";
     assert_eq!(
@@ -301,12 +307,23 @@ async fn json_values_of_the_wrong_type_are_type_errors() {
             &["6", "ok", &format!("expected a boolean, found a string{coerce}")],
             &["7", "zip", "expected a string, found an object"],
             &["8", "id", &format!("expected a string, found a number{coerce}")],
+            &[
+                "10",
+                "at",
+                "a timestamp without an offset (`Z` or `±hh:mm`): declare the column's `timezone` to read local times",
+            ],
         ])
     );
     // `coerce: true` reads "7" as an int and an array as JSON text.
     let bronze = p.warehouse_url("bronze", "feed");
     assert_eq!(
         query_rows(&bronze, "SELECT id, count, tags FROM t ORDER BY id").await,
-        rows(&[&["a", "7", "[\"p\",\"q\"]"], &["i", "12", "one"]])
+        rows(&[&["a", "7", "[\"p\",\"q\"]"], &["i", "12", "one"], &["k", "", ""]])
+    );
+    // A declared zone reads a local time in it; an offset is an instant (both 17:00 UTC here).
+    assert_eq!(
+        query_rows(&bronze, "SELECT CAST(at AS VARCHAR) AS a, CAST(local_at AS VARCHAR) AS l FROM t WHERE id = 'k'")
+            .await,
+        rows(&[&["2026-11-10T17:00:00Z", "2026-11-10T17:00:00Z"]])
     );
 }

@@ -75,6 +75,7 @@ impl TablePlan {
     pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
         let project_tz = project.timezone.0;
         let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
+        let json = matches!(m.format, Format::Json { .. } | Format::Ndjson { .. });
         let mut fields = Vec::new();
         let mut columns = Vec::new();
         for (name, col) in &m.columns {
@@ -102,8 +103,11 @@ impl TablePlan {
                 required: col.required || col.key,
                 values: col.values.as_ref().map(|v| AllowedValues::new(v)),
                 range: col.range,
-                time: matches!(col.ty, ColumnType::Date | ColumnType::Timestamp)
-                    .then(|| value::TimeParser::new(col.format.as_deref(), tz)),
+                // A JSON feed writes instants: a local time is refused unless the column says how to read it.
+                time: matches!(col.ty, ColumnType::Date | ColumnType::Timestamp).then(|| {
+                    value::TimeParser::new(col.format.as_deref(), tz)
+                        .offset_required(json && col.timezone.is_none() && col.format.is_none() && !col.coerce)
+                }),
                 precision: col.precision.unwrap_or(38),
                 scale: col.scale.unwrap_or(0),
                 pseudonymize,

@@ -72,6 +72,8 @@ pub struct TimeParser {
     fast: Option<Vec<Piece>>,
     format: Option<String>,
     tz: Tz,
+    /// A timestamp must carry its offset (`Z`, `+01:00`): JSON feeds without a declared zone or format.
+    offset_required: bool,
 }
 
 /// One piece of a fixed-width date/time format.
@@ -171,7 +173,13 @@ impl TimeParser {
     pub fn new(format: Option<&str>, tz: Tz) -> Self {
         let items = format.map(|f| StrftimeItems::new(f).parse_to_owned().unwrap_or_default());
         let fast = format.and_then(compile_fast);
-        Self { items, fast, format: format.map(str::to_string), tz }
+        Self { items, fast, format: format.map(str::to_string), tz, offset_required: false }
+    }
+
+    /// Refuses timestamps without an offset instead of placing them in the zone.
+    pub fn offset_required(mut self, required: bool) -> Self {
+        self.offset_required = required;
+        self
     }
 
     fn describe(&self, what: &str) -> String {
@@ -225,6 +233,9 @@ impl TimeParser {
         };
         match stamp.ok_or_else(|| self.describe("timestamp"))? {
             Stamp::Utc(micros) => Ok(micros),
+            Stamp::Local(_) if self.offset_required => Err("a timestamp without an offset (`Z` or `±hh:mm`): \
+                 declare the column's `timezone` to read local times"
+                .to_string()),
             Stamp::Local(local) => self.localize(local),
         }
     }
