@@ -170,8 +170,29 @@ async fn on_bad_record_fail_commits_nothing() {
         "{msg}"
     );
     assert!(!msg.contains("Bob") && !msg.contains("bad;"), "values must not appear in errors: {msg}");
+    // A failed first run leaves no table behind (not even an empty version 0), and no data file.
+    let bronze_dir = p.path().join("warehouse/bronze");
+    assert_eq!(files_under(&bronze_dir), Vec::<std::path::PathBuf>::new());
+    // Repaired, the file lands; a run with nothing new then keeps the tables.
+    p.write("drop/a.csv", "id;at;category;n;who\n1;01/11/2026 10:00;vol;1;Ana\n");
+    let r = ingest_source(&lh, &lh.project.sources[0]).await.unwrap();
+    assert_eq!((r.records.written, r.records.quarantined), (1, 0));
+    let url = p.warehouse_url("bronze", "feed");
+    assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 1);
+    assert!(!bronze_dir.join("feed__quarantine").exists(), "no quarantine without a bad record");
+}
+
+/// A source without files yet has empty bronze and ledger tables, so that models reading it run.
+#[tokio::test]
+async fn a_source_without_files_has_an_empty_table() {
+    let p = feed("utf-8", "quarantine");
+    let lh = p.load();
+    let r = ingest_source(&lh, &lh.project.sources[0]).await.unwrap();
+    assert_eq!((r.batch, r.bronze_version), (None, Some(0)));
     let url = p.warehouse_url("bronze", "feed");
     assert_eq!(query_i64(&url, "SELECT count(*) FROM t").await, 0);
+    let ledger = p.warehouse_url("bronze", "feed__files");
+    assert_eq!(query_i64(&ledger, "SELECT count(*) FROM t").await, 0);
 }
 
 #[tokio::test]

@@ -275,16 +275,65 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     result
 }
 
-/// The tables of a source: bronze, its file ledger and its quarantine (created only when a record is first
-/// quarantined), with the batch number each last committed (Delta application transaction).
+/// The tables of a source — bronze, its file ledger and its quarantine — with the batch number each last
+/// committed (Delta application transaction). A table that does not exist yet is created when a batch is
+/// committed to it (bronze and the ledger also by a run that finds nothing new, so that models reading a source
+/// without files see an empty table): a first run that fails leaves none behind.
 struct SourceTables {
-    bronze: DeltaTable,
-    ledger: DeltaTable,
+    bronze: Option<DeltaTable>,
+    ledger: Option<DeltaTable>,
     quarantine: Option<DeltaTable>,
+    /// Where bronze, the ledger and the quarantine are (or will be).
+    urls: [url::Url; 3],
+    /// The key ids bronze's pseudonyms are written with, as table properties.
+    bronze_keys: Vec<(String, String)>,
     /// The key id the quarantine's raw records are encrypted with.
     quarantine_key: String,
     /// Last batch committed to bronze, the ledger and the quarantine.
     committed: [i64; 3],
+}
+
+impl SourceTables {
+    /// Bronze, created if it does not exist.
+    async fn bronze(
+        &mut self,
+        lh: &Lakehouse,
+        m: &crate::manifest::SourceManifest,
+        plan: &TablePlan,
+    ) -> Result<&DeltaTable, IngestError> {
+        if self.bronze.is_none() {
+            let properties: Vec<(String, String)> =
+                self.bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
+            let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let url = &self.urls[0];
+            let t = lh.warehouse.open_or_create(url, &plan.schema, &m.description, &[], &properties).await?;
+            self.bronze = Some(crate::storage::check_keys(t, &self.bronze_keys).await?);
+        }
+        self.bronze.as_ref().ok_or_else(|| internal("bronze was not opened"))
+    }
+
+    /// The file ledger, created if it does not exist.
+    async fn ledger(&mut self, lh: &Lakehouse, name: &str) -> Result<&DeltaTable, IngestError> {
+        if self.ledger.is_none() {
+            let desc = format!("Files taken by bronze.{name}");
+            self.ledger = Some(lh.warehouse.open_or_create(&self.urls[1], &ledger_schema(), &desc, &[], &[]).await?);
+        }
+        self.ledger.as_ref().ok_or_else(|| internal("the ledger was not opened"))
+    }
+
+    /// The quarantine, created if it does not exist.
+    async fn quarantine(&mut self, lh: &Lakehouse) -> Result<&DeltaTable, IngestError> {
+        if self.quarantine.is_none() {
+            let desc = "Records that could not be parsed or checked; raw text encrypted";
+            let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
+            let key = crate::storage::key_property(QUARANTINE_DOMAIN);
+            let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), self.quarantine_key.as_str())];
+            let url = &self.urls[2];
+            self.quarantine =
+                Some(lh.warehouse.open_or_create(url, &quarantine_schema(), desc, &[], &properties).await?);
+        }
+        self.quarantine.as_ref().ok_or_else(|| internal("the quarantine was not opened"))
+    }
 }
 
 /// The files a run takes, and in which batch.
@@ -331,7 +380,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let plan = Arc::new(TablePlan::new(m, &lh.project.file));
     let encryptor = Encryptor::new(lh.keys.get(QUARANTINE_DOMAIN)?);
     let conn = connector::open(&m.connector, &lh.project.dir, &lh.warehouse)?;
-    let tables = open_tables(lh, m, &plan).await?;
+    let mut tables = open_tables(lh, m, &plan).await?;
     let selection = select_files(&conn, m, &tables).await?;
     let mut report = IngestReport {
         source: m.name.to_string(),
@@ -342,7 +391,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         failed: selection.rejected,
         waiting: selection.waiting,
         records: RecordCounts::default(),
-        bronze_version: tables.bronze.version(),
+        bronze_version: tables.bronze.as_ref().and_then(DeltaTable::version),
         quarantine_version: tables.quarantine.as_ref().and_then(DeltaTable::version),
         elapsed: Duration::ZERO,
     };
@@ -351,17 +400,16 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     }
     if selection.entries.is_empty() {
         tracing::info!("up to date: no new files");
+        // Models reading a source without files yet see an empty table.
+        report.bronze_version = tables.bronze(lh, m, &plan).await?.version();
+        tables.ledger(lh, m.name.as_str()).await?;
         report.elapsed = started.elapsed();
         return Ok(report);
     }
-    let quarantine = match &tables.quarantine {
-        Some(q) => q.clone(),
-        None => create_quarantine(lh, m.name.as_str(), &tables.quarantine_key).await?,
-    };
     let unique = match plan.unique_index() {
         Some(mut index) => {
-            if m.load.mode == LoadMode::Append {
-                existing_keys(&tables.bronze, &mut index).await?;
+            if let (LoadMode::Append, Some(bronze)) = (m.load.mode, &tables.bronze) {
+                existing_keys(bronze, &mut index).await?;
             }
             Some(Arc::new(std::sync::Mutex::new(index)))
         }
@@ -375,8 +423,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         ingested_at: started_at,
         encryptor: &encryptor,
         conn: &conn,
-        bronze: &tables.bronze,
-        quarantine: &quarantine,
+        bronze: &tables.urls[0],
+        quarantine: &tables.urls[2],
         unique,
     };
     let mut parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
@@ -436,7 +484,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         sql: None,
         mode: None,
     };
-    commit_batch(lh, m, &tables, &quarantine, conn.location().as_str(), &run, parsed, &mut report).await?;
+    commit_batch(lh, m, &plan, &mut tables, conn.location().as_str(), &run, parsed, &mut report).await?;
     report.batch = Some(selection.batch);
     report.elapsed = started.elapsed();
     tracing::info!(
@@ -497,8 +545,8 @@ fn supersede(
     Ok(())
 }
 
-/// Opens (creating) bronze and the ledger, and the quarantine when it exists; checks that their pseudonyms and
-/// encrypted records were written with the keys loaded now.
+/// Opens the tables of a source that exist; checks that their pseudonyms and encrypted records were written with
+/// the keys loaded now.
 async fn open_tables(
     lh: &Lakehouse,
     m: &crate::manifest::SourceManifest,
@@ -513,16 +561,17 @@ async fn open_tables(
     bronze_keys.sort();
     bronze_keys.dedup();
     let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?.id.clone();
-    let properties: Vec<(String, String)> =
-        bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
-    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let bronze =
-        wh.open_or_create(&wh.table_url("bronze", name), &plan.schema, &m.description, &[], &properties).await?;
-    let bronze = crate::storage::check_keys(bronze, &bronze_keys).await?;
-    let ledger_url = wh.table_url("bronze", &format!("{name}__files"));
-    let ledger =
-        wh.open_or_create(&ledger_url, &ledger_schema(), &format!("Files taken by bronze.{name}"), &[], &[]).await?;
-    let quarantine = match wh.open(&wh.table_url("bronze", &format!("{name}__quarantine"))).await? {
+    let urls = [
+        wh.table_url("bronze", name),
+        wh.table_url("bronze", &format!("{name}__files")),
+        wh.table_url("bronze", &format!("{name}__quarantine")),
+    ];
+    let bronze = match wh.open_existing(&urls[0], &plan.schema).await? {
+        Some(t) => Some(crate::storage::check_keys(t, &bronze_keys).await?),
+        None => None,
+    };
+    let ledger = wh.open_existing(&urls[1], &ledger_schema()).await?;
+    let quarantine = match wh.open_existing(&urls[2], &quarantine_schema()).await? {
         Some(q) => {
             let keys = [(QUARANTINE_DOMAIN.to_string(), quarantine_key.clone())];
             Some(crate::storage::check_keys(q, &keys).await?)
@@ -530,22 +579,13 @@ async fn open_tables(
         None => None,
     };
     let app = app_id(name);
-    let q = match &quarantine {
-        Some(qt) => txn_version(qt, &app).await?,
-        None => 0,
-    };
-    let committed = [txn_version(&bronze, &app).await?, txn_version(&ledger, &app).await?, q];
-    Ok(SourceTables { bronze, ledger, quarantine, quarantine_key, committed })
-}
-
-/// The quarantine table, created when a run first has records to quarantine.
-async fn create_quarantine(lh: &Lakehouse, name: &str, key_id: &str) -> Result<DeltaTable, IngestError> {
-    let url = lh.warehouse.table_url("bronze", &format!("{name}__quarantine"));
-    let desc = "Records that could not be parsed or checked; raw text encrypted";
-    let stats = "_ingested_at,_run_id,source_file,line,record,column,reason";
-    let key = crate::storage::key_property(QUARANTINE_DOMAIN);
-    let properties = [("delta.dataSkippingStatsColumns", stats), (key.as_str(), key_id)];
-    Ok(lh.warehouse.open_or_create(&url, &quarantine_schema(), desc, &[], &properties).await?)
+    let mut committed = [0; 3];
+    for (i, t) in [&bronze, &ledger, &quarantine].into_iter().enumerate() {
+        if let Some(t) = t {
+            committed[i] = txn_version(t, &app).await?;
+        }
+    }
+    Ok(SourceTables { bronze, ledger, quarantine, urls, bronze_keys, quarantine_key, committed })
 }
 
 /// The batch to take: the one an interrupted run left pending in the ledger (its files again), or the next one
@@ -558,8 +598,12 @@ async fn select_files(
     let [b, l, _] = tables.committed;
     let crate::manifest::Connector::Files { settle, changed_files, .. } = &m.connector;
     let (settle, changed_files) = (settle.0, *changed_files);
-    let taken =
-        tables::read_ledger(&tables.ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?;
+    let taken = match &tables.ledger {
+        Some(ledger) => {
+            tables::read_ledger(ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?
+        }
+        None => BTreeMap::new(),
+    };
     if l > b {
         let rows: Vec<&LedgerRow> = taken.values().filter(|r| r.batch == l).collect();
         tracing::warn!(batch = l, files = rows.len(), "completing a batch left pending by an interrupted run");
@@ -616,8 +660,8 @@ async fn select_files(
 async fn commit_batch(
     lh: &Lakehouse,
     m: &crate::manifest::SourceManifest,
-    tables: &SourceTables,
-    quarantine: &DeltaTable,
+    plan: &TablePlan,
+    tables: &mut SourceTables,
     location: &str,
     run: &RunCommit,
     parsed: Parsed,
@@ -632,7 +676,7 @@ async fn commit_batch(
             .with_metadata([(RUN_COMMIT_KEY.to_string(), serde_json::to_value(run).unwrap_or_default())])
     };
     let conflict = |table: &DeltaTable| {
-        let table = table_name(table);
+        let table = table.table_url().to_string();
         move |e: IngestError| match e {
             IngestError::Delta { source, .. } if crate::storage::is_conflict(&source) => {
                 IngestError::Concurrent { source_name: name.to_string(), table, batch }
@@ -654,8 +698,8 @@ async fn commit_batch(
                 ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, &f.entry, f.counts)
             })
             .collect();
-        let ledger = &tables.ledger;
         let lb = tables::ledger_batch(&rows).map_err(internal)?;
+        let ledger = tables.ledger(lh, name).await?;
         crate::storage::append_batch(ledger, lb, props())
             .await
             .map_err(|e| delta_err(ledger, e))
@@ -664,13 +708,14 @@ async fn commit_batch(
     }
     if q < batch && !parsed.quarantine_adds.is_empty() {
         let write = Write::Append(parsed.quarantine_adds);
+        let quarantine = tables.quarantine(lh).await?;
         report.quarantine_version = Some(commit(quarantine, write, props()).await.map_err(conflict(quarantine))?);
         crate::fault::abort_at("after-quarantine-commit");
     } else {
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
-        lh.warehouse.discard(quarantine.table_url(), &parsed.quarantine_adds).await;
+        lh.warehouse.discard(&tables.urls[2], &parsed.quarantine_adds).await;
     }
-    let bronze = &tables.bronze;
+    let bronze = tables.bronze(lh, m, plan).await?;
     let version = match m.load.mode {
         LoadMode::Append => commit(bronze, Write::Append(parsed.bronze_adds), props()).await,
         LoadMode::Replace => commit(bronze, Write::Overwrite { adds: parsed.bronze_adds, schema: None }, props()).await,
@@ -696,8 +741,9 @@ struct FileJob<'a> {
     ingested_at: chrono::DateTime<chrono::Utc>,
     encryptor: &'a Encryptor,
     conn: &'a connector::FilesConnector,
-    bronze: &'a DeltaTable,
-    quarantine: &'a DeltaTable,
+    /// Where the data files of bronze and of the quarantine are written (the tables may not exist yet).
+    bronze: &'a url::Url,
+    quarantine: &'a url::Url,
     /// The keys seen, when the source declares `unique`.
     unique: Option<Arc<std::sync::Mutex<format::unique::UniqueIndex>>>,
 }
@@ -749,8 +795,8 @@ impl FileJob<'_> {
 
     /// Removes the data files of a batch that will not be committed.
     async fn discard(&self, parsed: &Parsed) {
-        self.lh.warehouse.discard(self.bronze.table_url(), &parsed.bronze_adds).await;
-        self.lh.warehouse.discard(self.quarantine.table_url(), &parsed.quarantine_adds).await;
+        self.lh.warehouse.discard(self.bronze, &parsed.bronze_adds).await;
+        self.lh.warehouse.discard(self.quarantine, &parsed.quarantine_adds).await;
     }
 
     /// [`Self::take`], with a panic while writing the file (a bug, or a limit of a library) turned into the file
@@ -804,8 +850,8 @@ impl FileJob<'_> {
             result
         });
         let fatal = |e: IngestError| FileError::Fatal(e);
-        let mut bronze_w = writer(self.bronze).map_err(fatal)?;
-        let mut quarantine_w = writer(self.quarantine).map_err(fatal)?;
+        let mut bronze_w = self.writer(self.bronze, self.plan.schema.clone()).map_err(fatal)?;
+        let mut quarantine_w = self.writer(self.quarantine, quarantine_schema()).map_err(fatal)?;
         let mut upsert_rows = Vec::new();
         let mut bad: Vec<BadRecord> = Vec::new();
         let mut write_time = Duration::ZERO;
@@ -816,7 +862,7 @@ impl FileJob<'_> {
                     Msg::Batch(batch) if m.load.mode == LoadMode::Upsert => upsert_rows.push(batch),
                     Msg::Batch(batch) => {
                         let started = Instant::now();
-                        bronze_w.write(batch).await.map_err(|e| delta_err(self.bronze, e))?;
+                        bronze_w.write(batch).await.map_err(|e| url_err(self.bronze, e))?;
                         write_time += started.elapsed();
                     }
                     Msg::Bad(record) => {
@@ -843,8 +889,8 @@ impl FileJob<'_> {
             write_result = self.write_bad(&mut quarantine_w, &mut bad, &source_file).await;
         }
         let flush_started = Instant::now();
-        let bronze_adds = bronze_w.flush().await.map_err(|e| fatal(delta_err(self.bronze, e)))?;
-        let quarantine_adds = quarantine_w.flush().await.map_err(|e| fatal(delta_err(self.quarantine, e)))?;
+        let bronze_adds = bronze_w.flush().await.map_err(|e| fatal(url_err(self.bronze, e)))?;
+        let quarantine_adds = quarantine_w.flush().await.map_err(|e| fatal(url_err(self.quarantine, e)))?;
         tracing::debug!(file = %entry.path, write_secs = write_time.as_secs_f64(),
             flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
         let taken = write_result.is_ok() && read_result.is_ok();
@@ -867,9 +913,15 @@ impl FileJob<'_> {
             (Ok(()), Err(e @ ReadError::BadRecordFail { .. })) => fatal(IngestError::BadRecord(e.to_string())),
             (Ok(()), Err(e)) => fatal(internal(e)),
         };
-        self.lh.warehouse.discard(self.bronze.table_url(), &bronze_adds).await;
-        self.lh.warehouse.discard(self.quarantine.table_url(), &quarantine_adds).await;
+        self.lh.warehouse.discard(self.bronze, &bronze_adds).await;
+        self.lh.warehouse.discard(self.quarantine, &quarantine_adds).await;
         Err(outcome)
+    }
+
+    /// A writer of data files for a table that may not exist yet.
+    fn writer(&self, url: &url::Url, schema: arrow::datatypes::SchemaRef) -> Result<RecordBatchWriter, IngestError> {
+        crate::storage::file_writer(url, schema, &[], self.lh.warehouse.storage_options(url))
+            .map_err(|e| url_err(url, e))
     }
 
     async fn write_bad(
@@ -881,7 +933,7 @@ impl FileJob<'_> {
         let batch = tables::quarantine_batch(bad, &self.run_id.0, self.ingested_at, source_file, self.encryptor)
             .map_err(internal)?;
         bad.clear();
-        w.write(batch).await.map_err(|e| delta_err(self.quarantine, e))
+        w.write(batch).await.map_err(|e| url_err(self.quarantine, e))
     }
 }
 
@@ -908,16 +960,12 @@ impl RecordSink for ChannelSink {
     }
 }
 
-fn writer(table: &DeltaTable) -> Result<RecordBatchWriter, IngestError> {
-    crate::storage::table_writer(table).map_err(|e| delta_err(table, e))
-}
-
-fn table_name(table: &DeltaTable) -> String {
-    table.table_url().to_string()
-}
-
 fn delta_err(table: &DeltaTable, source: DeltaTableError) -> IngestError {
-    IngestError::Delta { table: table_name(table), source }
+    url_err(table.table_url(), source)
+}
+
+fn url_err(table: &url::Url, source: DeltaTableError) -> IngestError {
+    IngestError::Delta { table: table.to_string(), source }
 }
 
 async fn txn_version(table: &DeltaTable, app: &str) -> Result<i64, IngestError> {

@@ -365,6 +365,15 @@ impl Warehouse {
         Ok(names)
     }
 
+    /// Opens the table if it exists, as [`Self::open_or_create`] does: new trailing nullable columns of `schema`
+    /// added, any other difference refused, the log retention brought up to date.
+    pub async fn open_existing(&self, url: &Url, schema: &SchemaRef) -> Result<Option<DeltaTable>, StorageError> {
+        let Some(table) = self.open(url).await? else { return Ok(None) };
+        let table = add_new_columns(url, table, schema).await?;
+        check_schema(url, &table, schema)?;
+        Ok(Some(self.keep_log(table).await?))
+    }
+
     /// Opens the table, creating it with `schema` (partitioned by `partition_by`) when it does not exist. An
     /// existing table must have the same column names and types. `configuration` is set at creation (Delta
     /// properties such as `delta.dataSkippingStatsColumns`, and ours, `lakehouse.*`); the deployment's log
@@ -378,10 +387,8 @@ impl Warehouse {
         configuration: &[(&str, &str)],
     ) -> Result<DeltaTable, StorageError> {
         let err = |source| delta_error(url, source);
-        if let Some(table) = self.open(url).await? {
-            let table = add_new_columns(url, table, schema).await?;
-            check_schema(url, &table, schema)?;
-            return self.keep_log(table).await;
+        if let Some(table) = self.open_existing(url, schema).await? {
+            return Ok(table);
         }
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
