@@ -146,6 +146,38 @@ pub fn from_yaml_error(file: &Path, text: &str, err: &serde_yaml::Error) -> Diag
     d
 }
 
+/// Removes the node at a dotted field path (`columns.id.type`, `drop_zones[1]`) from a YAML document; false when
+/// there is none.
+pub fn remove_path(value: &mut serde_yaml::Value, path: &str) -> bool {
+    let mut segments: Vec<&str> = path.split(['.', '[', ']']).filter(|s| !s.is_empty()).collect();
+    let Some(last) = segments.pop() else { return false };
+    let mut node = value;
+    for seg in segments {
+        let next = match node {
+            serde_yaml::Value::Mapping(m) => m.get_mut(seg),
+            serde_yaml::Value::Sequence(s) => seg.parse::<usize>().ok().and_then(|i| s.get_mut(i)),
+            serde_yaml::Value::Tagged(t) => match &mut t.value {
+                serde_yaml::Value::Mapping(m) => m.get_mut(seg),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match node {
+        serde_yaml::Value::Mapping(m) => m.remove(last).is_some(),
+        serde_yaml::Value::Sequence(s) => match last.parse::<usize>() {
+            Ok(i) if i < s.len() => {
+                s.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// Removes every ` at line L column C` that serde_yaml and libyaml put in messages (the position is shown once).
 fn strip_positions(message: &str) -> String {
     let mut out = message.to_string();

@@ -375,17 +375,76 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, text: &str, diag
         Err(e) => {
             let mut d = diag::from_yaml_error(path, text, &e);
             d.hint = hint_for(&d.message).or(d.hint);
+            let first = d.clone();
             diags.push(d);
+            diags.extend(further_errors::<T>(path, text, first));
             None
         }
     }
 }
 
+/// The structural errors after the first one: deserialization stops at the first, so the part of the document
+/// at fault is removed and the rest deserialized again, until it passes (or nothing can be removed). Each error
+/// is located in the original text by its field path. A field missing only because an error removed it is not
+/// reported again.
+fn further_errors<T: serde::de::DeserializeOwned>(path: &Path, text: &str, first: Diagnostic) -> Vec<Diagnostic> {
+    let Ok(mut value) = serde_yaml::from_str::<serde_yaml::Value>(text) else { return Vec::new() };
+    let mut found: Vec<Diagnostic> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    let mut fault = first;
+    // A bound on the rounds: each removes one node, and a manifest has few.
+    for _ in 0..200 {
+        if fault.field.is_empty() || !diag::remove_path(&mut value, &fault.field) {
+            break;
+        }
+        removed.push(fault.field.clone());
+        // Reparsed from text, so that serde_yaml names the field path of the next error.
+        let Ok(retext) = serde_yaml::to_string(&value) else { break };
+        let Err(e) = serde_yaml::from_str::<T>(&retext) else { break };
+        let mut d = diag::from_yaml_error(path, &retext, &e);
+        d.hint = hint_for(&d.message).or(d.hint);
+        if let Some(missing) = d.message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            let full = if d.field.is_empty() { missing.to_string() } else { format!("{}.{missing}", d.field) };
+            if d.field.is_empty() && removed.contains(&full) {
+                break;
+            }
+            if removed.contains(&full) {
+                // Its container is incomplete because of an error already reported: drop it and go on.
+                fault = Diagnostic { message: String::new(), ..d };
+                continue;
+            }
+        }
+        let segments: Vec<&str> = d.field.split(['.', '[', ']']).filter(|s| !s.is_empty()).collect();
+        let at = if segments.is_empty() { (0, 0) } else { diag::locate(text, &segments) };
+        d = d.at(at);
+        if found.iter().any(|f| f.field == d.field && f.message == d.message) {
+            break;
+        }
+        found.push(d.clone());
+        fault = d;
+    }
+    found
+}
+
 fn hint_for(message: &str) -> Option<String> {
+    // The backticked words of a message: the value at fault first, then the expected ones.
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let suggestion = || {
+        let (word, expected) = quoted.split_first()?;
+        diag::did_you_mean(word, expected.iter().copied()).map(|s| format!("did you mean `{s}`? "))
+    };
     if message.starts_with("unknown field") {
-        Some("remove the field or fix its spelling; `lakehouse schema` prints every allowed field".into())
+        Some(format!(
+            "{}remove the field or fix its spelling; `lakehouse schema` prints every allowed field",
+            suggestion().unwrap_or_default()
+        ))
     } else if message.starts_with("unknown variant") {
-        Some("use one of the expected values".into())
+        Some(suggestion().map_or_else(|| "use one of the expected values".into(), |s| s.trim_end().to_string()))
+    } else if message.ends_with("expected u8") || message.ends_with("expected u32") || message.ends_with("expected u64")
+    {
+        Some("write a whole number".into())
+    } else if message.ends_with("expected an array of length 2") {
+        Some("write a pair, e.g. `range: [0, 100]`".into())
     } else if message.starts_with("missing field") {
         Some("add the field; `lakehouse schema` documents it".into())
     } else {
