@@ -100,8 +100,10 @@ pub async fn trace(
         notes: Vec::new(),
         inputs: Vec::new(),
     };
-    if let Some(name) = table.strip_prefix("bronze.") {
-        if let Some(src) = lh.project.sources.iter().find(|s| s.manifest.name.as_str() == name) {
+    if table.starts_with("bronze.") {
+        if let Some(src) = lh.project.source_of(table) {
+            // A child table's rows come with its source's batches: the source's ledger lists them.
+            let name = src.manifest.name.as_str();
             node.definition = Some(format!("{} (sha256 {})", src.path.display(), &src.content_hash[..12]));
             let owner = lh.project.file.partners.iter().find(|p| p.id == src.manifest.owner);
             node.partner = Some(owner.map_or(src.manifest.owner.to_string(), |p| format!("{} ({})", p.id, p.name)));

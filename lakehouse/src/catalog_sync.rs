@@ -130,9 +130,16 @@ pub async fn snapshot(
 /// Every table the project declares (bronze tables of sources, silver and gold of models): name, owner,
 /// description.
 fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>, Option<String>)> {
-    let sources = lh.project.sources.iter().map(|src| {
+    let sources = lh.project.sources.iter().flat_map(|src| {
         let m = &src.manifest;
-        (format!("bronze.{}", m.name), Some(m.owner.to_string()), Some(m.description.clone()))
+        let child = |c: &str| m.explode.get(c).and_then(|e| e.description.clone());
+        m.tables().into_iter().map(move |(t, _)| {
+            let description = match t.split_once("__") {
+                Some((_, c)) => child(c),
+                None => Some(m.description.clone()),
+            };
+            (format!("bronze.{t}"), Some(m.owner.to_string()), description)
+        })
     });
     let models = plan
         .models
@@ -144,13 +151,19 @@ fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>
 /// A table's columns as stored, with the privacy class and description its manifest or sidecar declares.
 fn column_rows(lh: &Lakehouse, plan: &Plan, name: &str, table: &DeltaTable) -> Result<Vec<ColumnRow>, SyncError> {
     let schema = table.snapshot().map_err(lake)?.schema();
-    let source = lh.project.sources.iter().find(|src| format!("bronze.{}", src.manifest.name) == name);
+    let declared_columns = lh.project.source_of(name).and_then(|src| {
+        src.manifest
+            .tables()
+            .into_iter()
+            .find(|(t, _)| name.strip_prefix("bronze.") == Some(t.as_str()))
+            .map(|(_, c)| c)
+    });
     let model = plan.models.get(name);
     Ok(schema
         .fields()
         .enumerate()
         .map(|(i, f)| {
-            let declared = source.and_then(|src| src.manifest.columns.iter().find(|(n, _)| n.as_str() == f.name()));
+            let declared = declared_columns.as_ref().and_then(|c| c.iter().find(|(n, _)| n.as_str() == f.name()));
             let privacy_class = declared.map(|(_, c)| format!("{:?}", c.pii).to_lowercase());
             let description = declared
                 .and_then(|(_, c)| c.description.clone())

@@ -75,6 +75,9 @@ impl RecordSink for Discard {
     fn batch(&mut self, _: arrow::array::RecordBatch) -> Result<(), ReadError> {
         Ok(())
     }
+    fn child(&mut self, _: usize, _: arrow::array::RecordBatch) -> Result<(), ReadError> {
+        Ok(())
+    }
     fn bad(&mut self, _: BadRecord) -> Result<(), ReadError> {
         Ok(())
     }

@@ -26,6 +26,7 @@ pub struct RetentionReport {
     pub source: String,
     /// Rows ingested before this are deleted; `None` for `retention: forever`.
     pub cutoff: Option<DateTime<Utc>>,
+    /// Rows of bronze and of its child tables (`explode`).
     pub bronze_rows: u64,
     pub quarantine_rows: u64,
     /// Bronze version written by the delete.
@@ -71,12 +72,15 @@ pub async fn apply(
     let Some(cut) = report.cutoff else { return Ok(report) };
     let old = col("_ingested_at")
         .lt(lit(ScalarValue::TimestampMicrosecond(Some(cut.timestamp_micros()), Some("UTC".into()))));
-    for (table_name, is_bronze) in [(name.clone(), true), (format!("{name}__quarantine"), false)] {
+    // Bronze, its child tables (whose rows carry their record's `_ingested_at`), the quarantine.
+    let mut tables: Vec<(String, bool)> = src.manifest.tables().into_iter().map(|(t, _)| (t, true)).collect();
+    tables.push((format!("{name}__quarantine"), false));
+    for (table_name, is_bronze) in tables {
         let url = lh.warehouse.table_url("bronze", &table_name);
         let Some(table) = lh.warehouse.open(&url).await.map_err(|e| err(e.to_string()))? else { continue };
         let n = count(&table, cut).await.map_err(err)?;
         if is_bronze {
-            report.bronze_rows = n;
+            report.bronze_rows += n;
         } else {
             report.quarantine_rows = n;
         }
@@ -106,7 +110,7 @@ pub async fn apply(
                 .with_commit_properties(props)
                 .await
                 .map_err(|e| err(format!("delete: {e}")))?;
-            if is_bronze {
+            if table_name == name {
                 report.bronze_version = table.version();
             }
             tracing::info!(table = %table_name, rows = n, cutoff = %cut, "deleted rows past retention");

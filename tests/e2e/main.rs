@@ -9,6 +9,7 @@ mod exactly_once;
 mod ingest;
 mod limits;
 mod manifests;
+mod nested;
 mod openlineage;
 mod privacy;
 mod run_log;

@@ -18,7 +18,12 @@ fn utc(s: &str) -> DateTime<Utc> {
 fn job(name: &str, cron: &str, attempts: u32) -> SourceJob {
     let mut retry = Retry { attempts, ..Retry::default() };
     retry.backoff = lakehouse::manifest::Duration(Duration::from_secs(60));
-    SourceJob { name: name.into(), schedule: CronSchedule::try_from(cron.to_string()).unwrap(), retry }
+    SourceJob {
+        name: name.into(),
+        tables: vec![format!("bronze.{name}")],
+        schedule: CronSchedule::try_from(cron.to_string()).unwrap(),
+        retry,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -63,10 +63,7 @@ pub async fn reproduce(dir: &Path, table: &str, version: u64) -> CmdResult {
 
 /// The models reading `table`, directly or not, as a tree with their versions and freshness.
 async fn downstream_of(lh: &Lakehouse, plan: &lakehouse::transform::Plan, table: &str) -> CmdResult {
-    let known = plan.models.contains_key(table)
-        || table
-            .strip_prefix("bronze.")
-            .is_some_and(|n| lh.project.sources.iter().any(|s| s.manifest.name.as_str() == n));
+    let known = plan.models.contains_key(table) || lh.project.source_of(table).is_some();
     if !known {
         return Err(CliError::User(format!("no table `{table}`: name it `layer.name` (bronze.x, silver.y, gold.z)")));
     }
@@ -115,7 +112,13 @@ pub async fn tables(dir: &Path, format: OutputFormat) -> CmdResult {
     let mut declared: Vec<(String, Option<String>, String)> = Vec::new();
     for s in &lh.project.sources {
         let m = &s.manifest;
-        declared.push((format!("bronze.{}", m.name), Some(m.owner.to_string()), m.description.clone()));
+        for (t, _) in m.tables() {
+            let description = match t.split_once("__") {
+                Some((_, c)) => m.explode.get(c).and_then(|e| e.description.clone()).unwrap_or_default(),
+                None => m.description.clone(),
+            };
+            declared.push((format!("bronze.{t}"), Some(m.owner.to_string()), description));
+        }
     }
     for t in &plan.order {
         let m = &plan.models[t];
@@ -168,13 +171,17 @@ pub async fn describe(dir: &Path, table: &str, format: OutputFormat) -> CmdResul
         return Err(CliError::User(format!("`{table}` is not `layer.name`")));
     };
     let url = lh.warehouse.table_url(layer, name);
-    let source =
-        (layer == "bronze").then(|| lh.project.sources.iter().find(|s| s.manifest.name.as_str() == name)).flatten();
+    let source = lh.project.source_of(table);
+    // The declared columns of the table (a child table of `explode`: the record's keys and the element's).
+    let declared = source.and_then(|s| s.manifest.tables().into_iter().find(|(t, _)| t == name).map(|(_, c)| c));
     let model = plan.models.get(table);
     let mut d = match (source, model) {
         (Some(s), _) => Description {
             defined_by: s.path.display().to_string(),
-            description: Some(s.manifest.description.clone()),
+            description: match name.split_once("__") {
+                Some((_, child)) => s.manifest.explode.get(child).and_then(|e| e.description.clone()),
+                None => Some(s.manifest.description.clone()),
+            },
             owner: Some(s.manifest.owner.to_string()),
             agreement: s.manifest.agreement.clone(),
             schedule: Some(s.manifest.schedule.as_str().to_string()),
@@ -197,8 +204,8 @@ pub async fn describe(dir: &Path, table: &str, format: OutputFormat) -> CmdResul
         None => Vec::new(),
     };
     for (c, ty) in schema_cols {
-        let (ty, about) = match (source, model) {
-            (Some(s), _) => source_column(s, &c, ty),
+        let (ty, about) = match (&declared, model) {
+            (Some(columns), _) => source_column(columns, &c, ty),
             (None, Some(m)) => (ty, model_column(&plan, m, table, &c)),
             (None, None) => (ty, String::new()),
         };
@@ -253,8 +260,12 @@ impl Description {
 }
 
 /// A bronze column: its declared type and privacy class, the key ids of a pseudonymized one, or metadata.
-fn source_column(s: &lakehouse::manifest::LoadedSource, c: &str, delta_type: String) -> (String, String) {
-    if let Some((_, col)) = s.manifest.columns.iter().find(|(n, _)| n.as_str() == c) {
+fn source_column(
+    columns: &indexmap::IndexMap<lakehouse::manifest::ColumnName, lakehouse::manifest::Column>,
+    c: &str,
+    delta_type: String,
+) -> (String, String) {
+    if let Some((_, col)) = columns.iter().find(|(n, _)| n.as_str() == c) {
         let pii = format!("{:?}", col.pii).to_lowercase();
         let pseudo = col.pii == lakehouse::manifest::Pii::Direct && col.keep_clear.is_none();
         let mut about = format!("pii: {pii}{}", if pseudo { " (keyed pseudonym)" } else { "" });
@@ -269,8 +280,9 @@ fn source_column(s: &lakehouse::manifest::LoadedSource, c: &str, delta_type: Str
         };
         return (ty, about);
     }
-    match c.strip_suffix("_key_id").filter(|b| s.manifest.columns.contains_key(*b)) {
+    match c.strip_suffix("_key_id").filter(|b| columns.keys().any(|n| n.as_str() == *b)) {
         Some(b) => (delta_type, format!("key id of the pseudonyms in {b}")),
+        None if c == lakehouse::format::INDEX_COLUMN => ("int".into(), "position of the element in its array".into()),
         None => (delta_type, "ingestion metadata".into()),
     }
 }

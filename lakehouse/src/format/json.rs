@@ -126,12 +126,54 @@ fn record(
     rows: &mut RowEmitter<'_, '_>,
 ) -> Result<(), ReadError> {
     let plan = rows.plan();
-    rows.row(|i| field(obj, &plan.columns[i]), line, raw)
+    if plan.children.is_empty() {
+        return rows.row(|i| field(obj, &plan.columns[i]), line, raw);
+    }
+    // The arrays of `explode`: absent or null is none; anything else than an array is a type error.
+    let mut arrays = Vec::with_capacity(plan.children.len());
+    for child in &plan.children {
+        match lookup(obj, &child.path) {
+            Ok(None | Some(Value::Null)) => arrays.push(&[][..]),
+            Ok(Some(Value::Array(items))) => arrays.push(items.as_slice()),
+            Ok(Some(other)) => {
+                let reason = format!("expected an array, found {}", kind(other));
+                return rows.bad(line, RowError { column: Some(child.path.clone()), reason }, raw());
+            }
+            Err(reason) => return rows.bad(line, RowError { column: Some(child.path.clone()), reason }, raw()),
+        }
+    }
+    let elements = Arrays(arrays);
+    rows.row_nested(|i| field(obj, &plan.columns[i]), &elements, line, raw)
+}
+
+/// The arrays of one record, one per child table.
+struct Arrays<'a>(Vec<&'a [Value]>);
+
+impl<'a> super::Elements<'a> for Arrays<'a> {
+    fn len(&self, child: usize) -> usize {
+        self.0[child].len()
+    }
+
+    /// An element's field: the element itself for `from: .`, else a key or path of the element, an object.
+    fn field(&self, child: usize, element: usize, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+        let v = &self.0[child][element];
+        if col.input.iter().any(|n| n == ".") {
+            return typed_text(v, col);
+        }
+        match v {
+            Value::Object(obj) => field(obj, col),
+            Value::Null => Ok(None),
+            other => Err(RowError {
+                column: Some(col.name.clone()),
+                reason: format!("expected an object, found {} (`from: .` reads the element itself)", kind(other)),
+            }),
+        }
+    }
 }
 
 /// The text of a declared column's value, which must have the column's JSON type: a string for string, date and
 /// timestamp columns, a number for int, double and decimal, a boolean for bool (any scalar, and objects and
-/// arrays as JSON text, with `coerce: true`). Null and absent are no value.
+/// arrays as JSON text, with `coerce: true`); any value for json. Null and absent are no value.
 fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
     let type_error = |reason: String| RowError { column: Some(col.name.clone()), reason };
     let mut held = Vec::new();
@@ -140,16 +182,19 @@ fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow
             held.push((name, v));
         }
     }
-    let v = match held.as_slice() {
-        [] => return Ok(None),
-        [(_, v)] => *v,
+    match held.as_slice() {
+        [] => Ok(None),
+        [(_, v)] => typed_text(v, col),
         [(a, _), (b, _), ..] => {
-            return Err(type_error(format!(
-                "the record holds more than one accepted name of the column: `{a}` and `{b}`"
-            )));
+            Err(type_error(format!("the record holds more than one accepted name of the column: `{a}` and `{b}`")))
         }
-    };
+    }
+}
+
+/// A value's text, if it has the column's JSON type.
+fn typed_text<'a>(v: &'a Value, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
     let expected = match col.ty {
+        ColumnType::Json => return Ok((!v.is_null()).then(|| Cow::Owned(v.to_string()))),
         ColumnType::String | ColumnType::Date | ColumnType::Timestamp => "a string",
         ColumnType::Int | ColumnType::Double | ColumnType::Decimal => "a number",
         ColumnType::Bool => "a boolean",
@@ -167,7 +212,10 @@ fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow
         other => {
             let hint = if col.coerce { "" } else { " (`coerce: true` reads it through its text)" };
             let hint = if matches!(other, Value::Array(_) | Value::Object(_)) { "" } else { hint };
-            Err(type_error(format!("expected {expected}, found {}{hint}", kind(other))))
+            Err(RowError {
+                column: Some(col.name.clone()),
+                reason: format!("expected {expected}, found {}{hint}", kind(other)),
+            })
         }
     }
 }

@@ -29,7 +29,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::manifest::{
-    ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, PhoneCountry, Pii, ProjectFile, SourceManifest,
+    Column, ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, PhoneCountry, Pii, ProjectFile,
+    SourceManifest,
 };
 use crate::privacy::{KeyError, KeyRing, PseudonymColumn};
 use crate::storage::timestamp_type;
@@ -69,56 +70,15 @@ pub struct TablePlan {
     pub unique: Vec<unique::UniqueConstraint>,
     /// Records are located by line (csv, ndjson) rather than by number (json, parquet).
     pub lines: bool,
+    /// The child tables of `explode`.
+    pub children: Vec<ChildPlan>,
 }
 
 impl TablePlan {
     pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
-        let project_tz = project.timezone.0;
-        let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
         let json = matches!(m.format, Format::Json { .. } | Format::Ndjson { .. });
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        for (name, col) in &m.columns {
-            let pseudonymize = (col.pii == Pii::Direct && col.keep_clear.is_none())
-                .then(|| col.domain.as_ref().map(|d| (d.to_string(), col.normalize)))
-                .flatten();
-            let dt = match col.ty {
-                ColumnType::String => DataType::Utf8,
-                ColumnType::Int => DataType::Int64,
-                ColumnType::Double => DataType::Float64,
-                ColumnType::Bool => DataType::Boolean,
-                ColumnType::Date => DataType::Date32,
-                ColumnType::Timestamp => timestamp_type(),
-                ColumnType::Decimal => DataType::Decimal128(col.precision.unwrap_or(38), col.scale.unwrap_or(0)),
-            };
-            fields.push(Field::new(name.as_str(), dt, true));
-            if pseudonymize.is_some() {
-                fields.push(Field::new(format!("{name}_key_id"), DataType::Utf8, true));
-            }
-            let tz = col.timezone.map_or(project_tz, |t| t.0);
-            columns.push(ColumnPlan {
-                name: name.to_string(),
-                input: SourceManifest::input_names(name, col),
-                ty: col.ty,
-                required: col.required || col.key,
-                values: col.values.as_ref().map(|v| AllowedValues::new(v)),
-                range: col.range,
-                // A JSON feed writes instants: a local time is refused unless the column says how to read it.
-                time: matches!(col.ty, ColumnType::Date | ColumnType::Timestamp).then(|| {
-                    value::TimeParser::new(col.format.as_deref(), tz)
-                        .offset_required(json && col.timezone.is_none() && col.format.is_none() && !col.coerce)
-                }),
-                precision: col.precision.unwrap_or(38),
-                scale: col.scale.unwrap_or(0),
-                pseudonymize,
-                coerce: col.coerce,
-            });
-        }
-        fields.push(Field::new("_ingested_at", timestamp_type(), false));
-        fields.push(Field::new("_run_id", DataType::Utf8, false));
-        fields.push(Field::new("_source_file", DataType::Utf8, false));
-        // Nullable: tables written before positions were recorded gain the column with nulls.
-        fields.push(Field::new("_record", DataType::Int64, true));
+        let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| column_plan(name, col, project, json);
+        let columns: Vec<ColumnPlan> = m.columns.iter().map(plan_of).collect();
         let position = |name: &str| m.columns.get_index_of(name).unwrap_or_default();
         let unique = m
             .unique_constraints()
@@ -128,13 +88,64 @@ impl TablePlan {
                 names: names.into_iter().map(String::from).collect(),
             })
             .collect();
+        let keys: Vec<usize> = m.key_columns().iter().map(|k| position(k)).collect();
+        let children = m
+            .children()
+            .map(|(child, e)| {
+                // The record's key columns, the element's position, then the element's fields.
+                let mut cols: Vec<ColumnPlan> = keys.iter().map(|&k| columns[k].clone()).collect();
+                cols.push(ColumnPlan::index());
+                cols.extend(e.columns.iter().map(plan_of));
+                ChildPlan {
+                    name: child.to_string(),
+                    path: e.from.clone().unwrap_or_else(|| child.to_string()),
+                    keys: keys.clone(),
+                    plan: Self::of_columns(cols, false, project.privacy.phone_country, true, Vec::new()),
+                }
+            })
+            .collect();
+        let lines = matches!(m.format, Format::Csv { .. } | Format::Ndjson { .. });
+        let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
+        Self { children, ..Self::of_columns(columns, decimal_comma, project.privacy.phone_country, lines, unique) }
+    }
+
+    /// The plan of a table of these columns (without children).
+    fn of_columns(
+        columns: Vec<ColumnPlan>,
+        decimal_comma: bool,
+        phone_country: Option<PhoneCountry>,
+        lines: bool,
+        unique: Vec<unique::UniqueConstraint>,
+    ) -> Self {
+        let mut fields = Vec::new();
+        for c in &columns {
+            let dt = match c.ty {
+                ColumnType::String | ColumnType::Json => DataType::Utf8,
+                ColumnType::Int => DataType::Int64,
+                ColumnType::Double => DataType::Float64,
+                ColumnType::Bool => DataType::Boolean,
+                ColumnType::Date => DataType::Date32,
+                ColumnType::Timestamp => timestamp_type(),
+                ColumnType::Decimal => DataType::Decimal128(c.precision, c.scale),
+            };
+            fields.push(Field::new(c.name.as_str(), dt, c.name != INDEX_COLUMN));
+            if c.pseudonymize.is_some() {
+                fields.push(Field::new(format!("{}_key_id", c.name), DataType::Utf8, true));
+            }
+        }
+        fields.push(Field::new("_ingested_at", timestamp_type(), false));
+        fields.push(Field::new("_run_id", DataType::Utf8, false));
+        fields.push(Field::new("_source_file", DataType::Utf8, false));
+        // Nullable: tables written before positions were recorded gain the column with nulls.
+        fields.push(Field::new("_record", DataType::Int64, true));
         Self {
             columns,
             decimal_comma,
             schema: Arc::new(Schema::new(fields)),
-            phone_country: project.privacy.phone_country,
+            phone_country,
             unique,
-            lines: matches!(m.format, Format::Csv { .. } | Format::Ndjson { .. }),
+            lines,
+            children: Vec::new(),
         }
     }
 
@@ -143,9 +154,70 @@ impl TablePlan {
         (!self.unique.is_empty()).then(|| unique::UniqueIndex::new(self.unique.clone(), self.lines))
     }
 
-    /// The key domains this plan needs.
+    /// The key domains this plan needs, its children's included.
     pub fn domains(&self) -> impl Iterator<Item = &str> {
-        self.columns.iter().filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
+        let children = self.children.iter().flat_map(|c| c.plan.columns.iter());
+        self.columns.iter().chain(children).filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
+    }
+}
+
+/// The column of a child table holding the element's position in its array (from 0).
+pub const INDEX_COLUMN: &str = "_index";
+
+/// A child table of `explode`: the array at `path` of each record, one row per element.
+#[derive(Debug, Clone)]
+pub struct ChildPlan {
+    /// The table is `bronze.<source>__<name>`.
+    pub name: String,
+    /// Key or dotted path of the array in the record.
+    pub path: String,
+    /// Positions of the record's key columns, which lead the child's columns.
+    pub keys: Vec<usize>,
+    /// The child table: key columns, [`INDEX_COLUMN`], the element's columns.
+    pub plan: TablePlan,
+}
+
+/// How a declared column is read: `json` sources want a timestamp's offset unless the column says how to read
+/// local times.
+fn column_plan(name: &crate::manifest::ColumnName, col: &Column, project: &ProjectFile, json: bool) -> ColumnPlan {
+    let tz = col.timezone.map_or(project.timezone.0, |t| t.0);
+    ColumnPlan {
+        name: name.to_string(),
+        input: SourceManifest::input_names(name, col),
+        ty: col.ty,
+        required: col.required || col.key,
+        values: col.values.as_ref().map(|v| AllowedValues::new(v)),
+        range: col.range,
+        // A JSON feed writes instants: a local time is refused unless the column says how to read it.
+        time: matches!(col.ty, ColumnType::Date | ColumnType::Timestamp).then(|| {
+            value::TimeParser::new(col.format.as_deref(), tz)
+                .offset_required(json && col.timezone.is_none() && col.format.is_none() && !col.coerce)
+        }),
+        precision: col.precision.unwrap_or(38),
+        scale: col.scale.unwrap_or(0),
+        pseudonymize: (col.pii == Pii::Direct && col.keep_clear.is_none())
+            .then(|| col.domain.as_ref().map(|d| (d.to_string(), col.normalize)))
+            .flatten(),
+        coerce: col.coerce,
+    }
+}
+
+impl ColumnPlan {
+    /// The element's position in a child table.
+    fn index() -> Self {
+        Self {
+            name: INDEX_COLUMN.to_string(),
+            input: Vec::new(),
+            ty: ColumnType::Int,
+            required: true,
+            values: None,
+            range: None,
+            time: None,
+            precision: 38,
+            scale: 0,
+            pseudonymize: None,
+            coerce: false,
+        }
     }
 }
 
@@ -265,6 +337,8 @@ pub struct BadRecord {
 /// Where a reader sends its output. Returning `Err` stops the reader (the error is passed back up).
 pub trait RecordSink {
     fn batch(&mut self, batch: RecordBatch) -> Result<(), ReadError>;
+    /// Rows of child table `child` (`explode`), in the order of [`TablePlan::children`].
+    fn child(&mut self, child: usize, batch: RecordBatch) -> Result<(), ReadError>;
     fn bad(&mut self, bad: BadRecord) -> Result<(), ReadError>;
 }
 
@@ -380,11 +454,49 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, RowError
     }
 }
 
+/// The arrays of one record that feed child tables (`explode`), by child.
+pub trait Elements<'a> {
+    /// How many elements the array of child `child` holds.
+    fn len(&self, child: usize) -> usize;
+    /// The text of column `col` (one of the element's) of element `element`.
+    fn field(&self, child: usize, element: usize, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError>;
+}
+
+/// A record without arrays.
+struct NoElements;
+
+impl<'a> Elements<'a> for NoElements {
+    fn len(&self, _: usize) -> usize {
+        0
+    }
+    fn field(&self, _: usize, _: usize, _: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+        Ok(None)
+    }
+}
+
+/// The fields of element `e` of a child table: the record's key columns, the position, the element's own.
+fn child_fields<'a, 'f>(
+    child: &'f ChildPlan,
+    e: usize,
+    c: usize,
+    record: &'f mut impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+    elements: &'f dyn Elements<'a>,
+) -> impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError> + 'f {
+    let keys = child.keys.len();
+    move |i| match i.cmp(&keys) {
+        std::cmp::Ordering::Less => record(child.keys[i]),
+        std::cmp::Ordering::Equal => Ok(Some(Cow::Owned(e.to_string()))),
+        std::cmp::Ordering::Greater => elements.field(c, e, &child.plan.columns[i]),
+    }
+}
+
 /// Builds batches row by row, and sends full batches and bad records to the sink.
 pub struct RowEmitter<'s, 'c> {
     ctx: &'c ReadContext,
     sink: &'s mut dyn RecordSink,
     builder: RowBuilder,
+    /// The rows of the child tables (`explode`).
+    children: Vec<RowBuilder>,
     /// Held for the whole file: files of a source with `unique` are read one at a time.
     unique: Option<MutexGuard<'c, unique::UniqueIndex>>,
     counts: FileCounts,
@@ -393,7 +505,15 @@ pub struct RowEmitter<'s, 'c> {
 
 impl<'s, 'c> RowEmitter<'s, 'c> {
     fn new(ctx: &'c ReadContext, sink: &'s mut dyn RecordSink) -> Result<Self, ReadError> {
-        let builder = RowBuilder::new(&ctx.plan, &ctx.keys).map_err(|e| ReadError::Malformed(e.to_string()))?;
+        let malformed = |e: KeyError| ReadError::Malformed(e.to_string());
+        let builder = RowBuilder::new(&ctx.plan, &ctx.keys).map_err(malformed)?;
+        let children = ctx
+            .plan
+            .children
+            .iter()
+            .map(|c| RowBuilder::new(&c.plan, &ctx.keys))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(malformed)?;
         let unique = ctx.unique.as_ref().map(|u| {
             // A reader that panicked leaves the lock poisoned; its file's keys were forgotten (`end_file`).
             let mut index = u.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -404,6 +524,7 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             ctx,
             sink,
             builder,
+            children,
             unique,
             counts: FileCounts::default(),
             progress: Progress::new(&ctx.source_file),
@@ -422,21 +543,62 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         line: Option<u64>,
         raw: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), ReadError> {
+        self.row_nested(fields, &NoElements, line, raw)
+    }
+
+    /// Offers one record with the arrays of its child tables (`explode`). The record lands whole — its row and
+    /// one row per element of each array — or is quarantined whole, with the first fault (an element's:
+    /// `contacts[2].value: …`).
+    pub fn row_nested<'a>(
+        &mut self,
+        mut fields: impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+        elements: &dyn Elements<'a>,
+        line: Option<u64>,
+        raw: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), ReadError> {
         self.counts.read += 1;
         let at = line.unwrap_or(self.counts.read);
-        let checked = self.builder.parse(&self.ctx.plan, fields).and_then(|()| match &mut self.unique {
+        let ctx: &'c ReadContext = self.ctx;
+        let plan = &ctx.plan;
+        let mut checked = self.builder.parse(plan, &mut fields);
+        // Every element is checked before anything is appended (and before the key is taken as seen).
+        for (c, child) in plan.children.iter().enumerate() {
+            for e in 0..elements.len(c) {
+                if checked.is_err() {
+                    break;
+                }
+                checked = self.children[c]
+                    .parse(&child.plan, child_fields(child, e, c, &mut fields, elements))
+                    .map_err(|err| RowError {
+                        column: Some(format!("{}[{e}].{}", child.path, err.column.as_deref().unwrap_or("?"))),
+                        reason: err.reason,
+                    });
+            }
+        }
+        let checked = checked.and_then(|()| match &mut self.unique {
             Some(index) => index.check(at, |c, buf| self.builder.key(c, buf)),
             None => Ok(()),
         });
-        match checked {
-            Ok(()) => {
-                self.builder.append(at);
-                self.counts.written += 1;
-                if self.builder.len() >= BATCH_ROWS {
-                    self.flush()?;
+        if let Err(error) = checked {
+            self.quarantine(line, error, raw())?;
+            self.progress.tick(self.counts.read);
+            return Ok(());
+        }
+        self.builder.append(at);
+        for (c, child) in plan.children.iter().enumerate() {
+            for e in 0..elements.len(c) {
+                // Checked above: parsing again cannot fail.
+                if self.children[c].parse(&child.plan, child_fields(child, e, c, &mut fields, elements)).is_ok() {
+                    self.children[c].append(at);
                 }
             }
-            Err(error) => self.quarantine(line, error, raw())?,
+            if self.children[c].len() >= BATCH_ROWS {
+                self.flush_child(c)?;
+            }
+        }
+        self.counts.written += 1;
+        if self.builder.len() >= BATCH_ROWS {
+            self.flush()?;
         }
         self.progress.tick(self.counts.read);
         Ok(())
@@ -463,14 +625,27 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
 
     fn flush(&mut self) -> Result<(), ReadError> {
         if !self.builder.is_empty() {
-            let batch = self.builder.finish(self.ctx).map_err(|e| ReadError::Malformed(e.to_string()))?;
+            let schema = &self.ctx.plan.schema;
+            let batch = self.builder.finish(schema, self.ctx).map_err(|e| ReadError::Malformed(e.to_string()))?;
             self.sink.batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn flush_child(&mut self, c: usize) -> Result<(), ReadError> {
+        if !self.children[c].is_empty() {
+            let schema = &self.ctx.plan.children[c].plan.schema;
+            let batch = self.children[c].finish(schema, self.ctx).map_err(|e| ReadError::Malformed(e.to_string()))?;
+            self.sink.child(c, batch)?;
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<FileCounts, ReadError> {
         self.flush()?;
+        for c in 0..self.children.len() {
+            self.flush_child(c)?;
+        }
         self.progress.done(&self.counts);
         Ok(self.counts)
     }
@@ -543,7 +718,7 @@ impl RowBuilder {
                     let key = keys.get(domain)?;
                     ColBuilder::Pseudo(Box::new(PseudonymColumn::new(key, *normalize, plan.phone_country)))
                 }
-                (None, ColumnType::String) => ColBuilder::Str(StringBuilder::new()),
+                (None, ColumnType::String | ColumnType::Json) => ColBuilder::Str(StringBuilder::new()),
                 (None, ColumnType::Int) => ColBuilder::Int(Int64Builder::new()),
                 (None, ColumnType::Double) => ColBuilder::Double(Float64Builder::new()),
                 (None, ColumnType::Bool) => ColBuilder::Bool(BooleanBuilder::new()),
@@ -614,6 +789,14 @@ impl RowBuilder {
                     }
                     self.texts[i].clear();
                     self.texts[i].push_str(s);
+                    Cell::Str
+                }
+                ColumnType::Json => {
+                    // Kept as compact JSON text, whatever the spacing of the input.
+                    let v: serde_json::Value = serde_json::from_str(s)
+                        .map_err(|e| err(format!("not valid JSON (column {} of the value)", e.column())))?;
+                    self.texts[i].clear();
+                    self.texts[i].push_str(&v.to_string());
                     Cell::Str
                 }
                 ColumnType::Int => Cell::Int(value::parse_int(s).map_err(err)?),
@@ -694,8 +877,8 @@ impl RowBuilder {
     }
 
     /// Finishes the batch with the metadata columns, leaving the builder empty.
-    pub fn finish(&mut self, ctx: &ReadContext) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(ctx.plan.schema.fields().len());
+    pub fn finish(&mut self, schema: &SchemaRef, ctx: &ReadContext) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         // Each builder restarts with the capacity the batch just used, so the next batch does not regrow its
         // buffers from zero (reallocation and page faults were a measurable part of parsing).
         let rows = BATCH_ROWS;
@@ -728,7 +911,7 @@ impl RowBuilder {
         arrays.push(constant_string(&ctx.run_id, n));
         arrays.push(constant_string(&ctx.source_file, n));
         arrays.push(Arc::new(std::mem::replace(&mut self.records, Int64Builder::with_capacity(rows)).finish()));
-        RecordBatch::try_new(ctx.plan.schema.clone(), arrays)
+        RecordBatch::try_new(schema.clone(), arrays)
     }
 }
 

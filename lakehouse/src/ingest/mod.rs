@@ -7,9 +7,10 @@
 //!
 //! 1. the file ledger `bronze.<name>__files` gets one row per file taken, with its counts;
 //! 2. the quarantine `bronze.<name>__quarantine` gets the bad records, if any;
-//! 3. the bronze table `bronze.<name>` gets the rows (append, replace or upsert).
+//! 3. each child table `bronze.<name>__<child>` of `explode` gets the elements of its array;
+//! 4. the bronze table `bronze.<name>` gets the rows (append, replace or upsert).
 //!
-//! Each of the three commits carries the Delta application transaction (`txn`) `lakehouse/ingest/<name>` with
+//! Each of these commits carries the Delta application transaction (`txn`) `lakehouse/ingest/<name>` with
 //! the batch number as its version, and the run's [`catalog::RunCommit`] in its commit metadata. The bronze
 //! commit is the one that makes the batch visible. A crash or `kill -9` before it leaves either nothing
 //! committed (the files are taken again by the next run) or a ledger batch newer than bronze's txn version: the
@@ -261,9 +262,13 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     match &result {
         Ok(report) => {
             let inputs = report.files.iter().map(|f| dataset(&f.location, &f.path)).collect();
-            let schema = TablePlan::new(&src.manifest, &lh.project.file).schema;
-            let output = table_dataset(ns, &target, report.bronze_version, Some(&schema), None);
-            lh.events.emit(&run_event("COMPLETE", &run_id.0, job, inputs, vec![output], None)).await;
+            let plan = TablePlan::new(&src.manifest, &lh.project.file);
+            let mut outputs = vec![table_dataset(ns, &target, report.bronze_version, Some(&plan.schema), None)];
+            for child in &plan.children {
+                let name = format!("{target}__{}", child.name);
+                outputs.push(table_dataset(ns, &name, None, Some(&child.plan.schema), None));
+            }
+            lh.events.emit(&run_event("COMPLETE", &run_id.0, job, inputs, outputs, None)).await;
         }
         Err(e) => {
             let message = e.to_string();
@@ -291,6 +296,19 @@ struct SourceTables {
     quarantine_key: String,
     /// Last batch committed to bronze, the ledger and the quarantine.
     committed: [i64; 3],
+    /// The child tables of `explode`, in plan order.
+    children: Vec<ChildTable>,
+    /// Where they are, in the same order.
+    child_urls: Vec<url::Url>,
+}
+
+/// A child table of `explode`.
+struct ChildTable {
+    table: Option<DeltaTable>,
+    /// The key ids its pseudonyms are written with.
+    keys: Vec<(String, String)>,
+    /// Last batch committed to it.
+    committed: i64,
 }
 
 impl SourceTables {
@@ -319,6 +337,22 @@ impl SourceTables {
             self.ledger = Some(lh.warehouse.open_or_create(&self.urls[1], &ledger_schema(), &desc, &[], &[]).await?);
         }
         self.ledger.as_ref().ok_or_else(|| internal("the ledger was not opened"))
+    }
+
+    /// Child table `c`, created if it does not exist.
+    async fn child(&mut self, lh: &Lakehouse, plan: &TablePlan, c: usize) -> Result<&DeltaTable, IngestError> {
+        let child = &mut self.children[c];
+        if child.table.is_none() {
+            let properties: Vec<(String, String)> =
+                child.keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
+            let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let p = &plan.children[c];
+            let desc = format!("Elements of `{}`, one row per element", p.path);
+            let url = &self.child_urls[c];
+            let t = lh.warehouse.open_or_create(url, &p.plan.schema, &desc, &[], &properties).await?;
+            child.table = Some(crate::storage::check_keys(t, &child.keys).await?);
+        }
+        child.table.as_ref().ok_or_else(|| internal("a child table was not opened"))
     }
 
     /// The quarantine, created if it does not exist.
@@ -355,6 +389,8 @@ struct Selection {
 struct Parsed {
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
+    /// Per child table (`explode`).
+    child_adds: Vec<Vec<Add>>,
     files: Vec<TakenFile>,
 }
 
@@ -368,6 +404,8 @@ struct TakenFile {
     content_hash: String,
     /// `upsert`: its rows, merged at commit.
     upsert_rows: Vec<RecordBatch>,
+    /// `upsert`: the rows of its child tables (`explode`), per child.
+    upsert_children: Vec<Vec<RecordBatch>>,
 }
 
 /// One run of a source, by phase: open its tables; choose the files (new and settled, or those of a batch left
@@ -425,6 +463,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         conn: &conn,
         bronze: &tables.urls[0],
         quarantine: &tables.urls[2],
+        children: &tables.child_urls,
         unique,
     };
     let mut parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
@@ -585,7 +624,28 @@ async fn open_tables(
             committed[i] = txn_version(t, &app).await?;
         }
     }
-    Ok(SourceTables { bronze, ledger, quarantine, urls, bronze_keys, quarantine_key, committed })
+    let mut children = Vec::new();
+    let mut child_urls = Vec::new();
+    for child in &plan.children {
+        let url = wh.table_url("bronze", &format!("{name}__{}", child.name));
+        let mut keys = Vec::new();
+        for domain in child.plan.domains() {
+            keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
+        }
+        keys.sort();
+        keys.dedup();
+        let table = match wh.open_existing(&url, &child.plan.schema).await? {
+            Some(t) => Some(crate::storage::check_keys(t, &keys).await?),
+            None => None,
+        };
+        let committed = match &table {
+            Some(t) => txn_version(t, &app).await?,
+            None => 0,
+        };
+        children.push(ChildTable { table, keys, committed });
+        child_urls.push(url);
+    }
+    Ok(SourceTables { bronze, ledger, quarantine, urls, bronze_keys, quarantine_key, committed, children, child_urls })
 }
 
 /// The batch to take: the one an interrupted run left pending in the ledger (its files again), or the next one
@@ -715,6 +775,29 @@ async fn commit_batch(
         // Nothing quarantined, or committed by the interrupted run whose batch this is (duplicates).
         lh.warehouse.discard(&tables.urls[2], &parsed.quarantine_adds).await;
     }
+    let mut child_adds = parsed.child_adds;
+    child_adds.resize_with(plan.children.len(), Vec::new);
+    for (c, adds) in child_adds.into_iter().enumerate() {
+        if tables.children[c].committed >= batch {
+            // Committed by the interrupted run whose batch this is.
+            lh.warehouse.discard(&tables.child_urls[c], &adds).await;
+            continue;
+        }
+        let url = tables.child_urls[c].clone();
+        let table = tables.child(lh, plan, c).await?;
+        let version = match m.load.mode {
+            LoadMode::Append => commit(table, Write::Append(adds), props()).await,
+            LoadMode::Replace => commit(table, Write::Overwrite { adds, schema: None }, props()).await,
+            LoadMode::Upsert => {
+                let parents = parsed.files.iter().flat_map(|f| f.upsert_rows.iter().cloned()).collect();
+                let rows = parsed.files.iter().flat_map(|f| f.upsert_children[c].iter().cloned()).collect();
+                upsert_child(lh, table, &url, &plan.children[c].plan.schema, m, parents, rows, props()).await
+            }
+        }
+        .map_err(conflict(table))?;
+        tracing::debug!(table = %url, version, "child table committed");
+        crate::fault::abort_at("after-child-commit");
+    }
     let bronze = tables.bronze(lh, m, plan).await?;
     let version = match m.load.mode {
         LoadMode::Append => commit(bronze, Write::Append(parsed.bronze_adds), props()).await,
@@ -744,6 +827,8 @@ struct FileJob<'a> {
     /// Where the data files of bronze and of the quarantine are written (the tables may not exist yet).
     bronze: &'a url::Url,
     quarantine: &'a url::Url,
+    /// Where the data files of the child tables (`explode`) are written.
+    children: &'a [url::Url],
     /// The keys seen, when the source declares `unique`.
     unique: Option<Arc<std::sync::Mutex<format::unique::UniqueIndex>>>,
 }
@@ -753,6 +838,8 @@ struct FileDone {
     file: TakenFile,
     bronze_adds: Vec<Add>,
     quarantine_adds: Vec<Add>,
+    /// Per child table (`explode`).
+    child_adds: Vec<Vec<Add>>,
 }
 
 enum FileError {
@@ -779,6 +866,10 @@ impl FileJob<'_> {
                 Ok(done) => {
                     parsed.bronze_adds.extend(done.bronze_adds);
                     parsed.quarantine_adds.extend(done.quarantine_adds);
+                    parsed.child_adds.resize_with(done.child_adds.len(), Vec::new);
+                    for (all, adds) in parsed.child_adds.iter_mut().zip(done.child_adds) {
+                        all.extend(adds);
+                    }
                     report.records.add(done.file.counts);
                     parsed.files.push(done.file);
                 }
@@ -797,6 +888,9 @@ impl FileJob<'_> {
     async fn discard(&self, parsed: &Parsed) {
         self.lh.warehouse.discard(self.bronze, &parsed.bronze_adds).await;
         self.lh.warehouse.discard(self.quarantine, &parsed.quarantine_adds).await;
+        for (url, adds) in self.children.iter().zip(&parsed.child_adds) {
+            self.lh.warehouse.discard(url, adds).await;
+        }
     }
 
     /// [`Self::take`], with a panic while writing the file (a bug, or a limit of a library) turned into the file
@@ -852,7 +946,12 @@ impl FileJob<'_> {
         let fatal = |e: IngestError| FileError::Fatal(e);
         let mut bronze_w = self.writer(self.bronze, self.plan.schema.clone()).map_err(fatal)?;
         let mut quarantine_w = self.writer(self.quarantine, quarantine_schema()).map_err(fatal)?;
+        let mut child_w = Vec::new();
+        for (url, child) in self.children.iter().zip(&self.plan.children) {
+            child_w.push(self.writer(url, child.plan.schema.clone()).map_err(fatal)?);
+        }
         let mut upsert_rows = Vec::new();
+        let mut upsert_children: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.children.len()];
         let mut bad: Vec<BadRecord> = Vec::new();
         let mut write_time = Duration::ZERO;
         let mut write_result: Result<(), IngestError> = Ok(());
@@ -860,6 +959,12 @@ impl FileJob<'_> {
             let step = async {
                 match msg {
                     Msg::Batch(batch) if m.load.mode == LoadMode::Upsert => upsert_rows.push(batch),
+                    Msg::Child(c, batch) if m.load.mode == LoadMode::Upsert => upsert_children[c].push(batch),
+                    Msg::Child(c, batch) => {
+                        let started = Instant::now();
+                        child_w[c].write(batch).await.map_err(|e| url_err(&self.children[c], e))?;
+                        write_time += started.elapsed();
+                    }
                     Msg::Batch(batch) => {
                         let started = Instant::now();
                         bronze_w.write(batch).await.map_err(|e| url_err(self.bronze, e))?;
@@ -891,6 +996,10 @@ impl FileJob<'_> {
         let flush_started = Instant::now();
         let bronze_adds = bronze_w.flush().await.map_err(|e| fatal(url_err(self.bronze, e)))?;
         let quarantine_adds = quarantine_w.flush().await.map_err(|e| fatal(url_err(self.quarantine, e)))?;
+        let mut child_adds = Vec::new();
+        for (w, url) in child_w.iter_mut().zip(self.children) {
+            child_adds.push(w.flush().await.map_err(|e| fatal(url_err(url, e)))?);
+        }
         tracing::debug!(file = %entry.path, write_secs = write_time.as_secs_f64(),
             flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
         let taken = write_result.is_ok() && read_result.is_ok();
@@ -903,8 +1012,15 @@ impl FileJob<'_> {
                     RecordCounts { read: c.read, written: c.written, quarantined: c.quarantined, superseded: 0 };
                 tracing::info!(file = %entry.path, read = counts.read, written = counts.written,
                     quarantined = counts.quarantined, "file parsed");
-                let file = TakenFile { entry: entry.clone(), counts, read_as: c.read_as, content_hash, upsert_rows };
-                return Ok(FileDone { file, bronze_adds, quarantine_adds });
+                let file = TakenFile {
+                    entry: entry.clone(),
+                    counts,
+                    read_as: c.read_as,
+                    content_hash,
+                    upsert_rows,
+                    upsert_children,
+                };
+                return Ok(FileDone { file, bronze_adds, quarantine_adds, child_adds });
             }
             (Ok(()), Err(e @ (ReadError::Io(_) | ReadError::Malformed(_) | ReadError::Limit(_)))) => {
                 not_taken(e.to_string())
@@ -915,6 +1031,9 @@ impl FileJob<'_> {
         };
         self.lh.warehouse.discard(self.bronze, &bronze_adds).await;
         self.lh.warehouse.discard(self.quarantine, &quarantine_adds).await;
+        for (url, adds) in self.children.iter().zip(&child_adds) {
+            self.lh.warehouse.discard(url, adds).await;
+        }
         Err(outcome)
     }
 
@@ -939,6 +1058,7 @@ impl FileJob<'_> {
 
 enum Msg {
     Batch(RecordBatch),
+    Child(usize, RecordBatch),
     Bad(BadRecord),
 }
 
@@ -957,6 +1077,12 @@ impl RecordSink for ChannelSink {
     }
     fn bad(&mut self, bad: BadRecord) -> Result<(), ReadError> {
         self.tx.blocking_send(Msg::Bad(bad)).map_err(|_| ReadError::Stopped)
+    }
+    fn child(&mut self, child: usize, batch: RecordBatch) -> Result<(), ReadError> {
+        let t = Instant::now();
+        let sent = self.tx.blocking_send(Msg::Child(child, batch)).map_err(|_| ReadError::Stopped);
+        self.waited += t.elapsed();
+        sent
     }
 }
 
@@ -992,21 +1118,7 @@ async fn upsert(
     }
     let df_err = |e: datafusion::error::DataFusionError| internal(format!("upsert: {e}"));
     let ctx = SessionContext::new();
-    // Tag rows with their arrival order so the last record of a key wins.
-    let mut ordered = Vec::with_capacity(rows.len());
-    let mut offset = 0i64;
-    for b in rows {
-        let ord = Int64Array::from_iter_values(offset..offset + b.num_rows() as i64);
-        offset += b.num_rows() as i64;
-        let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(arrow::datatypes::Field::new("__ord", arrow::datatypes::DataType::Int64, false)));
-        let mut cols = b.columns().to_vec();
-        cols.push(Arc::new(ord));
-        ordered.push(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).map_err(internal)?);
-    }
-    let schema = ordered[0].schema();
-    let mem = datafusion::datasource::MemTable::try_new(schema, vec![ordered]).map_err(df_err)?;
-    ctx.register_table("incoming", Arc::new(mem)).map_err(df_err)?;
+    ctx.register_table("incoming", Arc::new(in_arrival_order(rows)?)).map_err(df_err)?;
     let keys: Vec<String> = m.key_columns().into_iter().map(String::from).collect();
     let sql = format!(
         "SELECT * EXCLUDE (__ord, __rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY __ord DESC) AS __rn FROM incoming) WHERE __rn = 1",
@@ -1041,6 +1153,77 @@ async fn existing_keys(bronze: &DeltaTable, index: &mut format::unique::UniqueIn
     }
     tracing::info!(keys = index.len(), secs = started.elapsed().as_secs_f64(), "keys of bronze loaded (unique)");
     Ok(())
+}
+
+/// Rows tagged with their arrival order (`__ord`), so that the last record of a key wins; `rows` is not empty.
+fn in_arrival_order(rows: Vec<RecordBatch>) -> Result<datafusion::datasource::MemTable, IngestError> {
+    let mut ordered = Vec::with_capacity(rows.len());
+    let mut offset = 0i64;
+    for b in rows {
+        let ord = Int64Array::from_iter_values(offset..offset + b.num_rows() as i64);
+        offset += b.num_rows() as i64;
+        let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new("__ord", arrow::datatypes::DataType::Int64, false)));
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(ord));
+        ordered.push(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).map_err(internal)?);
+    }
+    let schema = ordered.first().map(RecordBatch::schema).ok_or_else(|| internal("no rows to order"))?;
+    datafusion::datasource::MemTable::try_new(schema, vec![ordered]).map_err(internal)
+}
+
+/// `upsert` with `explode`: for each key of the batch, a child table's rows become the elements of the record
+/// that won (the last of its key; its rows are those with its `_source_file` and `_record`). One commit rewrites
+/// the table: the rows of the other keys are kept, those of the batch's keys replaced.
+#[allow(clippy::too_many_arguments)]
+async fn upsert_child(
+    lh: &Lakehouse,
+    table: &DeltaTable,
+    url: &url::Url,
+    schema: &arrow::datatypes::SchemaRef,
+    m: &crate::manifest::SourceManifest,
+    parents: Vec<RecordBatch>,
+    rows: Vec<RecordBatch>,
+    props: CommitProperties,
+) -> Result<u64, IngestError> {
+    if parents.iter().all(|b| b.num_rows() == 0) {
+        return commit(table, Write::Append(Vec::new()), props).await;
+    }
+    let df_err = |e: datafusion::error::DataFusionError| internal(format!("upsert of {url}: {e}"));
+    let ctx = SessionContext::new();
+    ctx.register_table("incoming", Arc::new(in_arrival_order(parents)?)).map_err(df_err)?;
+    let children = datafusion::datasource::MemTable::try_new(schema.clone(), vec![rows]).map_err(df_err)?;
+    ctx.register_table("children", Arc::new(children)).map_err(df_err)?;
+    ctx.register_table("old", table.table_provider().await.map_err(df_err)?).map_err(df_err)?;
+    let keys: Vec<String> = m.key_columns().iter().map(|k| format!("\"{k}\"")).collect();
+    let k = keys.join(", ");
+    let same_key = keys.iter().map(|k| format!("w.{k} = o.{k}")).collect::<Vec<_>>().join(" AND ");
+    let sql = format!(
+        "WITH winners AS (SELECT {k}, _source_file, _record FROM (SELECT {k}, _source_file, _record, \
+         row_number() OVER (PARTITION BY {k} ORDER BY __ord DESC) AS __rn FROM incoming) WHERE __rn = 1) \
+         SELECT o.* FROM old o WHERE NOT EXISTS (SELECT 1 FROM winners w WHERE {same_key}) \
+         UNION ALL \
+         SELECT c.* FROM children c WHERE EXISTS \
+         (SELECT 1 FROM winners w WHERE w._source_file = c._source_file AND w._record = c._record)"
+    );
+    let mut stream = crate::session::sql(&ctx, &sql).await.map_err(df_err)?.execute_stream().await.map_err(df_err)?;
+    let mut writer = crate::storage::file_writer(url, schema.clone(), &[], lh.warehouse.storage_options(url))
+        .map_err(|e| url_err(url, e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(df_err)?;
+        // The scan of the table may give other string types (views): back to the table's own.
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(internal)?;
+        writer.write(batch).await.map_err(|e| url_err(url, e))?;
+    }
+    let adds = writer.flush().await.map_err(|e| url_err(url, e))?;
+    commit(table, Write::Overwrite { adds, schema: None }, props).await
 }
 
 /// A quarantined record as shown to the people who repair ingestion: its row, and its raw text decrypted when

@@ -27,8 +27,8 @@ pub use project::{
     Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
 pub use source::{
-    ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Format, InputNames, Load, LoadMode, Normalize,
-    OnBadRecord, Pii, Retry, SourceManifest,
+    ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format, InputNames, Load, LoadMode,
+    Normalize, OnBadRecord, Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -143,6 +143,13 @@ impl Project {
             (Some(x), Some(y)) if y > x => b,
             _ => a,
         })
+    }
+
+    /// The source that writes a bronze table: `bronze.<name>`, or one of its child tables
+    /// `bronze.<name>__<child>` (`explode`).
+    pub fn source_of(&self, table: &str) -> Option<&LoadedSource> {
+        let name = table.strip_prefix("bronze.")?;
+        self.sources.iter().find(|s| s.manifest.tables().iter().any(|(t, _)| t == name))
     }
 
     /// The sources named (all when `names` is empty), or an error naming the unknown ones.
@@ -685,9 +692,12 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
             err("columns".into(), "no columns declared".into(), at(&["columns"])).hint("declare at least one column"),
         );
     }
+    let siblings: Vec<&str> = m.columns.keys().map(ColumnName::as_str).collect();
     for (name, col) in &m.columns {
-        validate_column(project, m, name, col, path, text, diags);
+        let site = ColumnSite { path, text, column: vec!["columns", name.as_str()], siblings: siblings.clone() };
+        validate_column(project, &site, col, diags);
     }
+    validate_explode(project, m, path, text, diags);
     if m.load.mode == LoadMode::Upsert && m.key_columns().is_empty() {
         diags.push(
             err("load.mode".into(), "`upsert` needs key columns".into(), at(&["load", "mode"]))
@@ -695,6 +705,60 @@ fn validate_columns(project: &ProjectFile, m: &SourceManifest, path: &Path, text
         );
     }
     validate_unique(m, path, text, diags);
+}
+
+/// `explode`: JSON sources with key columns; child names that are not the side tables'; the element's columns
+/// checked like the record's, none named like a key column.
+fn validate_explode(project: &ProjectFile, m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let keys = m.key_columns();
+    if !m.explode.is_empty() {
+        let err = |msg: &str| Diagnostic::new(path, "explode", msg).at(diag::locate(text, &["explode"]));
+        if !matches!(m.format, Format::Json { .. } | Format::Ndjson { .. }) {
+            diags.push(
+                err("`explode` reads arrays of JSON records; this source's format is not JSON")
+                    .hint("use `format: { kind: ndjson }` or `{ kind: json }`, or remove `explode`"),
+            );
+        }
+        if keys.is_empty() {
+            diags.push(
+                err("`explode` needs the record's key columns to link each element's row to its record")
+                    .hint("mark the identifying columns of the record with `key: true`"),
+            );
+        }
+    }
+    for (child, e) in m.children() {
+        let err = |f: &[&str], msg: String| {
+            let mut p = vec!["explode", child];
+            p.extend_from_slice(f);
+            Diagnostic::new(path, p.join("."), msg).at(diag::locate(text, &p))
+        };
+        if matches!(child, "files" | "quarantine") {
+            diags.push(
+                err(&[], format!("`{child}` names a side table of bronze.{}", m.name)).hint("choose another name"),
+            );
+        }
+        if e.columns.is_empty() {
+            diags.push(err(&["columns"], "no columns declared".into()).hint("declare the fields of each element"));
+        }
+        let mut siblings: Vec<&str> = keys.clone();
+        siblings.extend(e.columns.keys().map(ColumnName::as_str));
+        for (name, col) in &e.columns {
+            if keys.contains(&name.as_str()) {
+                diags.push(
+                    err(&["columns", name.as_str()], format!("`{name}` is also a key column of the record"))
+                        .hint("the child table holds the record's key columns: name the element's field otherwise"),
+                );
+            }
+            if col.key || col.unique {
+                diags.push(err(
+                    &["columns", name.as_str()],
+                    "`key` and `unique` apply to the record's columns, not to an element's".into(),
+                ));
+            }
+            let column = vec!["explode", child, "columns", name.as_str()];
+            validate_column(project, &ColumnSite { path, text, column, siblings: siblings.clone() }, col, diags);
+        }
+    }
 }
 
 /// The manifest's `unique:` list names declared columns, each once.
@@ -749,36 +813,41 @@ fn source_notes(sources: &[LoadedSource], texts: &BTreeMap<PathBuf, String>) -> 
     notes
 }
 
-/// For a column's diagnostics: the field path of one of its keys (`columns.<name>.<key>`, the column itself
-/// for ""), and the line:col of that key in the manifest's text.
-fn column_site<'a>(
-    name: &'a ColumnName,
+/// Where a column is declared, for its diagnostics: the manifest, the key path of the column (`columns.id`,
+/// `explode.contacts.columns.value`), and the names of the other columns of its table.
+struct ColumnSite<'a> {
+    path: &'a Path,
     text: &'a str,
-) -> (impl Fn(&str) -> String + 'a, impl Fn(&str) -> (usize, usize) + 'a) {
-    let field = move |f: &str| format!("columns.{name}{}{f}", if f.is_empty() { "" } else { "." });
-    let at = move |f: &str| {
-        if f.is_empty() {
-            diag::locate(text, &["columns", name.as_str()])
-        } else {
-            diag::locate(text, &["columns", name.as_str(), f])
-        }
-    };
-    (field, at)
+    column: Vec<&'a str>,
+    siblings: Vec<&'a str>,
+}
+
+impl<'a> ColumnSite<'a> {
+    fn name(&self) -> &str {
+        self.column.last().copied().unwrap_or_default()
+    }
+
+    /// The field path of one of the column's keys (the column itself for ""), and a function giving the line:col
+    /// of such a key in the manifest's text.
+    fn paths(&self) -> (impl Fn(&str) -> String + '_, impl Fn(&str) -> (usize, usize) + '_) {
+        let base = self.column.join(".");
+        let field = move |f: &str| if f.is_empty() { base.clone() } else { format!("{base}.{f}") };
+        let at = move |f: &str| {
+            let mut p = self.column.clone();
+            if !f.is_empty() {
+                p.push(f);
+            }
+            diag::locate(self.text, &p)
+        };
+        (field, at)
+    }
 }
 
 /// One column: its privacy declaration, and the options that apply to its type only.
-fn validate_column(
-    project: &ProjectFile,
-    m: &SourceManifest,
-    name: &ColumnName,
-    col: &Column,
-    path: &Path,
-    text: &str,
-    diags: &mut Diagnostics,
-) {
-    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
-    let (field, cat) = column_site(name, text);
-    validate_column_privacy(project, m, name, col, path, text, diags);
+fn validate_column(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, diags: &mut Diagnostics) {
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(site.path, field, msg).at(loc);
+    let (field, cat) = site.paths();
+    validate_column_privacy(project, site, col, diags);
     if let Some(InputNames::Many(names)) = &col.from {
         let mut seen = BTreeSet::new();
         if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
@@ -853,17 +922,10 @@ fn validate_column(
 
 /// A direct identifier is a pseudonymized string with a declared key domain (unless kept in clear with a DPO
 /// approval); `domain` and `normalize` apply to direct identifiers only.
-fn validate_column_privacy(
-    project: &ProjectFile,
-    m: &SourceManifest,
-    name: &ColumnName,
-    col: &Column,
-    path: &Path,
-    text: &str,
-    diags: &mut Diagnostics,
-) {
-    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(path, field, msg).at(loc);
-    let (field, cat) = column_site(name, text);
+fn validate_column_privacy(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, diags: &mut Diagnostics) {
+    let err = |field: String, msg: String, loc: (usize, usize)| Diagnostic::new(site.path, field, msg).at(loc);
+    let (field, cat) = site.paths();
+    let name = site.name();
     if col.normalize == Normalize::Phone && project.privacy.phone_country.is_none() {
         diags.push(
             err(
@@ -876,9 +938,16 @@ fn validate_column_privacy(
     }
     if col.pii == Pii::Direct && col.keep_clear.is_none() {
         if col.ty != ColumnType::String {
+            let hint = if col.ty == ColumnType::Json {
+                format!(
+                    "a JSON value is not pseudonymized whole: read its fields into columns of their own (`from: \
+                     {name}.field`), or land its arrays with `explode`, and declare `pii` on those"
+                )
+            } else {
+                "its value is replaced by a pseudonym (hex text)".to_string()
+            };
             diags.push(
-                err(field("type"), "a `pii: direct` column must have `type: string`".into(), cat("type"))
-                    .hint("its value is replaced by a pseudonym (hex text)"),
+                err(field("type"), "a `pii: direct` column must have `type: string`".into(), cat("type")).hint(hint),
             );
         }
         match &col.domain {
@@ -901,7 +970,7 @@ fn validate_column_privacy(
             Some(_) => {}
         }
         let key_id_col = format!("{name}_key_id");
-        if m.columns.keys().any(|c| c.as_str() == key_id_col) {
+        if site.siblings.contains(&key_id_col.as_str()) {
             diags.push(err(
                 field(""),
                 format!("column `{key_id_col}` is reserved for the key id of `{name}`"),

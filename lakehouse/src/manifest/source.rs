@@ -35,6 +35,12 @@ pub struct SourceManifest {
     /// run or in bronze, is quarantined with `duplicate key (first seen at <file>:<line>)`.
     #[serde(default)]
     pub unique: Option<Vec<ColumnName>>,
+    /// JSON sources: arrays of each record landed as child tables `bronze.<name>__<child>`, one row per element,
+    /// keyed by the record's `key` columns and the element's position (`_index`). The element's fields are
+    /// declared like columns (`from` relative to the element, `.` for the element itself), `pii` included: personal
+    /// data inside arrays is pseudonymized element by element.
+    #[serde(default)]
+    pub explode: IndexMap<ColumnName, Explode>,
     #[serde(default)]
     pub on_bad_record: OnBadRecord,
     /// How long bronze rows are kept: `90 days`, `3 years`, `forever`.
@@ -197,6 +203,19 @@ pub enum Compression {
     None,
 }
 
+/// An array of each record, landed as a child table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Explode {
+    /// Key or dotted path of the array in the record (default: the child's name).
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The fields of each element, in table order (`from: .` for an array of scalars).
+    pub columns: IndexMap<ColumnName, Column>,
+}
+
 /// `from:` one input field name, or a list of accepted names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -276,6 +295,9 @@ pub enum ColumnType {
     Date,
     Timestamp,
     Decimal,
+    /// Any JSON value (an object, an array…) kept as compact JSON text; in CSV and Parquet, text that must be
+    /// valid JSON. Arrays of records with personal data are landed with `explode` instead.
+    Json,
 }
 
 impl ColumnType {
@@ -361,6 +383,25 @@ impl SourceManifest {
             self.columns.iter().filter(|(_, c)| c.unique).map(|(n, _)| vec![n.as_str()]).collect();
         if let Some(cols) = &self.unique {
             out.push(cols.iter().map(ColumnName::as_str).collect());
+        }
+        out
+    }
+
+    /// The child tables of `explode`: (suffix, explode), `bronze.<name>__<suffix>`.
+    pub fn children(&self) -> impl Iterator<Item = (&str, &Explode)> {
+        self.explode.iter().map(|(n, e)| (n.as_str(), e))
+    }
+
+    /// Every bronze table the source writes, with its declared columns: its own, then one per `explode` child
+    /// (`<name>__<child>`: the record's key columns, then the element's). The side tables (ledger, quarantine)
+    /// are not in it.
+    pub fn tables(&self) -> Vec<(String, IndexMap<ColumnName, Column>)> {
+        let mut out = vec![(self.name.to_string(), self.columns.clone())];
+        for (child, e) in self.children() {
+            let mut columns: IndexMap<ColumnName, Column> =
+                self.columns.iter().filter(|(_, c)| c.key).map(|(n, c)| (n.clone(), c.clone())).collect();
+            columns.extend(e.columns.iter().map(|(n, c)| (n.clone(), c.clone())));
+            out.push((format!("{}__{child}", self.name), columns));
         }
         out
     }

@@ -147,6 +147,8 @@ pub trait Runner: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SourceJob {
     pub name: String,
+    /// The bronze tables its runs write (`bronze.<name>`, and its child tables): their readers follow it.
+    pub tables: Vec<String>,
     pub schedule: CronSchedule,
     pub retry: Retry,
 }
@@ -449,7 +451,9 @@ impl Scheduler {
         s.running = None;
         if outcome.ok {
             if outcome.new_data {
-                self.pending.extend(self.config.models.downstream(&format!("bronze.{name}")));
+                for table in &s.job.tables {
+                    self.pending.extend(self.config.models.downstream(table));
+                }
             }
             s.attempt = 1;
             s.trigger = Trigger::Schedule;

@@ -36,7 +36,7 @@ pub struct Plan {
 /// Builds the [`Names`] templates see: sources, models and vars (`overrides` from `--var name=value`).
 pub fn names(project: &Project, overrides: &BTreeMap<String, String>) -> Names {
     Names {
-        sources: project.sources.iter().map(|s| s.manifest.name.to_string()).collect(),
+        sources: project.sources.iter().flat_map(|s| s.manifest.tables().into_iter().map(|(t, _)| t)).collect(),
         models: project.models.iter().map(LoadedModel::target).collect(),
         vars: project.file.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         overrides: overrides.clone(),
@@ -163,13 +163,19 @@ impl Plan {
     /// columns and functions, type errors and sidecar columns that do not exist are found without data.
     pub async fn check_sql(&mut self, project: &Project, diags: &mut Diagnostics) {
         let ctx = crate::session::new_session(crate::session::Functions::Planning, &project.file);
+        let mut planned: BTreeSet<String> = BTreeSet::new();
         for src in &project.sources {
             let plan = crate::format::TablePlan::new(&src.manifest, &project.file);
-            register_empty(&ctx, &format!("bronze.{}", src.manifest.name), plan.schema.clone());
+            let name = format!("bronze.{}", src.manifest.name);
+            register_empty(&ctx, &name, plan.schema.clone());
+            planned.insert(name);
+            for child in &plan.children {
+                let name = format!("bronze.{}__{}", src.manifest.name, child.name);
+                register_empty(&ctx, &name, child.plan.schema.clone());
+                planned.insert(name);
+            }
         }
         let mut privacy = super::lineage::PrivacyCheck::new(sensitive_columns(project));
-        let mut planned: BTreeSet<String> =
-            project.sources.iter().map(|s| format!("bronze.{}", s.manifest.name)).collect();
         for target in self.order.clone() {
             let target = &target;
             let m = &self.models[target];
@@ -238,18 +244,15 @@ impl Plan {
 /// and `direct` ones kept in clear (pseudonymized ones are masked at landing).
 pub(crate) fn sensitive_columns(project: &Project) -> Vec<super::lineage::Sensitive> {
     let mut out = Vec::new();
-    for src in &project.sources {
-        for (name, col) in &src.manifest.columns {
+    for (table, columns) in project.sources.iter().flat_map(|s| s.manifest.tables()) {
+        for (name, col) in &columns {
             let class = match col.pii {
                 crate::manifest::Pii::Quasi => "quasi",
                 crate::manifest::Pii::Sensitive => "sensitive",
                 crate::manifest::Pii::Direct if col.keep_clear.is_some() => "direct, kept in clear",
                 _ => continue,
             };
-            out.push(super::lineage::Sensitive {
-                column: format!("bronze.{}.{name}", src.manifest.name),
-                class: class.to_string(),
-            });
+            out.push(super::lineage::Sensitive { column: format!("bronze.{table}.{name}"), class: class.to_string() });
         }
     }
     out
