@@ -222,3 +222,79 @@ async fn json_text_in_csv_is_checked_and_kept_compact() {
         rows(&[&["3", "payload", "not valid JSON (column 2 of the value)"]])
     );
 }
+
+/// `list` and `struct`: Arrow lists and structs, their items and fields typed and checked like columns; a fault
+/// names the item or the field.
+#[tokio::test]
+async fn lists_and_structs_are_typed_item_by_item() {
+    let p = TestProject::empty();
+    p.write_project(PROJECT);
+    p.write(
+        "sources/events.yaml",
+        r#"version: 1
+name: events
+description: t
+owner: ville
+schedule: "0 * * * *"
+connector: { kind: files, location: drop }
+format: { kind: ndjson }
+columns:
+  id: { type: string, key: true }
+  tags: { type: list, items: string, values: [music, free, outdoor] }
+  scores: { type: list, items: int, range: [0, 10] }
+  venue:
+    type: struct
+    fields:
+      name: { type: string, required: true }
+      capacity: { type: int }
+      opens: { type: timestamp, from: hours.opens }
+retention: 1 year
+"#,
+    );
+    p.write(
+        "drop/a.ndjson",
+        concat!(
+            r#"{"id": "A", "tags": ["music", "free"], "scores": [1, 2, null], "venue": {"name": "Dock", "capacity": 2000, "hours": {"opens": "2026-12-01T18:00:00Z"}}}"#,
+            "\n",
+            r#"{"id": "B", "tags": [], "venue": null}"#,
+            "\n",
+            r#"{"id": "C", "tags": ["jazz"]}"#,
+            "\n",
+            r#"{"id": "D", "scores": [1, "2"]}"#,
+            "\n",
+            r#"{"id": "E", "venue": {"capacity": 10}}"#,
+            "\n",
+            r#"{"id": "F", "tags": "music"}"#,
+            "\n",
+            r#"{"id": "G", "scores": [11]}"#,
+            "\n",
+        ),
+    );
+    let r = &ingest_all(&p).await[0];
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (7, 2, 5));
+    let q = p.warehouse_url("bronze", "events__quarantine");
+    assert_eq!(
+        query_rows(&q, "SELECT CAST(line AS VARCHAR) AS l, \"column\", reason FROM t ORDER BY line").await,
+        rows(&[
+            &["3", "tags", "item 0: not one of the 3 allowed values"],
+            &["4", "scores", "item 1: expected a number, found a string (`coerce: true` reads it through its text)"],
+            &["5", "venue", "name: required but missing"],
+            &["6", "tags", "expected a list (a JSON array), found a string"],
+            &["7", "scores", "item 0: out of range [0, 10]"],
+        ])
+    );
+    let bronze = p.warehouse_url("bronze", "events");
+    assert_eq!(
+        query_rows(
+            &bronze,
+            "SELECT id, CAST(array_length(tags) AS VARCHAR) AS n, tags[1] AS first, CAST(scores[3] IS NULL AS VARCHAR) AS s3, \
+             venue['name'] AS venue, CAST(venue['capacity'] AS VARCHAR) AS cap, CAST(venue['opens'] AS VARCHAR) AS opens \
+             FROM t ORDER BY id"
+        )
+        .await,
+        rows(&[
+            &["A", "2", "music", "true", "Dock", "2000", "2026-12-01T18:00:00Z"],
+            &["B", "0", "", "true", "", "", ""],
+        ])
+    );
+}

@@ -276,6 +276,12 @@ fn source_column(
             lakehouse::manifest::ColumnType::Decimal => {
                 format!("decimal({},{})", col.precision.unwrap_or(38), col.scale.unwrap_or(0))
             }
+            lakehouse::manifest::ColumnType::List => {
+                format!(
+                    "list<{}>",
+                    format!("{:?}", col.items.unwrap_or(lakehouse::manifest::ColumnType::String)).to_lowercase()
+                )
+            }
             other => format!("{other:?}").to_lowercase(),
         };
         return (ty, about);

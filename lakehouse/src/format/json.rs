@@ -174,7 +174,7 @@ impl<'a> super::Elements<'a> for Arrays<'a> {
 /// The text of a declared column's value, which must have the column's JSON type: a string for string, date and
 /// timestamp columns, a number for int, double and decimal, a boolean for bool (any scalar, and objects and
 /// arrays as JSON text, with `coerce: true`); any value for json. Null and absent are no value.
-fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+pub(super) fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
     let type_error = |reason: String| RowError { column: Some(col.name.clone()), reason };
     let mut held = Vec::new();
     for name in &col.input {
@@ -192,9 +192,11 @@ fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow
 }
 
 /// A value's text, if it has the column's JSON type.
-fn typed_text<'a>(v: &'a Value, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+pub(super) fn typed_text<'a>(v: &'a Value, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
     let expected = match col.ty {
         ColumnType::Json => return Ok((!v.is_null()).then(|| Cow::Owned(v.to_string()))),
+        // Checked item by item, field by field, when the row is parsed.
+        ColumnType::List | ColumnType::Struct => return Ok((!v.is_null()).then(|| Cow::Owned(v.to_string()))),
         ColumnType::String | ColumnType::Date | ColumnType::Timestamp => "a string",
         ColumnType::Int | ColumnType::Double | ColumnType::Decimal => "a number",
         ColumnType::Bool => "a boolean",
@@ -245,7 +247,7 @@ fn lookup<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Valu
 }
 
 /// A JSON value's kind, for messages (never its content).
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -55,6 +55,10 @@ pub struct ColumnPlan {
     pub pseudonymize: Option<(String, Normalize)>,
     /// JSON: a value of another JSON type is read through its text instead of being a type error.
     pub coerce: bool,
+    /// `list`: how each item is read.
+    pub items: Option<Box<ColumnPlan>>,
+    /// `struct`: how each field is read.
+    pub fields: Vec<ColumnPlan>,
 }
 
 /// The typed shape of a source's bronze table and how to fill it.
@@ -119,16 +123,7 @@ impl TablePlan {
     ) -> Self {
         let mut fields = Vec::new();
         for c in &columns {
-            let dt = match c.ty {
-                ColumnType::String | ColumnType::Json => DataType::Utf8,
-                ColumnType::Int => DataType::Int64,
-                ColumnType::Double => DataType::Float64,
-                ColumnType::Bool => DataType::Boolean,
-                ColumnType::Date => DataType::Date32,
-                ColumnType::Timestamp => timestamp_type(),
-                ColumnType::Decimal => DataType::Decimal128(c.precision, c.scale),
-            };
-            fields.push(Field::new(c.name.as_str(), dt, c.name != INDEX_COLUMN));
+            fields.push(Field::new(c.name.as_str(), c.data_type(), c.name != INDEX_COLUMN));
             if c.pseudonymize.is_some() {
                 fields.push(Field::new(format!("{}_key_id", c.name), DataType::Utf8, true));
             }
@@ -199,6 +194,12 @@ fn column_plan(name: &crate::manifest::ColumnName, col: &Column, project: &Proje
             .then(|| col.domain.as_ref().map(|d| (d.to_string(), col.normalize)))
             .flatten(),
         coerce: col.coerce,
+        // A list's items are read like a column of their type, with the list's options.
+        items: (col.ty == ColumnType::List).then(|| {
+            let item = Column { ty: col.items.unwrap_or(ColumnType::String), ..col.clone() };
+            Box::new(ColumnPlan { required: false, ..column_plan(name, &item, project, json) })
+        }),
+        fields: col.fields.iter().flatten().map(|(n, f)| column_plan(n, f, project, json)).collect(),
     }
 }
 
@@ -217,7 +218,33 @@ impl ColumnPlan {
             scale: 0,
             pseudonymize: None,
             coerce: false,
+            items: None,
+            fields: Vec::new(),
         }
+    }
+
+    /// The Arrow type of the column's values.
+    pub fn data_type(&self) -> DataType {
+        match self.ty {
+            ColumnType::String | ColumnType::Json => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => timestamp_type(),
+            ColumnType::Decimal => DataType::Decimal128(self.precision, self.scale),
+            ColumnType::List => DataType::List(Arc::new(self.item_field())),
+            ColumnType::Struct => DataType::Struct(self.fields.iter().map(ColumnPlan::field).collect()),
+        }
+    }
+
+    fn field(&self) -> Field {
+        Field::new(self.name.as_str(), self.data_type(), true)
+    }
+
+    fn item_field(&self) -> Field {
+        let dt = self.items.as_ref().map_or(DataType::Utf8, |i| i.data_type());
+        Field::new("item", dt, true)
     }
 }
 
@@ -685,6 +712,132 @@ enum ColBuilder {
     Dec(Decimal128Builder, u8, i8),
     /// A direct identifier, pseudonymized at landing (and its key id column).
     Pseudo(Box<PseudonymColumn>),
+    /// `list`: the end offset of each row's items, whether each row has a list, and the items.
+    List {
+        item: Arc<Field>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        items: Box<ColBuilder>,
+    },
+    /// `struct`: whether each row has one, and its fields.
+    Struct {
+        fields: arrow::datatypes::Fields,
+        valid: Vec<bool>,
+        values: Vec<ColBuilder>,
+    },
+}
+
+impl ColBuilder {
+    /// The builder of a column's values (not pseudonymized).
+    fn of(c: &ColumnPlan) -> Self {
+        match c.ty {
+            ColumnType::String | ColumnType::Json => Self::Str(StringBuilder::new()),
+            ColumnType::Int => Self::Int(Int64Builder::new()),
+            ColumnType::Double => Self::Double(Float64Builder::new()),
+            ColumnType::Bool => Self::Bool(BooleanBuilder::new()),
+            ColumnType::Date => Self::Date(Date32Builder::new()),
+            ColumnType::Timestamp => Self::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            ColumnType::Decimal => Self::Dec(
+                Decimal128Builder::new().with_precision_and_scale(c.precision, c.scale).unwrap_or_default(),
+                c.precision,
+                c.scale,
+            ),
+            ColumnType::List => Self::List {
+                item: Arc::new(c.item_field()),
+                offsets: vec![0],
+                valid: Vec::new(),
+                items: Box::new(c.items.as_deref().map_or(Self::Str(StringBuilder::new()), Self::of)),
+            },
+            ColumnType::Struct => Self::Struct {
+                fields: c.fields.iter().map(ColumnPlan::field).collect(),
+                valid: Vec::new(),
+                values: c.fields.iter().map(Self::of).collect(),
+            },
+        }
+    }
+
+    /// Appends one value (`text` for text cells; `nested` for list items and struct fields).
+    fn append(&mut self, cell: Cell, text: &str, nested: &[(Cell, String)]) {
+        match (self, cell) {
+            (Self::Pseudo(p), Cell::Str) => p.append(Some(text)),
+            (Self::Pseudo(p), _) => p.append(None),
+            (Self::Str(b), Cell::Str) => b.append_value(text),
+            (Self::Int(b), Cell::Int(x)) => b.append_value(x),
+            (Self::Double(b), Cell::Double(x)) => b.append_value(x),
+            (Self::Bool(b), Cell::Bool(x)) => b.append_value(x),
+            (Self::Date(b), Cell::Date(x)) => b.append_value(x),
+            (Self::Ts(b), Cell::Ts(x)) => b.append_value(x),
+            (Self::Dec(b, ..), Cell::Dec(x)) => b.append_value(x),
+            (Self::List { offsets, valid, items, .. }, Cell::Nested) => {
+                for (c, t) in nested {
+                    items.append(*c, t, &[]);
+                }
+                let end = offsets.last().copied().unwrap_or(0) + nested.len() as i32;
+                offsets.push(end);
+                valid.push(true);
+            }
+            (Self::List { offsets, valid, .. }, _) => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                valid.push(false);
+            }
+            (Self::Struct { valid, values, .. }, Cell::Nested) => {
+                for (b, (c, t)) in values.iter_mut().zip(nested) {
+                    b.append(*c, t, &[]);
+                }
+                valid.push(true);
+            }
+            (Self::Struct { valid, values, .. }, _) => {
+                for b in values.iter_mut() {
+                    b.append(Cell::Null, "", &[]);
+                }
+                valid.push(false);
+            }
+            (Self::Str(b), _) => b.append_null(),
+            (Self::Int(b), _) => b.append_null(),
+            (Self::Double(b), _) => b.append_null(),
+            (Self::Bool(b), _) => b.append_null(),
+            (Self::Date(b), _) => b.append_null(),
+            (Self::Ts(b), _) => b.append_null(),
+            (Self::Dec(b, ..), _) => b.append_null(),
+        }
+    }
+
+    /// The arrays of the values appended since the last call (two for a pseudonymized column); the builder
+    /// restarts with the capacity the batch used, so the next batch does not regrow its buffers from zero
+    /// (reallocation and page faults were a measurable part of parsing).
+    fn finish(&mut self, rows: usize, out: &mut Vec<ArrayRef>) -> Result<(), arrow::error::ArrowError> {
+        use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+        match self {
+            Self::Str(b) => out.push(finish_strings(b)),
+            Self::Int(b) => out.push(Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())),
+            Self::Double(b) => out.push(Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish())),
+            Self::Bool(b) => out.push(Arc::new(b.finish())),
+            Self::Date(b) => out.push(Arc::new(std::mem::replace(b, Date32Builder::with_capacity(rows)).finish())),
+            Self::Ts(b) => {
+                let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+                out.push(Arc::new(std::mem::replace(b, next).finish().with_timezone("UTC")))
+            }
+            Self::Dec(b, p, s) => out.push(Arc::new(b.finish().with_precision_and_scale(*p, *s)?)),
+            Self::Pseudo(p) => out.extend(p.finish(rows)),
+            Self::List { item, offsets, valid, items } => {
+                let mut values = Vec::with_capacity(1);
+                items.finish(rows, &mut values)?;
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
+                let nulls = NullBuffer::from(std::mem::take(valid));
+                let values = values.pop().ok_or_else(|| arrow::error::ArrowError::ComputeError("no items".into()))?;
+                out.push(Arc::new(arrow::array::ListArray::try_new(item.clone(), offsets, values, Some(nulls))?));
+            }
+            Self::Struct { fields, valid, values } => {
+                let mut arrays = Vec::with_capacity(values.len());
+                for b in values.iter_mut() {
+                    b.finish(rows, &mut arrays)?;
+                }
+                let nulls = NullBuffer::from(std::mem::take(valid));
+                out.push(Arc::new(arrow::array::StructArray::try_new(fields.clone(), arrays, Some(nulls))?));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -697,6 +850,8 @@ enum Cell {
     Date(i32),
     Ts(i64),
     Dec(i128),
+    /// A list or struct: its values are the column's `nested` cells.
+    Nested,
 }
 
 /// Accumulates typed rows for one batch.
@@ -704,6 +859,10 @@ pub struct RowBuilder {
     cols: Vec<ColBuilder>,
     cells: Vec<Cell>,
     texts: Vec<String>,
+    /// The items of a list, the fields of a struct, per column.
+    nested: Vec<Vec<(Cell, String)>>,
+    /// Room for checking an identifier's normalized form.
+    scratch: String,
     /// Where each row is in its file (`_record`).
     records: Int64Builder,
     len: usize,
@@ -713,24 +872,12 @@ impl RowBuilder {
     pub fn new(plan: &TablePlan, keys: &KeyRing) -> Result<Self, KeyError> {
         let mut cols = Vec::with_capacity(plan.columns.len());
         for c in &plan.columns {
-            cols.push(match (&c.pseudonymize, c.ty) {
-                (Some((domain, normalize)), _) => {
+            cols.push(match &c.pseudonymize {
+                Some((domain, normalize)) => {
                     let key = keys.get(domain)?;
                     ColBuilder::Pseudo(Box::new(PseudonymColumn::new(key, *normalize, plan.phone_country)))
                 }
-                (None, ColumnType::String | ColumnType::Json) => ColBuilder::Str(StringBuilder::new()),
-                (None, ColumnType::Int) => ColBuilder::Int(Int64Builder::new()),
-                (None, ColumnType::Double) => ColBuilder::Double(Float64Builder::new()),
-                (None, ColumnType::Bool) => ColBuilder::Bool(BooleanBuilder::new()),
-                (None, ColumnType::Date) => ColBuilder::Date(Date32Builder::new()),
-                (None, ColumnType::Timestamp) => {
-                    ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-                }
-                (None, ColumnType::Decimal) => ColBuilder::Dec(
-                    Decimal128Builder::new().with_precision_and_scale(c.precision, c.scale).unwrap_or_default(),
-                    c.precision,
-                    c.scale,
-                ),
+                None => ColBuilder::of(c),
             });
         }
         let n = plan.columns.len();
@@ -738,6 +885,8 @@ impl RowBuilder {
             cols,
             cells: vec![Cell::Null; n],
             texts: vec![String::new(); n],
+            nested: vec![Vec::new(); n],
+            scratch: String::new(),
             records: Int64Builder::with_capacity(BATCH_ROWS),
             len: 0,
         })
@@ -769,57 +918,20 @@ impl RowBuilder {
                 continue;
             };
             let cell = match c.ty {
-                ColumnType::String => {
-                    if let Some(values) = &c.values
-                        && !values.contains(s)
-                    {
-                        return Err(err(format!("not one of the {} allowed values", values.len())));
-                    }
-                    // An identifier that normalizes before pseudonymization must be one (a phone number, an
-                    // e-mail address); the check's message says what is wrong, never the value.
-                    match c.pseudonymize.as_ref().map(|(_, n)| n) {
-                        Some(Normalize::Phone) => {
-                            crate::privacy::normalize::phone(s, plan.phone_country.as_ref(), &mut self.texts[i])
-                                .map_err(err)?
-                        }
-                        Some(Normalize::Email) => {
-                            crate::privacy::normalize::email(s, &mut self.texts[i]).map_err(err)?
-                        }
-                        _ => {}
-                    }
-                    self.texts[i].clear();
-                    self.texts[i].push_str(s);
-                    Cell::Str
+                ColumnType::List | ColumnType::Struct => {
+                    nested(c, s, plan.decimal_comma, &mut self.nested[i]).map_err(err)?;
+                    Cell::Nested
                 }
-                ColumnType::Json => {
-                    // Kept as compact JSON text, whatever the spacing of the input.
-                    let v: serde_json::Value = serde_json::from_str(s)
-                        .map_err(|e| err(format!("not valid JSON (column {} of the value)", e.column())))?;
-                    self.texts[i].clear();
-                    self.texts[i].push_str(&v.to_string());
-                    Cell::Str
-                }
-                ColumnType::Int => Cell::Int(value::parse_int(s).map_err(err)?),
-                ColumnType::Double => Cell::Double(value::parse_double(s, plan.decimal_comma).map_err(err)?),
-                ColumnType::Bool => Cell::Bool(value::parse_bool(s).map_err(err)?),
-                ColumnType::Date => Cell::Date(c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s)).map_err(err)?),
-                ColumnType::Timestamp => {
-                    Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s)).map_err(err)?)
-                }
-                ColumnType::Decimal => {
-                    Cell::Dec(value::parse_decimal(s, c.precision, c.scale, plan.decimal_comma).map_err(err)?)
-                }
+                _ => scalar(c, s, plan.decimal_comma, &mut self.texts[i]).map_err(err)?,
             };
-            if let Some([lo, hi]) = c.range {
-                let v = match cell {
-                    Cell::Int(v) => v as f64,
-                    Cell::Double(v) => v,
-                    Cell::Dec(v) => v as f64 / 10f64.powi(i32::from(c.scale)),
-                    _ => lo,
-                };
-                if v < lo || v > hi {
-                    return Err(err(format!("out of range [{lo}, {hi}]")));
+            // An identifier that normalizes before pseudonymization must be one (a phone number, an e-mail
+            // address); the check's message says what is wrong, never the value.
+            match c.pseudonymize.as_ref().map(|(_, n)| n) {
+                Some(Normalize::Phone) => {
+                    crate::privacy::normalize::phone(s, plan.phone_country.as_ref(), &mut self.scratch).map_err(err)?
                 }
+                Some(Normalize::Email) => crate::privacy::normalize::email(s, &mut self.scratch).map_err(err)?,
+                _ => {}
             }
             self.cells[i] = cell;
         }
@@ -843,6 +955,8 @@ impl RowBuilder {
                 (Cell::Bool(x), _) => K::Bool(x),
                 (Cell::Date(x), _) => K::I32(x),
                 (Cell::Dec(x), _) => K::I128(x),
+                // Keys are scalar (validated): a list or struct is never compared.
+                (Cell::Nested, _) => return false,
             };
             unique::push_key(buf, v);
         }
@@ -853,25 +967,7 @@ impl RowBuilder {
     pub fn append(&mut self, at: u64) {
         self.records.append_value(i64::try_from(at).unwrap_or(i64::MAX));
         for (i, b) in self.cols.iter_mut().enumerate() {
-            let cell = self.cells[i];
-            match (b, cell) {
-                (ColBuilder::Pseudo(p), Cell::Str) => p.append(Some(&self.texts[i])),
-                (ColBuilder::Pseudo(p), _) => p.append(None),
-                (ColBuilder::Str(b), Cell::Str) => b.append_value(&self.texts[i]),
-                (ColBuilder::Int(b), Cell::Int(x)) => b.append_value(x),
-                (ColBuilder::Double(b), Cell::Double(x)) => b.append_value(x),
-                (ColBuilder::Bool(b), Cell::Bool(x)) => b.append_value(x),
-                (ColBuilder::Date(b), Cell::Date(x)) => b.append_value(x),
-                (ColBuilder::Ts(b), Cell::Ts(x)) => b.append_value(x),
-                (ColBuilder::Dec(b, ..), Cell::Dec(x)) => b.append_value(x),
-                (ColBuilder::Str(b), _) => b.append_null(),
-                (ColBuilder::Int(b), _) => b.append_null(),
-                (ColBuilder::Double(b), _) => b.append_null(),
-                (ColBuilder::Bool(b), _) => b.append_null(),
-                (ColBuilder::Date(b), _) => b.append_null(),
-                (ColBuilder::Ts(b), _) => b.append_null(),
-                (ColBuilder::Dec(b, ..), _) => b.append_null(),
-            }
+            b.append(self.cells[i], &self.texts[i], &self.nested[i]);
         }
         self.len += 1;
     }
@@ -879,29 +975,9 @@ impl RowBuilder {
     /// Finishes the batch with the metadata columns, leaving the builder empty.
     pub fn finish(&mut self, schema: &SchemaRef, ctx: &ReadContext) -> Result<RecordBatch, arrow::error::ArrowError> {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        // Each builder restarts with the capacity the batch just used, so the next batch does not regrow its
-        // buffers from zero (reallocation and page faults were a measurable part of parsing).
         let rows = BATCH_ROWS;
         for b in &mut self.cols {
-            match b {
-                ColBuilder::Str(b) => arrays.push(finish_strings(b)),
-                ColBuilder::Int(b) => {
-                    arrays.push(Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish()))
-                }
-                ColBuilder::Double(b) => {
-                    arrays.push(Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish()))
-                }
-                ColBuilder::Bool(b) => arrays.push(Arc::new(b.finish())),
-                ColBuilder::Date(b) => {
-                    arrays.push(Arc::new(std::mem::replace(b, Date32Builder::with_capacity(rows)).finish()))
-                }
-                ColBuilder::Ts(b) => {
-                    let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-                    arrays.push(Arc::new(std::mem::replace(b, next).finish().with_timezone("UTC")))
-                }
-                ColBuilder::Dec(b, p, s) => arrays.push(Arc::new(b.finish().with_precision_and_scale(*p, *s)?)),
-                ColBuilder::Pseudo(p) => arrays.extend(p.finish(rows)),
-            }
+            b.finish(rows, &mut arrays)?;
         }
         let n = self.len;
         self.len = 0;
@@ -913,6 +989,91 @@ impl RowBuilder {
         arrays.push(Arc::new(std::mem::replace(&mut self.records, Int64Builder::with_capacity(rows)).finish()));
         RecordBatch::try_new(schema.clone(), arrays)
     }
+}
+
+/// One value of a scalar column, parsed and checked (allowed values, range); a text value is left in `text`.
+#[inline]
+fn scalar(c: &ColumnPlan, s: &str, decimal_comma: bool, text: &mut String) -> Result<Cell, String> {
+    let cell = match c.ty {
+        ColumnType::String => {
+            if let Some(values) = &c.values
+                && !values.contains(s)
+            {
+                return Err(format!("not one of the {} allowed values", values.len()));
+            }
+            text.clear();
+            text.push_str(s);
+            Cell::Str
+        }
+        ColumnType::Json => {
+            // Kept as compact JSON text, whatever the spacing of the input.
+            let v: serde_json::Value =
+                serde_json::from_str(s).map_err(|e| format!("not valid JSON (column {} of the value)", e.column()))?;
+            text.clear();
+            text.push_str(&v.to_string());
+            Cell::Str
+        }
+        ColumnType::Int => Cell::Int(value::parse_int(s)?),
+        ColumnType::Double => Cell::Double(value::parse_double(s, decimal_comma)?),
+        ColumnType::Bool => Cell::Bool(value::parse_bool(s)?),
+        ColumnType::Date => Cell::Date(c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s))?),
+        ColumnType::Timestamp => Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s))?),
+        ColumnType::Decimal => Cell::Dec(value::parse_decimal(s, c.precision, c.scale, decimal_comma)?),
+        ColumnType::List | ColumnType::Struct => return Err("a list or struct is not a scalar value".into()),
+    };
+    if let Some([lo, hi]) = c.range {
+        let v = match cell {
+            Cell::Int(v) => v as f64,
+            Cell::Double(v) => v,
+            Cell::Dec(v) => v as f64 / 10f64.powi(i32::from(c.scale)),
+            _ => lo,
+        };
+        if v < lo || v > hi {
+            return Err(format!("out of range [{lo}, {hi}]"));
+        }
+    }
+    Ok(cell)
+}
+
+/// The values of a list (a JSON array: its items) or of a struct (a JSON object: its fields), each of its JSON
+/// type, parsed and checked like a column of its own; a fault names the item or the field.
+fn nested(c: &ColumnPlan, s: &str, decimal_comma: bool, out: &mut Vec<(Cell, String)>) -> Result<(), String> {
+    out.clear();
+    let v: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("not valid JSON (column {} of the value)", e.column()))?;
+    let mut one = |plan: &ColumnPlan, text: Option<Cow<'_, str>>, at: &dyn std::fmt::Display| {
+        let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let cell = match text {
+            None if plan.required => return Err(format!("{at}: required but missing")),
+            None => (Cell::Null, String::new()),
+            Some(t) => {
+                let mut buf = String::new();
+                let cell = scalar(plan, t, decimal_comma, &mut buf).map_err(|r| format!("{at}: {r}"))?;
+                (cell, buf)
+            }
+        };
+        out.push(cell);
+        Ok(())
+    };
+    match (&v, c.ty, c.items.as_deref()) {
+        (serde_json::Value::Array(items), ColumnType::List, Some(item)) => {
+            for (k, x) in items.iter().enumerate() {
+                let text = json::typed_text(x, item).map_err(|e| format!("item {k}: {}", e.reason))?;
+                one(item, text, &format_args!("item {k}"))?;
+            }
+        }
+        (serde_json::Value::Object(obj), ColumnType::Struct, _) => {
+            for f in &c.fields {
+                let text = json::field(obj, f).map_err(|e| format!("{}: {}", f.name, e.reason))?;
+                one(f, text, &f.name)?;
+            }
+        }
+        (other, ty, _) => {
+            let what = if ty == ColumnType::List { "a list (a JSON array)" } else { "a struct (a JSON object)" };
+            return Err(format!("expected {what}, found {}", json::kind(other)));
+        }
+    }
+    Ok(())
 }
 
 fn finish_strings(b: &mut StringBuilder) -> ArrayRef {

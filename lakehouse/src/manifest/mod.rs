@@ -866,11 +866,17 @@ fn validate_column(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, d
             cat("keep_clear"),
         ));
     }
-    if col.values.is_some() && col.ty != ColumnType::String {
+    // The options of a list apply to its items.
+    let ty = match (col.ty, col.items) {
+        (ColumnType::List, Some(items)) => items,
+        _ => col.ty,
+    };
+    validate_nested(project, site, col, diags);
+    if col.values.is_some() && ty != ColumnType::String {
         diags.push(err(field("values"), "`values` applies to string columns only".into(), cat("values")));
     }
     if let Some([lo, hi]) = col.range {
-        if !col.ty.is_numeric() {
+        if !ty.is_numeric() {
             diags.push(err(
                 field("range"),
                 "`range` applies to int, double and decimal columns only".into(),
@@ -881,7 +887,7 @@ fn validate_column(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, d
         }
     }
     if let Some(fmt) = &col.format {
-        if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
+        if !matches!(ty, ColumnType::Date | ColumnType::Timestamp) {
             diags.push(err(
                 field("format"),
                 "`format` applies to date and timestamp columns only".into(),
@@ -893,10 +899,10 @@ fn validate_column(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, d
             );
         }
     }
-    if col.timezone.is_some() && col.ty != ColumnType::Timestamp {
+    if col.timezone.is_some() && ty != ColumnType::Timestamp {
         diags.push(err(field("timezone"), "`timezone` applies to timestamp columns only".into(), cat("timezone")));
     }
-    match (col.ty, col.precision, col.scale) {
+    match (ty, col.precision, col.scale) {
         (ColumnType::Decimal, None, _) => diags.push(
             err(field("precision"), "a decimal column needs `precision` (1 to 38)".into(), cat("type"))
                 .hint("add e.g. `precision: 12, scale: 2`"),
@@ -920,6 +926,60 @@ fn validate_column(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, d
     }
 }
 
+/// `list` needs scalar `items`, `struct` scalar `fields` without their own privacy class; keys and unique columns
+/// are scalar.
+fn validate_nested(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, diags: &mut Diagnostics) {
+    let err = |field: String, msg: &str, loc: (usize, usize)| Diagnostic::new(site.path, field, msg).at(loc);
+    let (field, cat) = site.paths();
+    match (col.ty, col.items) {
+        (ColumnType::List, None) => diags.push(
+            err(field("items"), "a list column needs `items`, the type of its values", cat("type"))
+                .hint("add e.g. `items: string`"),
+        ),
+        (ColumnType::List, Some(t)) if !t.is_scalar() => diags.push(err(
+            field("items"),
+            "`items` is a scalar type: string, int, double, bool, date, timestamp or decimal",
+            cat("items"),
+        )),
+        (ColumnType::List, _) | (_, None) => {}
+        (_, Some(_)) => diags.push(err(field("items"), "`items` applies to list columns only", cat("items"))),
+    }
+    match (col.ty, &col.fields) {
+        (ColumnType::Struct, None) => diags.push(
+            err(field("fields"), "a struct column needs `fields`", cat("type"))
+                .hint("declare its fields like columns: `fields: { name: { type: string } }`"),
+        ),
+        (ColumnType::Struct, Some(fields)) => {
+            if fields.is_empty() {
+                diags.push(err(field("fields"), "a struct column needs `fields`", cat("fields")));
+            }
+            let siblings: Vec<&str> = fields.keys().map(ColumnName::as_str).collect();
+            for (name, f) in fields {
+                let mut column = site.column.clone();
+                column.extend(["fields", name.as_str()]);
+                let inner = ColumnSite { path: site.path, text: site.text, column, siblings: siblings.clone() };
+                let (ifield, icat) = inner.paths();
+                if !f.ty.is_scalar() {
+                    diags.push(err(ifield("type"), "the fields of a struct have scalar types", icat("type")));
+                }
+                if f.pii != Pii::None || f.key || f.unique {
+                    diags.push(
+                        err(ifield(""), "a struct's field has no `pii`, `key` or `unique` of its own", icat(""))
+                            .hint("declare the privacy class on the struct column, or read the field into a column of its own (`from: <struct>.<field>`)"),
+                    );
+                }
+                validate_column(project, &inner, f, diags);
+            }
+        }
+        (_, Some(_)) => diags.push(err(field("fields"), "`fields` applies to struct columns only", cat("fields"))),
+        (_, None) => {}
+    }
+    if (col.key || col.unique) && !col.ty.is_scalar() {
+        let what = if col.key { "key" } else { "unique" };
+        diags.push(err(field(what), "a key or unique column has a scalar type", cat(what)));
+    }
+}
+
 /// A direct identifier is a pseudonymized string with a declared key domain (unless kept in clear with a DPO
 /// approval); `domain` and `normalize` apply to direct identifiers only.
 fn validate_column_privacy(project: &ProjectFile, site: &ColumnSite<'_>, col: &Column, diags: &mut Diagnostics) {
@@ -938,7 +998,10 @@ fn validate_column_privacy(project: &ProjectFile, site: &ColumnSite<'_>, col: &C
     }
     if col.pii == Pii::Direct && col.keep_clear.is_none() {
         if col.ty != ColumnType::String {
-            let hint = if col.ty == ColumnType::Json {
+            let hint = if col.ty == ColumnType::List {
+                "an array of personal data is landed with `explode` (`from: .`), pseudonymized element by element"
+                    .to_string()
+            } else if !col.ty.is_scalar() {
                 format!(
                     "a JSON value is not pseudonymized whole: read its fields into columns of their own (`from: \
                      {name}.field`), or land its arrays with `explode`, and declare `pii` on those"

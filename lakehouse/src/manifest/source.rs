@@ -278,6 +278,13 @@ pub struct Column {
     /// Keep a `pii: direct` column in clear: the reference of the DPO's written approval.
     #[serde(default)]
     pub keep_clear: Option<String>,
+    /// `type: list`: the type of its items (a scalar type).
+    #[serde(default)]
+    pub items: Option<ColumnType>,
+    /// `type: struct`: its fields, declared like columns (scalar types; `from` relative to the object; no `pii`:
+    /// the struct's own applies).
+    #[serde(default)]
+    pub fields: Option<IndexMap<ColumnName, Column>>,
     /// JSON sources: accept a value of another JSON type and read it through its text (`"43.3"` for a double,
     /// `13201` for a string, an object or array as JSON text). Without it, a value of the wrong JSON type is
     /// quarantined with a type error.
@@ -298,11 +305,20 @@ pub enum ColumnType {
     /// Any JSON value (an object, an array…) kept as compact JSON text; in CSV and Parquet, text that must be
     /// valid JSON. Arrays of records with personal data are landed with `explode` instead.
     Json,
+    /// An array of values of the type `items` (an Arrow list); `values`, `range`, `format`… apply to each item.
+    List,
+    /// An object with the declared `fields` (an Arrow struct).
+    Struct,
 }
 
 impl ColumnType {
     pub fn is_numeric(self) -> bool {
         matches!(self, Self::Int | Self::Double | Self::Decimal)
+    }
+
+    /// A type whose values are one value each (not json, list or struct).
+    pub fn is_scalar(self) -> bool {
+        !matches!(self, Self::Json | Self::List | Self::Struct)
     }
 }
 
