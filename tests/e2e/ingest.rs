@@ -341,6 +341,23 @@ async fn a_column_accepts_every_name_its_field_had() {
         "{}",
         r.failed[0].reason
     );
+    // JSON records may each use either name; the ledger lists those a file used.
+    p.write(
+        "sources/crashes.yaml",
+        "version: 1\nname: crashes\ndescription: t\nowner: ddsp\nagreement: C-1\nschedule: \"0 * * * *\"\n\
+         connector: { kind: files, location: drop/json }\nformat: { kind: ndjson }\ncolumns:\n  \
+         accident_id: { type: string, key: true, from: [Num_Acc, Accident_Id] }\nretention: 1 year\n",
+    );
+    p.write("drop/json/a.ndjson", "{\"Num_Acc\": \"1\"}\n{\"Accident_Id\": \"2\"}\n{\"Accident_Id\": \"3\"}\n");
+    p.write("drop/json/b.ndjson", "{\"Num_Acc\": \"4\"}\n");
+    let reports = ingest_all(&p).await;
+    let r = reports.iter().find(|r| r.source == "crashes").unwrap();
+    assert_eq!(r.records.written, 4);
+    let ledger = p.warehouse_url("bronze", "crashes__files");
+    assert_eq!(
+        query_rows(&ledger, "SELECT path, read_as FROM t ORDER BY path").await,
+        rows(&[&["a.ndjson", "accident_id ← Accident_Id"], &["b.ndjson", ""]])
+    );
     // A file with none of the names says which ones were expected.
     p.write("drop/caract-2024.csv", "Identifiant;dep\n1;13\n");
     let r = &ingest_all(&p).await[0];

@@ -126,9 +126,34 @@ fn record(
     rows: &mut RowEmitter<'_, '_>,
 ) -> Result<(), ReadError> {
     let plan = rows.plan();
-    if plan.children.is_empty() {
-        return rows.row(|i| field(obj, &plan.columns[i]), line, raw);
+    // Columns read under another accepted name than their first, noted for the ledger.
+    let mut renamed: Vec<(usize, usize)> = Vec::new();
+    let mut fields = |i: usize| {
+        let (text, used) = field_named(obj, &plan.columns[i])?;
+        if used > 0 {
+            renamed.push((i, used));
+        }
+        Ok(text)
+    };
+    let result = if plan.children.is_empty() {
+        rows.row(&mut fields, line, raw)
+    } else {
+        record_with_children(obj, plan, &mut fields, line, raw, rows)
+    };
+    for (i, used) in renamed {
+        rows.note_read_as(&plan.columns[i].name, &plan.columns[i].input[used]);
     }
+    result
+}
+
+fn record_with_children<'a>(
+    obj: &'a Map<String, Value>,
+    plan: &super::TablePlan,
+    fields: impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+    line: Option<u64>,
+    raw: impl FnOnce() -> Vec<u8>,
+    rows: &mut RowEmitter<'_, '_>,
+) -> Result<(), ReadError> {
     // The arrays of `explode`: absent or null is none; anything else than an array is a type error.
     let mut arrays = Vec::with_capacity(plan.children.len());
     for child in &plan.children {
@@ -143,7 +168,7 @@ fn record(
         }
     }
     let elements = Arrays(arrays);
-    rows.row_nested(|i| field(obj, &plan.columns[i]), &elements, line, raw)
+    rows.row_nested(fields, &elements, line, raw)
 }
 
 /// The arrays of one record, one per child table.
@@ -175,17 +200,22 @@ impl<'a> super::Elements<'a> for Arrays<'a> {
 /// timestamp columns, a number for int, double and decimal, a boolean for bool (any scalar, and objects and
 /// arrays as JSON text, with `coerce: true`); any value for json. Null and absent are no value.
 pub(super) fn field<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<Option<Cow<'a, str>>, RowError> {
+    field_named(obj, col).map(|(text, _)| text)
+}
+
+/// [`field`], with the position in `col.input` of the name the record holds it under (0 when absent).
+fn field_named<'a>(obj: &'a Map<String, Value>, col: &ColumnPlan) -> Result<(Option<Cow<'a, str>>, usize), RowError> {
     let type_error = |reason: String| RowError { column: Some(col.name.clone()), reason };
     let mut held = Vec::new();
-    for name in &col.input {
+    for (k, name) in col.input.iter().enumerate() {
         if let Some(v) = lookup(obj, name).map_err(type_error)?.filter(|v| !v.is_null()) {
-            held.push((name, v));
+            held.push((k, name, v));
         }
     }
     match held.as_slice() {
-        [] => Ok(None),
-        [(_, v)] => typed_text(v, col),
-        [(a, _), (b, _), ..] => {
+        [] => Ok((None, 0)),
+        [(k, _, v)] => Ok((typed_text(v, col)?, *k)),
+        [(_, a, _), (_, b, _), ..] => {
             Err(type_error(format!("the record holds more than one accepted name of the column: `{a}` and `{b}`")))
         }
     }

@@ -265,6 +265,7 @@ impl RowEmitter<'_, '_> {
     pub fn match_fields(&mut self, names: &[String], holder: &str) -> Result<FieldMatch, ReadError> {
         let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new() };
         let mut twice = Vec::new();
+        let mut read_as = Vec::new();
         for col in &self.ctx.plan.columns {
             let accepted = &col.input;
             let held: Vec<(usize, &String)> =
@@ -274,9 +275,7 @@ impl RowEmitter<'_, '_> {
                 [] => m.missing.push(quoted(&accepted.iter().collect::<Vec<_>>()).join(" or ")),
                 [(p, name)] => {
                     if *name != &accepted[0] {
-                        tracing::info!(file = %self.ctx.source_file, column = %col.name, field = %name,
-                            "column read from an alternative name");
-                        self.counts.read_as.push(format!("{} ← {name}", col.name));
+                        read_as.push((col.name.clone(), (*name).clone()));
                     }
                     m.positions.push(*p);
                     m.found.push(format!("`{name}`"));
@@ -293,7 +292,22 @@ impl RowEmitter<'_, '_> {
                 twice.join(", ")
             )));
         }
+        for (column, name) in read_as {
+            self.note_read_as(&column, &name);
+        }
         Ok(m)
+    }
+
+    /// Notes that the file holds `column` under another accepted name than its first (once per file).
+    pub fn note_read_as(&mut self, column: &str, name: &str) {
+        // Called per record by JSON readers: no allocation when already noted.
+        let noted = |e: &String| {
+            e.strip_prefix(column).and_then(|rest| rest.strip_prefix(" ← ")).is_some_and(|rest| rest == name)
+        };
+        if !self.counts.read_as.iter().any(noted) {
+            tracing::info!(file = %self.ctx.source_file, column, field = name, "column read from an alternative name");
+            self.counts.read_as.push(format!("{column} ← {name}"));
+        }
     }
 }
 
