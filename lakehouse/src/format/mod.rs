@@ -149,10 +149,9 @@ impl TablePlan {
         (!self.unique.is_empty()).then(|| unique::UniqueIndex::new(self.unique.clone(), self.lines))
     }
 
-    /// The key domains this plan needs, its children's included.
+    /// The key domains of the table's pseudonymized columns (not its children's).
     pub fn domains(&self) -> impl Iterator<Item = &str> {
-        let children = self.children.iter().flat_map(|c| c.plan.columns.iter());
-        self.columns.iter().chain(children).filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
+        self.columns.iter().filter_map(|c| c.pseudonymize.as_ref().map(|(d, _)| d.as_str()))
     }
 }
 

@@ -320,12 +320,8 @@ impl SourceTables {
         plan: &TablePlan,
     ) -> Result<&DeltaTable, IngestError> {
         if self.bronze.is_none() {
-            let properties: Vec<(String, String)> =
-                self.bronze_keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
-            let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let url = &self.urls[0];
-            let t = lh.warehouse.open_or_create(url, &plan.schema, &m.description, &[], &properties).await?;
-            self.bronze = Some(crate::storage::check_keys(t, &self.bronze_keys).await?);
+            let t = create_keyed(lh, &self.urls[0], &plan.schema, &m.description, &self.bronze_keys).await?;
+            self.bronze = Some(t);
         }
         self.bronze.as_ref().ok_or_else(|| internal("bronze was not opened"))
     }
@@ -343,14 +339,9 @@ impl SourceTables {
     async fn child(&mut self, lh: &Lakehouse, plan: &TablePlan, c: usize) -> Result<&DeltaTable, IngestError> {
         let child = &mut self.children[c];
         if child.table.is_none() {
-            let properties: Vec<(String, String)> =
-                child.keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
-            let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let p = &plan.children[c];
             let desc = format!("Elements of `{}`, one row per element", p.path);
-            let url = &self.child_urls[c];
-            let t = lh.warehouse.open_or_create(url, &p.plan.schema, &desc, &[], &properties).await?;
-            child.table = Some(crate::storage::check_keys(t, &child.keys).await?);
+            child.table = Some(create_keyed(lh, &self.child_urls[c], &p.plan.schema, &desc, &child.keys).await?);
         }
         child.table.as_ref().ok_or_else(|| internal("a child table was not opened"))
     }
@@ -592,13 +583,7 @@ async fn open_tables(
     plan: &TablePlan,
 ) -> Result<SourceTables, IngestError> {
     let (wh, name) = (&lh.warehouse, m.name.as_str());
-    // The keys (ids with fingerprints) the tables record: pseudonyms are never written with another key.
-    let mut bronze_keys = Vec::new();
-    for domain in plan.domains() {
-        bronze_keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
-    }
-    bronze_keys.sort();
-    bronze_keys.dedup();
+    let bronze_keys = key_ids(lh, plan)?;
     let quarantine_key = lh.keys.get(QUARANTINE_DOMAIN)?.id.clone();
     let urls = [
         wh.table_url("bronze", name),
@@ -628,12 +613,7 @@ async fn open_tables(
     let mut child_urls = Vec::new();
     for child in &plan.children {
         let url = wh.table_url("bronze", &format!("{name}__{}", child.name));
-        let mut keys = Vec::new();
-        for domain in child.plan.domains() {
-            keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
-        }
-        keys.sort();
-        keys.dedup();
+        let keys = key_ids(lh, &child.plan)?;
         let table = match wh.open_existing(&url, &child.plan.schema).await? {
             Some(t) => Some(crate::storage::check_keys(t, &keys).await?),
             None => None,
@@ -646,6 +626,34 @@ async fn open_tables(
         child_urls.push(url);
     }
     Ok(SourceTables { bronze, ledger, quarantine, urls, bronze_keys, quarantine_key, committed, children, child_urls })
+}
+
+/// The key ids (with fingerprints) a table's pseudonyms are written with, by domain: the table records them, and
+/// pseudonyms are never written into it with another key under the same id.
+fn key_ids(lh: &Lakehouse, plan: &TablePlan) -> Result<Vec<(String, String)>, IngestError> {
+    let mut keys = Vec::new();
+    for domain in plan.domains() {
+        keys.push((domain.to_string(), lh.keys.get(domain)?.id.clone()));
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// Opens or creates a table recording the key ids of its pseudonyms (`lakehouse.key.<domain>` properties),
+/// refusing one that records another key under the same id.
+async fn create_keyed(
+    lh: &Lakehouse,
+    url: &url::Url,
+    schema: &arrow::datatypes::SchemaRef,
+    description: &str,
+    keys: &[(String, String)],
+) -> Result<DeltaTable, IngestError> {
+    let properties: Vec<(String, String)> =
+        keys.iter().map(|(d, id)| (crate::storage::key_property(d), id.clone())).collect();
+    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let table = lh.warehouse.open_or_create(url, schema, description, &[], &properties).await?;
+    Ok(crate::storage::check_keys(table, keys).await?)
 }
 
 /// The batch to take: the one an interrupted run left pending in the ledger (its files again), or the next one
