@@ -132,14 +132,9 @@ pub async fn snapshot(
 fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>, Option<String>)> {
     let sources = lh.project.sources.iter().flat_map(|src| {
         let m = &src.manifest;
-        let child = |c: &str| m.explode.get(c).and_then(|e| e.description.clone());
-        m.tables().into_iter().map(move |(t, _)| {
-            let description = match t.split_once("__") {
-                Some((_, c)) => child(c),
-                None => Some(m.description.clone()),
-            };
-            (format!("bronze.{t}"), Some(m.owner.to_string()), description)
-        })
+        m.tables()
+            .into_iter()
+            .map(move |t| (format!("bronze.{}", t.name), Some(m.owner.to_string()), t.description.map(str::to_string)))
     });
     let models = plan
         .models
@@ -151,22 +146,16 @@ fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>
 /// A table's columns as stored, with the privacy class and description its manifest or sidecar declares.
 fn column_rows(lh: &Lakehouse, plan: &Plan, name: &str, table: &DeltaTable) -> Result<Vec<ColumnRow>, SyncError> {
     let schema = table.snapshot().map_err(lake)?.schema();
-    let declared_columns = lh.project.source_of(name).and_then(|src| {
-        src.manifest
-            .tables()
-            .into_iter()
-            .find(|(t, _)| name.strip_prefix("bronze.") == Some(t.as_str()))
-            .map(|(_, c)| c)
-    });
+    let declared = lh.project.source_of(name).and_then(|src| src.manifest.table(name.strip_prefix("bronze.")?));
     let model = plan.models.get(name);
     Ok(schema
         .fields()
         .enumerate()
         .map(|(i, f)| {
-            let declared = declared_columns.as_ref().and_then(|c| c.iter().find(|(n, _)| n.as_str() == f.name()));
-            let privacy_class = declared.map(|(_, c)| format!("{:?}", c.pii).to_lowercase());
-            let description = declared
-                .and_then(|(_, c)| c.description.clone())
+            let column = declared.as_ref().and_then(|t| t.column(f.name()));
+            let privacy_class = column.map(|c| format!("{:?}", c.pii).to_lowercase());
+            let description = column
+                .and_then(|c| c.description.clone())
                 .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(f.name().as_str())?.description.clone());
             ColumnRow {
                 table_name: name.to_string(),

@@ -73,7 +73,7 @@ pub async fn apply(
     let old = col("_ingested_at")
         .lt(lit(ScalarValue::TimestampMicrosecond(Some(cut.timestamp_micros()), Some("UTC".into()))));
     // Bronze, its child tables (whose rows carry their record's `_ingested_at`), the quarantine.
-    let mut tables: Vec<(String, bool)> = src.manifest.tables().into_iter().map(|(t, _)| (t, true)).collect();
+    let mut tables: Vec<(String, bool)> = src.manifest.tables().into_iter().map(|t| (t.name, true)).collect();
     tables.push((format!("{name}__quarantine"), false));
     for (table_name, is_bronze) in tables {
         let url = lh.warehouse.table_url("bronze", &table_name);

@@ -112,12 +112,9 @@ pub async fn tables(dir: &Path, format: OutputFormat) -> CmdResult {
     let mut declared: Vec<(String, Option<String>, String)> = Vec::new();
     for s in &lh.project.sources {
         let m = &s.manifest;
-        for (t, _) in m.tables() {
-            let description = match t.split_once("__") {
-                Some((_, c)) => m.explode.get(c).and_then(|e| e.description.clone()).unwrap_or_default(),
-                None => m.description.clone(),
-            };
-            declared.push((format!("bronze.{t}"), Some(m.owner.to_string()), description));
+        for t in m.tables() {
+            let description = t.description.unwrap_or_default().to_string();
+            declared.push((format!("bronze.{}", t.name), Some(m.owner.to_string()), description));
         }
     }
     for t in &plan.order {
@@ -173,15 +170,12 @@ pub async fn describe(dir: &Path, table: &str, format: OutputFormat) -> CmdResul
     let url = lh.warehouse.table_url(layer, name);
     let source = lh.project.source_of(table);
     // The declared columns of the table (a child table of `explode`: the record's keys and the element's).
-    let declared = source.and_then(|s| s.manifest.tables().into_iter().find(|(t, _)| t == name).map(|(_, c)| c));
+    let declared = source.and_then(|s| s.manifest.table(name));
     let model = plan.models.get(table);
     let mut d = match (source, model) {
         (Some(s), _) => Description {
             defined_by: s.path.display().to_string(),
-            description: match name.split_once("__") {
-                Some((_, child)) => s.manifest.explode.get(child).and_then(|e| e.description.clone()),
-                None => Some(s.manifest.description.clone()),
-            },
+            description: declared.as_ref().and_then(|t| t.description).map(str::to_string),
             owner: Some(s.manifest.owner.to_string()),
             agreement: s.manifest.agreement.clone(),
             schedule: Some(s.manifest.schedule.as_str().to_string()),
@@ -205,7 +199,7 @@ pub async fn describe(dir: &Path, table: &str, format: OutputFormat) -> CmdResul
     };
     for (c, ty) in schema_cols {
         let (ty, about) = match (&declared, model) {
-            (Some(columns), _) => source_column(columns, &c, ty),
+            (Some(table), _) => source_column(table, &c, ty),
             (None, Some(m)) => (ty, model_column(&plan, m, table, &c)),
             (None, None) => (ty, String::new()),
         };
@@ -260,12 +254,8 @@ impl Description {
 }
 
 /// A bronze column: its declared type and privacy class, the key ids of a pseudonymized one, or metadata.
-fn source_column(
-    columns: &indexmap::IndexMap<lakehouse::manifest::ColumnName, lakehouse::manifest::Column>,
-    c: &str,
-    delta_type: String,
-) -> (String, String) {
-    if let Some((_, col)) = columns.iter().find(|(n, _)| n.as_str() == c) {
+fn source_column(table: &lakehouse::manifest::BronzeTable<'_>, c: &str, delta_type: String) -> (String, String) {
+    if let Some(col) = table.column(c) {
         let pii = format!("{:?}", col.pii).to_lowercase();
         let pseudo = col.pii == lakehouse::manifest::Pii::Direct && col.keep_clear.is_none();
         let mut about = format!("pii: {pii}{}", if pseudo { " (keyed pseudonym)" } else { "" });
@@ -286,7 +276,7 @@ fn source_column(
         };
         return (ty, about);
     }
-    match c.strip_suffix("_key_id").filter(|b| columns.keys().any(|n| n.as_str() == *b)) {
+    match c.strip_suffix("_key_id").filter(|b| table.column(b).is_some()) {
         Some(b) => (delta_type, format!("key id of the pseudonyms in {b}")),
         None if c == lakehouse::format::INDEX_COLUMN => ("int".into(), "position of the element in its array".into()),
         None => (delta_type, "ingestion metadata".into()),

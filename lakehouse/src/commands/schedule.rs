@@ -38,7 +38,7 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
             .iter()
             .map(|s| SourceJob {
                 name: s.manifest.name.to_string(),
-                tables: s.manifest.tables().into_iter().map(|(t, _)| format!("bronze.{t}")).collect(),
+                tables: s.manifest.tables().into_iter().map(|t| format!("bronze.{}", t.name)).collect(),
                 schedule: s.manifest.schedule.clone(),
                 retry: s.manifest.retry.clone(),
             })

@@ -143,9 +143,12 @@ pub fn app_id(source: &str) -> String {
 /// Whether a file changed between two listings: its size, its modification time beyond a second, or its tag
 /// (ETag; inode and status-change time on a local disk).
 fn changed(before: &FileEntry, now: &FileEntry) -> bool {
-    before.size != now.size
-        || (before.last_modified - now.last_modified).num_milliseconds().abs() > 1000
-        || before.etag != now.etag
+    before.size != now.size || modified_apart(before, now) || before.etag != now.etag
+}
+
+/// Whether two modification times of a file differ by more than a second (stores and file systems round them).
+fn modified_apart(before: &FileEntry, now: &FileEntry) -> bool {
+    (before.last_modified - now.last_modified).num_milliseconds().abs() > 1000
 }
 
 /// How a file taken before differs now, if it does: its size; or its content, checked against the hash the ledger
@@ -159,7 +162,7 @@ async fn change(
     if taken.size != now.size {
         return Ok(Some(format!("its size went from {} to {} bytes", taken.size, now.size)));
     }
-    let moved = (taken.last_modified - now.last_modified).num_milliseconds().abs() > 1000;
+    let moved = modified_apart(&taken.entry(), now);
     let retagged = matches!((&taken.etag, &now.etag), (Some(a), Some(b)) if a != b);
     if !moved && !retagged {
         return Ok(None);

@@ -27,8 +27,8 @@ pub use project::{
     Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
 };
 pub use source::{
-    ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format, InputNames, Load, LoadMode,
-    Normalize, OnBadRecord, Pii, Retry, SourceManifest,
+    BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format, InputNames, Load,
+    LoadMode, Normalize, OnBadRecord, Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -149,7 +149,7 @@ impl Project {
     /// `bronze.<name>__<child>` (`explode`).
     pub fn source_of(&self, table: &str) -> Option<&LoadedSource> {
         let name = table.strip_prefix("bronze.")?;
-        self.sources.iter().find(|s| s.manifest.tables().iter().any(|(t, _)| t == name))
+        self.sources.iter().find(|s| s.manifest.table(name).is_some())
     }
 
     /// The sources named (all when `names` is empty), or an error naming the unknown ones.

@@ -216,6 +216,22 @@ pub struct Explode {
     pub columns: IndexMap<ColumnName, Column>,
 }
 
+/// A bronze table a source writes ([`SourceManifest::tables`]), as its manifest declares it.
+#[derive(Debug, Clone)]
+pub struct BronzeTable<'a> {
+    /// The table's name without `bronze.`: `<source>` or `<source>__<child>`.
+    pub name: String,
+    pub description: Option<&'a str>,
+    pub columns: Vec<(&'a ColumnName, &'a Column)>,
+}
+
+impl BronzeTable<'_> {
+    /// A declared column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|(n, _)| n.as_str() == name).map(|(_, c)| *c)
+    }
+}
+
 /// `from:` one input field name, or a list of accepted names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -408,18 +424,29 @@ impl SourceManifest {
         self.explode.iter().map(|(n, e)| (n.as_str(), e))
     }
 
-    /// Every bronze table the source writes, with its declared columns: its own, then one per `explode` child
-    /// (`<name>__<child>`: the record's key columns, then the element's). The side tables (ledger, quarantine)
-    /// are not in it.
-    pub fn tables(&self) -> Vec<(String, IndexMap<ColumnName, Column>)> {
-        let mut out = vec![(self.name.to_string(), self.columns.clone())];
+    /// Every bronze table the source writes: its own, then one per `explode` child (`<name>__<child>`, whose
+    /// columns are the record's key columns, then the element's). The side tables (ledger, quarantine) are not
+    /// in it.
+    pub fn tables(&self) -> Vec<BronzeTable<'_>> {
+        let mut out = vec![BronzeTable {
+            name: self.name.to_string(),
+            description: Some(&self.description),
+            columns: self.columns.iter().collect(),
+        }];
         for (child, e) in self.children() {
-            let mut columns: IndexMap<ColumnName, Column> =
-                self.columns.iter().filter(|(_, c)| c.key).map(|(n, c)| (n.clone(), c.clone())).collect();
-            columns.extend(e.columns.iter().map(|(n, c)| (n.clone(), c.clone())));
-            out.push((format!("{}__{child}", self.name), columns));
+            let keys = self.columns.iter().filter(|(_, c)| c.key);
+            out.push(BronzeTable {
+                name: format!("{}__{child}", self.name),
+                description: e.description.as_deref(),
+                columns: keys.chain(&e.columns).collect(),
+            });
         }
         out
+    }
+
+    /// The bronze table `name` (without `bronze.`) of this source, if it writes one.
+    pub fn table(&self, name: &str) -> Option<BronzeTable<'_>> {
+        self.tables().into_iter().find(|t| t.name == name)
     }
 
     /// The input field names a column accepts, in the order declared (its own name when `from` is absent).

@@ -36,7 +36,7 @@ pub struct Plan {
 /// Builds the [`Names`] templates see: sources, models and vars (`overrides` from `--var name=value`).
 pub fn names(project: &Project, overrides: &BTreeMap<String, String>) -> Names {
     Names {
-        sources: project.sources.iter().flat_map(|s| s.manifest.tables().into_iter().map(|(t, _)| t)).collect(),
+        sources: project.sources.iter().flat_map(|s| s.manifest.tables().into_iter().map(|t| t.name)).collect(),
         models: project.models.iter().map(LoadedModel::target).collect(),
         vars: project.file.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         overrides: overrides.clone(),
@@ -244,15 +244,16 @@ impl Plan {
 /// and `direct` ones kept in clear (pseudonymized ones are masked at landing).
 pub(crate) fn sensitive_columns(project: &Project) -> Vec<super::lineage::Sensitive> {
     let mut out = Vec::new();
-    for (table, columns) in project.sources.iter().flat_map(|s| s.manifest.tables()) {
-        for (name, col) in &columns {
+    for table in project.sources.iter().flat_map(|s| s.manifest.tables()) {
+        for (name, col) in &table.columns {
             let class = match col.pii {
                 crate::manifest::Pii::Quasi => "quasi",
                 crate::manifest::Pii::Sensitive => "sensitive",
                 crate::manifest::Pii::Direct if col.keep_clear.is_some() => "direct, kept in clear",
                 _ => continue,
             };
-            out.push(super::lineage::Sensitive { column: format!("bronze.{table}.{name}"), class: class.to_string() });
+            let column = format!("bronze.{}.{name}", table.name);
+            out.push(super::lineage::Sensitive { column, class: class.to_string() });
         }
     }
     out
