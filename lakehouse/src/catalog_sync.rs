@@ -259,9 +259,11 @@ fn column_lineage_rows(plan: &Plan) -> Vec<ColumnLineageRow> {
     out
 }
 
-/// The catalog database's tables as Arrow batches, for `lakehouse sql` (`catalog.tables`, `catalog.columns`,
-/// `catalog.runs`, `catalog.attempts`, `catalog.lineage`, `catalog.column_lineage`); each keeps its column
-/// types when it has no row.
+/// The catalog database's tables as SQL sees them, in the `catalog` schema ([`catalog_batches`]).
+pub const CATALOG_VIEWS: [&str; 6] = ["tables", "columns", "runs", "attempts", "lineage", "column_lineage"];
+
+/// The catalog database's tables as Arrow batches named as in [`CATALOG_VIEWS`], for `lakehouse sql`
+/// (`catalog.tables`, …); each keeps its column types when it has no row.
 pub fn catalog_batches(s: &Snapshot) -> Result<Vec<(&'static str, RecordBatch)>, rows::RowsError> {
     fn table<T: Serialize + DeserializeOwned>(
         name: &'static str,
@@ -269,12 +271,13 @@ pub fn catalog_batches(s: &Snapshot) -> Result<Vec<(&'static str, RecordBatch)>,
     ) -> Result<(&'static str, RecordBatch), rows::RowsError> {
         Ok((name, rows::to_batch(&rows::schema_of::<T>()?, rows)?))
     }
+    let [tables, columns, runs, attempts, lineage, column_lineage] = CATALOG_VIEWS;
     Ok(vec![
-        table("catalog.tables", &s.tables)?,
-        table("catalog.columns", &s.columns)?,
-        table("catalog.runs", &s.runs)?,
-        table("catalog.attempts", &s.attempts)?,
-        table("catalog.lineage", &s.lineage)?,
-        table("catalog.column_lineage", &s.column_lineage)?,
+        table(tables, &s.tables)?,
+        table(columns, &s.columns)?,
+        table(runs, &s.runs)?,
+        table(attempts, &s.attempts)?,
+        table(lineage, &s.lineage)?,
+        table(column_lineage, &s.column_lineage)?,
     ])
 }

@@ -228,6 +228,17 @@ pub enum BenchCommand {
     /// Land N generated rows in bronze with two identifiers in clear (not timed), then time the silver model
     /// that pseudonymizes them; print rows/s and the transform's peak memory.
     Transform(BenchData),
+    /// The whole job as a user runs it, each step its own `lakehouse` process: N rows of incident-report CSV
+    /// (UTF-8, 13 columns, an ~80-character quoted description) → `ingest` → `transform` of a silver model that
+    /// pseudonymizes two identifiers → `transform` of a gold aggregate → `sql` top-10 query; prints wall time,
+    /// rows/s, CPU and peak RSS per step, then the figures as one JSON line.
+    Job {
+        #[command(flatten)]
+        data: BenchData,
+        /// Pseudonymize the two identifiers at landing (in `ingest`) rather than in the silver model.
+        #[arg(long)]
+        pseudonymize_at_landing: bool,
+    },
 }
 
 /// The generated data of a benchmark.

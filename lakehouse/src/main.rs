@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(commands::run(cli));
     // Work abandoned at shutdown may leave blocking parser threads behind: do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    commands::report_usage();
     match result {
         Ok(code) => code,
         Err(commands::CliError::User(message)) => {

@@ -14,15 +14,20 @@
 //! Kept in one place so a distributed engine can be plugged in here. The rest of the crate calls
 //! `SessionContext::sql` nowhere (clippy's `disallowed_methods` enforces it).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionConfig};
 use datafusion::prelude::{DataFrame, SessionContext};
+use futures::future::BoxFuture;
 
 use crate::manifest::ProjectFile;
 pub use crate::privacy::udf::Functions;
+use crate::storage::{StorageError, Warehouse};
 
 /// A new session with the `bronze`, `silver`, `gold` and `system` schemas and the privacy functions.
 pub fn new_session(functions: Functions, project: &ProjectFile) -> SessionContext {
@@ -36,6 +41,107 @@ pub fn new_session(functions: Functions, project: &ProjectFile) -> SessionContex
     }
     crate::privacy::udf::register(&ctx, functions, &domains, project.timezone.0, project.privacy.phone_country);
     ctx
+}
+
+/// Opens one table of a [`LazySchema`] by name; `None` when there is no such table (any more).
+pub type OpenTable =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Option<Arc<dyn TableProvider>>, DataFusionError>> + Send + Sync>;
+
+/// A schema whose tables are known by name and opened only when a statement names them (DataFusion asks a
+/// schema for the tables a statement references while planning it), each at most once per session: a query
+/// that reads one table of the warehouse opens one Delta log, not all of them. `information_schema` and
+/// `SHOW TABLES` list every name.
+pub struct LazySchema {
+    names: Vec<String>,
+    open: OpenTable,
+    opened: tokio::sync::Mutex<HashMap<String, Option<Arc<dyn TableProvider>>>>,
+}
+
+impl LazySchema {
+    pub fn new(names: Vec<String>, open: OpenTable) -> Self {
+        Self { names, open, opened: Default::default() }
+    }
+}
+
+impl std::fmt::Debug for LazySchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySchema").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for LazySchema {
+    fn table_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let mut opened = self.opened.lock().await;
+        if let Some(table) = opened.get(name) {
+            return Ok(table.clone());
+        }
+        let table = (self.open)(name.to_string()).await?;
+        opened.insert(name.to_string(), table.clone());
+        Ok(table)
+    }
+
+    /// Every table here is a base table: listing them (`SHOW TABLES`, `information_schema.tables`) opens none.
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>, DataFusionError> {
+        Ok(self.table_exist(name).then_some(TableType::Base))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+/// Serves the tables of `layers` of the warehouse in `ctx` as `layer.table`, each opened when a statement
+/// first names it ([`LazySchema`]); quarantine tables are left out. `pinned` reads a `layer.table` at a version
+/// (time travel); the pinned names that are no table of these layers are returned, for the caller to refuse.
+pub async fn serve_layers(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    layers: &[&str],
+    pinned: &BTreeMap<String, u64>,
+) -> Result<Vec<String>, StorageError> {
+    let listed = futures::future::try_join_all(layers.iter().map(|l| warehouse.list_tables(l))).await?;
+    let mut known = Vec::new();
+    for (layer, names) in layers.iter().zip(listed) {
+        // Quarantined records are for the roles that repair ingestion (`lakehouse quarantine`).
+        let names: Vec<String> = names.into_iter().filter(|n| !n.ends_with("__quarantine")).collect();
+        known.extend(names.iter().map(|n| format!("{layer}.{n}")));
+        let (warehouse, layer_name, env) = (warehouse.clone(), layer.to_string(), ctx.runtime_env());
+        let pinned = pinned.clone();
+        let open: OpenTable = Arc::new(move |name: String| {
+            let (warehouse, env) = (warehouse.clone(), env.clone());
+            let target = format!("{layer_name}.{name}");
+            let url = warehouse.table_url(&layer_name, &name);
+            let version = pinned.get(&target).copied();
+            Box::pin(async move {
+                let external = |e: StorageError| DataFusionError::External(Box::new(e));
+                let Some(mut table) = warehouse.open(&url).await.map_err(external)? else { return Ok(None) };
+                if let Some(v) = version {
+                    table
+                        .load_version(v)
+                        .await
+                        .map_err(|e| DataFusionError::Plan(format!("{target} has no version {v}: {e}")))?;
+                }
+                // The table's object store, registered in the runtime this session shares.
+                let state = SessionStateBuilder::new().with_runtime_env(env).build();
+                table.update_datafusion_session(&state).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let provider = table.table_provider().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Some(provider))
+            })
+        });
+        if let Some(catalog) = ctx.catalog("datafusion") {
+            // Registering in the session's in-memory catalog cannot fail.
+            let _ = catalog.register_schema(layer, Arc::new(LazySchema::new(names, open)));
+        }
+    }
+    Ok(pinned.keys().filter(|t| !known.contains(t)).cloned().collect())
 }
 
 /// The options of every statement: no DDL, DML, `COPY` or statements.

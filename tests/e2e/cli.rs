@@ -204,4 +204,24 @@ fn bench_commands_run() {
         assert!(out.status.success(), "bench {kind}: {}", stderr(&out));
         assert!(stdout(&out).contains(says), "bench {kind}: {}", stdout(&out));
     }
+    // The job checks itself that silver holds every generated row (none quarantined) and gold has cells.
+    for landing in [&[][..], &["--pseudonymize-at-landing"][..]] {
+        let out = std::process::Command::new(lakehouse_bin())
+            .args(["bench", "job", "--rows", "3000", "--files", "2"])
+            .args(landing)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bench job {landing:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(json["rows"], 3000, "{text}");
+        assert_eq!(json["pseudonymize_at_landing"], !landing.is_empty(), "{text}");
+        let steps: Vec<&str> = json["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["ingest", "silver", "gold", "query"], "{text}");
+        for s in json["steps"].as_array().unwrap() {
+            // Each step's process reported its own usage: a few MiB at least, CPU time counted.
+            assert!(s["peak_rss_mib"].as_u64().unwrap() > 4, "{s}");
+            assert!(s["cpu_secs"].as_f64().unwrap() >= 0.0 && s["wall_secs"].as_f64().unwrap() > 0.0, "{s}");
+        }
+    }
 }

@@ -777,6 +777,34 @@ fn sql_queries_every_layer_with_time_travel() {
     assert!(stderr(&out).contains("not a table of the warehouse"), "{}", stderr(&out));
 }
 
+/// `lakehouse sql` opens only the tables a statement reads: a table whose log cannot be read stops neither a
+/// query of another table nor a listing of the tables, and is a clear error when it is queried.
+#[test]
+fn sql_opens_only_the_tables_it_reads() {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    let log = p.path().join("warehouse/bronze/meteo_observations/_delta_log/00000000000000000000.json");
+    assert!(log.is_file(), "{}", log.display());
+    std::fs::write(&log, "this is not a Delta log entry\n").unwrap();
+    assert_eq!(run_ok(&p, &["sql", "--format", "csv", "SELECT 1 AS one"]), "one\n1\n");
+    let gold = run_ok(&p, &["sql", "--format", "csv", "SELECT count(*) > 0 AS some FROM gold.fire_response_times"]);
+    assert_eq!(gold, "some\ntrue\n");
+    let listed = run_ok(
+        &p,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'bronze' ORDER BY 1",
+        ],
+    );
+    assert!(listed.contains("\nmeteo_observations\n") && listed.contains("\nddsp_incidents\n"), "{listed}");
+    let out = p.run(&["sql", "SELECT count(*) FROM bronze.meteo_observations"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("meteo_observations") && !err.contains("panicked"), "{err}");
+}
+
 /// `tables`, `describe` (privacy classes, docs and where model columns come from) and `lineage --downstream`.
 #[test]
 fn tables_describe_and_downstream() {

@@ -23,6 +23,8 @@ use lakehouse::{KeyUse, Lakehouse};
 
 use crate::cli::{Cli, Command};
 
+pub use bench::usage::report as report_usage;
+
 /// Exit code of user errors (bad manifests, data, configuration, arguments).
 pub const USER_ERROR: u8 = 1;
 /// Exit code of internal errors (a bug, or the environment failing).

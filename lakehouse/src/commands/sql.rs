@@ -2,11 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use lakehouse::KeyUse;
+use datafusion::error::DataFusionError;
+use lakehouse::session::{LazySchema, OpenTable};
+use lakehouse::{KeyUse, Lakehouse};
 
 use super::output::{OutputFormat, print_batches};
-use super::{CliError, CmdResult, open_planned};
+use super::{CliError, CmdResult, open, quiet_plan};
 
 pub async fn run(
     dir: &Path,
@@ -35,51 +38,77 @@ pub async fn run(
             }
         }
     }
-    let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
+    // Only what the query needs: the project (not its models' plans), each table it names, the catalog
+    // database only when it reads `catalog.*`.
+    let (lh, _) = open(dir, &[], KeyUse::ReadOnly)?;
+    let lh = Arc::new(lh);
     let ctx = lakehouse::session::new_session(lakehouse::session::Functions::Interactive, &lh.project.file);
-    for layer in ["bronze", "silver", "gold", "system"] {
-        for name in lh.warehouse.list_tables(layer).await.map_err(CliError::of)? {
-            // Quarantined records are for the roles that repair ingestion: `lakehouse quarantine`.
-            if name.ends_with("__quarantine") {
-                continue;
-            }
-            let target = format!("{layer}.{name}");
-            let url = lh.warehouse.table_url(layer, &name);
-            let Some(mut table) = lh.warehouse.open(&url).await.map_err(CliError::of)? else { continue };
-            if let Some(v) = versions.remove(&target)
-                && let Err(e) = table.load_version(v).await
-            {
-                return Err(CliError::User(format!("{target} has no version {v}: {e}")));
-            }
-            table.update_datafusion_session(&ctx.state())?;
-            ctx.register_table(target.as_str(), table.table_provider().await?)?;
-        }
-    }
-    // The catalog's tables: `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`.
-    if let Some(catalog) = ctx.catalog("datafusion") {
-        let _ =
-            catalog.register_schema("catalog", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
-    }
-    // The catalog database (filled from the lake when it is still empty).
-    let db = catalog::Catalog::open(&lakehouse::catalog_sync::catalog_url(&lh)).await?;
-    let mut snapshot = db.dump().await?;
-    if snapshot.tables.is_empty() {
-        lakehouse::catalog_sync::sync_catalog(&lh, &plan).await.map_err(CliError::of)?;
-        snapshot = db.dump().await?;
-    }
-    let views = lakehouse::catalog_sync::catalog_batches(&snapshot)?;
-    for (name, batch) in views {
-        let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        ctx.register_table(name, std::sync::Arc::new(mem))?;
-    }
-    if let Some(t) = versions.keys().next() {
+    let unknown =
+        lakehouse::session::serve_layers(&ctx, &lh.warehouse, &["bronze", "silver", "gold", "system"], &versions)
+            .await
+            .map_err(CliError::of)?;
+    if let Some(t) = unknown.first() {
         return Err(CliError::User(format!("--at names `{t}`, which is not a table of the warehouse")));
     }
+    serve_catalog(&ctx, lh);
     let batches = match lakehouse::session::sql(&ctx, &sql).await {
         Ok(df) => df.collect().await,
         Err(e) => Err(e),
     };
-    let batches = batches.map_err(|e| CliError::User(format!("SQL: {}", lakehouse::session::error_text(&e))))?;
+    let batches = batches.map_err(sql_error)?;
     print_batches(&batches, format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The catalog's tables as `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`: the
+/// catalog database is read once, when a statement first names one of them (and filled from the lake when it is
+/// still empty).
+fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>) {
+    type Views = Vec<(&'static str, arrow::array::RecordBatch)>;
+    let views: Arc<tokio::sync::OnceCell<Views>> = Default::default();
+    let open: OpenTable = Arc::new(move |name: String| {
+        let (lh, views) = (lh.clone(), views.clone());
+        Box::pin(async move {
+            let external = |e: anyhow::Error| DataFusionError::External(e.into());
+            let views = views.get_or_try_init(|| read_catalog(&lh)).await.map_err(external)?;
+            let Some((_, batch)) = views.iter().find(|(n, _)| *n == name) else {
+                return Ok(None);
+            };
+            let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
+            Ok(Some(Arc::new(mem) as Arc<dyn datafusion::catalog::TableProvider>))
+        })
+    });
+    let names = lakehouse::catalog_sync::CATALOG_VIEWS.iter().map(|v| v.to_string()).collect();
+    if let Some(catalog) = ctx.catalog("datafusion") {
+        // Registering in the session's in-memory catalog cannot fail.
+        let _ = catalog.register_schema("catalog", Arc::new(LazySchema::new(names, open)));
+    }
+}
+
+async fn read_catalog(lh: &Lakehouse) -> anyhow::Result<Vec<(&'static str, arrow::array::RecordBatch)>> {
+    let db = catalog::Catalog::open(&lakehouse::catalog_sync::catalog_url(lh)).await?;
+    let mut snapshot = db.dump().await?;
+    if snapshot.tables.is_empty() {
+        let plan = quiet_plan(lh).await.ok_or_else(|| {
+            anyhow::anyhow!("the catalog is empty and the models do not plan: run `lakehouse validate`")
+        })?;
+        lakehouse::catalog_sync::sync_catalog(lh, &plan).await?;
+        snapshot = db.dump().await?;
+    }
+    Ok(lakehouse::catalog_sync::catalog_batches(&snapshot)?)
+}
+
+/// A failed statement: a table that could not be opened is the storage error it is (a store that is down is
+/// not a SQL problem); anything else is the statement's, in one line without data values.
+fn sql_error(e: DataFusionError) -> CliError {
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(storage) = inner.downcast_ref::<lakehouse::storage::StorageError>()
+    {
+        return if storage.is_user_error() {
+            CliError::User(storage.to_string())
+        } else {
+            CliError::Internal(anyhow::anyhow!(storage.to_string()))
+        };
+    }
+    CliError::User(format!("SQL: {}", lakehouse::session::error_text(&e)))
 }

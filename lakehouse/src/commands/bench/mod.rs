@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use crate::cli::{BenchCommand, BenchData};
 
+mod job;
+pub mod usage;
 mod workload;
 
 pub async fn run(cmd: BenchCommand) -> super::CmdResult {
@@ -19,6 +21,12 @@ pub async fn run(cmd: BenchCommand) -> super::CmdResult {
         BenchCommand::Ingest(BenchData { rows, files, dir }) => {
             let (dir, _tmp) = work_dir(dir)?;
             let result = workload::ingest(&dir, rows, files).await.map_err(|e| anyhow::anyhow!(e))?;
+            println!("{result}");
+        }
+        BenchCommand::Job { data: BenchData { rows, files, dir }, pseudonymize_at_landing } => {
+            let (dir, _tmp) = work_dir(dir)?;
+            let exe = std::env::current_exe()?;
+            let result = job::run(&exe, &dir, rows, files, pseudonymize_at_landing).map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
         BenchCommand::Transform(BenchData { rows, files, dir }) => {

@@ -16,6 +16,8 @@ use lakehouse::Lakehouse;
 use lakehouse::ingest::ingest_source;
 use lakehouse::manifest::Project;
 
+use super::usage::peak_rss;
+
 const PROJECT: &str = "version: 1
 name: bench
 warehouse: file://./warehouse
@@ -275,12 +277,4 @@ fn write_incidents(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io
         w.write_all(&bytes)?;
     }
     w.flush()
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`).
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
