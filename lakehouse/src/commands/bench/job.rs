@@ -371,5 +371,7 @@ fn write_reports(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io::
         );
         w.write_all(line.as_bytes())?;
     }
-    w.flush()
+    // On disk before the timed steps: the kernel writing back gigabytes of fresh data while they run would be
+    // counted against them.
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }

@@ -276,5 +276,7 @@ fn write_incidents(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io
         let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(&line);
         w.write_all(&bytes)?;
     }
-    w.flush()
+    // On disk before the timed steps: the kernel writing back gigabytes of fresh data while they run would be
+    // counted against them.
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
