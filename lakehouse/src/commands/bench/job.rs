@@ -16,17 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::usage::Usage;
-
-const PROJECT: &str = "version: 1
-name: bench-job
-warehouse: file://./warehouse
-drop_zones: [drop]
-partners:
-  - { id: ddsp, name: Police, kind: external }
-privacy:
-  domains: [police]
-  keys: { from: file, path: KEYS, create_if_missing: true }
-";
+use super::workload::{FIRST, LAST, NATURE, PROJECT, generate, next};
 
 /// The source: identifiers kept in bronze (`quasi`) for silver to pseudonymize, as the peers' job does; with
 /// `--pseudonymize-at-landing` they are `direct` and land as pseudonyms.
@@ -140,22 +130,7 @@ pub fn run(
     std::fs::write(project.join("transforms/gold/incidents_by_area.yaml"), GOLD_SIDECAR)?;
 
     let t0 = Instant::now();
-    let drop = project.join("drop");
-    std::fs::create_dir_all(&drop)?;
-    let files = files.max(1);
-    let mut bytes = 0;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut first = 0;
-    for f in 0..files {
-        let n = rows / u64::from(files) + u64::from(u64::from(f) < rows % u64::from(files));
-        let path = drop.join(format!("incidents-{f:03}.csv"));
-        write_reports(&path, n, first, &mut rng)?;
-        first += n;
-        // Dropped long ago: the ingest step does not wait for the files to settle.
-        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&path)?.set_modified(an_hour_ago)?;
-        bytes += std::fs::metadata(&path)?.len();
-    }
+    let (bytes, files) = generate(&project.join("drop"), rows, files, write_reports)?;
     let generate_secs = t0.elapsed().as_secs_f64();
 
     let steps = [
@@ -293,22 +268,6 @@ impl std::fmt::Display for JobBench {
     }
 }
 
-fn next(rng: &mut u64) -> u64 {
-    // xorshift64*: fast, deterministic, good enough for test data.
-    *rng ^= *rng >> 12;
-    *rng ^= *rng << 25;
-    *rng ^= *rng >> 27;
-    rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-const FIRST: [&str; 12] =
-    ["Jean", "Marie", "Karim", "Sophie", "Lucas", "Inès", "Mehdi", "Léa", "Thomas", "Chloé", "Yanis", "Camille"];
-const LAST: [&str; 12] = [
-    "Martin", "Bernard", "Dubois", "Benali", "Moreau", "Lefèvre", "Garcia", "Roux", "Fournier", "Mercier", "Haddad",
-    "Girard",
-];
-const CATEGORY: [&str; 8] =
-    ["tapage", "agression", "vol", "accident", "stationnement", "incendie", "rixe", "degradation"];
 const AGENCY: [&str; 5] = ["DDSP 13", "BMPM", "Police municipale", "RTM sûreté", "SNCF sûreté"];
 /// Two halves of a description (≈ 80 characters together): joined by a comma, so the field is quoted; some
 /// halves hold quotes, doubled inside the quoted field.
@@ -354,7 +313,7 @@ fn write_reports(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io::
             (r >> 9) % 24,
             (r >> 14) % 60,
             (r >> 20) % 60,
-            CATEGORY[((r >> 26) % 8) as usize],
+            NATURE[((r >> 26) % 8) as usize],
             (r >> 29) % 10_000,
             43.20 + ((r >> 43) % 20_000) as f64 / 100_000.0,
             5.30 + ((r2 >> 10) % 25_000) as f64 / 100_000.0,
@@ -371,7 +330,5 @@ fn write_reports(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io::
         );
         w.write_all(line.as_bytes())?;
     }
-    // On disk before the timed steps: the kernel writing back gigabytes of fresh data while they run would be
-    // counted against them.
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    w.flush()
 }

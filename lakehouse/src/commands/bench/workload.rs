@@ -18,7 +18,8 @@ use lakehouse::manifest::Project;
 
 use super::usage::peak_rss;
 
-const PROJECT: &str = "version: 1
+/// The project of every benchmark: a `file://` warehouse, one drop zone, one pseudonymization domain.
+pub(super) const PROJECT: &str = "version: 1
 name: bench
 warehouse: file://./warehouse
 drop_zones: [drop]
@@ -142,22 +143,56 @@ fn setup(
     }
 
     let t0 = Instant::now();
-    let files = files.max(1);
-    let mut bytes = 0;
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    for f in 0..files {
-        let n = rows / u64::from(files) + u64::from(u64::from(f) < rows % u64::from(files));
-        let path = drop.join(format!("incidents-{f:03}.csv"));
-        write_incidents(&path, n, u64::from(f) * (rows / u64::from(files) + 1), &mut rng)?;
-        // Dropped long ago: the timed run does not wait for the files to settle.
-        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&path)?.set_modified(an_hour_ago)?;
-        bytes += std::fs::metadata(&path)?.len();
-    }
+    let (bytes, files) = generate(&drop, rows, files, write_incidents)?;
     let generate_secs = t0.elapsed().as_secs_f64();
     let project = Project::load(&project_dir)?;
     Ok((Lakehouse::open(project, lakehouse::KeyUse::Write)?, bytes, generate_secs, files))
 }
+
+/// Generates `rows` rows in `files` files `incidents-NNN.csv` under `drop` with `write(path, rows, first id,
+/// rng)`, each dated an hour ago (a run takes them without waiting for them to settle) and synced to disk (the
+/// kernel writing gigabytes back during a timed step would be counted against it). Returns the bytes written
+/// and the number of files.
+pub(super) fn generate(
+    drop: &Path,
+    rows: u64,
+    files: u32,
+    write: impl Fn(&Path, u64, u64, &mut u64) -> std::io::Result<()>,
+) -> std::io::Result<(u64, u32)> {
+    std::fs::create_dir_all(drop)?;
+    let files = files.max(1);
+    let (mut bytes, mut first) = (0, 0);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for f in 0..files {
+        let n = rows / u64::from(files) + u64::from(u64::from(f) < rows % u64::from(files));
+        let path = drop.join(format!("incidents-{f:03}.csv"));
+        write(&path, n, first, &mut rng)?;
+        first += n;
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let file = std::fs::File::options().write(true).open(&path)?;
+        file.set_modified(an_hour_ago)?;
+        file.sync_all()?;
+        bytes += file.metadata()?.len();
+    }
+    Ok((bytes, files))
+}
+
+/// One step of xorshift64*: fast, deterministic, good enough for test data.
+pub(super) fn next(rng: &mut u64) -> u64 {
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+pub(super) const FIRST: [&str; 12] =
+    ["Jean", "Marie", "Karim", "Sophie", "Lucas", "Inès", "Mehdi", "Léa", "Thomas", "Chloé", "Yanis", "Camille"];
+pub(super) const LAST: [&str; 12] = [
+    "Martin", "Bernard", "Dubois", "Benali", "Moreau", "Lefèvre", "Garcia", "Roux", "Fournier", "Mercier", "Haddad",
+    "Girard",
+];
+pub(super) const NATURE: [&str; 8] =
+    ["tapage", "agression", "vol", "accident", "stationnement", "incendie", "rixe", "degradation"];
 
 /// Figures of one `bench transform` run.
 #[derive(Debug, Clone)]
@@ -217,22 +252,6 @@ pub async fn transform(
     Ok(TransformBench { rows: report.records.written, prepare_secs, transform_secs, peak_rss_bytes: peak_rss() })
 }
 
-fn next(rng: &mut u64) -> u64 {
-    // xorshift64*: fast, deterministic, good enough for test data.
-    *rng ^= *rng >> 12;
-    *rng ^= *rng << 25;
-    *rng ^= *rng >> 27;
-    rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-const FIRST: [&str; 12] =
-    ["Jean", "Marie", "Karim", "Sophie", "Lucas", "Inès", "Mehdi", "Léa", "Thomas", "Chloé", "Yanis", "Camille"];
-const LAST: [&str; 12] = [
-    "Martin", "Bernard", "Dubois", "Benali", "Moreau", "Lefèvre", "Garcia", "Roux", "Fournier", "Mercier", "Haddad",
-    "Girard",
-];
-const NATURE: [&str; 8] =
-    ["tapage", "agression", "vol", "accident", "stationnement", "incendie", "rixe", "degradation"];
 const NOTES: [&str; 6] = [
     "Appel du voisinage, musique forte",
     "Véhicule mal garé devant l'école",
@@ -276,7 +295,5 @@ fn write_incidents(path: &Path, n: u64, first_id: u64, rng: &mut u64) -> std::io
         let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(&line);
         w.write_all(&bytes)?;
     }
-    // On disk before the timed steps: the kernel writing back gigabytes of fresh data while they run would be
-    // counted against them.
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    w.flush()
 }
