@@ -143,9 +143,11 @@ pub struct CsvGuard<R> {
     forwarded_over: u64,
     /// The last byte read (whether the file ends with a line end).
     last: u8,
-    scratch: Vec<u8>,
-    /// The bytes that shape a record: quote, delimiter, line ends. A run of other bytes is copied at once.
+    /// The bytes that end a run outside quotes: quote and line ends. A delimiter inside a run only starts a new
+    /// field, which the run's last byte tells.
     shaping: [bool; 256],
+    /// The bytes that end a run inside quotes: the quote and `\n` (lines are counted).
+    shaping_quoted: [bool; 256],
     /// Tests: every byte through the state machine, to check the runs give the same result.
     #[cfg(test)]
     bytewise: bool,
@@ -167,10 +169,13 @@ impl<R: Read> CsvGuard<R> {
             record_lines: 0,
             forwarded_over: 0,
             last: 0,
-            scratch: Vec::new(),
             shaping: std::array::from_fn(|b| {
                 let b = b as u8;
-                b == quote || b == delimiter || b == b'\n' || b == b'\r'
+                b == quote || b == b'\n' || b == b'\r'
+            }),
+            shaping_quoted: std::array::from_fn(|b| {
+                let b = b as u8;
+                b == quote || b == b'\n'
             }),
             #[cfg(test)]
             bytewise: false,
@@ -190,8 +195,9 @@ impl<R: Read> CsvGuard<R> {
 impl<R: Read> Read for CsvGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            self.scratch.resize(buf.len(), 0);
-            let n = self.inner.read(&mut self.scratch)?;
+            // The bytes are checked in place: what passes is moved down over what is dropped (past
+            // `max_record_bytes`), so `out <= i` always.
+            let n = self.inner.read(buf)?;
             if n == 0 {
                 if self.state == State::Quoted {
                     let last_line = if self.last == b'\n' { self.line - 1 } else { self.line };
@@ -210,23 +216,31 @@ impl<R: Read> Read for CsvGuard<R> {
             let mut out = 0;
             let mut i = 0;
             while i < n {
-                let b = self.scratch[i];
-                // A run of bytes that do not shape the record leaves the state as its first byte does (inside
-                // quotes: quoted; elsewhere: unquoted): it is copied at once while the record stays in the limit.
+                let b = buf[i];
+                // A run of bytes that do not end it leaves the state as the state machine would byte by byte:
+                // inside quotes, quoted; elsewhere, at a field's start if the run ends with a delimiter, else in an
+                // unquoted field. While the record stays in the limit it passes at once.
                 #[cfg(test)]
                 let bytewise = self.bytewise;
                 #[cfg(not(test))]
                 let bytewise = false;
-                if !self.shaping[b as usize] && !bytewise {
-                    let end = self.scratch[i..n].iter().position(|&c| self.shaping[c as usize]).map_or(n, |p| i + p);
+                let ends_run = match self.state {
+                    State::Quoted => &self.shaping_quoted,
+                    State::FieldStart | State::Unquoted => &self.shaping,
+                    State::QuoteInQuoted => &[true; 256],
+                };
+                if !ends_run[b as usize] && !bytewise {
+                    let end = buf[i..n].iter().position(|&c| ends_run[c as usize]).map_or(n, |p| i + p);
                     let len = end - i;
                     if self.record_bytes + len as u64 <= max_bytes {
-                        buf[out..out + len].copy_from_slice(&self.scratch[i..end]);
+                        if out != i {
+                            buf.copy_within(i..end, out);
+                        }
                         out += len;
                         self.record_bytes += len as u64;
-                        self.last = self.scratch[end - 1];
+                        self.last = buf[end - 1];
                         if self.state != State::Quoted {
-                            self.state = State::Unquoted;
+                            self.state = if self.last == self.delimiter { State::FieldStart } else { State::Unquoted };
                         }
                         i = end;
                         continue;
