@@ -143,11 +143,6 @@ pub struct CsvGuard<R> {
     forwarded_over: u64,
     /// The last byte read (whether the file ends with a line end).
     last: u8,
-    /// The bytes that end a run outside quotes: quote and line ends. A delimiter inside a run only starts a new
-    /// field, which the run's last byte tells.
-    shaping: [bool; 256],
-    /// The bytes that end a run inside quotes: the quote and `\n` (lines are counted).
-    shaping_quoted: [bool; 256],
     /// Tests: every byte through the state machine, to check the runs give the same result.
     #[cfg(test)]
     bytewise: bool,
@@ -169,14 +164,6 @@ impl<R: Read> CsvGuard<R> {
             record_lines: 0,
             forwarded_over: 0,
             last: 0,
-            shaping: std::array::from_fn(|b| {
-                let b = b as u8;
-                b == quote || b == b'\n' || b == b'\r'
-            }),
-            shaping_quoted: std::array::from_fn(|b| {
-                let b = b as u8;
-                b == quote || b == b'\n'
-            }),
             #[cfg(test)]
             bytewise: false,
         };
@@ -224,13 +211,15 @@ impl<R: Read> Read for CsvGuard<R> {
                 let bytewise = self.bytewise;
                 #[cfg(not(test))]
                 let bytewise = false;
-                let ends_run = match self.state {
-                    State::Quoted => &self.shaping_quoted,
-                    State::FieldStart | State::Unquoted => &self.shaping,
-                    State::QuoteInQuoted => &[true; 256],
-                };
-                if !ends_run[b as usize] && !bytewise {
-                    let end = buf[i..n].iter().position(|&c| ends_run[c as usize]).map_or(n, |p| i + p);
+                // A run ends outside quotes at a quote or a line end (a delimiter inside it only starts a field,
+                // which the run's last byte tells), inside quotes at a quote or `\n` (lines are counted).
+                let end = match self.state {
+                    State::Quoted => memchr::memchr2(self.quote, b'\n', &buf[i..n]),
+                    State::FieldStart | State::Unquoted => memchr::memchr3(self.quote, b'\n', b'\r', &buf[i..n]),
+                    State::QuoteInQuoted => Some(0),
+                }
+                .map_or(n, |p| i + p);
+                if end > i && !bytewise {
                     let len = end - i;
                     if self.record_bytes + len as u64 <= max_bytes {
                         if out != i {
