@@ -10,6 +10,9 @@ use sqlx::any::AnyRow;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow, Row};
 
+/// How long opening the catalog waits for a connection before the command goes on with a warning.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog {url}: {source}")]
@@ -156,8 +159,11 @@ impl Catalog {
         } else {
             return Err(CatalogError::Url(url.to_string()));
         };
+        // A catalog that cannot be reached is a warning after a few seconds (the lake is the source of truth),
+        // not sqlx's 30-second wait for a connection on every command.
         let pool = AnyPoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect(&url)
             .await
             .map_err(|source| CatalogError::Connect { url: redact(&url), source })?;

@@ -87,3 +87,26 @@ async fn postgres_catalog_is_rebuilt_from_the_lake() {
     recorded_then_rebuilt(&p, &url, || psql(&format!("DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}"))).await;
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// A catalog that cannot be reached (nothing listens on its port) costs a warning; the run succeeds and the lake
+/// has its data.
+#[test]
+fn an_unreachable_catalog_is_a_warning() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = TestProject::example(None);
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write(
+        "lakehouse.yaml",
+        yaml.replace(
+            "catalog: sqlite://./.lakehouse/catalog.db",
+            &format!("catalog: \"postgres://lakehouse@127.0.0.1:{closed}/catalog\""),
+        ),
+    );
+    let out = p.run(&["ingest", "ddsp_incidents"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could not update the catalog"), "{}", stderr(&out));
+    assert_eq!(sql_csv(&p, "SELECT count(*) > 0 AS some FROM bronze.ddsp_incidents"), "some\ntrue\n");
+}
