@@ -61,6 +61,14 @@ impl LazySchema {
     pub fn new(names: Vec<String>, open: OpenTable) -> Self {
         Self { names, open, opened: Default::default() }
     }
+
+    /// Serves this schema in `ctx` as `name` (in place of the empty one [`new_session`] made, if any).
+    pub fn register_in(self, ctx: &SessionContext, name: &str) {
+        if let Some(catalog) = ctx.catalog("datafusion") {
+            // Registering in the session's in-memory catalog cannot fail.
+            let _ = catalog.register_schema(name, Arc::new(self));
+        }
+    }
 }
 
 impl std::fmt::Debug for LazySchema {
@@ -136,10 +144,7 @@ pub async fn serve_layers(
                 Ok(Some(provider))
             })
         });
-        if let Some(catalog) = ctx.catalog("datafusion") {
-            // Registering in the session's in-memory catalog cannot fail.
-            let _ = catalog.register_schema(layer, Arc::new(LazySchema::new(names, open)));
-        }
+        LazySchema::new(names, open).register_in(ctx, layer);
     }
     Ok(pinned.keys().filter(|t| !known.contains(t)).cloned().collect())
 }

@@ -79,10 +79,7 @@ fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>) 
         })
     });
     let names = lakehouse::catalog_sync::CATALOG_VIEWS.iter().map(|v| v.to_string()).collect();
-    if let Some(catalog) = ctx.catalog("datafusion") {
-        // Registering in the session's in-memory catalog cannot fail.
-        let _ = catalog.register_schema("catalog", Arc::new(LazySchema::new(names, open)));
-    }
+    LazySchema::new(names, open).register_in(ctx, "catalog");
 }
 
 async fn read_catalog(lh: &Lakehouse) -> anyhow::Result<Vec<(&'static str, arrow::array::RecordBatch)>> {

@@ -204,15 +204,14 @@ impl<R: Read> Read for CsvGuard<R> {
             let mut i = 0;
             while i < n {
                 let b = buf[i];
-                // A run of bytes that do not end it leaves the state as the state machine would byte by byte:
-                // inside quotes, quoted; elsewhere, at a field's start if the run ends with a delimiter, else in an
-                // unquoted field. While the record stays in the limit it passes at once.
+                // A run ends outside quotes at a quote or a line end, inside quotes at a quote or `\n` (lines are
+                // counted). It leaves the state as the state machine would byte by byte: inside quotes, quoted;
+                // elsewhere, at a field's start if it ends with a delimiter, else in an unquoted field. While the
+                // record stays in the limit it passes at once.
                 #[cfg(test)]
                 let bytewise = self.bytewise;
                 #[cfg(not(test))]
                 let bytewise = false;
-                // A run ends outside quotes at a quote or a line end (a delimiter inside it only starts a field,
-                // which the run's last byte tells), inside quotes at a quote or `\n` (lines are counted).
                 let end = match self.state {
                     State::Quoted => memchr::memchr2(self.quote, b'\n', &buf[i..n]),
                     State::FieldStart | State::Unquoted => memchr::memchr3(self.quote, b'\n', b'\r', &buf[i..n]),
