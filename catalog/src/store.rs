@@ -186,13 +186,10 @@ impl Catalog {
         self.write(snapshot, None, None).await
     }
 
-    /// The Delta version each table was indexed at (empty for a new catalog).
-    pub async fn indexed_versions(&self) -> Result<std::collections::BTreeMap<String, i64>, CatalogError> {
-        let mut out = std::collections::BTreeMap::new();
-        for row in sqlx::query("SELECT name, version FROM catalog_tables").fetch_all(&self.pool).await? {
-            out.insert(row.try_get(0)?, row.try_get(1)?);
-        }
-        Ok(out)
+    /// The tables and columns as last indexed (both empty for a new catalog): the next update reads only the
+    /// tables whose version moved since.
+    pub async fn indexed(&self) -> Result<(Vec<TableRow>, Vec<ColumnRow>), CatalogError> {
+        Ok((self.all("catalog_tables").await?, self.all("catalog_columns").await?))
     }
 
     /// Adds the runs and lineage of `snapshot` (the versions written since the last update) and the attempts
@@ -222,9 +219,11 @@ impl Catalog {
         attempts_since: Option<&str>,
     ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        for t in ["catalog_tables", "catalog_columns", "catalog_column_lineage"] {
-            sqlx::query(&format!("DELETE FROM {t}")).execute(&mut *tx).await?;
-        }
+        // Tables, columns and column lineage are replaced when they changed: an update after a command that
+        // wrote nothing writes no row of them.
+        replace_if_changed(&mut tx, "catalog_tables", &snapshot.tables, keep_runs.is_some()).await?;
+        replace_if_changed(&mut tx, "catalog_columns", &snapshot.columns, keep_runs.is_some()).await?;
+        replace_if_changed(&mut tx, "catalog_column_lineage", &snapshot.column_lineage, keep_runs.is_some()).await?;
         match (keep_runs, attempts_since) {
             (Some(_), Some(since)) => {
                 sqlx::query("DELETE FROM catalog_attempts WHERE started_at >= $1")
@@ -249,12 +248,9 @@ impl Catalog {
                 }
             }
         }
-        insert(&mut tx, &snapshot.tables).await?;
-        insert(&mut tx, &snapshot.columns).await?;
         insert(&mut tx, &snapshot.attempts).await?;
         insert(&mut tx, &snapshot.runs).await?;
         insert(&mut tx, &snapshot.lineage).await?;
-        insert(&mut tx, &snapshot.column_lineage).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -298,6 +294,27 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 trait Stored {
     const INSERT: &'static str;
     fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+}
+
+/// Replaces the rows of `table` by `rows` (sorted), unless `compare` and they are the rows it holds.
+async fn replace_if_changed<T>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    rows: &[T],
+    compare: bool,
+) -> Result<(), CatalogError>
+where
+    T: Stored + Ord + for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    if compare {
+        let mut held: Vec<T> = sqlx::query_as(&format!("SELECT * FROM {table}")).fetch_all(&mut **tx).await?;
+        held.sort();
+        if held == rows {
+            return Ok(());
+        }
+    }
+    sqlx::query(&format!("DELETE FROM {table}")).execute(&mut **tx).await?;
+    insert(tx, rows).await
 }
 
 /// Inserts rows, one statement each (in the caller's transaction).

@@ -53,22 +53,23 @@ pub fn catalog_url(lh: &Lakehouse) -> String {
 
 /// Rebuilds the catalog database from the lake alone.
 pub async fn rebuild_catalog(lh: &Lakehouse, plan: &Plan) -> Result<Snapshot, SyncError> {
-    let (snapshot, _) = snapshot(lh, plan, &BTreeMap::new(), None).await?;
+    let (snapshot, _) = snapshot(lh, plan, &Indexed::default(), None).await?;
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await?;
     catalog.replace_all(&snapshot).await?;
     Ok(snapshot)
 }
 
-/// Brings the catalog up to date: only the table versions written since its last update are read (a new
-/// catalog is built in full).
+/// Brings the catalog up to date: only the table versions written since its last update are read, and a table
+/// whose version did not move is not opened (a new catalog is built in full).
 pub async fn sync_catalog(lh: &Lakehouse, plan: &Plan) -> Result<(), SyncError> {
     let catalog = catalog::Catalog::open(&catalog_url(lh)).await?;
-    let indexed = catalog.indexed_versions().await?;
+    let (tables, columns) = catalog.indexed().await?;
+    let indexed = Indexed::new(tables, columns);
     // Attempts are only appended: read those from the latest one indexed on (it included).
-    let last = if indexed.is_empty() { None } else { catalog.last_attempt().await? };
+    let last = if indexed.versions.is_empty() { None } else { catalog.last_attempt().await? };
     let since = last.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
     let (delta, rewritten) = snapshot(lh, plan, &indexed, since).await?;
-    if indexed.is_empty() {
+    if indexed.versions.is_empty() {
         catalog.replace_all(&delta).await?;
     } else {
         catalog.update(&delta, &rewritten, since.and(last.as_deref())).await?;
@@ -83,14 +84,33 @@ pub async fn sync_catalog_quietly(lh: &Lakehouse, plan: &Plan) {
     }
 }
 
-/// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions in
+/// What the catalog holds of each table: the version it was indexed at and its stored columns (name, type).
+#[derive(Debug, Default)]
+struct Indexed {
+    versions: BTreeMap<String, i64>,
+    columns: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Indexed {
+    fn new(tables: Vec<TableRow>, mut columns: Vec<ColumnRow>) -> Self {
+        columns.sort_by_key(|c| c.position);
+        let mut by_table: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for c in columns {
+            by_table.entry(c.table_name).or_default().push((c.name, c.data_type));
+        }
+        Self { versions: tables.into_iter().map(|t| (t.name, t.version)).collect(), columns: by_table }
+    }
+}
+
+/// The catalog's content, built from the lake: tables, the runs recorded in their commits (after the versions
 /// `indexed`, all when it is empty), the inputs of each run, the run attempts since `attempts_since`, and the
-/// models' column lineage. Also returns the tables whose versions went back (recreated), whose runs must be
-/// indexed again from the start.
-pub async fn snapshot(
+/// models' column lineage. A table still at its indexed version is not opened: its columns are those indexed
+/// (their privacy class and description are read again from the project). Also returns the tables whose
+/// versions went back (recreated), whose runs must be indexed again from the start.
+async fn snapshot(
     lh: &Lakehouse,
     plan: &Plan,
-    indexed: &BTreeMap<String, i64>,
+    indexed: &Indexed,
     attempts_since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(Snapshot, Vec<String>), SyncError> {
     let mut s = Snapshot::default();
@@ -98,9 +118,29 @@ pub async fn snapshot(
     for (name, owner, description) in documented_tables(lh, plan) {
         let Some((layer, short)) = name.split_once('.') else { continue };
         let url = lh.warehouse.table_url(layer, short);
-        let Some(table) = lh.warehouse.open(&url).await.map_err(lake)? else { continue };
-        let latest = table.version().unwrap_or(0) as i64;
-        s.columns.extend(column_rows(lh, plan, &name, &table)?);
+        let Some(listed) = lh.warehouse.latest_version(&url).await.map_err(lake)? else { continue };
+        let was = indexed.versions.get(&name).copied();
+        let (latest, stored) = match indexed.columns.get(&name) {
+            Some(columns) if was == Some(listed as i64) => (listed as i64, columns.clone()),
+            _ => {
+                let Some(table) = lh.warehouse.open(&url).await.map_err(lake)? else { continue };
+                let latest = table.version().unwrap_or(0) as i64;
+                let from = match was {
+                    Some(v) if v > latest => {
+                        rewritten.push(name.clone());
+                        0
+                    }
+                    Some(v) => (v + 1) as u64,
+                    None => 0,
+                };
+                for (version, run) in runs_of_table(&table, from).await {
+                    add_run(&mut s, &name, version as i64, &run);
+                }
+                let schema = table.snapshot().map_err(lake)?.schema();
+                (latest, schema.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect())
+            }
+        };
+        s.columns.extend(column_rows(lh, plan, &name, stored));
         s.tables.push(TableRow {
             name: name.clone(),
             layer: layer.to_string(),
@@ -109,17 +149,6 @@ pub async fn snapshot(
             description,
             version: latest,
         });
-        let from = match indexed.get(&name) {
-            Some(v) if *v > latest => {
-                rewritten.push(name.clone());
-                0
-            }
-            Some(v) => (*v + 1) as u64,
-            None => 0,
-        };
-        for (version, run) in runs_of_table(&table, from).await {
-            add_run(&mut s, &name, version as i64, &run);
-        }
     }
     s.attempts = attempt_rows(lh, attempts_since).await?;
     s.column_lineage = column_lineage_rows(plan);
@@ -143,30 +172,30 @@ fn documented_tables(lh: &Lakehouse, plan: &Plan) -> Vec<(String, Option<String>
     sources.chain(models).collect()
 }
 
-/// A table's columns as stored, with the privacy class and description its manifest or sidecar declares.
-fn column_rows(lh: &Lakehouse, plan: &Plan, name: &str, table: &DeltaTable) -> Result<Vec<ColumnRow>, SyncError> {
-    let schema = table.snapshot().map_err(lake)?.schema();
+/// A table's columns as stored (name, type), with the privacy class and description its manifest or sidecar
+/// declares.
+fn column_rows(lh: &Lakehouse, plan: &Plan, name: &str, stored: Vec<(String, String)>) -> Vec<ColumnRow> {
     let declared = lh.project.source_of(name).and_then(|src| src.manifest.table(name.strip_prefix("bronze.")?));
     let model = plan.models.get(name);
-    Ok(schema
-        .fields()
+    stored
+        .into_iter()
         .enumerate()
-        .map(|(i, f)| {
-            let column = declared.as_ref().and_then(|t| t.column(f.name()));
+        .map(|(i, (column_name, data_type))| {
+            let column = declared.as_ref().and_then(|t| t.column(&column_name));
             let privacy_class = column.map(|c| format!("{:?}", c.pii).to_lowercase());
             let description = column
                 .and_then(|c| c.description.clone())
-                .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(f.name().as_str())?.description.clone());
+                .or_else(|| model?.loaded.sidecar.as_ref()?.columns.get(column_name.as_str())?.description.clone());
             ColumnRow {
                 table_name: name.to_string(),
                 position: i as i64 + 1,
-                name: f.name().to_string(),
-                data_type: f.data_type().to_string(),
+                name: column_name,
+                data_type,
                 privacy_class,
                 description,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Every run recorded in the commit metadata of a table from version `from` on: (version, run).

@@ -58,6 +58,17 @@ async fn recorded_then_rebuilt(p: &TestProject, url: &str, forget: impl Fn()) {
     assert!(
         recorded.attempts.iter().any(|a| a.run_id == run.run_id && a.status == "succeeded" && a.trigger == "manual")
     );
+    // A documentation change with no new data: the next update opens no table but shows it.
+    let manifest = std::fs::read_to_string(p.path().join("sources/ddsp_incidents.yaml")).unwrap();
+    let documented =
+        manifest.replace("    from: nature\n", "    from: nature\n    description: What the police recorded\n");
+    assert_ne!(documented, manifest);
+    p.write("sources/ddsp_incidents.yaml", documented);
+    let out = p.run(&["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = catalog::Catalog::open(url).await.unwrap().dump().await.unwrap();
+    let category = recorded.columns.iter().find(|c| c.table_name == "bronze.ddsp_incidents" && c.name == "category");
+    assert_eq!(category.unwrap().description.as_deref(), Some("What the police recorded"));
     forget();
     let out = p.run(&["catalog", "rebuild"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -347,22 +347,43 @@ impl Warehouse {
 
     /// The tables of a layer, sorted: the directories under `<warehouse>/<layer>/` (on disk or in the bucket).
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>, StorageError> {
-        use object_store::ObjectStore;
         let url = self.table_url(layer, "x").join("..").unwrap_or_else(|_| self.root.clone());
-        let failed = |e: object_store::Error| match unreachable(&e) {
-            Some(reason) => StorageError::Unreachable { location: url.to_string(), reason },
-            None => StorageError::InvalidUrl { url: url.to_string(), reason: e.to_string() },
-        };
-        let (store, base) = self.object_store(&url).map_err(failed)?;
-        let listed = match store.list_with_delimiter(Some(&base)).await {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(failed(e)),
-        };
+        let Some(listed) = self.list_directory(&url).await? else { return Ok(Vec::new()) };
         let mut names: Vec<String> =
             listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         names.sort();
         Ok(names)
+    }
+
+    /// The latest version of the table at `url`, from the names of its log's files alone (one listing, no log
+    /// entry read); `None` when there is no table there.
+    pub async fn latest_version(&self, url: &Url) -> Result<Option<u64>, StorageError> {
+        let log = url.join("_delta_log/").unwrap_or_else(|_| url.clone());
+        let Some(listed) = self.list_directory(&log).await? else { return Ok(None) };
+        // `<20 digits>.json` (a commit) and `<20 digits>.checkpoint….parquet`; not the temporary commit files,
+        // the compacted logs (`<v>.<v>.compacted.json`) or the checksums.
+        let version = |name: &str| {
+            let mut parts = name.split('.');
+            let (digits, kind) = (parts.next()?, parts.next()?);
+            let numeric = digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit());
+            (numeric && matches!(kind, "json" | "checkpoint")).then(|| digits.parse::<u64>().ok()).flatten()
+        };
+        Ok(listed.objects.iter().filter_map(|o| version(o.location.filename()?)).max())
+    }
+
+    /// The objects and subdirectories directly under `url`; `None` when there is no such directory.
+    async fn list_directory(&self, url: &Url) -> Result<Option<object_store::ListResult>, StorageError> {
+        use object_store::ObjectStore;
+        let failed = |e: object_store::Error| match unreachable(&e) {
+            Some(reason) => StorageError::Unreachable { location: url.to_string(), reason },
+            None => StorageError::InvalidUrl { url: url.to_string(), reason: e.to_string() },
+        };
+        let (store, base) = self.object_store(url).map_err(failed)?;
+        match store.list_with_delimiter(Some(&base)).await {
+            Ok(l) => Ok(Some(l)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// Opens the table if it exists, as [`Self::open_or_create`] does: new trailing nullable columns of `schema`
