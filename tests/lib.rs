@@ -43,6 +43,7 @@ impl TestProject {
         let p = Self::empty();
         copy_dir(&repo().join("sources"), &p.path().join("sources"));
         copy_dir(&repo().join("transforms"), &p.path().join("transforms"));
+        copy_dir(&repo().join("access"), &p.path().join("access"));
         let mut yaml = std::fs::read_to_string(repo().join("lakehouse.yaml")).expect("lakehouse.yaml");
         let keys_line = yaml.lines().find(|l| l.trim_start().starts_with("keys:")).expect("keys line").to_string();
         yaml = yaml.replace(&keys_line, &format!("  keys: {{ from: file, path: {} }}", p.key_file().display()));

@@ -163,6 +163,10 @@ pub enum Command {
         /// Time travel: read TABLE at VERSION (`--at gold.fire_response_times=3`); repeatable.
         #[arg(long, value_name = "TABLE=VERSION")]
         at: Vec<String>,
+        /// See exactly what ROLE of the access policy (`access/*.yaml`) sees: only the tables it is granted,
+        /// its row filters and masks applied in the plan.
+        #[arg(long = "as", value_name = "ROLE")]
+        as_role: Option<String>,
     },
     /// Delete the bronze and quarantine rows ingested longer ago than each manifest's `retention`, then VACUUM
     /// (GDPR storage limitation).

@@ -30,6 +30,7 @@
 //! - [`session`]: the one factory of DataFusion sessions, a read-only SQL sandbox.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
 
+pub mod access;
 pub mod audit;
 pub mod catalog_sync;
 pub mod connector;

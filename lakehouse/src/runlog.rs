@@ -93,7 +93,8 @@ pub fn process_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-fn schema() -> SchemaRef {
+/// The columns of `system.runs`.
+pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("run_id", DataType::Utf8, false),
         Field::new("target", DataType::Utf8, false),

@@ -107,19 +107,22 @@ impl SchemaProvider for LazySchema {
 }
 
 /// Serves the tables of `layers` of the warehouse in `ctx` as `layer.table`, each opened when a statement
-/// first names it ([`LazySchema`]); quarantine tables are left out. `pinned` reads a `layer.table` at a version
-/// (time travel); the pinned names that are no table of these layers are returned, for the caller to refuse.
+/// first names it ([`LazySchema`]); quarantine tables and those not `visible` (by `layer.table`) are left out.
+/// `pinned` reads a `layer.table` at a version (time travel); the pinned names that are no table of these
+/// layers are returned, for the caller to refuse.
 pub async fn serve_layers(
     ctx: &SessionContext,
     warehouse: &Warehouse,
     layers: &[&str],
     pinned: &BTreeMap<String, u64>,
+    visible: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>, StorageError> {
     let listed = futures::future::try_join_all(layers.iter().map(|l| warehouse.list_tables(l))).await?;
     let mut known = Vec::new();
     for (layer, names) in layers.iter().zip(listed) {
         // Quarantined records are for the roles that repair ingestion (`lakehouse quarantine`).
-        let names: Vec<String> = names.into_iter().filter(|n| !n.ends_with("__quarantine")).collect();
+        let names: Vec<String> =
+            names.into_iter().filter(|n| !n.ends_with("__quarantine") && visible(&format!("{layer}.{n}"))).collect();
         known.extend(names.iter().map(|n| format!("{layer}.{n}")));
         let (warehouse, layer_name, env) = (warehouse.clone(), layer.to_string(), ctx.runtime_env());
         let pinned = pinned.clone();

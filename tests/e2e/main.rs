@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area. They use real Delta tables on local disk and on the
 //! SeaweedFS S3 server of `ci/start-s3.sh`, and the real `lakehouse` binary where the CLI is the subject.
 
+mod access;
 mod audit_trail;
 mod bad_input;
 mod catalog;

@@ -111,7 +111,9 @@ pub async fn run(cli: Cli) -> CmdResult {
         }
         Command::Describe { table, format } => audit::describe(&cli.project, &table, format).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
-        Command::Sql { query, file, format, at } => sql::run(&cli.project, query, file, format, &at).await,
+        Command::Sql { query, file, format, at, as_role } => {
+            sql::run(&cli.project, query, file, format, &at, as_role.as_deref()).await
+        }
         Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
@@ -166,6 +168,18 @@ pub async fn load_with_plan(
             Err(CliError::Reported)
         }
     }
+}
+
+/// Checks the access policy against the tables it may serve, printing every problem on failure.
+pub async fn check_policy(project: &Project, plan: &Plan) -> Result<(), CliError> {
+    let mut diags = Diagnostics::default();
+    let tables = lakehouse::access::servable_tables(plan);
+    project.policy.check(&project.file, &tables, &mut diags).await;
+    if diags.is_empty() {
+        return Ok(());
+    }
+    eprintln!("{}", diags.sorted());
+    Err(CliError::Reported)
 }
 
 /// The plan of an already validated project (for commands that did not need it), to update the catalog.

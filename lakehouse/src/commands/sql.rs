@@ -17,6 +17,7 @@ pub async fn run(
     file: Option<PathBuf>,
     format: OutputFormat,
     at: &[String],
+    as_role: Option<&str>,
 ) -> CmdResult {
     let sql = match (query, file) {
         (Some(q), None) => q,
@@ -38,19 +39,36 @@ pub async fn run(
             }
         }
     }
-    // Only what the query needs: the project (not its models' plans), each table it names, the catalog
-    // database only when it reads `catalog.*`.
+    // Only what the query needs: the project (not its models' plans, unless a role's policy is checked), each
+    // table it names, the catalog database only when it reads `catalog.*`.
     let (lh, _) = open(dir, &[], KeyUse::ReadOnly)?;
     let lh = Arc::new(lh);
     let ctx = lakehouse::session::new_session(lakehouse::session::Functions::Interactive, &lh.project.file);
-    let unknown =
-        lakehouse::session::serve_layers(&ctx, &lh.warehouse, &["bronze", "silver", "gold", "system"], &versions)
-            .await
-            .map_err(CliError::of)?;
+    let (ctx, identity) = match as_role {
+        None => (ctx, None),
+        Some(role) => {
+            let identity = identity(&lh, role).await?;
+            if !versions.is_empty() {
+                return Err(CliError::User(
+                    "--at cannot be used with --as: a role reads the current version of each table, under the \
+                     current policy"
+                        .into(),
+                ));
+            }
+            (lakehouse::access::enforce::governed(&ctx, identity.clone()), Some(identity))
+        }
+    };
+    // A role never reads bronze; it sees only the tables it is granted (listings included).
+    let layers: &[&str] =
+        if identity.is_some() { &["silver", "gold", "system"] } else { &["bronze", "silver", "gold", "system"] };
+    let visible = |table: &str| identity.as_ref().is_none_or(|i| i.serves(table));
+    let unknown = lakehouse::session::serve_layers(&ctx, &lh.warehouse, layers, &versions, &visible)
+        .await
+        .map_err(CliError::of)?;
     if let Some(t) = unknown.first() {
         return Err(CliError::User(format!("--at names `{t}`, which is not a table of the warehouse")));
     }
-    serve_catalog(&ctx, lh);
+    serve_catalog(&ctx, lh, &visible);
     let batches = match lakehouse::session::sql(&ctx, &sql).await {
         Ok(df) => df.collect().await,
         Err(e) => Err(e),
@@ -63,7 +81,7 @@ pub async fn run(
 /// The catalog's tables as `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`: the
 /// catalog database is read once, when a statement first names one of them (and filled from the lake when it is
 /// still empty).
-fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>) {
+fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>, visible: &dyn Fn(&str) -> bool) {
     type Views = Vec<(&'static str, arrow::array::RecordBatch)>;
     let views: Arc<tokio::sync::OnceCell<Views>> = Default::default();
     let open: OpenTable = Arc::new(move |name: String| {
@@ -78,8 +96,18 @@ fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>) 
             Ok(Some(Arc::new(mem) as Arc<dyn datafusion::catalog::TableProvider>))
         })
     });
-    let names = lakehouse::catalog_sync::CATALOG_VIEWS.iter().map(|v| v.to_string()).collect();
-    LazySchema::new(names, open).register_in(ctx, "catalog");
+    let names = lakehouse::catalog_sync::CATALOG_VIEWS.iter().filter(|v| visible(&format!("catalog.{v}")));
+    LazySchema::new(names.map(|v| v.to_string()).collect(), open).register_in(ctx, "catalog");
+}
+
+/// `--as ROLE`: the role of the access policy, checked against the tables it may serve.
+async fn identity(lh: &Lakehouse, role: &str) -> Result<lakehouse::access::Identity, CliError> {
+    let role = lh.project.policy.role(role).map_err(CliError::User)?.clone();
+    let plan = quiet_plan(lh).await.ok_or_else(|| {
+        CliError::User("the models do not plan, so the policy cannot be checked: run `lakehouse validate`".into())
+    })?;
+    super::check_policy(&lh.project, &plan).await?;
+    Ok(lakehouse::access::Identity { user: role.name.clone(), roles: vec![role] })
 }
 
 async fn read_catalog(lh: &Lakehouse) -> anyhow::Result<Vec<(&'static str, arrow::array::RecordBatch)>> {

@@ -5,6 +5,7 @@ use super::CmdResult;
 
 pub async fn run(dir: &Path, vars: &[String]) -> CmdResult {
     let (project, plan, _) = super::load_with_plan(dir, vars).await?;
+    super::check_policy(&project, &plan).await?;
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
         "{}: ok, {}, {}",
@@ -12,6 +13,9 @@ pub async fn run(dir: &Path, vars: &[String]) -> CmdResult {
         plural(project.sources.len(), "source"),
         plural(plan.models.len(), "model")
     );
+    if !project.policy.roles.is_empty() {
+        println!("  access: {}", plural(project.policy.roles.len(), "role"));
+    }
     for s in &project.sources {
         println!(
             "  {:<28} {}  ({})",

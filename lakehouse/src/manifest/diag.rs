@@ -305,52 +305,56 @@ pub fn path_at(text: &str, line: usize, column: usize) -> Option<String> {
 pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
     let lines: Vec<&str> = text.lines().collect();
     let mut found = (0usize, 0usize);
-    // (line index, indent) of the key matched for the previous segment.
-    let mut parent: Option<(usize, usize)> = None;
+    // (line index, indent, whether it is a list item) of the node matched for the previous segment. An item's
+    // keys are at the indent of its content: the first on the item's own line (`- table: x`), the others below.
+    let mut parent: Option<(usize, usize, bool)> = None;
     for seg in path {
-        if let Some((pi, _)) = parent
-            && let Some(pos) = find_flow_key(lines[pi], seg)
-        {
-            found = (pi + 1, pos + 1);
-            parent = Some((pi, pos));
-            continue;
+        if let Some((pi, pcol, item)) = parent {
+            let pos = find_flow_key(lines[pi], seg)
+                .or_else(|| (item && lines[pi].get(pcol..).is_some_and(|rest| is_key(rest, seg))).then_some(pcol));
+            if let Some(pos) = pos {
+                found = (pi + 1, pos + 1);
+                parent = Some((pi, pos, false));
+                continue;
+            }
         }
         let index: Option<usize> = seg.parse().ok();
         let mut items_seen = 0usize;
         let mut hit = None;
-        for (i, line) in lines.iter().enumerate().skip(parent.map_or(0, |(pi, _)| pi + 1)) {
+        for (i, line) in lines.iter().enumerate().skip(parent.map_or(0, |(pi, _, _)| pi + 1)) {
             let trimmed = line.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
             let indent = line.len() - trimmed.len();
             match parent {
-                Some((_, pind)) if indent <= pind && !(indent == pind && trimmed.starts_with("- ")) => break,
+                Some((_, pind, true)) if indent < pind => break,
+                Some((_, pind, false)) if indent <= pind && !(indent == pind && trimmed.starts_with("- ")) => break,
                 None if indent > 0 => continue,
                 _ => {}
             }
             if let Some(item) = trimmed.strip_prefix("- ") {
                 if let Some(n) = index {
                     if items_seen == n {
-                        hit = Some((i, indent + 2));
+                        hit = Some((i, indent + 2, true));
                         break;
                     }
                     items_seen += 1;
                     continue;
                 }
                 if is_key(item, seg) {
-                    hit = Some((i, indent + 2));
+                    hit = Some((i, indent + 2, false));
                     break;
                 }
             } else if is_key(trimmed, seg) {
-                hit = Some((i, indent));
+                hit = Some((i, indent, false));
                 break;
             }
         }
         match hit {
-            Some((i, col)) => {
+            Some((i, col, item)) => {
                 found = (i + 1, col + 1);
-                parent = Some((i, col));
+                parent = Some((i, col, item));
             }
             None => break,
         }
@@ -429,6 +433,14 @@ mod tests {
         assert_eq!(locate(DOC, &["columns", "b", "range"]), (9, 5));
         // Missing last segment: the parent's position.
         assert_eq!(locate(DOC, &["columns", "b", "domain"]), (7, 3));
+        // Keys of list items: on the item's line, below it, in a flow mapping of it; not in the next item.
+        let list = "grants:\n  - table: a\n    rows: x\n    masks: { c: null }\n  - table: b\n";
+        assert_eq!(locate(list, &["grants", "0"]), (2, 5));
+        assert_eq!(locate(list, &["grants", "0", "table"]), (2, 5));
+        assert_eq!(locate(list, &["grants", "0", "rows"]), (3, 5));
+        assert_eq!(locate(list, &["grants", "0", "masks", "c"]), (4, 14));
+        assert_eq!(locate(list, &["grants", "1", "table"]), (5, 5));
+        assert_eq!(locate(list, &["grants", "1", "rows"]), (5, 5));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Project {
     pub models: Vec<LoadedModel>,
     /// What is valid but probably not meant (printed by `lakehouse validate`).
     pub notes: Vec<Diagnostic>,
+    /// Who reads what (`access/*.yaml`), as written: [`crate::access::Policy::check`] checks it against the
+    /// tables' schemas.
+    pub policy: crate::access::Policy,
 }
 
 /// A source manifest with where it came from.
@@ -127,7 +130,10 @@ impl Project {
         let notes = source_notes(&sources, &texts);
         let transforms_dir = file.as_ref().map_or_else(|| PathBuf::from("transforms"), |f| f.transforms.clone());
         let models = load_models(&dir, &transforms_dir, &mut diags)?;
-        Ok((file.map(|file| Self { dir, file, sources, models, notes }), diags))
+        let access_dir = file.as_ref().map_or_else(|| PathBuf::from("access"), |f| f.access.clone());
+        let policy = crate::access::Policy::load(&dir, &access_dir, &mut diags)
+            .map_err(|source| LoadError::Io { path: dir.join(&access_dir), source })?;
+        Ok((file.map(|file| Self { dir, file, sources, models, notes, policy }), diags))
     }
 
     /// How long tables keep their Delta log: `log_retention` of `lakehouse.yaml`, else the longest source
@@ -352,7 +358,11 @@ pub fn parse_source(path: &Path, text: &str) -> Result<SourceManifest, Diagnosti
     parse_versioned(path, text, &mut diags).ok_or(diags)
 }
 
-fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<T> {
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    diags: &mut Diagnostics,
+) -> Option<T> {
     let probe: VersionProbe = match serde_yaml::from_str(text) {
         Ok(p) => p,
         Err(e) => {

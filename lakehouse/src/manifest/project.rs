@@ -35,6 +35,9 @@ pub struct ProjectFile {
     /// Directory of transform models (`silver/`, `gold/`, `macros/`), relative to the project.
     #[serde(default = "default_transforms")]
     pub transforms: PathBuf,
+    /// Directory of the access policy (`*.yaml`: roles and their grants), relative to the project.
+    #[serde(default = "default_access")]
+    pub access: PathBuf,
     /// Where `files` connectors may read: directories (relative to the project, or absolute) and
     /// `s3://bucket/prefix/` URLs. Every `connector.location` must lie inside one of them once `..` and symbolic
     /// links are resolved, and no drop zone may hold the warehouse or the key file.
@@ -185,6 +188,9 @@ fn default_catalog() -> String {
 }
 fn default_transforms() -> PathBuf {
     PathBuf::from("transforms")
+}
+fn default_access() -> PathBuf {
+    PathBuf::from("access")
 }
 fn default_sources() -> PathBuf {
     PathBuf::from("sources")

@@ -29,6 +29,8 @@ pub struct Plan {
     pub order: Vec<String>,
     /// Column lineage of each model whose SQL planned (filled by [`Plan::check_sql`]).
     pub lineage: BTreeMap<String, catalog::lineage::Lineage>,
+    /// The output schema of each model whose SQL planned (filled by [`Plan::check_sql`]).
+    pub schemas: BTreeMap<String, SchemaRef>,
     /// Things worth knowing that are not errors (indirect uses of sensitive columns).
     pub notes: Vec<String>,
 }
@@ -215,6 +217,7 @@ impl Plan {
                 }
             };
             check_sidecar(m, &schema, diags);
+            self.schemas.insert(target.clone(), schema.clone());
             register_empty(&ctx, target, schema);
             planned.insert(target.clone());
             // The audits plan too (expressions, relationship targets), on the empty output.

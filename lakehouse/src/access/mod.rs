@@ -1,0 +1,316 @@
+//! Who reads what: the access policy (`access/*.yaml`) and its enforcement in the query plan.
+//!
+//! The policy is code, reviewed by pull request like manifests: roles (a partner, attributes), and grants on
+//! `layer.table` patterns with an optional row filter (a SQL predicate) and column masks. **Default deny**: a
+//! table no role of the reader grants is not served at all. Bronze and quarantine tables are never served;
+//! a silver table only with a DPO approval reference. With several roles, the row filters of the grants that
+//! serve a table are OR-ed (one grant without filter serves every row) and a column masked by any of them stays
+//! masked (the most restrictive mask wins: two different masks give NULL).
+//!
+//! Enforcement ([`enforce`]) rewrites every scan of a served table in the logical plan, before optimization, so
+//! no statement — subquery, CTE, join, `UNION`, `EXPLAIN ANALYZE`, a prepared statement — reads around it.
+//! `lakehouse validate` plans every grant's filter and masks on the tables' real schemas and reports a problem
+//! at `file:line:col`, like a manifest's.
+
+pub mod enforce;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::manifest::ProjectFile;
+use crate::manifest::diag::{self, Diagnostic, Diagnostics};
+
+/// The layers a grant may name. Bronze (clear direct identifiers before pseudonymization in quarantine,
+/// pseudonyms in bronze) is the pipeline's own.
+pub const SERVED_LAYERS: [&str; 4] = ["silver", "gold", "system", "catalog"];
+
+/// One file of `access/`: roles by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Format version of this file; only `1` exists.
+    pub version: u32,
+    #[serde(default)]
+    pub roles: IndexMap<String, RoleSpec>,
+}
+
+/// A role as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The partner (`partners[].id` of `lakehouse.yaml`) this role reads for: `current_partner()` in filters.
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// Values filters and masks read with `current_attribute('name')`: a string, a number, a boolean or a
+    /// list of them.
+    #[serde(default)]
+    pub attributes: IndexMap<String, Attribute>,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+/// A role attribute.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Attribute {
+    Scalar(Scalar),
+    List(Vec<Scalar>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// Read access to the tables `table` names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// `layer.table`, where `*` in the table name matches any characters (`gold.*`, `silver.ddsp_*`).
+    pub table: String,
+    /// The rows served: a SQL predicate over the table's columns, which may use `current_user` (without
+    /// parentheses, as in PostgreSQL), `current_role()`, `current_partner()` and `current_attribute('name')`.
+    /// All rows when absent.
+    #[serde(default)]
+    pub rows: Option<String>,
+    /// Column → SQL expression served in its place (cast to the column's type), or `null` for NULL.
+    #[serde(default)]
+    pub masks: IndexMap<String, Option<String>>,
+    /// The DPO's approval reference; required for a silver table.
+    #[serde(default)]
+    pub approval: Option<String>,
+}
+
+/// A role of the policy, with where it is written.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub spec: RoleSpec,
+    /// The policy file (relative to the project) and its text, to locate problems.
+    pub file: PathBuf,
+    text: Arc<str>,
+}
+
+impl Role {
+    fn locate(&self, path: &[&str]) -> (usize, usize) {
+        diag::locate(&self.text, path)
+    }
+
+    fn problem(&self, path: &[&str], message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(&self.file, path.join("."), message).at(self.locate(path))
+    }
+}
+
+/// The whole policy of a deployment: every role of every file of `access/`.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub roles: BTreeMap<String, Role>,
+}
+
+impl Policy {
+    /// Reads the `*.yaml` files of `dir` (relative to the project `root`); no directory is an empty policy
+    /// (nothing served to anyone). Syntax and structure problems go to `diags`.
+    pub fn load(root: &Path, dir: &Path, diags: &mut Diagnostics) -> std::io::Result<Self> {
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(root.join(dir)) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        paths.retain(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+        paths.sort();
+        let mut policy = Self::default();
+        for path in paths {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            let text: Arc<str> = std::fs::read_to_string(&path)?.into();
+            let Some(file) = crate::manifest::parse_versioned::<PolicyFile>(&rel, &text, diags) else { continue };
+            for (name, spec) in file.roles {
+                let role = Role { name: name.clone(), spec, file: rel.clone(), text: text.clone() };
+                if let Some(first) = policy.roles.get(&name) {
+                    diags.push(role.problem(&["roles", &name], format!("role `{name}` is defined twice")).hint(
+                        format!("it is first defined in {}; give one of them another name", first.file.display()),
+                    ));
+                    continue;
+                }
+                policy.roles.insert(name, role);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Checks the policy against the deployment: role names, partners, table patterns, approvals, and every
+    /// grant's filter and masks planned on each table it serves (`tables`: every table that can be served, by
+    /// `layer.name`, with its schema).
+    pub async fn check(&self, project: &ProjectFile, tables: &BTreeMap<String, SchemaRef>, diags: &mut Diagnostics) {
+        let partners: Vec<&str> = project.partners.iter().map(|p| p.id.as_str()).collect();
+        for role in self.roles.values() {
+            let name = role.name.as_str();
+            if let Err(message) = crate::manifest::names::check_identifier(name, "role name") {
+                diags.push(role.problem(&["roles", name], message));
+            }
+            if let Some(p) = &role.spec.partner
+                && !partners.contains(&p.as_str())
+            {
+                let mut d = role.problem(&["roles", name, "partner"], format!("unknown partner `{p}`"));
+                d = d.hint(match diag::did_you_mean(p, partners.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`? partners are declared in lakehouse.yaml"),
+                    None => "partners are declared under `partners:` in lakehouse.yaml".to_string(),
+                });
+                diags.push(d);
+            }
+            for (i, grant) in role.spec.grants.iter().enumerate() {
+                let at = ["roles", name, "grants", &i.to_string()];
+                match matching_tables(&grant.table, tables) {
+                    Err(message) => {
+                        let table_path = [&at[..], &["table"]].concat();
+                        let mut d = role.problem(&table_path, message);
+                        let known = tables.keys().map(String::as_str);
+                        if let Some(close) = diag::did_you_mean(&grant.table, known) {
+                            d = d.hint(format!("did you mean `{close}`?"));
+                        } else if grant.table.starts_with("bronze.") {
+                            d = d.hint("grant the silver or gold tables built from it");
+                        }
+                        diags.push(d);
+                    }
+                    Ok(matched) => {
+                        if matched.iter().any(|t| t.starts_with("silver."))
+                            && grant.approval.as_deref().is_none_or(|a| a.trim().is_empty())
+                        {
+                            diags.push(
+                                role.problem(
+                                    &at,
+                                    format!("`{}` serves silver tables without an approval", grant.table),
+                                )
+                                .hint("silver holds row-level data: add `approval: <the DPO's reference>`"),
+                            );
+                        }
+                        for table in matched {
+                            let schema = &tables[table];
+                            for column in grant.masks.keys() {
+                                if schema.field_with_name(column).is_err() {
+                                    let mask_path = [&at[..], &["masks", column]].concat();
+                                    diags.push(
+                                        role.problem(&mask_path, format!("{table} has no column `{column}` to mask")),
+                                    );
+                                }
+                            }
+                            if let Err(e) = enforce::check_grant(project, role, grant, table, schema.clone()).await {
+                                let field = if grant.rows.is_some() && e.in_rows { "rows" } else { "masks" };
+                                diags.push(
+                                    role.problem(&[&at[..], &[field]].concat(), format!("{table}: {}", e.message)),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The role named `name`, or an error that lists the roles.
+    pub fn role(&self, name: &str) -> Result<&Role, String> {
+        self.roles.get(name).ok_or_else(|| {
+            let known = self.roles.keys().map(String::as_str);
+            match diag::did_you_mean(name, known) {
+                Some(close) => format!("unknown role `{name}`: did you mean `{close}`?"),
+                None if self.roles.is_empty() => {
+                    format!("unknown role `{name}`: the access policy (access/*.yaml) defines no role")
+                }
+                None => format!(
+                    "unknown role `{name}`: the roles are {}",
+                    self.roles.keys().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        })
+    }
+}
+
+/// Every table a grant may serve, by `layer.name`, with its schema: the models (silver and gold, as planned),
+/// `system.runs` and the catalog's tables.
+pub fn servable_tables(plan: &crate::transform::Plan) -> BTreeMap<String, SchemaRef> {
+    let mut out: BTreeMap<String, SchemaRef> = plan.schemas.clone();
+    out.insert("system.runs".into(), crate::runlog::schema());
+    if let Ok(views) = crate::catalog_sync::catalog_batches(&catalog::Snapshot::default()) {
+        out.extend(views.into_iter().map(|(name, batch)| (format!("catalog.{name}"), batch.schema())));
+    }
+    out
+}
+
+/// Whether `pattern` (`*` matches any run of characters) matches `name`.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// The tables a grant's `table` pattern serves, or why it serves none.
+fn matching_tables<'a>(pattern: &str, tables: &'a BTreeMap<String, SchemaRef>) -> Result<Vec<&'a String>, String> {
+    let Some((layer, _)) = pattern.split_once('.') else {
+        return Err(format!("`{pattern}` is not `layer.table` (e.g. `gold.*`, `gold.fire_response_times`)"));
+    };
+    if !SERVED_LAYERS.contains(&layer) {
+        return Err(format!(
+            "`{pattern}`: the {layer} layer is never served; grants name {}",
+            SERVED_LAYERS.map(|l| format!("{l}.*")).join(", ")
+        ));
+    }
+    let matched: Vec<&String> = tables.keys().filter(|t| glob(pattern, t)).collect();
+    if matched.is_empty() {
+        return Err(format!("`{pattern}` names no table of this deployment"));
+    }
+    Ok(matched)
+}
+
+/// Who runs a statement: the user and the roles the policy gives them.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    pub roles: Vec<Role>,
+}
+
+impl Identity {
+    /// The grants of the identity's roles that serve `table` (`layer.name`).
+    pub fn grants(&self, table: &str) -> Vec<(&Role, &Grant)> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.spec.grants.iter().map(move |g| (r, g)))
+            .filter(|(_, g)| glob(&g.table, table) && !table.ends_with("__quarantine"))
+            .filter(|(_, g)| g.table.split_once('.').is_some_and(|(l, _)| SERVED_LAYERS.contains(&l)))
+            .collect()
+    }
+
+    /// Whether any role serves `table`.
+    pub fn serves(&self, table: &str) -> bool {
+        !self.grants(table).is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_names() {
+        assert!(glob("gold.*", "gold.fire_response_times"));
+        assert!(glob("silver.ddsp_*", "silver.ddsp_incidents"));
+        assert!(!glob("silver.ddsp_*", "silver.bmpm_interventions"));
+        assert!(glob("gold.fire_response_times", "gold.fire_response_times"));
+        assert!(!glob("gold.fire", "gold.fire_response_times"));
+        assert!(glob("gold.*_daily", "gold.incidents_weather_daily"));
+        assert!(!glob("gold.*_daily", "gold.incidents_weather_daily_x"));
+    }
+}
