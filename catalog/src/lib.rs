@@ -7,7 +7,7 @@ pub mod lineage;
 mod store;
 
 pub use store::{
-    AttemptRow, Catalog, CatalogError, ColumnLineageRow, ColumnRow, LineageRow, RunRow, Snapshot, TableRow,
+    AttemptRow, Catalog, CatalogError, ColumnLineageRow, ColumnRow, LineageRow, RunRow, Snapshot, TableRow, UserRow,
 };
 
 use chrono::{DateTime, Utc};

@@ -3,7 +3,8 @@
 //!
 //! The catalog is an index of what the lake records (Delta commit metadata, file ledgers, the models' column
 //! lineage): it is filled by [`Catalog::replace_all`] with a [`Snapshot`] built from the lake, so it can always be
-//! deleted and rebuilt (`lakehouse catalog rebuild`).
+//! deleted and rebuilt (`lakehouse catalog rebuild`). The one exception is the users of the query server
+//! ([`UserRow`]: roles and SCRAM verifiers), which the lake does not record and a rebuild keeps.
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -110,6 +111,29 @@ pub struct ColumnLineageRow {
     pub input_column: String,
     pub kind: String,
     pub masked: bool,
+}
+
+/// A user of the query server: roles of the access policy (comma-separated) and a SCRAM-SHA-256 verifier.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct UserRow {
+    pub name: String,
+    pub roles: String,
+    pub verifier: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The verifier stays out of logs.
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow").field("name", &self.name).field("roles", &self.roles).finish_non_exhaustive()
+    }
+}
+
+impl UserRow {
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.roles.split(',').filter(|r| !r.is_empty())
+    }
 }
 
 /// Everything the catalog holds, sorted.
@@ -255,6 +279,50 @@ impl Catalog {
         Ok(())
     }
 
+    /// The users, by name.
+    pub async fn users(&self) -> Result<Vec<UserRow>, CatalogError> {
+        Ok(sqlx::query_as("SELECT * FROM catalog_users ORDER BY name").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<UserRow>, CatalogError> {
+        let query = sqlx::query_as("SELECT * FROM catalog_users WHERE name = $1").bind(name);
+        Ok(query.fetch_optional(&self.pool).await?)
+    }
+
+    /// Adds a user; false when the name is taken.
+    pub async fn add_user(&self, user: &UserRow) -> Result<bool, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("SELECT name FROM catalog_users WHERE name = $1").bind(&user.name);
+        if taken.fetch_optional(&mut *tx).await?.is_some() {
+            return Ok(false);
+        }
+        user.bind(sqlx::query(UserRow::INSERT)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces a user's roles and verifier (those given); false when there is no such user.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        roles: Option<&str>,
+        verifier: Option<&str>,
+        updated_at: &str,
+    ) -> Result<bool, CatalogError> {
+        let Some(mut user) = self.user(name).await? else { return Ok(false) };
+        user.roles = roles.map_or(user.roles, str::to_string);
+        user.verifier = verifier.map_or(user.verifier, str::to_string);
+        let update = "UPDATE catalog_users SET roles = $1, verifier = $2, updated_at = $3 WHERE name = $4";
+        let query = sqlx::query(update).bind(&user.roles).bind(&user.verifier).bind(updated_at).bind(name);
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    /// Removes a user; false when there is none.
+    pub async fn remove_user(&self, name: &str) -> Result<bool, CatalogError> {
+        let query = sqlx::query("DELETE FROM catalog_users WHERE name = $1").bind(name);
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
     /// Everything in the catalog, sorted.
     pub async fn dump(&self) -> Result<Snapshot, CatalogError> {
         let mut s = Snapshot {
@@ -398,6 +466,14 @@ impl Stored for LineageRow {
         "INSERT INTO catalog_lineage (target, output_version, input, input_version) VALUES ($1, $2, $3, $4)";
     fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(&self.target).bind(self.output_version).bind(&self.input).bind(self.input_version)
+    }
+}
+
+impl Stored for UserRow {
+    const INSERT: &'static str =
+        "INSERT INTO catalog_users (name, roles, verifier, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.name).bind(&self.roles).bind(&self.verifier).bind(&self.created_at).bind(&self.updated_at)
     }
 }
 

@@ -113,6 +113,12 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Users of the query server: roles of the access policy and a SCRAM-SHA-256 verifier each (in the
+    /// catalog database; never a password).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// List the tables: Delta version, owner, description.
     Tables {
         #[arg(long, value_enum, default_value = "table")]
@@ -202,6 +208,40 @@ pub enum Command {
 pub enum CatalogCommand {
     /// Rebuild the catalog from the lake alone (Delta commit metadata, file ledgers, the models' lineage).
     Rebuild,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Add a user with roles of the access policy. The password is generated and printed once, or read from
+    /// standard input with `--password-stdin`.
+    Add {
+        name: String,
+        /// A role of `access/*.yaml`; repeatable.
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+        /// Read the password from standard input (its first line) instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users and their roles (never a verifier).
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Set a user's password: generated and printed once, or read from standard input with `--password-stdin`.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Replace a user's roles.
+    Roles {
+        name: String,
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+    },
+    /// Remove a user.
+    Remove { name: String },
 }
 
 /// How a listing is printed (`--format`).

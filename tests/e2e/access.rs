@@ -240,3 +240,75 @@ roles:
     let out = run_ok(&p, &["validate"]);
     assert!(out.contains("access: 7 roles"), "{out}");
 }
+
+fn add_with_stdin(p: &TestProject, args: &[&str], password: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child =
+        p.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Users hold roles of the policy and a SCRAM-SHA-256 verifier of their password; no password is stored or
+/// printed except a generated one, once.
+#[tokio::test]
+async fn users_hold_roles_and_verifiers_never_passwords() {
+    use lakehouse::access::scram::Verifier;
+    let p = TestProject::example(None);
+    let out = run_ok(&p, &["user", "add", "alice", "--role", "city_analyst", "--role", "auditor,city_analyst"]);
+    let generated = out
+        .lines()
+        .find_map(|l| l.split_once("password of alice (shown once, store it now): "))
+        .map(|(_, pw)| pw.to_string())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(generated.len(), 24, "{out}");
+    let secret = "a long enough secret for bob";
+    let out = add_with_stdin(&p, &["user", "add", "bob", "--role", "ddsp", "--password-stdin"], secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(secret) && !stdout(&out).contains("shown once"), "{}", stdout(&out));
+
+    let list = run_ok(&p, &["user", "list", "--format", "csv"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines[0], "name,roles,created_at,updated_at");
+    assert!(lines[1].starts_with("alice,\"city_analyst, auditor\","), "{list}");
+    assert!(lines[2].starts_with("bob,ddsp,"), "{list}");
+
+    let db_url = format!("sqlite://{}", p.path().join(".lakehouse/catalog.db").display());
+    let verifier_of = |users: &[catalog::UserRow], name: &str| {
+        Verifier::parse(&users.iter().find(|u| u.name == name).unwrap().verifier).unwrap()
+    };
+    let users = catalog::Catalog::open(&db_url).await.unwrap().users().await.unwrap();
+    for (name, password) in [("alice", generated.as_str()), ("bob", secret)] {
+        let v = verifier_of(&users, name);
+        assert_eq!(v, Verifier::with_salt(password, &v.salt, v.iterations), "{name}'s verifier is of its password");
+    }
+    let stored = std::fs::read(p.path().join(".lakehouse/catalog.db")).unwrap();
+    for password in [generated.as_str(), secret] {
+        assert!(!stored.windows(password.len()).any(|w| w == password.as_bytes()), "a password is stored");
+    }
+
+    // Refusals: a taken name, an unknown role, a short password, a name that is not one.
+    let e = stderr(&p.run(&["user", "add", "alice", "--role", "dpo"]));
+    assert!(e.contains("user `alice` exists"), "{e}");
+    let e = stderr(&p.run(&["user", "add", "carol", "--role", "audtor"]));
+    assert!(e.contains("unknown role `audtor`: did you mean `auditor`?"), "{e}");
+    let out = add_with_stdin(&p, &["user", "add", "carol", "--role", "dpo", "--password-stdin"], "short");
+    assert!(!out.status.success() && stderr(&out).contains("fewer than 12 characters"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("short\n"));
+    let e = stderr(&p.run(&["user", "add", "Carol Smith", "--role", "dpo"]));
+    assert!(e.contains("invalid user name `Carol Smith`"), "{e}");
+
+    // A new password, new roles, a removal; a catalog rebuild keeps the users.
+    let out = add_with_stdin(&p, &["user", "passwd", "bob", "--password-stdin"], "another long secret");
+    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&p, &["user", "roles", "bob", "--role", "bmpm"]);
+    run_ok(&p, &["user", "remove", "alice"]);
+    let e = stderr(&p.run(&["user", "remove", "alice"]));
+    assert!(e.contains("no user `alice`"), "{e}");
+    run_ok(&p, &["catalog", "rebuild"]);
+    let users = catalog::Catalog::open(&db_url).await.unwrap().users().await.unwrap();
+    assert_eq!(users.iter().map(|u| (u.name.as_str(), u.roles.as_str())).collect::<Vec<_>>(), [("bob", "bmpm")]);
+    let v = verifier_of(&users, "bob");
+    assert_eq!(v, Verifier::with_salt("another long secret", &v.salt, v.iterations));
+}

@@ -13,6 +13,7 @@
 //! at `file:line:col`, like a manifest's.
 
 pub mod enforce;
+pub mod scram;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

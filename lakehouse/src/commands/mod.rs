@@ -11,6 +11,7 @@ mod schedule;
 mod schema;
 mod sql;
 mod transform;
+mod user;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -115,6 +116,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             sql::run(&cli.project, query, file, format, &at, as_role.as_deref()).await
         }
         Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
+        Command::User { command } => user::run(&cli.project, command).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
     }

@@ -61,7 +61,7 @@ macro_rules! identifier {
 /// The identifier rule of [`check_identifier`] as a JSON Schema pattern (for editors).
 const IDENTIFIER_PATTERN: &str = "^[a-z][a-z0-9]*(_[a-z0-9]+)*$";
 
-pub(crate) fn check_identifier(s: &str, what: &str) -> Result<(), String> {
+pub fn check_identifier(s: &str, what: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
