@@ -123,15 +123,8 @@ impl Policy {
     /// Reads the `*.yaml` files of `dir` (relative to the project `root`); no directory is an empty policy
     /// (nothing served to anyone). Syntax and structure problems go to `diags`.
     pub fn load(root: &Path, dir: &Path, diags: &mut Diagnostics) -> std::io::Result<Self> {
-        let mut paths: Vec<PathBuf> = match std::fs::read_dir(root.join(dir)) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        paths.retain(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
-        paths.sort();
         let mut policy = Self::default();
-        for path in paths {
+        for path in crate::manifest::yaml_files(&root.join(dir))? {
             let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
             let text: Arc<str> = std::fs::read_to_string(&path)?.into();
             let Some(file) = crate::manifest::parse_versioned::<PolicyFile>(&rel, &text, diags) else { continue };

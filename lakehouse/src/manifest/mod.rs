@@ -104,16 +104,8 @@ impl Project {
 
         let sources_dir = file.as_ref().map_or_else(|| PathBuf::from("sources"), |f| f.sources.clone());
         let mut sources = Vec::new();
-        let entries = match std::fs::read_dir(dir.join(&sources_dir)) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(LoadError::Io { path: dir.join(&sources_dir), source }),
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .into_iter()
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect();
-        paths.sort();
+        let paths = yaml_files(&dir.join(&sources_dir))
+            .map_err(|source| LoadError::Io { path: dir.join(&sources_dir), source })?;
         let mut texts = BTreeMap::new();
         for path in paths {
             let rel = path.strip_prefix(&dir).unwrap_or(&path).to_path_buf();
@@ -356,6 +348,18 @@ pub fn check_strptime(fmt: &str) -> Result<(), String> {
 pub fn parse_source(path: &Path, text: &str) -> Result<SourceManifest, Diagnostics> {
     let mut diags = Diagnostics::default();
     parse_versioned(path, text, &mut diags).ok_or(diags)
+}
+
+/// The `*.yaml` / `*.yml` files of a directory, sorted; none when there is no such directory.
+pub(crate) fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    paths.retain(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+    paths.sort();
+    Ok(paths)
 }
 
 pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
