@@ -1,6 +1,6 @@
 //! Who reads what: the access policy (`access/*.yaml`) and its enforcement in the query plan.
 //!
-//! The policy is code, reviewed by pull request like manifests: roles (a partner, attributes), and grants on
+//! The policy is code ([`crate::manifest::policy`]), reviewed by pull request like manifests: roles (a partner, attributes), and grants on
 //! `layer.table` patterns with an optional row filter (a SQL predicate) and column masks. **Default deny**: a
 //! table no role of the reader grants is not served at all. Bronze and quarantine tables are never served;
 //! a silver table only with a DPO approval reference. With several roles, the row filters of the grants that
@@ -16,132 +16,18 @@ pub mod enforce;
 pub mod scram;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use indexmap::IndexMap;
-use serde::Deserialize;
 
 use crate::manifest::ProjectFile;
-use crate::manifest::diag::{self, Diagnostic, Diagnostics};
+use crate::manifest::diag::{self, Diagnostics};
+pub use crate::manifest::policy::{Attribute, Grant, Policy, PolicyFile, Role, RoleSpec, Scalar, glob};
 
 /// The layers a grant may name. Bronze (clear direct identifiers before pseudonymization in quarantine,
 /// pseudonyms in bronze) is the pipeline's own.
 pub const SERVED_LAYERS: [&str; 4] = ["silver", "gold", "system", "catalog"];
 
-/// One file of `access/`: roles by name.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyFile {
-    /// Format version of this file; only `1` exists.
-    pub version: u32,
-    #[serde(default)]
-    pub roles: IndexMap<String, RoleSpec>,
-}
-
-/// A role as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleSpec {
-    #[serde(default)]
-    pub description: Option<String>,
-    /// The partner (`partners[].id` of `lakehouse.yaml`) this role reads for: `current_partner()` in filters.
-    #[serde(default)]
-    pub partner: Option<String>,
-    /// Values filters and masks read with `current_attribute('name')`: a string, a number, a boolean or a
-    /// list of them.
-    #[serde(default)]
-    pub attributes: IndexMap<String, Attribute>,
-    #[serde(default)]
-    pub grants: Vec<Grant>,
-}
-
-/// A role attribute.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Attribute {
-    Scalar(Scalar),
-    List(Vec<Scalar>),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
-
-/// Read access to the tables `table` names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    /// `layer.table`, where `*` in the table name matches any characters (`gold.*`, `silver.ddsp_*`).
-    pub table: String,
-    /// The rows served: a SQL predicate over the table's columns, which may use `current_user` (without
-    /// parentheses, as in PostgreSQL), `current_role()`, `current_partner()` and `current_attribute('name')`.
-    /// All rows when absent.
-    #[serde(default)]
-    pub rows: Option<String>,
-    /// Column → SQL expression served in its place (cast to the column's type), or `null` for NULL.
-    #[serde(default)]
-    pub masks: IndexMap<String, Option<String>>,
-    /// The DPO's approval reference; required for a silver table.
-    #[serde(default)]
-    pub approval: Option<String>,
-}
-
-/// A role of the policy, with where it is written.
-#[derive(Debug, Clone)]
-pub struct Role {
-    pub name: String,
-    pub spec: RoleSpec,
-    /// The policy file (relative to the project) and its text, to locate problems.
-    pub file: PathBuf,
-    text: Arc<str>,
-}
-
-impl Role {
-    fn locate(&self, path: &[&str]) -> (usize, usize) {
-        diag::locate(&self.text, path)
-    }
-
-    fn problem(&self, path: &[&str], message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(&self.file, path.join("."), message).at(self.locate(path))
-    }
-}
-
-/// The whole policy of a deployment: every role of every file of `access/`.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    pub roles: BTreeMap<String, Role>,
-}
-
 impl Policy {
-    /// Reads the `*.yaml` files of `dir` (relative to the project `root`); no directory is an empty policy
-    /// (nothing served to anyone). Syntax and structure problems go to `diags`.
-    pub fn load(root: &Path, dir: &Path, diags: &mut Diagnostics) -> std::io::Result<Self> {
-        let mut policy = Self::default();
-        for path in crate::manifest::yaml_files(&root.join(dir))? {
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            let text: Arc<str> = std::fs::read_to_string(&path)?.into();
-            let Some(file) = crate::manifest::parse_versioned::<PolicyFile>(&rel, &text, diags) else { continue };
-            for (name, spec) in file.roles {
-                let role = Role { name: name.clone(), spec, file: rel.clone(), text: text.clone() };
-                if let Some(first) = policy.roles.get(&name) {
-                    diags.push(role.problem(&["roles", &name], format!("role `{name}` is defined twice")).hint(
-                        format!("it is first defined in {}; give one of them another name", first.file.display()),
-                    ));
-                    continue;
-                }
-                policy.roles.insert(name, role);
-            }
-        }
-        Ok(policy)
-    }
-
     /// Checks the policy against the deployment: role names, partners, table patterns, approvals, and every
     /// grant's filter and masks planned on each table it serves (`tables`: every table that can be served, by
     /// `layer.name`, with its schema).
@@ -210,23 +96,6 @@ impl Policy {
             }
         }
     }
-
-    /// The role named `name`, or an error that lists the roles.
-    pub fn role(&self, name: &str) -> Result<&Role, String> {
-        self.roles.get(name).ok_or_else(|| {
-            let known = self.roles.keys().map(String::as_str);
-            match diag::did_you_mean(name, known) {
-                Some(close) => format!("unknown role `{name}`: did you mean `{close}`?"),
-                None if self.roles.is_empty() => {
-                    format!("unknown role `{name}`: the access policy (access/*.yaml) defines no role")
-                }
-                None => format!(
-                    "unknown role `{name}`: the roles are {}",
-                    self.roles.keys().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
-                ),
-            }
-        })
-    }
 }
 
 /// Every table a grant may serve, by `layer.name`, with its schema: the models (silver and gold, as planned),
@@ -238,17 +107,6 @@ pub fn servable_tables(plan: &crate::transform::Plan) -> BTreeMap<String, Schema
         out.extend(views.into_iter().map(|(name, batch)| (format!("catalog.{name}"), batch.schema())));
     }
     out
-}
-
-/// Whether `pattern` (`*` matches any run of characters) matches `name`.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
-        }
-    }
 }
 
 /// The tables a grant's `table` pattern serves, or why it serves none.
@@ -290,21 +148,5 @@ impl Identity {
     /// Whether any role serves `table`.
     pub fn serves(&self, table: &str) -> bool {
         !self.grants(table).is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_match_whole_names() {
-        assert!(glob("gold.*", "gold.fire_response_times"));
-        assert!(glob("silver.ddsp_*", "silver.ddsp_incidents"));
-        assert!(!glob("silver.ddsp_*", "silver.bmpm_interventions"));
-        assert!(glob("gold.fire_response_times", "gold.fire_response_times"));
-        assert!(!glob("gold.fire", "gold.fire_response_times"));
-        assert!(glob("gold.*_daily", "gold.incidents_weather_daily"));
-        assert!(!glob("gold.*_daily", "gold.incidents_weather_daily_x"));
     }
 }

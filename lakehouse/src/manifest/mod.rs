@@ -9,6 +9,7 @@ pub mod diag;
 pub mod dropzone;
 pub mod model;
 pub mod names;
+pub mod policy;
 pub mod project;
 pub mod source;
 
@@ -42,9 +43,8 @@ pub struct Project {
     pub models: Vec<LoadedModel>,
     /// What is valid but probably not meant (printed by `lakehouse validate`).
     pub notes: Vec<Diagnostic>,
-    /// Who reads what (`access/*.yaml`), as written: [`crate::access::Policy::check`] checks it against the
-    /// tables' schemas.
-    pub policy: crate::access::Policy,
+    /// Who reads what (`access/*.yaml`), as written (`crate::access` checks it against the tables' schemas).
+    pub policy: policy::Policy,
 }
 
 /// A source manifest with where it came from.
@@ -123,7 +123,7 @@ impl Project {
         let transforms_dir = file.as_ref().map_or_else(|| PathBuf::from("transforms"), |f| f.transforms.clone());
         let models = load_models(&dir, &transforms_dir, &mut diags)?;
         let access_dir = file.as_ref().map_or_else(|| PathBuf::from("access"), |f| f.access.clone());
-        let policy = crate::access::Policy::load(&dir, &access_dir, &mut diags)
+        let policy = policy::Policy::load(&dir, &access_dir, &mut diags)
             .map_err(|source| LoadError::Io { path: dir.join(&access_dir), source })?;
         Ok((file.map(|file| Self { dir, file, sources, models, notes, policy }), diags))
     }
