@@ -58,8 +58,8 @@ fn register_identity(ctx: &SessionContext, user: &str, roles: &str, partner: Opt
 #[derive(Debug)]
 pub struct CheckError {
     pub message: String,
-    /// In the row filter (else in the masks).
-    pub in_rows: bool,
+    /// The grant's field at fault: `rows` or `masks`.
+    pub field: &'static str,
 }
 
 /// Plans a grant of `role` on an empty `table` with `schema` exactly as a statement of a reader would, rows
@@ -75,11 +75,11 @@ pub async fn check_grant(
     if grant.rows.is_some()
         && let Err(message) = plan_on_empty(project, role, rows_only, table, schema.clone()).await
     {
-        return Err(CheckError { message, in_rows: true });
+        return Err(CheckError { message, field: "rows" });
     }
     plan_on_empty(project, role, grant.clone(), table, schema)
         .await
-        .map_err(|message| CheckError { message, in_rows: false })
+        .map_err(|message| CheckError { message, field: "masks" })
 }
 
 async fn plan_on_empty(

@@ -85,9 +85,8 @@ impl Policy {
                                 }
                             }
                             if let Err(e) = enforce::check_grant(project, role, grant, table, schema.clone()).await {
-                                let field = if grant.rows.is_some() && e.in_rows { "rows" } else { "masks" };
                                 diags.push(
-                                    role.problem(&[&at[..], &[field]].concat(), format!("{table}: {}", e.message)),
+                                    role.problem(&[&at[..], &[e.field]].concat(), format!("{table}: {}", e.message)),
                                 );
                             }
                         }
