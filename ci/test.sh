@@ -19,6 +19,8 @@ eval "$(ci/start-s3.sh)"
 trap 'ci/stop-s3.sh' EXIT
 # The catalog tests use a real PostgreSQL (the one running, or one installed and started here).
 eval "$(ci/start-postgres.sh)"
+# The query-server tests drive psql (above) and Python's psycopg 3.
+eval "$(ci/clients.sh)"
 
 # The end-to-end tests run the `lakehouse` binary: `cargo test` alone does not build it.
 cargo build --workspace --locked --bins

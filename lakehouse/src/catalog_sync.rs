@@ -13,8 +13,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Lakehouse;
+use crate::session::{LazySchema, OpenTable};
 use crate::storage::rows;
 use crate::transform::Plan;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -286,6 +290,41 @@ fn column_lineage_rows(plan: &Plan) -> Vec<ColumnLineageRow> {
         }));
     }
     out
+}
+
+/// The catalog's tables as `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`: the
+/// catalog database is read once, when a statement first names one of them (and filled from the lake when it is
+/// still empty).
+pub fn serve_catalog(ctx: &SessionContext, lh: Arc<Lakehouse>, visible: &(dyn Fn(&str) -> bool + Sync)) {
+    type Views = Vec<(&'static str, RecordBatch)>;
+    let views: Arc<tokio::sync::OnceCell<Views>> = Default::default();
+    let open: OpenTable = Arc::new(move |name: String| {
+        let (lh, views) = (lh.clone(), views.clone());
+        Box::pin(async move {
+            let external = |e: anyhow::Error| DataFusionError::External(e.into());
+            let views = views.get_or_try_init(|| read_catalog(&lh)).await.map_err(external)?;
+            let Some((_, batch)) = views.iter().find(|(n, _)| *n == name) else {
+                return Ok(None);
+            };
+            let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
+            Ok(Some(Arc::new(mem) as Arc<dyn datafusion::catalog::TableProvider>))
+        })
+    });
+    let names = CATALOG_VIEWS.iter().filter(|v| visible(&format!("catalog.{v}")));
+    LazySchema::new(names.map(|v| v.to_string()).collect(), open).register_in(ctx, "catalog");
+}
+
+async fn read_catalog(lh: &Lakehouse) -> anyhow::Result<Vec<(&'static str, RecordBatch)>> {
+    let db = catalog::Catalog::open(&catalog_url(lh)).await?;
+    let mut snapshot = db.dump().await?;
+    if snapshot.tables.is_empty() {
+        let plan = Plan::quiet(&lh.project).await.ok_or_else(|| {
+            anyhow::anyhow!("the catalog is empty and the models do not plan: run `lakehouse validate`")
+        })?;
+        sync_catalog(lh, &plan).await?;
+        snapshot = db.dump().await?;
+    }
+    Ok(catalog_batches(&snapshot)?)
 }
 
 /// The catalog database's tables as SQL sees them, in the `catalog` schema ([`catalog_batches`]).

@@ -174,6 +174,14 @@ pub enum Command {
         #[arg(long = "as", value_name = "ROLE")]
         as_role: Option<String>,
     },
+    /// Serve the lake over the PostgreSQL wire protocol (psql, Python, BI tools): SCRAM-SHA-256 logins of the
+    /// users of `lakehouse user`, each under its roles of the access policy; read only. `serve:` in
+    /// lakehouse.yaml sets TLS and limits. SIGHUP reloads the project and policy; SIGTERM stops.
+    Serve {
+        /// Address and port (default: `serve.listen`, else 127.0.0.1:5433).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
     /// Delete the bronze and quarantine rows ingested longer ago than each manifest's `retention`, then VACUUM
     /// (GDPR storage limitation).
     Retention {

@@ -44,6 +44,7 @@ pub mod privacy;
 pub mod retention;
 pub mod runlog;
 pub mod schedule;
+pub mod serve;
 pub mod session;
 pub mod storage;
 pub mod transform;

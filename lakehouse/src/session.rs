@@ -22,6 +22,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionConfig};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::future::BoxFuture;
 
@@ -31,9 +32,15 @@ use crate::storage::{StorageError, Warehouse};
 
 /// A new session with the `bronze`, `silver`, `gold` and `system` schemas and the privacy functions.
 pub fn new_session(functions: Functions, project: &ProjectFile) -> SessionContext {
+    new_session_in(functions, project, Arc::new(RuntimeEnv::default()))
+}
+
+/// [`new_session`] in a runtime shared with other sessions (its memory pool and object stores): the query
+/// server's connections.
+pub fn new_session_in(functions: Functions, project: &ProjectFile, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let domains: Vec<String> = project.privacy.domains.iter().map(|d| d.to_string()).collect();
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     if let Some(catalog) = ctx.catalog("datafusion") {
         for layer in ["bronze", "silver", "gold", "system"] {
             let _ = catalog.register_schema(layer, Arc::new(MemorySchemaProvider::new()));
@@ -106,16 +113,20 @@ impl SchemaProvider for LazySchema {
     }
 }
 
+/// The Delta version of each table a session opened, by `layer.table` (what a statement of the session read).
+pub type Opened = Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
 /// Serves the tables of `layers` of the warehouse in `ctx` as `layer.table`, each opened when a statement
-/// first names it ([`LazySchema`]); quarantine tables and those not `visible` (by `layer.table`) are left out.
-/// `pinned` reads a `layer.table` at a version (time travel); the pinned names that are no table of these
-/// layers are returned, for the caller to refuse.
+/// first names it ([`LazySchema`]) and its version noted in `opened`; quarantine tables and those not `visible`
+/// (by `layer.table`) are left out. `pinned` reads a `layer.table` at a version (time travel); the pinned names
+/// that are no table of these layers are returned, for the caller to refuse.
 pub async fn serve_layers(
     ctx: &SessionContext,
     warehouse: &Warehouse,
     layers: &[&str],
     pinned: &BTreeMap<String, u64>,
-    visible: &dyn Fn(&str) -> bool,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+    opened: &Opened,
 ) -> Result<Vec<String>, StorageError> {
     let listed = futures::future::try_join_all(layers.iter().map(|l| warehouse.list_tables(l))).await?;
     let mut known = Vec::new();
@@ -125,9 +136,9 @@ pub async fn serve_layers(
             names.into_iter().filter(|n| !n.ends_with("__quarantine") && visible(&format!("{layer}.{n}"))).collect();
         known.extend(names.iter().map(|n| format!("{layer}.{n}")));
         let (warehouse, layer_name, env) = (warehouse.clone(), layer.to_string(), ctx.runtime_env());
-        let pinned = pinned.clone();
+        let (pinned, opened) = (pinned.clone(), opened.clone());
         let open: OpenTable = Arc::new(move |name: String| {
-            let (warehouse, env) = (warehouse.clone(), env.clone());
+            let (warehouse, env, opened) = (warehouse.clone(), env.clone(), opened.clone());
             let target = format!("{layer_name}.{name}");
             let url = warehouse.table_url(&layer_name, &name);
             let version = pinned.get(&target).copied();
@@ -140,6 +151,7 @@ pub async fn serve_layers(
                         .await
                         .map_err(|e| DataFusionError::Plan(format!("{target} has no version {v}: {e}")))?;
                 }
+                opened.lock().expect("opened tables").insert(target, table.version().unwrap_or(0));
                 // The table's object store, registered in the runtime this session shares.
                 let state = SessionStateBuilder::new().with_runtime_env(env).build();
                 table.update_datafusion_session(&state).map_err(|e| DataFusionError::External(Box::new(e)))?;

@@ -16,6 +16,7 @@ mod privacy;
 mod run_log;
 mod s3;
 mod schedule;
+mod serve;
 mod storage_faults;
 mod transform;
 mod trust;

@@ -3,38 +3,48 @@
 //! optimization, so the filter is pushed down to the Delta scan but never optimized away, and it applies to
 //! every statement the session plans — subqueries included — whatever path planned it.
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{Column, DFSchema, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err};
-use datafusion::datasource::MemTable;
+use datafusion::common::{
+    Column, Constraints, DFSchema, Result, ScalarValue, Statistics, TableReference, plan_datafusion_err, plan_err,
+};
+use datafusion::datasource::{MemTable, TableType, provider_as_source, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    TableScan, TableScanBuilder, Volatility,
+    TableProviderFilterPushDown, TableScan, TableScanBuilder, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, lit};
 
 use super::{Attribute, Grant, Identity, Role, Scalar};
 use crate::manifest::ProjectFile;
 
+/// The tables the statements of a session read, by `layer.table`, noted as the rule governs their scans (the
+/// query server's log takes them after each statement).
+pub type Reads = Arc<std::sync::Mutex<BTreeSet<String>>>;
+
 /// `ctx` (a session of [`crate::session::new_session`], tables not yet registered) as `identity` sees it: the
 /// policy rule first among the analyzer rules, and `current_user` (a keyword, as in PostgreSQL),
-/// `current_role()` (the roles, comma separated), `current_partner()` for its statements.
-pub fn governed(ctx: &SessionContext, identity: Identity) -> SessionContext {
+/// `current_role()` (the roles, comma separated), `current_partner()` for its statements. The tables read are
+/// noted in `reads` when given.
+pub fn governed(ctx: &SessionContext, identity: Identity, reads: Option<Reads>) -> SessionContext {
     let partners: BTreeSet<&str> = identity.roles.iter().filter_map(|r| r.spec.partner.as_deref()).collect();
     let roles: Vec<&str> = identity.roles.iter().map(|r| r.name.as_str()).collect();
     register_identity(ctx, &identity.user, &roles.join(","), partners.into_iter().next());
     // Policy expressions are parsed in a copy made before the rule is added (no session holds itself).
     let parser = SessionContext::new_with_state(ctx.state());
     let table_functions = ctx.state().table_functions().keys().cloned().collect();
-    let rule = Arc::new(Enforce { identity, parser, table_functions });
+    let rule = Arc::new(Enforce { identity, parser, table_functions, reads });
     let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
     if let Some(analyzer) = builder.analyzer() {
         analyzer.rules.insert(0, rule);
@@ -101,7 +111,7 @@ async fn plan_on_empty(
     }
     let empty = MemTable::try_new(schema, vec![vec![]]).map_err(text)?;
     ctx.register_table(TableReference::partial(layer, name), Arc::new(empty)).map_err(text)?;
-    let ctx = governed(&ctx, Identity { user: "validate".into(), roles: vec![only] });
+    let ctx = governed(&ctx, Identity { user: "validate".into(), roles: vec![only] }, None);
     let df = crate::session::sql(&ctx, &format!("SELECT * FROM {layer}.{name}")).await.map_err(text)?;
     df.create_physical_plan().await.map_err(text)?;
     Ok(())
@@ -112,6 +122,7 @@ struct Enforce {
     identity: Identity,
     parser: SessionContext,
     table_functions: BTreeSet<String>,
+    reads: Option<Reads>,
 }
 
 impl std::fmt::Debug for Enforce {
@@ -125,12 +136,18 @@ impl AnalyzerRule for Enforce {
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = node else { return Ok(Transformed::no(node)) };
+            if already_governed(&scan) {
+                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            }
             let Some(table) = self.governed_name(&scan.table_name, config) else {
                 return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
             };
             let grants = self.identity.grants(&table);
             if grants.is_empty() {
                 return plan_err!("permission denied for table {table}");
+            }
+            if let Some(reads) = &self.reads {
+                reads.lock().expect("reads lock").insert(table);
             }
             Ok(Transformed::yes(self.govern(&grants, scan)?))
         })
@@ -152,7 +169,8 @@ impl Enforce {
             return None;
         }
         let schema = table.schema().unwrap_or(&config.catalog.default_schema);
-        (schema != "information_schema").then(|| format!("{schema}.{}", table.table()))
+        // `pg_catalog` (the query server's) lists, like `information_schema`, only the tables the session serves.
+        (!["information_schema", "pg_catalog"].contains(&schema)).then(|| format!("{schema}.{}", table.table()))
     }
 
     /// `Projection(masks)` over `Filter(rows)` over the whole table, then what the scan itself selected.
@@ -197,7 +215,8 @@ impl Enforce {
                 }
             });
         }
-        let whole = TableScanBuilder::new(qualifier.clone(), scan.source.clone()).build()?;
+        let governed = provider_as_source(Arc::new(Governed(source_as_provider(&scan.source)?)));
+        let whole = TableScanBuilder::new(qualifier.clone(), governed).build()?;
         let mut plan = LogicalPlanBuilder::from(LogicalPlan::TableScan(whole));
         if !every_row && let Some(rows) = filters.into_iter().reduce(Expr::or) {
             plan = plan.filter(rows)?;
@@ -214,6 +233,51 @@ impl Enforce {
             plan = plan.limit(0, Some(n))?;
         }
         plan.build()
+    }
+}
+
+/// Whether the rule has already rewritten this scan. DataFusion analyzes a plan again each time it is
+/// optimized, and the extended query protocol optimizes a prepared plan before it executes it (which optimizes
+/// it once more): a rewritten scan reads its table through [`Governed`], so masks apply once.
+fn already_governed(scan: &TableScan) -> bool {
+    source_as_provider(&scan.source).is_ok_and(|p| (p.as_ref() as &dyn Any).is::<Governed>())
+}
+
+/// The table of a scan the rule rewrote: reads exactly as the table it wraps.
+#[derive(Debug)]
+struct Governed(Arc<dyn TableProvider>);
+
+#[async_trait::async_trait]
+impl TableProvider for Governed {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+    fn constraints(&self) -> Option<&Constraints> {
+        self.0.constraints()
+    }
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.0.get_column_default(column)
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+    async fn scan_with_args<'a>(&self, state: &dyn Session, args: ScanArgs<'a>) -> Result<ScanResult> {
+        self.0.scan_with_args(state, args).await
+    }
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+    fn statistics(&self) -> Option<Statistics> {
+        self.0.statistics()
     }
 }
 
@@ -307,6 +371,32 @@ mod tests {
         Role { name: "r".into(), spec, file: "access/test.yaml".into(), text: yaml.into() }
     }
 
+    /// DataFusion analyzes a plan each time it optimizes it, and the extended query protocol optimizes a
+    /// prepared plan before executing it (which optimizes it again): the rule must govern a scan once, or a
+    /// mask would apply to its own result.
+    #[tokio::test]
+    async fn the_rule_governs_a_scan_once_however_often_it_runs() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("zone", DataType::Int64, false),
+            Field::new("secret", DataType::Utf8, false),
+        ]));
+        let ctx = crate::session::new_session(crate::session::Functions::Interactive, &ProjectFile::with_domains(&[]));
+        let table = MemTable::try_new(schema, vec![vec![]]).unwrap();
+        ctx.register_table(TableReference::partial("gold", "t"), Arc::new(table)).unwrap();
+        let role = role("grants:\n  - table: gold.t\n    rows: zone = 1\n    masks: { secret: \"secret || '*'\" }\n");
+        let ctx = governed(&ctx, Identity { user: "u".into(), roles: vec![role] }, None);
+        let state = ctx.state();
+        let rule = state.analyzer().rules.first().unwrap().clone();
+        assert_eq!(rule.name(), "lakehouse_access_policy");
+        let plan = state.create_logical_plan("SELECT zone, secret FROM gold.t").await.unwrap();
+        let once = rule.analyze(plan, state.config_options()).unwrap();
+        let twice = rule.analyze(once.clone(), state.config_options()).unwrap();
+        assert_eq!(twice, once, "\n{}\n{}", once.display_indent(), twice.display_indent());
+        let optimized = state.optimize(&once).unwrap();
+        let again = rule.analyze(optimized.clone(), state.config_options()).unwrap();
+        assert_eq!(again, optimized);
+    }
+
     /// Property: whatever the statement, the rows a role gets are those its filter selects (never one more),
     /// and the masked column never comes back in clear.
     #[tokio::test]
@@ -358,7 +448,7 @@ mod tests {
                 "attributes: {{ zones: [{list}] }}\ngrants:\n  - table: gold.t\n    \
                  rows: array_has(current_attribute('zones'), zone)\n    masks: {{ secret: {mask} }}\n"
             ));
-            let ctx = governed(&ctx, Identity { user: "u".into(), roles: vec![role] });
+            let ctx = governed(&ctx, Identity { user: "u".into(), roles: vec![role] }, None);
             let expected = zones.iter().filter(|z| allowed.contains(z)).count();
             for q in queries {
                 let batches = crate::session::sql(&ctx, q).await.unwrap().collect().await.unwrap();

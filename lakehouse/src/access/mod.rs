@@ -98,10 +98,11 @@ impl Policy {
 }
 
 /// Every table a grant may serve, by `layer.name`, with its schema: the models (silver and gold, as planned),
-/// `system.runs` and the catalog's tables.
+/// `system.runs`, the query server's log `system.queries` and the catalog's tables.
 pub fn servable_tables(plan: &crate::transform::Plan) -> BTreeMap<String, SchemaRef> {
     let mut out: BTreeMap<String, SchemaRef> = plan.schemas.clone();
     out.insert("system.runs".into(), crate::runlog::schema());
+    out.insert("system.queries".into(), crate::serve::querylog::schema());
     if let Ok(views) = crate::catalog_sync::catalog_batches(&catalog::Snapshot::default()) {
         out.extend(views.into_iter().map(|(name, batch)| (format!("catalog.{name}"), batch.schema())));
     }

@@ -62,6 +62,18 @@ impl Verifier {
         }
     }
 
+    /// A verifier no password matches, the same for a name at each login (its salt and iteration count do not
+    /// tell an unknown user from a known one): what a login of an unknown user is checked against.
+    pub fn for_unknown_user(server_secret: &[u8], user: &str) -> Self {
+        let seed = hmac(server_secret, user.as_bytes());
+        Self {
+            iterations: ITERATIONS,
+            salt: seed[..16].to_vec(),
+            stored_key: hmac(&seed, b"Stored Key"),
+            server_key: hmac(&seed, b"Server Key"),
+        }
+    }
+
     /// Reads a verifier as [`fmt::Display`] writes it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad =
@@ -126,6 +138,69 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     out
 }
 
+/// The server's side of one SCRAM-SHA-256 exchange (RFC 5802, section 5), without channel binding: the client
+/// proves it knows the password, the server proves it knows the verifier, and the password never travels.
+pub struct Exchange {
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+impl Exchange {
+    /// Reads the client-first-message and gives the server-first-message for `verifier` (salt, iterations and
+    /// the client's nonce followed by a fresh one of the server).
+    pub fn start(client_first: &[u8], verifier: &Verifier) -> Result<(Self, String), String> {
+        use aes_gcm::aead::rand_core::RngCore;
+        let text = std::str::from_utf8(client_first).map_err(|_| "the SCRAM client-first-message is not UTF-8")?;
+        // gs2-header: `n,,` (no channel binding) or `y,,` (the client could bind but the server does not offer it).
+        let (gs2_header, bare) = match text.get(..3) {
+            Some("n,," | "y,,") => (&text[..3], &text[3..]),
+            _ if text.starts_with("p=") => {
+                return Err("SCRAM channel binding is not offered: use SCRAM-SHA-256 (channel_binding=prefer)".into());
+            }
+            _ => return Err("malformed SCRAM client-first-message (authorization identities are not supported)".into()),
+        };
+        let client_nonce = attribute(bare, 'r').ok_or("the SCRAM client-first-message has no nonce")?;
+        if bare.split(',').any(|a| a.starts_with("m=")) {
+            return Err("SCRAM extensions are not supported".into());
+        }
+        let mut random = [0u8; 18];
+        aes_gcm::aead::OsRng.fill_bytes(&mut random);
+        let nonce = format!("{client_nonce}{}", STANDARD.encode(random));
+        let server_first = format!("r={nonce},s={},i={}", STANDARD.encode(&verifier.salt), verifier.iterations);
+        let exchange = Self {
+            gs2_header: gs2_header.to_string(),
+            client_first_bare: bare.to_string(),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok((exchange, server_first))
+    }
+
+    /// Checks the client-final-message: the server-final-message (`v=<server signature>`) when its proof
+    /// matches `verifier`, `Ok(None)` when it does not, an error when the message is malformed.
+    pub fn finish(&self, client_final: &[u8], verifier: &Verifier) -> Result<Option<String>, String> {
+        let text = std::str::from_utf8(client_final).map_err(|_| "the SCRAM client-final-message is not UTF-8")?;
+        let (without_proof, proof) = text.rsplit_once(",p=").ok_or("the SCRAM client-final-message has no proof")?;
+        let binding = attribute(without_proof, 'c').ok_or("the SCRAM client-final-message has no channel binding")?;
+        if STANDARD.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+            return Err("the SCRAM channel binding does not match the client-first-message".into());
+        }
+        if attribute(without_proof, 'r') != Some(self.nonce.as_str()) {
+            return Err("the SCRAM nonce does not match the server's".into());
+        }
+        let proof = STANDARD.decode(proof).map_err(|_| "the SCRAM proof is not base64")?;
+        let auth_message = format!("{},{},{without_proof}", self.client_first_bare, self.server_first);
+        Ok(verifier.verify(&auth_message, &proof).map(|signature| format!("v={}", STANDARD.encode(signature))))
+    }
+}
+
+/// The value of the attribute `name=` of a SCRAM message.
+fn attribute(message: &str, name: char) -> Option<&str> {
+    message.split(',').find_map(|a| a.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+}
+
 /// A password of 24 letters and digits (about 143 bits), for `lakehouse user add` without one.
 pub fn generate_password() -> String {
     use aes_gcm::aead::rand_core::RngCore;
@@ -166,6 +241,49 @@ mod tests {
         assert!(v.verify(&auth, &wrong).is_none());
         assert!(v.verify(&auth.replace("i=4096", "i=4097"), &proof).is_none());
         assert!(v.verify(&auth, &proof[..31]).is_none());
+    }
+
+    /// A whole exchange as a client computes it (RFC 5802's client side, written here from the RFC): the right
+    /// password logs in and the server's signature checks; a wrong one, a replayed nonce, a changed channel
+    /// binding or a malformed message do not.
+    #[test]
+    fn a_server_exchange_accepts_the_right_proof_only() {
+        let verifier = Verifier::with_salt("pencil", b"0123456789abcdef", 4096);
+        let client = |password: &str, first: &str, server_first: &str, binding: &str| {
+            let nonce = attribute(server_first, 'r').unwrap();
+            let salt = STANDARD.decode(attribute(server_first, 's').unwrap()).unwrap();
+            let iterations: u32 = attribute(server_first, 'i').unwrap().parse().unwrap();
+            let salted = salted_password(password.as_bytes(), &salt, iterations);
+            let client_key = hmac(&salted, b"Client Key");
+            let without_proof = format!("c={binding},r={nonce}");
+            let auth = format!("{},{server_first},{without_proof}", &first[3..]);
+            let signature = hmac(&Sha256::digest(client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(signature).map(|(k, s)| k ^ s).collect();
+            (
+                format!("{without_proof},p={}", STANDARD.encode(proof)),
+                hmac(&hmac(&salted, b"Server Key"), auth.as_bytes()),
+            )
+        };
+        let first = "n,,n=,r=fyko+d2lbbFgONRv9qkxdawL";
+        let (exchange, server_first) = Exchange::start(first.as_bytes(), &verifier).unwrap();
+        assert!(server_first.starts_with("r=fyko+d2lbbFgONRv9qkxdawL") && server_first.ends_with(",i=4096"));
+        let (good, signature) = client("pencil", first, &server_first, "biws");
+        let answer = exchange.finish(good.as_bytes(), &verifier).unwrap().expect("the right password logs in");
+        assert_eq!(answer, format!("v={}", STANDARD.encode(signature)));
+        let (bad, _) = client("pencil2", first, &server_first, "biws");
+        assert_eq!(exchange.finish(bad.as_bytes(), &verifier), Ok(None));
+        let (bound, _) = client("pencil", first, &server_first, "eSws");
+        assert!(exchange.finish(bound.as_bytes(), &verifier).is_err(), "the binding of `y,,` for a `n,,` login");
+        let (_, other_first) = Exchange::start(first.as_bytes(), &verifier).unwrap();
+        let (replayed, _) = client("pencil", first, &other_first, "biws");
+        assert!(exchange.finish(replayed.as_bytes(), &verifier).is_err(), "another exchange's nonce");
+        for bad in ["", "p=tls-server-end-point,,n=,r=x", "n,a=admin,n=,r=x", "n,,n=,r=x,m=ext", "n,,n="] {
+            assert!(Exchange::start(bad.as_bytes(), &verifier).is_err(), "{bad}");
+        }
+        // An unknown user gets a salt of its own, stable across logins, and no proof matches.
+        let unknown = Verifier::for_unknown_user(b"secret", "mallory");
+        assert_eq!(unknown.salt, Verifier::for_unknown_user(b"secret", "mallory").salt);
+        assert_ne!(unknown.salt, Verifier::for_unknown_user(b"secret", "eve").salt);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod quarantine;
 mod retention;
 mod schedule;
 mod schema;
+mod serve;
 mod sql;
 mod transform;
 mod user;
@@ -117,6 +118,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         }
         Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
         Command::User { command } => user::run(&cli.project, command).await,
+        Command::Serve { listen } => serve::run(&cli.project, listen.as_deref()).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,
     }
@@ -186,10 +188,7 @@ pub async fn check_policy(project: &Project, plan: &Plan) -> Result<(), CliError
 
 /// The plan of an already validated project (for commands that did not need it), to update the catalog.
 pub async fn quiet_plan(lh: &Lakehouse) -> Option<Plan> {
-    let mut diags = Diagnostics::default();
-    let mut plan = Plan::build(&lh.project, &BTreeMap::new(), &mut diags);
-    plan.check_sql(&lh.project, &mut diags).await;
-    diags.is_empty().then_some(plan)
+    Plan::quiet(&lh.project).await
 }
 
 /// Loads the project, printing every problem on failure.

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
-use lakehouse::session::{LazySchema, OpenTable};
 use lakehouse::{KeyUse, Lakehouse};
 
 use super::output::{OutputFormat, print_batches};
@@ -55,20 +54,21 @@ pub async fn run(
                         .into(),
                 ));
             }
-            (lakehouse::access::enforce::governed(&ctx, identity.clone()), Some(identity))
+            (lakehouse::access::enforce::governed(&ctx, identity.clone(), None), Some(identity))
         }
     };
     // A role never reads bronze; it sees only the tables it is granted (listings included).
     let layers: &[&str] =
         if identity.is_some() { &["silver", "gold", "system"] } else { &["bronze", "silver", "gold", "system"] };
     let visible = |table: &str| identity.as_ref().is_none_or(|i| i.serves(table));
-    let unknown = lakehouse::session::serve_layers(&ctx, &lh.warehouse, layers, &versions, &visible)
-        .await
-        .map_err(CliError::of)?;
+    let unknown =
+        lakehouse::session::serve_layers(&ctx, &lh.warehouse, layers, &versions, &visible, &Default::default())
+            .await
+            .map_err(CliError::of)?;
     if let Some(t) = unknown.first() {
         return Err(CliError::User(format!("--at names `{t}`, which is not a table of the warehouse")));
     }
-    serve_catalog(&ctx, lh, &visible);
+    lakehouse::catalog_sync::serve_catalog(&ctx, lh, &visible);
     let batches = match lakehouse::session::sql(&ctx, &sql).await {
         Ok(df) => df.collect().await,
         Err(e) => Err(e),
@@ -76,28 +76,6 @@ pub async fn run(
     let batches = batches.map_err(sql_error)?;
     print_batches(&batches, format)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The catalog's tables as `catalog.tables`, `columns`, `runs`, `attempts`, `lineage`, `column_lineage`: the
-/// catalog database is read once, when a statement first names one of them (and filled from the lake when it is
-/// still empty).
-fn serve_catalog(ctx: &datafusion::prelude::SessionContext, lh: Arc<Lakehouse>, visible: &dyn Fn(&str) -> bool) {
-    type Views = Vec<(&'static str, arrow::array::RecordBatch)>;
-    let views: Arc<tokio::sync::OnceCell<Views>> = Default::default();
-    let open: OpenTable = Arc::new(move |name: String| {
-        let (lh, views) = (lh.clone(), views.clone());
-        Box::pin(async move {
-            let external = |e: anyhow::Error| DataFusionError::External(e.into());
-            let views = views.get_or_try_init(|| read_catalog(&lh)).await.map_err(external)?;
-            let Some((_, batch)) = views.iter().find(|(n, _)| *n == name) else {
-                return Ok(None);
-            };
-            let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
-            Ok(Some(Arc::new(mem) as Arc<dyn datafusion::catalog::TableProvider>))
-        })
-    });
-    let names = lakehouse::catalog_sync::CATALOG_VIEWS.iter().filter(|v| visible(&format!("catalog.{v}")));
-    LazySchema::new(names.map(|v| v.to_string()).collect(), open).register_in(ctx, "catalog");
 }
 
 /// `--as ROLE`: the role of the access policy, checked against the tables it may serve.
@@ -108,19 +86,6 @@ async fn identity(lh: &Lakehouse, role: &str) -> Result<lakehouse::access::Ident
     })?;
     super::check_policy(&lh.project, &plan).await?;
     Ok(lakehouse::access::Identity { user: role.name.clone(), roles: vec![role] })
-}
-
-async fn read_catalog(lh: &Lakehouse) -> anyhow::Result<Vec<(&'static str, arrow::array::RecordBatch)>> {
-    let db = catalog::Catalog::open(&lakehouse::catalog_sync::catalog_url(lh)).await?;
-    let mut snapshot = db.dump().await?;
-    if snapshot.tables.is_empty() {
-        let plan = quiet_plan(lh).await.ok_or_else(|| {
-            anyhow::anyhow!("the catalog is empty and the models do not plan: run `lakehouse validate`")
-        })?;
-        lakehouse::catalog_sync::sync_catalog(lh, &plan).await?;
-        snapshot = db.dump().await?;
-    }
-    Ok(lakehouse::catalog_sync::catalog_batches(&snapshot)?)
 }
 
 /// A failed statement: a table that could not be opened is the storage error it is (a store that is down is

@@ -25,7 +25,8 @@ pub use names::{
     ColumnName, CronSchedule, DomainName, Duration, PartnerId, PhoneCountry, Retention, TableName, TimeZone,
 };
 pub use project::{
-    Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, StorageSettings,
+    Bucket, KeySource, MinGeneralization, PROJECT_FILE, Partner, PartnerKind, ProjectFile, ReadLimits, ServeSettings,
+    StorageSettings, TlsFiles,
 };
 pub use source::{
     BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format, InputNames, Load,

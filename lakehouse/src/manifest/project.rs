@@ -65,6 +65,78 @@ pub struct ProjectFile {
     /// Bounds on what a partner file may make the parser hold.
     #[serde(default)]
     pub limits: ReadLimits,
+    /// The query server (`lakehouse serve`).
+    #[serde(default)]
+    pub serve: ServeSettings,
+}
+
+/// `lakehouse serve`: where it listens, its TLS certificate, and what one statement or the whole server may
+/// take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Address and port (default `127.0.0.1:5433`; `--listen` overrides it). An address other than loopback
+    /// needs `tls`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The server's certificate chain and private key (PEM files, outside the repository; relative paths are
+    /// relative to the project). When set, every connection must use TLS (`sslmode=require` or stricter).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Connections served at once (default 64); one more is refused with SQLSTATE 53300.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Longest a statement may run, results included (default `5 minutes`); a client's `SET statement_timeout`
+    /// may only lower it. SQLSTATE 57014 beyond.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: Duration,
+    /// Most rows one statement may return (default 1,000,000): the statement fails (SQLSTATE 54000) when it
+    /// would send more; `LIMIT` or an aggregate brings it under.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// Memory all running statements may hold together, in bytes (default 2 GiB): a statement that needs more
+    /// (sorts, joins, aggregates) fails with SQLSTATE 53200 instead of growing the server.
+    #[serde(default = "default_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+}
+
+/// PEM files of the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5433".into()
+}
+fn default_max_connections() -> u32 {
+    64
+}
+fn default_statement_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(300))
+}
+fn default_max_rows() -> u64 {
+    1_000_000
+}
+fn default_max_memory_bytes() -> u64 {
+    2 << 30
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tls: None,
+            max_connections: default_max_connections(),
+            statement_timeout: default_statement_timeout(),
+            max_rows: default_max_rows(),
+            max_memory_bytes: default_max_memory_bytes(),
+        }
+    }
 }
 
 /// Bounds on untrusted input. A record over a limit is quarantined with the reason; a file over a limit is not

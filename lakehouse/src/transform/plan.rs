@@ -51,6 +51,15 @@ pub fn renderer(project: &Project, overrides: &BTreeMap<String, String>) -> Rend
 }
 
 impl Plan {
+    /// The plan of an already validated project (for commands that do not report its problems), or `None` when
+    /// it does not plan.
+    pub async fn quiet(project: &Project) -> Option<Plan> {
+        let mut diags = Diagnostics::default();
+        let mut plan = Plan::build(project, &BTreeMap::new(), &mut diags);
+        plan.check_sql(project, &mut diags).await;
+        diags.is_empty().then_some(plan)
+    }
+
     /// Renders and checks every model (not the SQL: see [`Plan::check_sql`]).
     pub fn build(project: &Project, overrides: &BTreeMap<String, String>, diags: &mut Diagnostics) -> Plan {
         let renderer = renderer(project, overrides);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Makes sure the client libraries the query-server tests drive are installed, and prints
+# `export LAKEHOUSE_TEST_PYTHON=…`: a Python with psycopg 3 (from PyPI, in a virtual environment kept beside the
+# build, so a second run installs nothing). psql comes with ci/start-postgres.sh.
+set -euo pipefail
+say() { echo "clients: $*" >&2; }
+venv="${LAKEHOUSE_CLIENTS_VENV:-$HOME/.cache/lakehouse/clients-venv}"
+if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        [[ "$(id -u)" == 0 ]] || { say "python3 -m venv is missing: install python3-venv"; exit 1; }
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >/dev/null
+        python3 -m venv "$venv"
+    fi
+    say "installing psycopg 3 into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*' >&2
+fi
+say "psycopg $("$venv/bin/python" -c 'import psycopg; print(psycopg.__version__)') ready"
+echo "export LAKEHOUSE_TEST_PYTHON='$venv/bin/python'"

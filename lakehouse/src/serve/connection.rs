@@ -1,0 +1,948 @@
+//! One client connection: TLS, the SCRAM login, then its statements in a session built for its user.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::{Sink, Stream, StreamExt};
+use pgwire::api::auth::{
+    StartupHandler, finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, METADATA_APPLICATION_NAME, METADATA_USER, NoopHandler, PgWireConnectionState,
+    PidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::types::format::FormatOptions;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+
+use super::Server;
+use super::querylog::QueryRecord;
+use crate::Lakehouse;
+use crate::access::Identity;
+use crate::access::scram::{Exchange, Verifier};
+
+/// Rows computed ahead of the client.
+const ROWS_IN_FLIGHT: usize = 1024;
+
+/// A client that has not logged in within this time is disconnected.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The statements of DataFusion's PostgreSQL handlers: the SQL and, once parsed, the statement and its plan.
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// Serves one client until it leaves, fails to log in, or the server stops (an idle connection is closed at
+/// once then; a running statement is let finish).
+pub(super) async fn serve(
+    server: Arc<Server>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    slot: Option<OwnedSemaphorePermit>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let startup = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup);
+    let negotiated = tokio::select! {
+        _ = &mut startup => return,
+        n = negotiate_tls::<DfStatement>(socket, server.tls.clone()) => n,
+    };
+    let mut socket = match negotiated {
+        Ok(Some(socket)) => socket,
+        // A direct TLS handshake to a server without TLS, or a broken one: nothing can be said to the client.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!("serve: {peer}: TLS negotiation failed: {e}");
+            return;
+        }
+    };
+    let conn = Arc::new(Connection::new(server.clone(), peer, slot));
+    let cancels = Arc::new(Canceller(server.clone()));
+    let copy = Arc::new(NoopHandler);
+    loop {
+        let logging_in = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
+        let message = tokio::select! {
+            _ = &mut startup, if logging_in => break,
+            _ = stop.changed(), if !logging_in => {
+                let bye = fatal("57P01", "terminating connection: the server is shutting down".into());
+                let _ = process_error(&mut socket, bye, false).await;
+                break;
+            }
+            m = socket.next() => m,
+        };
+        let Some(Ok(message)) = message else { break };
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let handled = process_message(
+            message,
+            &mut socket,
+            conn.clone(),
+            conn.clone(),
+            conn.clone(),
+            copy.clone(),
+            cancels.clone(),
+        )
+        .await;
+        if let Err(e) = handled {
+            let info = public_error(e);
+            let is_fatal = info.is_fatal();
+            if process_error(&mut socket, PgWireError::UserError(Box::new(info)), extended).await.is_err() || is_fatal {
+                break;
+            }
+        }
+    }
+    conn.close();
+}
+
+/// Where a login stands.
+enum Login {
+    /// The startup message is not in yet.
+    Start,
+    /// SASL offered; the client's first message is awaited.
+    Offered {
+        user: String,
+    },
+    /// The server-first-message sent; the client's proof is awaited.
+    Challenged {
+        user: String,
+        exchange: Box<Exchange>,
+        verifier: Verifier,
+        known: bool,
+    },
+    Done,
+}
+
+/// One connection's state: the login, then the user's session.
+pub(super) struct Connection {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    /// `None` when the connection is one over `serve.max_connections` (refused at startup).
+    slot: Option<OwnedSemaphorePermit>,
+    login: Mutex<Login>,
+    /// The user, once logged in.
+    user: OnceLock<String>,
+    session: Arc<Session>,
+    parser: Arc<Parser>,
+    /// The key of cancel requests, and the receiver of cancellations.
+    cancel: Mutex<Option<(i32, Bytes, watch::Receiver<u64>)>>,
+}
+
+/// The user's session: rebuilt when the server reloads its project (new policy, new tables).
+struct Session {
+    current: tokio::sync::Mutex<Option<Arc<Built>>>,
+    /// The current session, for the protocol's synchronous questions (parameter types, result columns) and
+    /// for logging refusals at parse time.
+    last: Mutex<Option<Arc<Built>>>,
+    log: super::querylog::QueryLog,
+}
+
+/// A session built for the user under one version of the project.
+struct Built {
+    generation: u64,
+    service: DfSessionService,
+    /// The roles, comma separated (for the log).
+    roles: String,
+    reads: crate::access::enforce::Reads,
+    opened: crate::session::Opened,
+}
+
+impl Built {
+    /// The tables read since the last call, `layer.table@version`.
+    fn take_reads(&self) -> String {
+        let reads = std::mem::take(&mut *self.reads.lock().expect("reads lock"));
+        let opened = self.opened.lock().expect("opened lock");
+        let named: Vec<String> = reads
+            .into_iter()
+            .map(|t| match opened.get(&t) {
+                Some(v) => format!("{t}@{v}"),
+                None => t,
+            })
+            .collect();
+        named.join(",")
+    }
+}
+
+/// A statement's row of the query log, sent when the statement is over: its last result streamed, refused,
+/// failed, or dropped with the connection.
+struct Entry {
+    record: Mutex<QueryRecord>,
+    rows: AtomicI64,
+    started: std::time::Instant,
+    log: super::querylog::QueryLog,
+}
+
+impl Entry {
+    fn new<C: ClientInfo + ?Sized>(log: &super::querylog::QueryLog, client: &C, built: &Built, sql: &str) -> Self {
+        let metadata = client.metadata();
+        let record = QueryRecord {
+            query_id: uuid::Uuid::now_v7().to_string(),
+            started_at: chrono::Utc::now(),
+            duration_ms: 0,
+            user: metadata.get(METADATA_USER).cloned().unwrap_or_default(),
+            roles: built.roles.clone(),
+            client: client.socket_addr().ip().to_string(),
+            application: metadata.get(METADATA_APPLICATION_NAME).filter(|a| !a.is_empty()).cloned(),
+            statement: super::querylog::redact(sql),
+            tables: String::new(),
+            outcome: "interrupted".into(),
+            error: None,
+            rows: 0,
+        };
+        Self {
+            record: Mutex::new(record),
+            rows: AtomicI64::new(0),
+            started: std::time::Instant::now(),
+            log: log.clone(),
+        }
+    }
+
+    fn tables(&self, tables: String) {
+        self.record.lock().expect("entry lock").tables = tables;
+    }
+
+    /// How the statement (or one of its results) ended; a failure is not overwritten by a later success.
+    fn finish(&self, error: Option<&ErrorInfo>) {
+        let mut record = self.record.lock().expect("entry lock");
+        if !matches!(record.outcome.as_str(), "interrupted" | "ok") {
+            return;
+        }
+        (record.outcome, record.error) = match error {
+            None => ("ok".into(), None),
+            Some(info) => {
+                let outcome = match info.code.as_str() {
+                    "25006" | "42501" => "refused",
+                    "57014" => "canceled",
+                    _ => "error",
+                };
+                (outcome.into(), Some(info.message.clone()))
+            }
+        };
+    }
+}
+
+impl Entry {
+    /// A statement's error as the client is told it ([`public_error`]), noted in its row.
+    fn failed(&self, e: PgWireError) -> PgWireError {
+        let info = public_error(e);
+        self.finish(Some(&info));
+        PgWireError::UserError(Box::new(info))
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let record = self.record.get_mut().expect("entry lock");
+        record.duration_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        record.rows = self.rows.load(Ordering::Relaxed);
+        self.log.send(record.clone());
+    }
+}
+
+impl Connection {
+    fn new(server: Arc<Server>, peer: SocketAddr, slot: Option<OwnedSemaphorePermit>) -> Self {
+        let session =
+            Arc::new(Session { current: Default::default(), last: Default::default(), log: server.log.clone() });
+        Self {
+            parser: Arc::new(Parser { session: session.clone() }),
+            server,
+            peer,
+            slot,
+            login: Mutex::new(Login::Start),
+            user: OnceLock::new(),
+            session,
+            cancel: Mutex::new(None),
+        }
+    }
+
+    fn close(&self) {
+        if let Some((pid, key, _)) = self.cancel.lock().expect("cancel lock").take() {
+            self.server.cancels.remove(pid, &key);
+        }
+    }
+
+    /// The session of the logged-in user, built again (with the user's roles read again) when the project was
+    /// reloaded since.
+    async fn service(&self) -> PgWireResult<Arc<Built>> {
+        let Some(user) = self.user.get() else {
+            return Err(fatal("08P01", "the connection is not logged in".into()));
+        };
+        let generation = self.server.generation.load(Ordering::SeqCst);
+        let mut current = self.session.current.lock().await;
+        if let Some(built) = &*current
+            && built.generation == generation
+        {
+            return Ok(built.clone());
+        }
+        let lh = self.server.lakehouse();
+        let Some((_, roles)) = self.user_row(user).await? else {
+            return Err(fatal("28000", format!("user \"{user}\" does not exist any more")));
+        };
+        let identity = identity(&lh, user, roles)?;
+        let built = Arc::new(session(&self.server, lh, identity, generation).await?);
+        *self.session.last.lock().expect("session lock") = Some(built.clone());
+        *current = Some(built.clone());
+        Ok(built)
+    }
+
+    /// What stops a statement: a cancel request, or its time running out.
+    fn limits<C: ClientInfo>(&self, client: &C, entry: Arc<Entry>) -> Limits {
+        let server_limit = self.server.settings.statement_timeout.0;
+        let client_limit = client
+            .metadata()
+            .get("statement_timeout_ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let timeout = client_limit.map_or(server_limit, |c| c.min(server_limit));
+        let cancel = self.cancel.lock().expect("cancel lock").as_ref().map(|(_, _, rx)| {
+            let mut rx = rx.clone();
+            rx.borrow_and_update();
+            rx
+        });
+        Limits {
+            deadline: Instant::now() + timeout,
+            timeout,
+            cancel,
+            max_rows: self.server.settings.max_rows,
+            entry,
+            queries: self.server.queries(),
+        }
+    }
+}
+
+/// The identity of `user` under the current policy: the roles of the user that the policy still defines.
+fn identity(lh: &Lakehouse, user: &str, names: Vec<String>) -> PgWireResult<Identity> {
+    let roles: Vec<_> = names.iter().filter_map(|r| lh.project.policy.roles.get(r).cloned()).collect();
+    if roles.is_empty() {
+        return Err(fatal(
+            "28000",
+            format!(
+                "user \"{user}\" has no role of the access policy (roles {}): ask an administrator \
+                 (`lakehouse user roles`)",
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(Identity { user: user.to_string(), roles })
+}
+
+/// A session for `identity`: the policy rule in its analyzer, the granted tables only, `pg_catalog`, and the
+/// read-only guard first among the statement hooks.
+async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, generation: u64) -> PgWireResult<Built> {
+    let roles = identity.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+    let (reads, opened) = (crate::access::enforce::Reads::default(), crate::session::Opened::default());
+    let ctx = crate::session::new_session_in(
+        crate::session::Functions::Interactive,
+        &lh.project.file,
+        server.runtime.clone(),
+    );
+    let ctx = crate::access::enforce::governed(&ctx, identity.clone(), Some(reads.clone()));
+    let visible = |table: &str| identity.serves(table);
+    let layers = ["silver", "gold", "system"];
+    crate::session::serve_layers(&ctx, &lh.warehouse, &layers, &BTreeMap::new(), &visible, &opened)
+        .await
+        .map_err(|e| fatal("58030", format!("the lake cannot be read: {e}")))?;
+    crate::catalog_sync::serve_catalog(&ctx, lh.clone(), &visible);
+    datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
+        .map_err(|e| fatal("XX000", format!("pg_catalog: {e}")))?;
+    let hooks: Vec<Arc<dyn QueryHook>> =
+        vec![Arc::new(ReadOnly), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+    let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
+    Ok(Built { generation, service, roles, reads, opened })
+}
+
+#[async_trait]
+impl StartupHandler for Connection {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                if self.slot.is_none() {
+                    return Err(fatal(
+                        "53300",
+                        format!(
+                            "sorry, too many clients already (serve.max_connections = {})",
+                            self.server.settings.max_connections
+                        ),
+                    ));
+                }
+                if self.server.tls.is_some() && !client.is_secure() {
+                    return Err(fatal(
+                        "28000",
+                        "this server accepts TLS connections only: connect with sslmode=require (or verify-full)"
+                            .into(),
+                    ));
+                }
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                let Some(user) = client.metadata().get(METADATA_USER).cloned() else {
+                    return Err(PgWireError::UserNameRequired);
+                };
+                let delay = self.server.throttle.delay(self.peer.ip());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                *self.login.lock().expect("login lock") = Login::Offered { user };
+                let methods = vec!["SCRAM-SHA-256".to_string()];
+                client.send(PgWireBackendMessage::Authentication(Authentication::SASL(methods))).await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let login = std::mem::replace(&mut *self.login.lock().expect("login lock"), Login::Done);
+                match login {
+                    Login::Offered { user } => {
+                        let initial = message.into_sasl_initial_response()?;
+                        if initial.auth_method != "SCRAM-SHA-256" {
+                            return Err(fatal(
+                                "28000",
+                                format!(
+                                    "authentication method {} is not offered: use SCRAM-SHA-256",
+                                    initial.auth_method
+                                ),
+                            ));
+                        }
+                        let found = self.user_row(&user).await?;
+                        let (verifier, known) = match found {
+                            Some((v, _)) => (v, true),
+                            None => (Verifier::for_unknown_user(&self.server.secret, &user), false),
+                        };
+                        let data = initial.data.unwrap_or_default();
+                        let (exchange, server_first) =
+                            Exchange::start(&data, &verifier).map_err(|e| fatal("08P01", e))?;
+                        *self.login.lock().expect("login lock") =
+                            Login::Challenged { user, exchange: Box::new(exchange), verifier, known };
+                        let answer = Authentication::SASLContinue(Bytes::from(server_first));
+                        client.send(PgWireBackendMessage::Authentication(answer)).await?;
+                    }
+                    Login::Challenged { user, exchange, verifier, known } => {
+                        let response = message.into_sasl_response()?;
+                        let checked = exchange.finish(&response.data, &verifier).map_err(|e| fatal("08P01", e))?;
+                        let (Some(server_final), true) = (checked, known) else {
+                            self.server.throttle.failed(self.peer.ip());
+                            tracing::info!("serve: failed login of user {user:?} from {}", self.peer.ip());
+                            return Err(fatal("28P01", format!("password authentication failed for user \"{user}\"")));
+                        };
+                        self.server.throttle.succeeded(self.peer.ip());
+                        let _ = self.user.set(user.clone());
+                        // The session is built now, so that a user without a role fails at login.
+                        self.service().await?;
+                        client
+                            .send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(Bytes::from(
+                                server_final,
+                            ))))
+                            .await?;
+                        let (pid, key) = self.server.keys.generate(&*client);
+                        client.set_pid_and_secret_key(pid, key.clone());
+                        let bytes = key.to_bytes();
+                        let cancel = self.server.cancels.register(pid, bytes.clone());
+                        *self.cancel.lock().expect("cancel lock") = Some((pid, bytes, cancel));
+                        tracing::info!(
+                            "serve: user {user:?} logged in from {} ({})",
+                            self.peer.ip(),
+                            client.metadata().get(METADATA_APPLICATION_NAME).map_or("no application name", |a| a)
+                        );
+                        finish_authentication(client, &self.server.parameters).await?;
+                    }
+                    Login::Start | Login::Done => return Err(PgWireError::InvalidSASLState),
+                }
+            }
+            _ => return Err(PgWireError::InvalidSASLState),
+        }
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// The verifier and roles of `user`, `None` when there is no such user (or its verifier is unreadable).
+    async fn user_row(&self, user: &str) -> PgWireResult<Option<(Verifier, Vec<String>)>> {
+        let lh = self.server.lakehouse();
+        let url = crate::catalog_sync::catalog_url(&lh);
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!("serve: the catalog database cannot be read for a login: {e}");
+            fatal("08006", "the user store is unavailable; try again later".into())
+        };
+        let db = catalog::Catalog::open(&url).await.map_err(|e| unavailable(&e))?;
+        let row = db.user(user).await.map_err(|e| unavailable(&e))?;
+        Ok(row.and_then(|r| {
+            let roles = r.roles().map(str::to_string).collect();
+            Verifier::parse(&r.verifier).ok().map(|v| (v, roles))
+        }))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let built = self.service().await?;
+        let entry = Arc::new(Entry::new(&self.session.log, client, &built, query));
+        let limits = self.limits(client, entry.clone());
+        let result = limits.run(SimpleQueryHandler::do_query(&built.service, client, query)).await;
+        entry.tables(built.take_reads());
+        match result {
+            Ok(responses) => {
+                if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
+                    entry.finish(None);
+                }
+                Ok(responses.into_iter().map(|r| limits.guard(r)).collect())
+            }
+            Err(e) => Err(entry.failed(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = DfStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<DfStatement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let built = self.service().await?;
+        let entry = Arc::new(Entry::new(&self.session.log, client, &built, &portal.statement.statement.0));
+        let limits = self.limits(client, entry.clone());
+        let result = limits.run(ExtendedQueryHandler::do_query(&built.service, client, portal, max_rows)).await;
+        entry.tables(built.take_reads());
+        match result {
+            Ok(response) => {
+                if !matches!(response, Response::Query(_)) {
+                    entry.finish(None);
+                }
+                Ok(limits.guard(response))
+            }
+            Err(e) => Err(entry.failed(e)),
+        }
+    }
+}
+
+/// The parser of the extended protocol, in the connection's current session.
+pub(super) struct Parser {
+    session: Arc<Session>,
+}
+
+impl Parser {
+    fn current(&self) -> PgWireResult<Arc<Built>> {
+        self.session.last.lock().expect("session lock").clone().ok_or(PgWireError::NotReadyForQuery)
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<DfStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let built = self.current()?;
+        let parsed = ExtendedQueryHandler::query_parser(&built.service).parse_sql(client, sql, types).await;
+        // A statement refused or failing here never reaches execution: it is logged now.
+        parsed.map_err(|e| Entry::new(&self.session.log, client, &built, sql).failed(e))
+    }
+
+    fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
+        ExtendedQueryHandler::query_parser(&self.current()?.service).get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(&self, stmt: &DfStatement, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        ExtendedQueryHandler::query_parser(&self.current()?.service).get_result_schema(stmt, column_format)
+    }
+}
+
+/// Cancel requests, for any connection of the server.
+struct Canceller(Arc<Server>);
+
+#[async_trait]
+impl CancelHandler for Canceller {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.0.cancels.cancel(request.pid, &request.secret_key.to_bytes());
+    }
+}
+
+/// The bounds of one statement.
+struct Limits {
+    deadline: Instant,
+    timeout: Duration,
+    cancel: Option<watch::Receiver<u64>>,
+    max_rows: u64,
+    entry: Arc<Entry>,
+    queries: tokio::runtime::Handle,
+}
+
+impl Limits {
+    /// Why the statement must stop, when it must.
+    fn stopped(&self) -> Pin<Box<dyn Future<Output = PgWireError> + Send>> {
+        let (deadline, timeout, cancel) = (self.deadline, self.timeout, self.cancel.clone());
+        Box::pin(async move {
+            let canceled = async move {
+                if let Some(mut rx) = cancel
+                    && rx.changed().await.is_ok()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = canceled => canceled_error("canceling statement due to user request".into()),
+                _ = tokio::time::sleep_until(deadline) => canceled_error(format!(
+                    "canceling statement due to statement timeout ({} s; serve.statement_timeout or the session's \
+                     statement_timeout)",
+                    timeout.as_secs_f64()
+                )),
+            }
+        })
+    }
+
+    /// Runs the planning part of a statement within its limits; the tasks it starts run on the query runtime.
+    async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        let work = OnRuntime { handle: self.queries.clone(), work: Box::pin(work) };
+        tokio::select! {
+            result = work => result,
+            e = self.stopped() => Err(e),
+        }
+    }
+
+    /// A response whose rows stream within the statement's limits.
+    fn guard(&self, response: Response) -> Response {
+        match response {
+            Response::Query(mut query) => {
+                let mut rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+                // The rows are computed on the query runtime, so that a heavy statement never holds up the
+                // connections' runtime (logins, cancel requests, other clients).
+                let (tx, rx) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
+                let task = self.queries.spawn(async move {
+                    while let Some(row) = rows.next().await {
+                        if tx.send(row).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                query.data_rows = Box::pin(Guarded {
+                    rows: rx,
+                    task,
+                    stop: self.stopped(),
+                    sent: 0,
+                    max_rows: self.max_rows,
+                    done: false,
+                    entry: self.entry.clone(),
+                });
+                Response::Query(query)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Rows streamed to the client as they are computed, until the statement is canceled, times out or passes
+/// `serve.max_rows`.
+struct Guarded {
+    rows: tokio::sync::mpsc::Receiver<PgWireResult<DataRow>>,
+    /// Computes the rows; stopped when the statement stops, however it stops.
+    task: tokio::task::JoinHandle<()>,
+    stop: Pin<Box<dyn Future<Output = PgWireError> + Send>>,
+    sent: u64,
+    max_rows: u64,
+    done: bool,
+    entry: Arc<Entry>,
+}
+
+impl Stream for Guarded {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(e) = this.stop.as_mut().poll(cx) {
+            this.done = true;
+            return Poll::Ready(Some(Err(this.entry.failed(e))));
+        }
+        match this.rows.poll_recv(cx) {
+            Poll::Ready(Some(Ok(row))) => {
+                this.sent += 1;
+                if this.sent > this.max_rows {
+                    this.done = true;
+                    let info = ErrorInfo::new(
+                        "ERROR".into(),
+                        "54000".into(),
+                        format!(
+                            "the result has more than {} rows (serve.max_rows): add a LIMIT, filter or aggregate",
+                            this.max_rows
+                        ),
+                    );
+                    return Poll::Ready(Some(Err(this.entry.failed(PgWireError::UserError(Box::new(info))))));
+                }
+                this.entry.rows.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(row)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(this.entry.failed(e))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.entry.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A future polled with the query runtime as the current one: the tasks it spawns (DataFusion's partitions)
+/// run there.
+struct OnRuntime<F> {
+    handle: tokio::runtime::Handle,
+    work: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for OnRuntime<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _current = self.handle.enter();
+        self.work.as_mut().poll(cx)
+    }
+}
+
+/// Refuses, before planning, every statement a read-only server does not run, and plans queries in the
+/// read-only sandbox ([`crate::session::sql`]: `SELECT … INTO` and the like are refused there).
+struct ReadOnly;
+
+impl ReadOnly {
+    /// What this hook does with a statement, or why it is refused.
+    fn check(statement: &Statement) -> PgWireResult<Kind> {
+        let refuse = |what: &str| {
+            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "25006".into(),
+                format!(
+                    "{what} is refused: this server is read-only (queries, SHOW, SET of session settings and \
+                     transactions)"
+                ),
+            ))))
+        };
+        match statement {
+            Statement::Query(_) | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => Ok(Kind::Query),
+            Statement::Deallocate { name, .. } => Ok(Kind::Deallocate(name.value.clone())),
+            Statement::Set(Set::SingleAssignment { variable, .. })
+                if variable.to_string().to_lowercase().starts_with("datafusion.") =>
+            {
+                refuse(&format!("SET {variable} (an engine setting of the server)"))
+            }
+            Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => {
+                refuse("SET ROLE (the roles of a session are its user's)")
+            }
+            Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. } => Ok(Kind::Other),
+            Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
+                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "0A000".into(),
+                    "cursors (DECLARE, FETCH) are not served: results stream as they are computed, so read a large \
+                     result from the stream (psycopg: cursor.stream(); psql: leave FETCH_COUNT unset)"
+                        .into(),
+                ))))
+            }
+            Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "42501".into(),
+                    "EXPLAIN is not served: plans show the access policy's filters and the tables' statistics".into(),
+                ))))
+            }
+            other => {
+                let text = other.to_string();
+                let verb: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                refuse(&format!("`{verb}`"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match Self::check(statement) {
+            Err(e) => Some(Err(e)),
+            Ok(Kind::Other) => None,
+            Ok(Kind::Deallocate(name)) => Some(Ok(deallocate(client, &name))),
+            Ok(Kind::Query) => {
+                let df = match crate::session::sql(ctx, &statement.to_string()).await {
+                    Ok(df) => df,
+                    Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
+                };
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                Some(encode_dataframe(df, &Format::UnifiedText, Some(options)).await.map(Response::Query))
+            }
+        }
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        match Self::check(statement) {
+            Err(e) => Some(Err(e)),
+            Ok(Kind::Other) => None,
+            Ok(Kind::Deallocate(_)) => Some(Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            }))),
+            Ok(Kind::Query) => {
+                let state = ctx.state();
+                let planned = state
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
+                    .await
+                    .and_then(|plan| crate::session::read_only().verify_plan(&plan).map(|()| plan));
+                Some(planned.map_err(|e| PgWireError::ApiError(Box::new(e))))
+            }
+        }
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match statement {
+            Statement::Deallocate { name, .. } => Some(Ok(deallocate(client, &name.value))),
+            _ => None,
+        }
+    }
+}
+
+/// What [`ReadOnly`] does with a statement it lets through.
+enum Kind {
+    /// Planned here, in the read-only sandbox.
+    Query,
+    /// `DEALLOCATE name | ALL`: forgets prepared statements (clients send it to clean up).
+    Deallocate(String),
+    /// Answered by the next hooks (`SET`, `SHOW`, transactions).
+    Other,
+}
+
+/// Forgets a prepared statement of the connection; `ALL` is answered without forgetting the others (they
+/// go with the connection).
+fn deallocate(client: &mut dyn HookClient, name: &str) -> Response {
+    if !name.eq_ignore_ascii_case("all") {
+        client.portal_store().rm_statement(name);
+    }
+    Response::Execution(pgwire::api::results::Tag::new("DEALLOCATE"))
+}
+
+/// A FATAL error: the connection is closed after it.
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message)))
+}
+
+fn canceled_error(message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "57014".into(), message)))
+}
+
+/// An error as the client is told it: engine errors in one line without data values
+/// ([`crate::session::error_text`]; a statement's own rows may hold values its filter hides, and an error
+/// raised while computing may quote them), with the SQLSTATE of their kind.
+fn public_error(e: PgWireError) -> ErrorInfo {
+    match e {
+        PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
+            Ok(df) => {
+                let text = crate::session::error_text(&df);
+                let code = match df.find_root() {
+                    _ if text.contains("permission denied for table") => "42501",
+                    _ if text.contains("is refused: SQL here is read-only") => "25006",
+                    _ if text.contains("table") && text.contains("not found") => "42P01",
+                    DataFusionError::SQL(..) => "42601",
+                    DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "42000",
+                    DataFusionError::NotImplemented(_) => "0A000",
+                    DataFusionError::ResourcesExhausted(_) => "53200",
+                    _ => "XX000",
+                };
+                ErrorInfo::new("ERROR".into(), code.into(), text)
+            }
+            Err(other) => {
+                ErrorInfo::new("ERROR".into(), "XX000".into(), crate::session::without_values(&other.to_string()))
+            }
+        },
+        other => ErrorInfo::from(other),
+    }
+}

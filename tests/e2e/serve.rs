@@ -1,0 +1,443 @@
+//! `lakehouse serve` with real clients: psql (libpq, simple protocol, `\dt`/`\d`, TLS) and Python's psycopg 3
+//! (extended protocol with parameters, binary results, server-side cursors, cancel), logging in with
+//! SCRAM-SHA-256 as users of `lakehouse user`, each seeing exactly what `lakehouse sql --as ROLE` shows.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use lakehouse_tests::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A running `lakehouse serve`; killed when dropped. Its standard error is kept for the secret scans.
+struct Served {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(p: &TestProject) -> Self {
+        Self::try_start(p, &[]).unwrap_or_else(|log| panic!("serve did not start:\n{log}"))
+    }
+
+    fn try_start(p: &TestProject, args: &[&str]) -> Result<Self, String> {
+        let mut all = vec!["serve"];
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        all.extend(args);
+        let mut child = p.command(&all).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut port = None;
+        for line in lines.by_ref() {
+            let line = line.expect("stderr line");
+            log.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.strip_prefix("serving on ") {
+                let addr = rest.split_whitespace().next().expect("address");
+                port = Some(addr.rsplit(':').next().unwrap().parse().expect("port"));
+                break;
+            }
+        }
+        let Some(port) = port else {
+            let _ = child.wait();
+            return Err(log.lock().unwrap().clone());
+        };
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Ok(Self { child, port, log })
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn conninfo(&self, user: &str, sslmode: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} dbname=lake sslmode={sslmode} connect_timeout=10", self.port)
+    }
+
+    /// psql with the simple query protocol, unaligned CSV-like output.
+    fn psql(&self, user: &str, password: &str, sql: &str) -> Output {
+        self.psql_ssl(user, password, "disable", sql)
+    }
+
+    fn psql_ssl(&self, user: &str, password: &str, sslmode: &str, sql: &str) -> Output {
+        Command::new("psql")
+            .arg(self.conninfo(user, sslmode))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGAPPNAME", "e2e-psql")
+            .output()
+            .expect("psql is installed (ci/start-postgres.sh installs it)")
+    }
+
+    fn psql_ok(&self, user: &str, sql: &str) -> String {
+        let out = self.psql(user, PASSWORD, sql);
+        assert!(out.status.success(), "psql as {user}: {sql}\n{}\nserver:\n{}", stderr(&out), self.log());
+        stdout(&out)
+    }
+
+    fn psql_err(&self, user: &str, sql: &str) -> String {
+        let out = self.psql(user, PASSWORD, sql);
+        assert!(!out.status.success(), "psql as {user} was served: {sql}\n{}", stdout(&out));
+        stderr(&out)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_user(p: &TestProject, name: &str, roles: &[&str]) {
+    let mut args = vec!["user", "add", name, "--password-stdin"];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    let mut child =
+        p.command(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "user add {name}: {}", stderr(&out));
+}
+
+/// The example after one run, with a user per role tested.
+fn example() -> TestProject {
+    let p = TestProject::example(None);
+    run_ok(&p, &["run"]);
+    add_user(&p, "police", &["ddsp"]);
+    add_user(&p, "town", &["mairie_secteur_1"]);
+    add_user(&p, "analyst", &["city_analyst"]);
+    p
+}
+
+fn as_role(p: &TestProject, role: &str, query: &str) -> String {
+    let out = p.run(&["sql", "--as", role, "--format", "csv", query]);
+    assert!(out.status.success(), "--as {role}: {query}\n{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn psql_reads_what_its_role_is_granted_and_nothing_else() {
+    let p = example();
+    let s = Served::start(&p);
+
+    // Rows and masks as `sql --as` computes them (the same policy in the same plan rewrite).
+    for (user, role, query) in [
+        (
+            "police",
+            "ddsp",
+            "SELECT cell, accidents, from_police, from_fire_brigade FROM gold.accident_hotspots ORDER BY cell",
+        ),
+        (
+            "town",
+            "mairie_secteur_1",
+            "SELECT arrondissement, period_of_day, incidents FROM gold.incidents_by_arrondissement_period ORDER BY 1, 2",
+        ),
+        (
+            "analyst",
+            "city_analyst",
+            "SELECT count(*) AS n, count(reporter_token) AS tokens FROM silver.ville_signalements",
+        ),
+    ] {
+        let expected = as_role(&p, role, query);
+        assert!(expected.lines().count() > 1, "{role}: {expected}");
+        assert_eq!(s.psql_ok(user, query), expected, "{user}: {query}");
+    }
+    let town =
+        s.psql_ok("town", "SELECT DISTINCT arrondissement FROM gold.incidents_by_arrondissement_period ORDER BY 1");
+    assert_eq!(town, "arrondissement\n1\n7\n");
+
+    // Listings: psql's \dt reads pg_catalog; only the granted tables show.
+    let listed = s.psql_ok("police", "\\dt gold.*");
+    for t in ["accident_hotspots", "incidents_by_arrondissement_period", "incidents_weather_daily"] {
+        assert!(listed.contains(t), "{listed}");
+    }
+    assert!(!listed.contains("fire_response_times"), "{listed}");
+    let described = s.psql_ok("police", "\\d gold.accident_hotspots");
+    assert!(described.contains("from_fire_brigade"), "{described}");
+    let schemas = s.psql_ok(
+        "police",
+        "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1",
+    );
+    assert_eq!(schemas, "table_schema\ngold\n");
+
+    // Tables not granted, bronze, and everything that is not a query: refused.
+    let e = s.psql_err("police", "SELECT * FROM gold.fire_response_times");
+    assert!(e.contains("not found") || e.contains("permission denied"), "{e}");
+    let e = s.psql_err("police", "SELECT * FROM bronze.ddsp_interventions");
+    assert!(e.contains("not found"), "{e}");
+    for statement in [
+        "CREATE TABLE gold.x AS SELECT 1",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "INSERT INTO gold.accident_hotspots SELECT * FROM gold.accident_hotspots",
+        "DELETE FROM gold.accident_hotspots",
+        "DROP TABLE gold.accident_hotspots",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "SELECT * INTO gold.copy FROM gold.accident_hotspots",
+        "SET datafusion.runtime.memory_limit = '100G'",
+        "SET ROLE dpo",
+    ] {
+        let e = s.psql_err("police", statement);
+        // `CREATE EXTERNAL TABLE` is DataFusion's own syntax, which the PostgreSQL parser does not know.
+        assert!(e.contains("refused") || e.contains("sql parser error"), "{statement}: {e}");
+    }
+    let e = s.psql_err("police", "EXPLAIN SELECT * FROM gold.accident_hotspots");
+    assert!(e.contains("EXPLAIN is not served"), "{e}");
+    // Session settings a client sends at startup or later work.
+    assert_eq!(s.psql_ok("police", "SET application_name = 'x'; SHOW application_name"), "application_name\nx\n");
+
+    // Logins: a wrong password and an unknown user get the same answer; the password is in no log.
+    for (user, password) in [("police", "wrong password"), ("nobody", PASSWORD)] {
+        let out = s.psql(user, password, "SELECT 1");
+        assert!(!out.status.success());
+        let e = stderr(&out);
+        assert!(e.contains(&format!("password authentication failed for user \"{user}\"")), "{e}");
+    }
+    let log = s.log();
+    assert!(!log.contains(PASSWORD) && !log.contains("wrong password"), "{log}");
+    assert!(log.contains("failed login of user \"nobody\""), "{log}");
+}
+
+#[test]
+fn a_plain_connection_is_refused_when_tls_is_set_and_tls_is_needed_beyond_loopback() {
+    let p = example();
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(p.keys_dir.path().join("server.key"))
+        .arg("-out")
+        .arg(p.keys_dir.path().join("server.crt"))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without TLS, only loopback.
+    let refused = Served::try_start(&p, &["--listen", "0.0.0.0:0"]).err().expect("refused to start");
+    assert!(refused.contains("without TLS"), "{refused}");
+
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    let tls = format!(
+        "serve:\n  tls: {{ cert: {}, key: {} }}\n",
+        p.keys_dir.path().join("server.crt").display(),
+        p.keys_dir.path().join("server.key").display()
+    );
+    std::fs::write(p.path().join("lakehouse.yaml"), format!("{yaml}{tls}")).unwrap();
+    let s = Served::start(&p);
+    let out = s.psql_ssl("police", PASSWORD, "disable", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("accepts TLS connections only"), "{}", stderr(&out));
+    let out = s.psql_ssl("police", PASSWORD, "require", "SELECT ssl_is_used() OR true AS ok");
+    let out = if out.status.success() { out } else { s.psql_ssl("police", PASSWORD, "require", "SELECT 1 AS ok") };
+    assert!(out.status.success(), "{}\n{}", stderr(&out), s.log());
+}
+
+#[test]
+fn limits_reload_and_stop() {
+    let p = example();
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    std::fs::write(
+        p.path().join("lakehouse.yaml"),
+        format!(
+            "{yaml}serve:\n  max_rows: 5\n  statement_timeout: 2 seconds\n  max_connections: 2\n  \
+             max_memory_bytes: 1048576\n"
+        ),
+    )
+    .unwrap();
+    let s = Served::start(&p);
+    assert_eq!(s.psql_ok("police", "SELECT * FROM generate_series(1, 5) t(x)").lines().count(), 6);
+    let e = s.psql_err("police", "SELECT * FROM generate_series(1, 6) t(x)");
+    assert!(e.contains("more than 5 rows (serve.max_rows)"), "{e}");
+    let e = s.psql_err("police", "SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3");
+    assert!(e.contains("statement timeout"), "{e}");
+    // A statement that needs more memory than the server's pool fails (nothing spills to disk).
+    let e = s.psql_err(
+        "police",
+        "SELECT count(*) FROM generate_series(1, 300000) a(x) JOIN generate_series(1, 300000) b(y) ON a.x = b.y",
+    );
+    assert!(e.contains("Resources exhausted"), "{e}");
+    // One connection over max_connections is refused, with the reason.
+    let held: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("psql")
+                .arg(s.conninfo("police", "disable"))
+                .args(["-X", "-q", "-c", "SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3"])
+                .env("PGPASSWORD", PASSWORD)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let e = s.psql_err("police", "SELECT 1");
+    assert!(e.contains("too many clients already (serve.max_connections = 2)"), "{e}");
+    for mut h in held {
+        let _ = h.wait();
+    }
+
+    // SIGHUP: the police lose a table; an open session sees it at its next statement.
+    let roles = std::fs::read_to_string(p.path().join("access/roles.yaml")).unwrap();
+    let fewer = roles.replacen("      - table: gold.incidents_by_arrondissement_period\n", "", 1);
+    assert_ne!(fewer, roles);
+    let mut session = Command::new("psql")
+        .arg(s.conninfo("police", "disable"))
+        .args(["-X", "-q", "--csv"])
+        .env("PGPASSWORD", PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = session.stdin.take().unwrap();
+    writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
+    input.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::write(p.path().join("access/roles.yaml"), fewer).unwrap();
+    s.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.log().contains("reloaded the project") {
+        assert!(std::time::Instant::now() < deadline, "no reload:\n{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
+    drop(input);
+    let out = session.wait_with_output().unwrap();
+    assert!(stdout(&out).starts_with("n\n"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not found") || stderr(&out).contains("permission denied"), "{}", stderr(&out));
+
+    // SIGTERM: the server stops by itself.
+    let mut s = s;
+    s.signal("TERM");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", s.log());
+}
+
+/// Python's psycopg 3 (libpq underneath, the extended protocol for every statement with parameters).
+const PSYCOPG: &str = r#"
+import json, sys, threading, time
+import psycopg
+
+dsn, password = sys.argv[1], sys.argv[2]
+out = {}
+with psycopg.connect(dsn, password=password, application_name="e2e-psycopg", autocommit=True) as conn:
+    q = ("SELECT arrondissement, sum(incidents) AS n FROM gold.incidents_by_arrondissement_period "
+         "WHERE arrondissement >= %s GROUP BY 1 ORDER BY 1")
+    out["text"] = [[a, int(n)] for a, n in conn.execute(q, (1,)).fetchall()]
+    with conn.cursor(binary=True) as cur:
+        cur.execute(q, (1,))
+        out["binary"] = [[a, int(n)] for a, n in cur.fetchall()]
+    # The same statement prepared once and run with other parameters.
+    out["prepared"] = [[a, int(n)] for a, n in conn.execute(q, (7,), prepare=True).fetchall()]
+    out["prepared_again"] = [[a, int(n)] for a, n in conn.execute(q, (2,), prepare=True).fetchall()]
+    try:
+        conn.execute("DELETE FROM gold.incidents_by_arrondissement_period WHERE arrondissement = %s", (1,))
+        out["delete"] = "served"
+    except psycopg.Error as e:
+        out["delete"] = e.sqlstate
+    try:
+        conn.execute("SELECT * FROM gold.accident_hotspots WHERE accidents > %s", (3,))
+        out["not_granted"] = "served"
+    except psycopg.Error as e:
+        out["not_granted"] = e.sqlstate
+    # Rows as they stream (libpq's single-row mode), and cursors refused with the way to stream instead.
+    with conn.cursor() as cur:
+        out["stream"] = sorted({r[0] for r in cur.stream(
+            "SELECT arrondissement FROM gold.incidents_by_arrondissement_period WHERE incidents > %s", (0,))})
+    try:
+        with conn.transaction():
+            with conn.cursor(name="by_period") as cur:
+                cur.execute("SELECT arrondissement FROM gold.incidents_by_arrondissement_period")
+                cur.fetchmany(2)
+        out["cursor"] = "served"
+    except psycopg.Error as e:
+        out["cursor"] = e.sqlstate
+    # A cancel request stops a running statement.
+    threading.Timer(1.0, conn.cancel).start()
+    started = time.monotonic()
+    try:
+        conn.execute("SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3")
+        out["cancel"] = "finished"
+    except psycopg.Error as e:
+        out["cancel"] = e.sqlstate
+    out["cancel_seconds"] = time.monotonic() - started
+    out["after_cancel"] = conn.execute("SELECT 1 AS one").fetchone()[0]
+print(json.dumps(out))
+"#;
+
+fn python() -> String {
+    std::env::var("LAKEHOUSE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
+    let p = example();
+    let s = Served::start(&p);
+    let out = Command::new(python())
+        .args(["-c", PSYCOPG, &s.conninfo("town", "disable"), PASSWORD])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "psycopg (ci/clients.sh installs it; LAKEHOUSE_TEST_PYTHON names its Python): {}\nserver:\n{}",
+        stderr(&out),
+        s.log()
+    );
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let expected = as_role(
+        &p,
+        "mairie_secteur_1",
+        "SELECT arrondissement, sum(incidents) AS n FROM gold.incidents_by_arrondissement_period \
+         WHERE arrondissement >= 1 GROUP BY 1 ORDER BY 1",
+    );
+    let expected: Vec<serde_json::Value> = expected
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, n) = l.split_once(',').unwrap();
+            serde_json::json!([a.parse::<i64>().unwrap(), n.parse::<i64>().unwrap()])
+        })
+        .collect();
+    assert_eq!(expected.len(), 2, "the town hall reads arrondissements 1 and 7: {expected:?}");
+    assert_eq!(got["text"], serde_json::Value::Array(expected.clone()));
+    assert_eq!(got["binary"], got["text"]);
+    assert_eq!(got["prepared"], serde_json::json!([expected[1]]));
+    assert_eq!(got["prepared_again"], serde_json::Value::Array(expected[1..].to_vec()));
+    assert_eq!(got["delete"], "25006");
+    assert_eq!(got["not_granted"], "42P01");
+    assert_eq!(got["stream"], serde_json::json!([1, 7]));
+    assert_eq!(got["cursor"], "0A000");
+    assert_eq!(got["cancel"], "57014", "{got}");
+    assert!(got["cancel_seconds"].as_f64().unwrap() < 30.0, "{got}");
+    assert_eq!(got["after_cancel"], 1);
+
+    // The query log holds each statement, literals redacted, with the tables and versions read.
+    let _ = s.psql("police", PASSWORD, "SELECT count(*) FROM gold.accident_hotspots WHERE cell = 'secret-cell-value'");
+    // SIGTERM writes the rows still waiting.
+    let mut s = s;
+    s.signal("TERM");
+    assert!(s.child.wait().unwrap().success(), "{}", s.log());
+    let log = sql_csv(
+        &p,
+        "SELECT user, roles, application, outcome, statement, tables, rows FROM system.queries ORDER BY started_at",
+    );
+    assert!(!log.contains("secret-cell-value"), "{log}");
+    assert!(
+        log.contains("town,mairie_secteur_1,e2e-psycopg,refused,DELETE FROM gold.incidents_by_arrondissement_period WHERE arrondissement = $1"),
+        "{log}"
+    );
+    assert!(log.contains("town,mairie_secteur_1,e2e-psycopg,canceled,"), "{log}");
+    assert!(log.contains(",gold.incidents_by_arrondissement_period@"), "{log}");
+}
