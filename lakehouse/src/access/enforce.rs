@@ -59,6 +59,8 @@ fn register_identity(ctx: &SessionContext, user: &str, roles: &str, partner: Opt
         ScalarUDF::new_from_impl(Identify { name, value: value.map(str::to_string), args: 0 })
     };
     ctx.register_udf(constant("current_user", Some(user)));
+    // The PostgreSQL parser of the query server turns `current_user` into `session_user()`.
+    ctx.register_udf(constant("session_user", Some(user)));
     ctx.register_udf(constant("current_role", Some(roles)));
     ctx.register_udf(constant("current_partner", partner));
     ctx.register_udf(ScalarUDF::new_from_impl(Identify { name: "current_attribute", value: None, args: 1 }));

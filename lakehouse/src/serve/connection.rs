@@ -375,6 +375,9 @@ async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, genera
         &lh.project.file,
         server.runtime.clone(),
     );
+    // pg_catalog first: the identity functions of the governed session then replace its `session_user`.
+    datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
+        .map_err(|e| fatal("XX000", format!("pg_catalog: {e}")))?;
     let ctx = crate::access::enforce::governed(&ctx, identity.clone(), Some(reads.clone()));
     let visible = |table: &str| identity.serves(table);
     let layers = ["silver", "gold", "system"];
@@ -382,8 +385,6 @@ async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, genera
         .await
         .map_err(|e| fatal("58030", format!("the lake cannot be read: {e}")))?;
     crate::catalog_sync::serve_catalog(&ctx, lh.clone(), &visible);
-    datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
-        .map_err(|e| fatal("XX000", format!("pg_catalog: {e}")))?;
     let hooks: Vec<Arc<dyn QueryHook>> =
         vec![Arc::new(ReadOnly), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
     let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
