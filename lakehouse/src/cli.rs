@@ -138,6 +138,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
     },
+    /// List the statements the query server received (from `system.queries`), newest first.
+    Queries {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only refused statements (not allowed by the server or the policy).
+        #[arg(long)]
+        refused: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
     /// One table: description, owner, location, version, last run, and each column's type, privacy class and
     /// documentation (for models: where it comes from).
     Describe {
@@ -290,6 +304,23 @@ pub enum BenchCommand {
         /// Pseudonymize the two identifiers at landing (in `ingest`) rather than in the silver model.
         #[arg(long)]
         pseudonymize_at_landing: bool,
+    },
+    /// The query server through PostgreSQL clients: `bench job`'s gold table served by `lakehouse serve` (its
+    /// own process); p50/p99 latency of a small prepared gold query, throughput with many clients, a long
+    /// result streamed, and the server's CPU time and peak memory; then one JSON line.
+    Serve {
+        /// Rows of the job that builds the gold table.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Clients at once for the throughput figure.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Rows of the streamed result.
+        #[arg(long, default_value_t = 10_000_000)]
+        stream_rows: u64,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

@@ -345,6 +345,51 @@ pub async fn runs(dir: &Path, target: Option<&str>, failed: bool, limit: usize, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// A line of `lakehouse queries`.
+#[derive(Serialize, Deserialize)]
+struct QueryLine {
+    started: String,
+    user: String,
+    roles: String,
+    client: String,
+    application: Option<String>,
+    outcome: String,
+    rows: i64,
+    ms: i64,
+    tables: String,
+    statement: String,
+    error: Option<String>,
+}
+
+pub async fn queries(dir: &Path, user: Option<&str>, refused: bool, limit: usize, format: OutputFormat) -> CmdResult {
+    let (lh, _) = super::open(dir, &[], KeyUse::ReadOnly)?;
+    let tz = lh.project.file.timezone.0;
+    let records = lakehouse::serve::querylog::read(&lh.warehouse, user)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading system.queries: {e}"))?;
+    let lines: Vec<QueryLine> = records
+        .into_iter()
+        .rev()
+        .filter(|r| !refused || r.outcome == "refused")
+        .take(limit)
+        .map(|r| QueryLine {
+            started: r.started_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+            user: r.user,
+            roles: r.roles,
+            client: r.client,
+            application: r.application,
+            outcome: r.outcome,
+            rows: r.rows,
+            ms: r.duration_ms,
+            tables: r.tables,
+            statement: r.statement,
+            error: r.error,
+        })
+        .collect();
+    print_rows(&lines, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn rebuild(dir: &Path) -> CmdResult {
     let (lh, plan, _) = open_planned(dir, &[], KeyUse::ReadOnly).await?;
     let s = catalog_sync::rebuild_catalog(&lh, &plan).await.map_err(CliError::of)?;

@@ -111,6 +111,9 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Runs { target, failed, limit, format } => {
             audit::runs(&cli.project, target.as_deref(), failed, limit, format).await
         }
+        Command::Queries { user, refused, limit, format } => {
+            audit::queries(&cli.project, user.as_deref(), refused, limit, format).await
+        }
         Command::Describe { table, format } => audit::describe(&cli.project, &table, format).await,
         Command::Reproduce { table, version } => audit::reproduce(&cli.project, &table, version).await,
         Command::Sql { query, file, format, at, as_role } => {

@@ -192,6 +192,17 @@ async fn append(
     Ok(())
 }
 
+/// The statements logged, oldest first, those of `user` only when given (empty before the server's first).
+pub async fn read(
+    warehouse: &Warehouse,
+    user: Option<&str>,
+) -> Result<Vec<QueryRecord>, Box<dyn std::error::Error + Send + Sync>> {
+    let url = warehouse.table_url("system", "queries");
+    let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
+    let filter = user.map(|u| datafusion::prelude::ident("user").eq(datafusion::prelude::lit(u)));
+    Ok(rows::read_table(&table, filter, &["started_at"]).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
