@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the client libraries the query-server tests drive are installed, and prints
-# `export LAKEHOUSE_TEST_PYTHON=…`: a Python with psycopg 3 (from PyPI, in a virtual environment kept beside the
-# build, so a second run installs nothing). psql comes with ci/start-postgres.sh.
+# `export LAKEHOUSE_TEST_PYTHON=…` (a Python with psycopg 3, from PyPI, in a virtual environment) and
+# `export LAKEHOUSE_TEST_NODE_PATH=…` (Node's `pg`, from npm), both kept beside the build so that a second run
+# installs nothing. psql comes with ci/start-postgres.sh.
 set -euo pipefail
 say() { echo "clients: $*" >&2; }
 venv="${LAKEHOUSE_CLIENTS_VENV:-$HOME/.cache/lakehouse/clients-venv}"
@@ -16,3 +17,16 @@ if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
 fi
 say "psycopg $("$venv/bin/python" -c 'import psycopg; print(psycopg.__version__)') ready"
 echo "export LAKEHOUSE_TEST_PYTHON='$venv/bin/python'"
+
+node_dir="${LAKEHOUSE_CLIENTS_NODE:-$HOME/.cache/lakehouse/clients-node}"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    [[ "$(id -u)" == 0 ]] || { say "node and npm are missing: install nodejs and npm"; exit 1; }
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null
+fi
+if [[ ! -f "$node_dir/node_modules/pg/package.json" ]]; then
+    say "installing the npm package pg into $node_dir"
+    mkdir -p "$node_dir"
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" 'pg@8' >&2
+fi
+say "node $(node --version) with pg $(node -p "require('$node_dir/node_modules/pg/package.json').version") ready"
+echo "export LAKEHOUSE_TEST_NODE_PATH='$node_dir/node_modules'"

@@ -197,6 +197,8 @@ fn psql_reads_what_its_role_is_granted_and_nothing_else() {
     }
     let e = s.psql_err("police", "EXPLAIN SELECT * FROM gold.accident_hotspots");
     assert!(e.contains("EXPLAIN is not served"), "{e}");
+    // The identity functions give the connection's user and roles.
+    assert_eq!(s.psql_ok("town", "SELECT current_user AS u, current_role() AS r"), "u,r\ntown,mairie_secteur_1\n");
     // Session settings a client sends at startup or later work.
     assert_eq!(s.psql_ok("police", "SET application_name = 'x'; SHOW application_name"), "application_name\nx\n");
 
@@ -217,6 +219,7 @@ fn a_plain_connection_is_refused_when_tls_is_set_and_tls_is_needed_beyond_loopba
     let p = example();
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
         .arg("-keyout")
         .arg(p.keys_dir.path().join("server.key"))
         .arg("-out")
@@ -239,9 +242,31 @@ fn a_plain_connection_is_refused_when_tls_is_set_and_tls_is_needed_beyond_loopba
     let out = s.psql_ssl("police", PASSWORD, "disable", "SELECT 1");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("accepts TLS connections only"), "{}", stderr(&out));
-    let out = s.psql_ssl("police", PASSWORD, "require", "SELECT ssl_is_used() OR true AS ok");
-    let out = if out.status.success() { out } else { s.psql_ssl("police", PASSWORD, "require", "SELECT 1 AS ok") };
+    // verify-full: the client checks the certificate against the development CA (the certificate itself) and
+    // the host name.
+    let verified = format!(
+        "host=localhost port={} user=police dbname=lake sslmode=verify-full sslrootcert={}",
+        s.port,
+        p.keys_dir.path().join("server.crt").display()
+    );
+    let out = Command::new("psql")
+        .arg(&verified)
+        .args(["-X", "-q", "--csv", "-c", "SELECT count(*) > 0 AS ok FROM gold.accident_hotspots"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}", stderr(&out), s.log());
+    assert_eq!(stdout(&out), "ok\nt\n");
+    // The server offers SCRAM only: a client that insists on a password in clear or MD5 gets nothing else
+    // (libpq's `require_auth`, PostgreSQL 16 and later: psycopg's own libpq).
+    let script = "import sys, psycopg\nfor m in ('password', 'md5'):\n    try:\n        \
+                  psycopg.connect(sys.argv[1] + ' require_auth=' + m, password=sys.argv[2]).close()\n        \
+                  print(m, 'logged in')\n    except psycopg.OperationalError as e:\n        print(m, e)\n";
+    let out = Command::new(python()).args(["-c", script, &verified, PASSWORD]).output().expect("python");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers = stdout(&out);
+    assert!(!answers.contains("logged in"), "{answers}");
+    assert_eq!(answers.matches("server requested SASL").count(), 2, "{answers}");
 }
 
 #[test]
@@ -251,8 +276,8 @@ fn limits_reload_and_stop() {
     std::fs::write(
         p.path().join("lakehouse.yaml"),
         format!(
-            "{yaml}serve:\n  max_rows: 5\n  statement_timeout: 2 seconds\n  max_connections: 2\n  \
-             max_memory_bytes: 1048576\n"
+            "{yaml}serve:\n  max_rows: 5\n  statement_timeout: 5 seconds\n  max_connections: 2\n  \
+             max_memory_bytes: 8388608\n"
         ),
     )
     .unwrap();
@@ -265,7 +290,7 @@ fn limits_reload_and_stop() {
     // A statement that needs more memory than the server's pool fails (nothing spills to disk).
     let e = s.psql_err(
         "police",
-        "SELECT count(*) FROM generate_series(1, 300000) a(x) JOIN generate_series(1, 300000) b(y) ON a.x = b.y",
+        "SELECT count(*) FROM generate_series(1, 2000000) a(x) JOIN generate_series(1, 2000000) b(y) ON a.x = b.y",
     );
     assert!(e.contains("Resources exhausted"), "{e}");
     // One connection over max_connections is refused, with the reason.
@@ -352,7 +377,10 @@ with psycopg.connect(dsn, password=password, application_name="e2e-psycopg", aut
         out["not_granted"] = "served"
     except psycopg.Error as e:
         out["not_granted"] = e.sqlstate
-    # Rows as they stream (libpq's single-row mode), and cursors refused with the way to stream instead.
+    # A million rows streamed (libpq's single-row mode): the server's default serve.max_rows exactly.
+    with conn.cursor() as cur:
+        out["million"] = sum(1 for _ in cur.stream("SELECT x FROM generate_series(1, 1000000) t(x)"))
+    # Rows as they stream, and cursors refused with the way to stream instead.
     with conn.cursor() as cur:
         out["stream"] = sorted({r[0] for r in cur.stream(
             "SELECT arrondissement FROM gold.incidents_by_arrondissement_period WHERE incidents > %s", (0,))})
@@ -422,6 +450,7 @@ fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     assert_eq!(got["cancel"], "57014", "{got}");
     assert!(got["cancel_seconds"].as_f64().unwrap() < 30.0, "{got}");
     assert_eq!(got["after_cancel"], 1);
+    assert_eq!(got["million"], 1_000_000);
 
     // The query log holds each statement, literals redacted, with the tables and versions read.
     let _ = s.psql("police", PASSWORD, "SELECT count(*) FROM gold.accident_hotspots WHERE cell = 'secret-cell-value'");
@@ -429,15 +458,74 @@ fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     let mut s = s;
     s.signal("TERM");
     assert!(s.child.wait().unwrap().success(), "{}", s.log());
-    let log = sql_csv(
-        &p,
-        "SELECT user, roles, application, outcome, statement, tables, rows FROM system.queries ORDER BY started_at",
-    );
-    assert!(!log.contains("secret-cell-value"), "{log}");
+    let all = run_ok(&p, &["queries", "--limit", "1000", "--format", "json"]);
+    assert!(!all.contains("secret-cell-value"), "{all}");
+    assert!(all.contains("cell = ?"), "{all}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+    let of = |outcome: &str| log.iter().filter(|r| r["outcome"] == outcome).collect::<Vec<_>>();
+    let refused: Vec<serde_json::Value> =
+        serde_json::from_str(&run_ok(&p, &["queries", "--user", "town", "--refused", "--format", "json"])).unwrap();
     assert!(
-        log.contains("town,mairie_secteur_1,e2e-psycopg,refused,DELETE FROM gold.incidents_by_arrondissement_period WHERE arrondissement = $1"),
-        "{log}"
+        refused.iter().any(|r| r["statement"]
+            == "DELETE FROM gold.incidents_by_arrondissement_period WHERE arrondissement = $1"
+            && r["roles"] == "mairie_secteur_1"
+            && r["application"] == "e2e-psycopg"
+            && r["client"] == "127.0.0.1"),
+        "{refused:?}"
     );
-    assert!(log.contains("town,mairie_secteur_1,e2e-psycopg,canceled,"), "{log}");
-    assert!(log.contains(",gold.incidents_by_arrondissement_period@"), "{log}");
+    assert!(refused.iter().all(|r| r["user"] == "town" && r["outcome"] == "refused"), "{refused:?}");
+    assert_eq!(of("canceled").len(), 1, "{log:?}");
+    let million = log.iter().find(|r| r["rows"] == 1_000_000).expect("the streamed million");
+    assert_eq!(million["outcome"], "ok");
+    let read = of("ok").into_iter().find(|r| r["statement"].as_str().unwrap().contains("sum(incidents)")).unwrap();
+    let tables = read["tables"].as_str().unwrap();
+    assert!(tables.starts_with("gold.incidents_by_arrondissement_period@"), "{read}");
+}
+
+/// Node's `pg` (a pure JavaScript client: its own SCRAM, extended protocol for every parameterized query).
+const NODE_PG: &str = r#"
+const { Client } = require("pg");
+(async () => {
+  const [port, password] = process.argv.slice(1);
+  const client = new Client({ host: "127.0.0.1", port: Number(port), user: "police", database: "lake", password,
+                              application_name: "e2e-node" });
+  await client.connect();
+  const out = {};
+  const r = await client.query(
+    "SELECT count(*)::bigint AS n, count(from_fire_brigade)::bigint AS fire FROM gold.accident_hotspots WHERE accidents >= $1",
+    [0]);
+  out.rows = r.rows;
+  try { await client.query("UPDATE gold.accident_hotspots SET accidents = $1", [0]); out.update = "served"; }
+  catch (e) { out.update = e.code; }
+  const bad = new Client({ host: "127.0.0.1", port: Number(port), user: "police", database: "lake", password: "nope" });
+  try { await bad.connect(); out.bad = "logged in"; } catch (e) { out.bad = e.code; }
+  await client.end();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+#[test]
+fn node_pg_logs_in_with_scram_and_reads_under_the_role() {
+    let p = example();
+    let s = Served::start(&p);
+    let node_path = std::env::var("LAKEHOUSE_TEST_NODE_PATH").unwrap_or_default();
+    let out = Command::new("node")
+        .args(["-e", NODE_PG, &s.port.to_string(), PASSWORD])
+        .env("NODE_PATH", &node_path)
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "node pg (ci/clients.sh installs it; LAKEHOUSE_TEST_NODE_PATH names its node_modules): {}\nserver:\n{}",
+        stderr(&out),
+        s.log()
+    );
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let expected = as_role(&p, "ddsp", "SELECT count(*) AS n FROM gold.accident_hotspots WHERE accidents >= 0");
+    let n: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n > 0);
+    // bigint comes back as a string in node-postgres; the masked column counts no value.
+    assert_eq!(got["rows"], serde_json::json!([{ "n": n.to_string(), "fire": "0" }]));
+    assert_eq!(got["update"], "25006");
+    assert_eq!(got["bad"], "28P01");
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use crate::cli::{BenchCommand, BenchData};
 
 mod job;
+mod serve;
 pub mod usage;
 mod workload;
 
@@ -27,6 +28,12 @@ pub async fn run(cmd: BenchCommand) -> super::CmdResult {
             let (dir, _tmp) = work_dir(dir)?;
             let exe = std::env::current_exe()?;
             let result = job::run(&exe, &dir, rows, files, pseudonymize_at_landing).map_err(|e| anyhow::anyhow!(e))?;
+            println!("{result}");
+        }
+        BenchCommand::Serve { rows, clients, stream_rows, dir } => {
+            let (dir, _tmp) = work_dir(dir)?;
+            let exe = std::env::current_exe()?;
+            let result = serve::run(&exe, &dir, rows, clients, stream_rows).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
         BenchCommand::Transform(BenchData { rows, files, dir }) => {
