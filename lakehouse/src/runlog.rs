@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 
 use crate::storage::Warehouse;
-use crate::storage::rows::{self, RowsError};
+use crate::storage::rows;
 use crate::storage::timestamp_type;
 
 /// How a run attempt ended.
@@ -111,11 +110,6 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// Records as a batch of the `system.runs` schema.
-pub fn batch(records: &[RunRecord]) -> Result<RecordBatch, RowsError> {
-    rows::to_batch(&schema(), records)
-}
-
 /// Appends records to `system.runs`, in one commit. Only attempts that did something are kept: a model found up
 /// to date did nothing (the scheduler checks every model every minute), so it is not recorded. Failing to
 /// record never fails a run: it is logged as a warning.
@@ -145,11 +139,15 @@ pub async fn compact(warehouse: &Warehouse) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-async fn try_record(warehouse: &Warehouse, records: &[RunRecord]) -> Result<(), Box<dyn std::error::Error>> {
-    let url = warehouse.table_url("system", "runs");
-    let table = warehouse.open_or_create(&url, &schema(), "Run attempts of sources and models", &[], &[]).await?;
-    crate::storage::append_batch(&table, batch(records)?, Default::default()).await?;
-    Ok(())
+/// `system.runs`.
+const RUNS: rows::RowTable =
+    rows::RowTable { layer: "system", name: "runs", description: "Run attempts of sources and models", schema };
+
+async fn try_record(
+    warehouse: &Warehouse,
+    records: &[RunRecord],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    RUNS.append(warehouse, records).await
 }
 
 /// Every recorded run, oldest first (empty when nothing was recorded yet).
@@ -163,12 +161,10 @@ pub async fn read_since(
     warehouse: &Warehouse,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<RunRecord>, Box<dyn std::error::Error + Send + Sync>> {
-    let url = warehouse.table_url("system", "runs");
-    let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
     // File statistics on `started_at` skip the files entirely before `since`.
     let filter = since.map(|t| {
         let at = datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()));
         datafusion::prelude::ident("started_at").gt_eq(datafusion::prelude::lit(at))
     });
-    Ok(rows::read_table(&table, filter, &["started_at", "ended_at"]).await?)
+    RUNS.read(warehouse, filter, &["started_at", "ended_at"]).await
 }

@@ -2,7 +2,7 @@
 //! (extended protocol with parameters, binary results, server-side cursors, cancel), logging in with
 //! SCRAM-SHA-256 as users of `lakehouse user`, each seeing exactly what `lakehouse sql --as ROLE` shows.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -68,6 +68,27 @@ impl Served {
     }
 
     /// psql with the simple query protocol, unaligned CSV-like output.
+    /// psql reading its statements from a pipe.
+    fn psql_session(&self, user: &str, args: &[&str]) -> Child {
+        Command::new("psql")
+            .arg(self.conninfo(user, "disable"))
+            .args(["-X", "-q"])
+            .args(args)
+            .env("PGPASSWORD", PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs a client program that prints one JSON document; fails with its stderr and the server's.
+    fn client_json(&self, mut client: Command, what: &str) -> serde_json::Value {
+        let out = client.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(out.status.success(), "{what}: {}\nserver:\n{}", stderr(&out), self.log());
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {}", stdout(&out)))
+    }
+
     fn psql(&self, user: &str, password: &str, sql: &str) -> Output {
         self.psql_ssl(user, password, "disable", sql)
     }
@@ -313,19 +334,43 @@ fn limits_reload_and_stop() {
         let _ = h.wait();
     }
 
+    // A message longer than the server reads is refused from its length alone, before login (16 KiB) and
+    // after (64 MiB): the client cannot make the server hold it in memory.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let params = b"user\0police\0database\0lake\0\0";
+    let mut startup = (8 + params.len() as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    startup.extend_from_slice(params);
+    raw.write_all(&startup).unwrap();
+    let mut head = [0u8; 5];
+    raw.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R', "the server asks for authentication");
+    let mut body = vec![0u8; u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4];
+    raw.read_exact(&mut body).unwrap();
+    // A query claiming 1 GiB, of which only the first bytes are sent.
+    raw.write_all(&[b'Q', 0x3f, 0xff, 0xff, 0xfe]).unwrap();
+    raw.write_all(b"SELECT 1").unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with('E') && answer.contains("54000"), "{answer}");
+    assert!(answer.contains("reads at most 16384 bytes before login"), "{answer}");
+    let mut psql = s.psql_session("police", &[]);
+    let mut input = psql.stdin.take().unwrap();
+    let long = format!("SELECT length('{}') AS n;\n", "x".repeat(65 << 20));
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(long.as_bytes());
+    });
+    let out = psql.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(stderr(&out).contains("reads at most 67108864 bytes for a statement"), "{}", stderr(&out));
+
     // SIGHUP: the police lose a table; an open session sees it at its next statement.
     let roles = std::fs::read_to_string(p.path().join("access/roles.yaml")).unwrap();
     let fewer = roles.replacen("      - table: gold.incidents_by_arrondissement_period\n", "", 1);
     assert_ne!(fewer, roles);
-    let mut session = Command::new("psql")
-        .arg(s.conninfo("police", "disable"))
-        .args(["-X", "-q", "--csv"])
-        .env("PGPASSWORD", PASSWORD)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut session = s.psql_session("police", &["--csv"]);
     let mut input = session.stdin.take().unwrap();
     writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
     input.flush().unwrap();
@@ -413,17 +458,9 @@ fn python() -> String {
 fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     let p = example();
     let s = Served::start(&p);
-    let out = Command::new(python())
-        .args(["-c", PSYCOPG, &s.conninfo("town", "disable"), PASSWORD])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "psycopg (ci/clients.sh installs it; LAKEHOUSE_TEST_PYTHON names its Python): {}\nserver:\n{}",
-        stderr(&out),
-        s.log()
-    );
-    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut client = Command::new(python());
+    client.args(["-c", PSYCOPG, &s.conninfo("town", "disable"), PASSWORD]);
+    let got = s.client_json(client, "psycopg (ci/clients.sh installs it; LAKEHOUSE_TEST_PYTHON names its Python)");
     let expected = as_role(
         &p,
         "mairie_secteur_1",
@@ -509,18 +546,10 @@ fn node_pg_logs_in_with_scram_and_reads_under_the_role() {
     let p = example();
     let s = Served::start(&p);
     let node_path = std::env::var("LAKEHOUSE_TEST_NODE_PATH").unwrap_or_default();
-    let out = Command::new("node")
-        .args(["-e", NODE_PG, &s.port.to_string(), PASSWORD])
-        .env("NODE_PATH", &node_path)
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "node pg (ci/clients.sh installs it; LAKEHOUSE_TEST_NODE_PATH names its node_modules): {}\nserver:\n{}",
-        stderr(&out),
-        s.log()
-    );
-    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut client = Command::new("node");
+    client.args(["-e", NODE_PG, &s.port.to_string(), PASSWORD]).env("NODE_PATH", &node_path);
+    let got =
+        s.client_json(client, "node pg (ci/clients.sh installs it; LAKEHOUSE_TEST_NODE_PATH names its node_modules)");
     let expected = as_role(&p, "ddsp", "SELECT count(*) AS n FROM gold.accident_hotspots WHERE accidents >= 0");
     let n: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
     assert!(n > 0);

@@ -97,6 +97,23 @@ impl Policy {
     }
 }
 
+/// The problems of the project's policy against every table it may serve (those of `plan`, [`servable_tables`]).
+pub async fn policy_problems(project: &crate::manifest::Project, plan: &crate::transform::Plan) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    project.policy.check(&project.file, &servable_tables(plan), &mut diags).await;
+    diags
+}
+
+/// What must hold before anyone is served under the project's policy: the models plan, and the policy checks
+/// against the tables they make. Every problem, sorted, otherwise.
+pub async fn check_enforceable(project: &crate::manifest::Project) -> Result<(), String> {
+    let plan = crate::transform::Plan::quiet(project)
+        .await
+        .ok_or("the models do not plan, so the access policy cannot be checked: run `lakehouse validate`")?;
+    let diags = policy_problems(project, &plan).await;
+    if diags.is_empty() { Ok(()) } else { Err(diags.sorted().to_string()) }
+}
+
 /// Every table a grant may serve, by `layer.name`, with its schema: the models (silver and gold, as planned),
 /// `system.runs`, the query server's log `system.queries` and the catalog's tables.
 pub fn servable_tables(plan: &crate::transform::Plan) -> BTreeMap<String, SchemaRef> {

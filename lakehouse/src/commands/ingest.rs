@@ -14,7 +14,7 @@ use super::{CliError, CmdResult, USER_ERROR};
 pub async fn run(dir: &Path, names: &[String]) -> CmdResult {
     let (lh, selected) = super::open(dir, names, lakehouse::KeyUse::Write)?;
     let (reports, worst) = ingest_all(&lh, &selected).await;
-    if let Some(plan) = super::quiet_plan(&lh).await {
+    if let Some(plan) = lakehouse::transform::Plan::quiet(&lh.project).await {
         lakehouse::catalog_sync::sync_catalog_quietly(&lh, &plan).await;
     }
     print_reports(&reports)?;

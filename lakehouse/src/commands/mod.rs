@@ -177,11 +177,9 @@ pub async fn load_with_plan(
     }
 }
 
-/// Checks the access policy against the tables it may serve, printing every problem on failure.
+/// Checks the access policy against the tables of `plan`, printing every problem on failure.
 pub async fn check_policy(project: &Project, plan: &Plan) -> Result<(), CliError> {
-    let mut diags = Diagnostics::default();
-    let tables = lakehouse::access::servable_tables(plan);
-    project.policy.check(&project.file, &tables, &mut diags).await;
+    let diags = lakehouse::access::policy_problems(project, plan).await;
     if diags.is_empty() {
         return Ok(());
     }
@@ -189,9 +187,13 @@ pub async fn check_policy(project: &Project, plan: &Plan) -> Result<(), CliError
     Err(CliError::Reported)
 }
 
-/// The plan of an already validated project (for commands that did not need it), to update the catalog.
-pub async fn quiet_plan(lh: &Lakehouse) -> Option<Plan> {
-    Plan::quiet(&lh.project).await
+/// Checks that the project's policy can be enforced ([`lakehouse::access::check_enforceable`]), printing every
+/// problem on failure.
+pub async fn check_enforceable(project: &Project) -> Result<(), CliError> {
+    lakehouse::access::check_enforceable(project).await.map_err(|problems| {
+        eprintln!("{problems}");
+        CliError::Reported
+    })
 }
 
 /// Loads the project, printing every problem on failure.

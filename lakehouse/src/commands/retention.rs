@@ -69,7 +69,7 @@ pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str
         println!("(dry run: nothing deleted)");
     }
     lakehouse::runlog::record(&lh.warehouse, &records).await;
-    if !dry_run && let Some(plan) = super::quiet_plan(&lh).await {
+    if !dry_run && let Some(plan) = lakehouse::transform::Plan::quiet(&lh.project).await {
         lakehouse::catalog_sync::sync_catalog_quietly(&lh, &plan).await;
     }
     Ok(ExitCode::from(worst))

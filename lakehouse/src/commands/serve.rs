@@ -8,15 +8,12 @@ use lakehouse::KeyUse;
 use lakehouse::serve::{Server, reload_project};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{CliError, CmdResult, check_policy, open, quiet_plan};
+use super::{CliError, CmdResult, check_enforceable, open};
 
 pub async fn run(dir: &Path, listen: Option<&str>) -> CmdResult {
     let (lh, _) = open(dir, &[], KeyUse::ReadOnly)?;
     // The policy is checked against the tables before anyone is served under it.
-    let plan = quiet_plan(&lh).await.ok_or_else(|| {
-        CliError::User("the models do not plan, so the policy cannot be checked: run `lakehouse validate`".into())
-    })?;
-    check_policy(&lh.project, &plan).await?;
+    check_enforceable(&lh.project).await?;
     if lh.project.policy.roles.is_empty() {
         eprintln!("warning: the access policy defines no role: every login will be refused (see access/*.yaml)");
     }

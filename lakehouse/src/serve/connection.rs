@@ -23,7 +23,7 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::{Sink, Stream, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::auth::{
     StartupHandler, finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
@@ -42,7 +42,7 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::tokio::server::{MaybeTls, PgWireMessageServerCodec, negotiate_tls, process_error, process_message};
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -59,6 +59,12 @@ const ROWS_IN_FLIGHT: usize = 1024;
 
 /// A client that has not logged in within this time is disconnected.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest message read before login (SCRAM's messages take a few hundred bytes).
+const MAX_LOGIN_MESSAGE: usize = 16 << 10;
+/// The longest message read from a logged-in client: a statement with its parameters. (PostgreSQL and pgwire
+/// take up to 1 GiB, which a client would make the server hold in memory before anything is checked.)
+pub const MAX_MESSAGE: usize = 64 << 20;
 
 /// The statements of DataFusion's PostgreSQL handlers: the SQL and, once parsed, the statement and its plan.
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
@@ -102,9 +108,25 @@ pub(super) async fn serve(
                 let _ = process_error(&mut socket, bye, false).await;
                 break;
             }
-            m = socket.next() => m,
+            m = next_message(&mut socket, if logging_in { MAX_LOGIN_MESSAGE } else { MAX_MESSAGE }) => m,
         };
-        let Some(Ok(message)) = message else { break };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(Oversized { len, limit, unread })) => {
+                tracing::info!("serve: {peer}: a message of {len} bytes (limit {limit}); connection closed");
+                let message = format!(
+                    "message of {len} bytes refused: the server reads at most {limit} bytes{}",
+                    if logging_in { " before login" } else { " for a statement and its parameters" }
+                );
+                let info = ErrorInfo::new("FATAL".into(), "54000".into(), message);
+                // Sent without closing the sending side (as `process_error` does): see `linger`.
+                if socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await.is_ok() {
+                    linger(&mut socket, unread).await;
+                }
+                break;
+            }
+            None => break,
+        };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
         }
@@ -133,6 +155,74 @@ pub(super) async fn serve(
     conn.close();
 }
 
+type Socket = tokio_util::codec::Framed<MaybeTls, PgWireMessageServerCodec<DfStatement>>;
+
+/// A message longer than the limit.
+struct Oversized {
+    /// Its length, as announced.
+    len: usize,
+    limit: usize,
+    /// How many of its bytes are still to come.
+    unread: usize,
+}
+
+/// The client's next message, read only as far as its length is within `limit`; `None` when the client left
+/// or the connection broke.
+///
+/// Once the startup message is in, every message is a type byte and a length, so the bytes are read here
+/// into the codec's buffer until it holds a whole message, checking the length first; then the codec decodes
+/// that message without reading (the framed stream reads only when its buffer holds no whole message).
+async fn next_message(socket: &mut Socket, limit: usize) -> Option<Result<PgWireFrontendMessage, Oversized>> {
+    use tokio::io::AsyncReadExt;
+    if !matches!(socket.state(), PgWireConnectionState::AwaitingStartup) {
+        loop {
+            let buffered = socket.read_buffer();
+            if let Some(header) = buffered.get(1..5) {
+                let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
+                if len > limit {
+                    let unread = (len + 1).saturating_sub(buffered.len());
+                    return Some(Err(Oversized { len, limit, unread }));
+                }
+                if buffered.len() > len {
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 16 << 10];
+            match socket.get_mut().read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => socket.read_buffer_mut().extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    match socket.next().await {
+        Some(Ok(message)) => Some(Ok(message)),
+        Some(Err(e)) => {
+            tracing::debug!("serve: a message could not be decoded: {e}");
+            None
+        }
+        None => None,
+    }
+}
+
+/// After refusing a message still arriving: discards the rest of it for a moment (at most 2 seconds, nothing
+/// kept), then closes. A client still sending would otherwise see its connection closed or reset under it and
+/// lose the error it was sent (libpq then reports "server closed the connection unexpectedly").
+async fn linger(socket: &mut Socket, mut unread: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = socket.get_mut();
+    let mut discarded = [0u8; 16 << 10];
+    let drain = async {
+        while unread > 0 {
+            match io.read(&mut discarded).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => unread = unread.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let _ = io.shutdown().await;
+}
+
 /// Where a login stands.
 enum Login {
     /// The startup message is not in yet.
@@ -146,7 +236,8 @@ enum Login {
         user: String,
         exchange: Box<Exchange>,
         verifier: Verifier,
-        known: bool,
+        /// The user's roles as read with the verifier; `None` for an unknown user (a mock verifier).
+        roles: Option<Vec<String>>,
     },
     Done,
 }
@@ -302,6 +393,11 @@ impl Connection {
     /// The session of the logged-in user, built again (with the user's roles read again) when the project was
     /// reloaded since.
     async fn service(&self) -> PgWireResult<Arc<Built>> {
+        self.service_with(None).await
+    }
+
+    /// [`Self::service`], with the user's roles when they were just read (at login).
+    async fn service_with(&self, roles: Option<Vec<String>>) -> PgWireResult<Arc<Built>> {
         let Some(user) = self.user.get() else {
             return Err(fatal("08P01", "the connection is not logged in".into()));
         };
@@ -313,8 +409,12 @@ impl Connection {
             return Ok(built.clone());
         }
         let lh = self.server.lakehouse();
-        let Some((_, roles)) = self.user_row(user).await? else {
-            return Err(fatal("28000", format!("user \"{user}\" does not exist any more")));
+        let roles = match roles {
+            Some(roles) => roles,
+            None => match self.user_row(user).await? {
+                Some((_, roles)) => roles,
+                None => return Err(fatal("28000", format!("user \"{user}\" does not exist any more"))),
+            },
         };
         let identity = identity(&lh, user, roles)?;
         let built = Arc::new(session(&self.server, lh, identity, generation).await?);
@@ -399,7 +499,6 @@ impl StartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        use futures::SinkExt;
         match message {
             PgWireFrontendMessage::Startup(startup) => {
                 if self.slot.is_none() {
@@ -447,22 +546,22 @@ impl StartupHandler for Connection {
                             ));
                         }
                         let found = self.user_row(&user).await?;
-                        let (verifier, known) = match found {
-                            Some((v, _)) => (v, true),
-                            None => (Verifier::for_unknown_user(&self.server.secret, &user), false),
+                        let (verifier, roles) = match found {
+                            Some((v, roles)) => (v, Some(roles)),
+                            None => (Verifier::for_unknown_user(&self.server.secret, &user), None),
                         };
                         let data = initial.data.unwrap_or_default();
                         let (exchange, server_first) =
                             Exchange::start(&data, &verifier).map_err(|e| fatal("08P01", e))?;
                         *self.login.lock().expect("login lock") =
-                            Login::Challenged { user, exchange: Box::new(exchange), verifier, known };
+                            Login::Challenged { user, exchange: Box::new(exchange), verifier, roles };
                         let answer = Authentication::SASLContinue(Bytes::from(server_first));
                         client.send(PgWireBackendMessage::Authentication(answer)).await?;
                     }
-                    Login::Challenged { user, exchange, verifier, known } => {
+                    Login::Challenged { user, exchange, verifier, roles } => {
                         let response = message.into_sasl_response()?;
                         let checked = exchange.finish(&response.data, &verifier).map_err(|e| fatal("08P01", e))?;
-                        let (Some(server_final), true) = (checked, known) else {
+                        let (Some(server_final), Some(roles)) = (checked, roles) else {
                             self.server.throttle.failed(self.peer.ip());
                             tracing::info!("serve: failed login of user {user:?} from {}", self.peer.ip());
                             return Err(fatal("28P01", format!("password authentication failed for user \"{user}\"")));
@@ -470,7 +569,7 @@ impl StartupHandler for Connection {
                         self.server.throttle.succeeded(self.peer.ip());
                         let _ = self.user.set(user.clone());
                         // The session is built now, so that a user without a role fails at login.
-                        self.service().await?;
+                        self.service_with(Some(roles)).await?;
                         client
                             .send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(Bytes::from(
                                 server_final,
@@ -500,13 +599,11 @@ impl StartupHandler for Connection {
 impl Connection {
     /// The verifier and roles of `user`, `None` when there is no such user (or its verifier is unreadable).
     async fn user_row(&self, user: &str) -> PgWireResult<Option<(Verifier, Vec<String>)>> {
-        let lh = self.server.lakehouse();
-        let url = crate::catalog_sync::catalog_url(&lh);
         let unavailable = |e: &dyn std::fmt::Display| {
             tracing::warn!("serve: the catalog database cannot be read for a login: {e}");
             fatal("08006", "the user store is unavailable; try again later".into())
         };
-        let db = catalog::Catalog::open(&url).await.map_err(|e| unavailable(&e))?;
+        let db = self.server.users().await.map_err(|e| unavailable(&e))?;
         let row = db.user(user).await.map_err(|e| unavailable(&e))?;
         Ok(row.and_then(|r| {
             let roles = r.roles().map(str::to_string).collect();

@@ -69,6 +69,8 @@ pub struct Server {
     pub(crate) keys: pgwire::api::RandomPidSecretKeyGenerator,
     pub(crate) parameters: DefaultServerParameterProvider,
     pub(crate) log: querylog::QueryLog,
+    /// The catalog database of users, opened at the first login (and again when a reload changes its URL).
+    users: tokio::sync::Mutex<Option<(String, Arc<catalog::Catalog>)>>,
     /// Where statements compute (DataFusion's tasks): apart from the runtime that serves connections, so that
     /// heavy statements never hold up logins, cancel requests or other clients.
     queries: Option<tokio::runtime::Runtime>,
@@ -119,6 +121,7 @@ impl Server {
         Ok(Self {
             queries: Some(queries),
             log,
+            users: Default::default(),
             lh: RwLock::new(Arc::new(lh)),
             generation: AtomicU64::new(1),
             settings,
@@ -145,6 +148,20 @@ impl Server {
     /// The project as last loaded.
     pub fn lakehouse(&self) -> Arc<Lakehouse> {
         self.lh.read().expect("project lock").clone()
+    }
+
+    /// The catalog database holding the users of the current project.
+    pub(crate) async fn users(&self) -> Result<Arc<catalog::Catalog>, catalog::CatalogError> {
+        let url = crate::catalog_sync::catalog_url(&self.lakehouse());
+        let mut users = self.users.lock().await;
+        if let Some((open, db)) = &*users
+            && *open == url
+        {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(catalog::Catalog::open(&url).await?);
+        *users = Some((url, db.clone()));
+        Ok(db)
     }
 
     /// Takes a reloaded project: connections switch to its policy at their next statement.
@@ -281,13 +298,6 @@ impl Cancels {
 /// Loads the project again for a reload, or says why the running one is kept.
 pub async fn reload_project(dir: &Path) -> Result<Lakehouse, String> {
     let project = Project::load(dir).map_err(|e| e.to_string())?;
-    let plan = crate::transform::Plan::quiet(&project)
-        .await
-        .ok_or("the models do not plan: run `lakehouse validate`".to_string())?;
-    let mut diags = crate::manifest::Diagnostics::default();
-    project.policy.check(&project.file, &crate::access::servable_tables(&plan), &mut diags).await;
-    if !diags.is_empty() {
-        return Err(diags.sorted().to_string());
-    }
+    crate::access::check_enforceable(&project).await?;
     Lakehouse::open(project, crate::KeyUse::ReadOnly).map_err(|e| e.to_string())
 }

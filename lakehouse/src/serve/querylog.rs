@@ -153,7 +153,7 @@ async fn write(warehouse: Warehouse, mut rx: mpsc::UnboundedReceiver<Message>) {
             };
         }
         if !pending.is_empty() {
-            match append(&warehouse, &pending).await {
+            match QUERIES.append(&warehouse, &pending).await {
                 Ok(()) => pending.clear(),
                 Err(e) => {
                     tracing::warn!(error = %e, rows = pending.len(), "could not append to system.queries; will retry");
@@ -180,27 +180,21 @@ async fn write(warehouse: Warehouse, mut rx: mpsc::UnboundedReceiver<Message>) {
     }
 }
 
-async fn append(
-    warehouse: &Warehouse,
-    records: &[QueryRecord],
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let url = warehouse.table_url("system", "queries");
-    let table = warehouse
-        .open_or_create(&url, &schema(), "Statements received by the query server (lakehouse serve)", &[], &[])
-        .await?;
-    crate::storage::append_batch(&table, rows::to_batch(&schema(), records)?, Default::default()).await?;
-    Ok(())
-}
+/// `system.queries`.
+const QUERIES: rows::RowTable = rows::RowTable {
+    layer: "system",
+    name: "queries",
+    description: "Statements received by the query server (lakehouse serve)",
+    schema,
+};
 
 /// The statements logged, oldest first, those of `user` only when given (empty before the server's first).
 pub async fn read(
     warehouse: &Warehouse,
     user: Option<&str>,
 ) -> Result<Vec<QueryRecord>, Box<dyn std::error::Error + Send + Sync>> {
-    let url = warehouse.table_url("system", "queries");
-    let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
     let filter = user.map(|u| datafusion::prelude::ident("user").eq(datafusion::prelude::lit(u)));
-    Ok(rows::read_table(&table, filter, &["started_at"]).await?)
+    QUERIES.read(warehouse, filter, &["started_at"]).await
 }
 
 #[cfg(test)]

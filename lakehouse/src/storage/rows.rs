@@ -72,6 +72,41 @@ pub async fn read_table<T: DeserializeOwned>(
     from_frame(df).await
 }
 
+/// A Delta table of typed rows written by the platform itself (`system.runs`, `system.queries`): appended in
+/// one commit per call, created on first use, read back as rows.
+pub struct RowTable {
+    pub layer: &'static str,
+    pub name: &'static str,
+    /// The table's description, set when it is created.
+    pub description: &'static str,
+    pub schema: fn() -> SchemaRef,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl RowTable {
+    /// Appends `rows` in one commit (creating the table on first use).
+    pub async fn append<T: Serialize>(&self, warehouse: &super::Warehouse, rows: &[T]) -> Result<(), BoxError> {
+        let schema = (self.schema)();
+        let url = warehouse.table_url(self.layer, self.name);
+        let table = warehouse.open_or_create(&url, &schema, self.description, &[], &[]).await?;
+        super::append_batch(&table, to_batch(&schema, rows)?, Default::default()).await?;
+        Ok(())
+    }
+
+    /// The rows that pass `filter` (all when `None`), sorted by `order_by`; none before the first append.
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        warehouse: &super::Warehouse,
+        filter: Option<Expr>,
+        order_by: &[&str],
+    ) -> Result<Vec<T>, BoxError> {
+        let url = warehouse.table_url(self.layer, self.name);
+        let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
+        Ok(read_table(&table, filter, order_by).await?)
+    }
+}
+
 /// The one value of a one-row query `SELECT count(*) AS n …` (0 for no row).
 pub async fn count(df: DataFrame) -> Result<u64, RowsError> {
     #[derive(serde::Deserialize)]

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use super::round;
 use super::usage::Usage;
 use super::workload::{FIRST, LAST, NATURE, PROJECT, generate, next};
 
@@ -230,11 +231,6 @@ impl JobBench {
         })
         .to_string()
     }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 impl std::fmt::Display for JobBench {

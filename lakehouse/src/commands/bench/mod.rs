@@ -44,3 +44,9 @@ pub async fn run(cmd: BenchCommand) -> super::CmdResult {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `x` rounded to `digits` decimals (for the JSON lines).
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}

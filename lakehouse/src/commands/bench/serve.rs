@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::round;
 use super::usage::Usage;
 
 /// The small gold query: the largest cells of one arrondissement.
@@ -181,14 +182,14 @@ impl ServeBench {
             "version": env!("CARGO_PKG_VERSION"),
             "gold_source_rows": self.rows,
             "latency_runs": self.latency_runs,
-            "p50_ms": (self.p50_ms * 1000.0).round() / 1000.0,
-            "p99_ms": (self.p99_ms * 1000.0).round() / 1000.0,
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
             "clients": self.clients,
             "queries_per_sec": self.queries_per_sec.round(),
             "stream_rows": self.stream_rows,
-            "stream_secs": (self.stream_secs * 1000.0).round() / 1000.0,
+            "stream_secs": round(self.stream_secs, 3),
             "stream_rows_per_sec": (self.stream_rows as f64 / self.stream_secs).round(),
-            "server_cpu_secs": (self.server.cpu_secs() * 100.0).round() / 100.0,
+            "server_cpu_secs": round(self.server.cpu_secs(), 2),
             "server_peak_rss_mib": self.server.peak_rss_bytes >> 20,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         })
