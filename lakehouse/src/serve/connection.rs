@@ -28,18 +28,20 @@ use pgwire::api::auth::{
     StartupHandler, finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::CancelHandler;
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry as Stored, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, METADATA_APPLICATION_NAME, METADATA_USER, NoopHandler, PgWireConnectionState,
-    PidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, METADATA_APPLICATION_NAME, METADATA_USER, NoopHandler,
+    PgWireConnectionState, PidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{MaybeTls, PgWireMessageServerCodec, negotiate_tls, process_error, process_message};
@@ -645,6 +647,63 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
+    }
+
+    /// An `Execute` without a row limit (what drivers send for a whole result) streams the query's rows to the
+    /// client as they come: pgwire would first gather them all in memory (its portal keeps a result to serve it
+    /// in parts). An `Execute` with a row limit, or on a portal already started, goes through pgwire.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Stored::Value(portal))
+                if message.max_rows == 0
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(*portal.state().lock().await, PortalExecutionState::Initial) =>
+            {
+                portal
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        let mut transaction_status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await;
+        // As pgwire answers each kind of response.
+        let sent = match response {
+            Ok(Response::Query(results)) => send_query_response(client, results, false).await,
+            Ok(Response::EmptyQuery) => client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .await
+                .map_err(Into::into),
+            Ok(Response::Execution(tag)) => send_execution_response(client, tag).await,
+            Ok(Response::TransactionStart(tag)) => {
+                transaction_status = transaction_status.to_in_transaction_state();
+                send_execution_response(client, tag).await
+            }
+            Ok(Response::TransactionEnd(tag)) => {
+                transaction_status = transaction_status.to_idle_state();
+                client.portal_store().rm_portal(DEFAULT_NAME);
+                send_execution_response(client, tag).await
+            }
+            Ok(Response::Error(e)) => {
+                transaction_status = transaction_status.to_error_state();
+                client.send(PgWireBackendMessage::ErrorResponse((*e).into())).await.map_err(Into::into)
+            }
+            // COPY is refused before it is planned.
+            Ok(Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_)) => Err(PgWireError::UserError(
+                Box::new(ErrorInfo::new("ERROR".into(), "25006".into(), "COPY is not served".into())),
+            )),
+            Err(e) => Err(e),
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(transaction_status);
+        sent
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<DfStatement>, max_rows: usize) -> PgWireResult<Response>
