@@ -86,12 +86,17 @@ async fn wrong_encoding_is_quarantined_per_record() {
     let p = feed("utf-8", "quarantine");
     let text = "id;at;category;n;who\n1;01/11/2026 10:00;vol;1;Ana\n2;01/11/2026 10:00;vol;1;Hélène\n";
     p.write("drop/a.csv", encoding_rs::WINDOWS_1252.encode(text).0);
+    // A two-byte character cut by a delimiter: the record's fields, put end to end, make valid UTF-8, but the
+    // field `category` on its own does not.
+    p.write("drop/b.csv", b"id;at;category;n;who\n3;01/11/2026 10:00;vol\xC3;\xA91;Cy\n");
     let r = &ingest_all(&p).await[0];
-    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (2, 1, 1));
+    assert_eq!((r.records.read, r.records.written, r.records.quarantined), (3, 1, 2));
     let q = quarantine(&p).await;
-    assert_eq!(q.len(), 1);
+    assert_eq!(q.len(), 2);
     assert_eq!(q[0][3], "who");
     assert!(q[0][4].starts_with("invalid UTF-8") && q[0][4].contains("format.encoding"), "{q:?}");
+    assert_eq!(q[1][..4], ["b.csv", "2", "1", "category"]);
+    assert!(q[1][4].starts_with("invalid UTF-8"), "{q:?}");
     // Declared right, the same bytes parse.
     let p = feed("windows-1252", "quarantine");
     p.write("drop/a.csv", encoding_rs::WINDOWS_1252.encode(text).0);

@@ -4,6 +4,7 @@
 //! decoded one by one. A record with the wrong number of fields, or a field that is not valid in the declared
 //! encoding, is quarantined; the file goes on.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use super::{ReadError, RowEmitter, RowError, decode};
@@ -74,7 +75,10 @@ pub fn read(
     };
 
     let nulls: Vec<&[u8]> = d.nulls.iter().map(|n| n.as_bytes()).collect();
-    let is_null = |f: &[u8]| nulls.iter().any(|n| trim(f) == *n);
+    let is_null = |f: &[u8]| {
+        let f = trim(f);
+        nulls.contains(&f)
+    };
     while read_record(&mut reader, &mut record)? {
         // With `\r\n` line ends the csv crate counts a record's `\n` only when it reads the next record, so
         // record positions are one line short: correct them.
@@ -94,9 +98,17 @@ pub fn read(
             continue;
         }
         let rec = &record;
+        // UTF-8 is checked once for the whole record (every field's bytes, one after the other), not field by
+        // field; a field whose bytes do not make text on their own (or a record that is not UTF-8) is decoded
+        // alone, for the error that names it.
+        let whole = if d.encoding == Encoding::Utf8 { std::str::from_utf8(rec.as_slice()).ok() } else { None };
         rows.row(
             |i| {
-                let f = &rec[positions[i]];
+                let p = positions[i];
+                if let Some(f) = whole.zip(rec.range(p)).and_then(|(text, range)| text.get(range)) {
+                    return Ok(if is_null(f.as_bytes()) { None } else { Some(Cow::Borrowed(f)) });
+                }
+                let f = &rec[p];
                 if is_null(f) { Ok(None) } else { decode(f, d.encoding).map(Some) }
             },
             line,

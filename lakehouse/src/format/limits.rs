@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::manifest::ReadLimits;
@@ -99,22 +99,39 @@ impl<R: Read> Read for Decompressed<R> {
 
 /// Records the CSV reader must quarantine, by the line where they start, with the reason.
 #[derive(Debug, Default)]
-pub struct Flags(Mutex<BTreeMap<u64, String>>);
+pub struct Flags {
+    lines: Mutex<BTreeMap<u64, String>>,
+    /// How many lines are flagged: asked for every record, without the lock while there are none.
+    pending: AtomicUsize,
+}
 
 impl Flags {
+    fn lines(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, String>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn flag(&self, line: u64, reason: String) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(line).or_insert(reason);
+        let mut lines = self.lines();
+        lines.entry(line).or_insert(reason);
+        self.pending.store(lines.len(), Ordering::Relaxed);
     }
 
     /// Flags with this reason even if the record was flagged already (a more precise one).
     fn replace(&self, line: u64, reason: String) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(line, reason);
+        let mut lines = self.lines();
+        lines.insert(line, reason);
+        self.pending.store(lines.len(), Ordering::Relaxed);
     }
 
     /// The reason to quarantine the record starting at `line`, if any.
     pub fn take(&self, line: u64) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&line)
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut lines = self.lines();
+        let reason = lines.remove(&line);
+        self.pending.store(lines.len(), Ordering::Relaxed);
+        reason
     }
 }
 
@@ -306,7 +323,7 @@ mod tests {
         let (mut g, flags) = CsvGuard::new(text.as_bytes(), b';', b'"', limits);
         let mut out = String::new();
         g.read_to_string(&mut out).unwrap();
-        let flagged = flags.0.lock().unwrap().iter().map(|(l, r)| (*l, r.clone())).collect();
+        let flagged = flags.lines().iter().map(|(l, r)| (*l, r.clone())).collect();
         (out, flagged)
     }
 
@@ -325,7 +342,7 @@ mod tests {
         g.bytewise = bytewise;
         let mut out = Vec::new();
         let _ = g.read_to_end(&mut out);
-        let flagged = flags.0.lock().unwrap().iter().map(|(l, r)| (*l, r.clone())).collect();
+        let flagged = flags.lines().iter().map(|(l, r)| (*l, r.clone())).collect();
         (out, flagged)
     }
 

@@ -922,7 +922,7 @@ impl RowBuilder {
         for (i, c) in plan.columns.iter().enumerate() {
             let err = |reason: String| RowError { column: Some(c.name.clone()), reason };
             let text = field(i).map_err(|e| RowError { column: e.column.or_else(|| Some(c.name.clone())), ..e })?;
-            let text = text.as_deref().map(str::trim).filter(|s| !s.is_empty());
+            let text = text.as_deref().map(trim).filter(|s| !s.is_empty());
             let Some(s) = text else {
                 if c.required {
                     return Err(err("required but missing".into()));
@@ -1004,6 +1004,14 @@ impl RowBuilder {
     }
 }
 
+/// `s` without leading and trailing white space (Unicode's, as `str::trim`), at once when it starts and ends
+/// with a visible ASCII character, as most values do.
+#[inline]
+fn trim(s: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) { s } else { s.trim() }
+}
+
 /// One value of a scalar column, parsed and checked (allowed values, range); a text value is left in `text`.
 #[inline]
 fn scalar(c: &ColumnPlan, s: &str, decimal_comma: bool, text: &mut String) -> Result<Cell, String> {
@@ -1055,7 +1063,7 @@ fn nested(c: &ColumnPlan, s: &str, decimal_comma: bool, out: &mut Vec<(Cell, Str
     let v: serde_json::Value =
         serde_json::from_str(s).map_err(|e| format!("not valid JSON (column {} of the value)", e.column()))?;
     let mut one = |plan: &ColumnPlan, text: Option<Cow<'_, str>>, at: &dyn std::fmt::Display| {
-        let text = text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let text = text.as_deref().map(trim).filter(|t| !t.is_empty());
         let cell = match text {
             None if plan.required => return Err(format!("{at}: required but missing")),
             None => (Cell::Null, String::new()),
@@ -1102,4 +1110,15 @@ fn constant_string(value: &str, n: usize) -> ArrayRef {
         b.append_value(value);
     }
     Arc::new(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trim_is_str_trim() {
+        for s in ["", " ", "a", " a", "a ", "\u{a0}12 rue\u{a0}", "\t x\r", "é", " é ", "x\u{2003}", "\u{feff}y", "a b"]
+        {
+            assert_eq!(super::trim(s), s.trim(), "{s:?}");
+        }
+    }
 }

@@ -35,7 +35,6 @@ use catalog::{InputFile, RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, Transaction};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use tracing::Instrument;
@@ -48,7 +47,7 @@ use crate::format::{self, BadRecord, ReadContext, ReadError, RecordSink, TablePl
 use crate::manifest::{ChangedFiles, LoadMode, LoadedSource};
 use crate::privacy::{Encryptor, KeyError, QUARANTINE_DOMAIN};
 use crate::runlog::RunRecord;
-use crate::storage::{StorageError, Write};
+use crate::storage::{DataFiles, StorageError, Write};
 
 /// Bad records buffered before they are encrypted and written.
 const QUARANTINE_CHUNK: usize = 4096;
@@ -1049,14 +1048,14 @@ impl FileJob<'_> {
     }
 
     /// A writer of data files for a table that may not exist yet.
-    fn writer(&self, url: &url::Url, schema: arrow::datatypes::SchemaRef) -> Result<RecordBatchWriter, IngestError> {
+    fn writer(&self, url: &url::Url, schema: arrow::datatypes::SchemaRef) -> Result<DataFiles, IngestError> {
         crate::storage::file_writer(url, schema, &[], self.lh.warehouse.storage_options(url))
             .map_err(|e| url_err(url, e))
     }
 
     async fn write_bad(
         &self,
-        w: &mut RecordBatchWriter,
+        w: &mut DataFiles,
         bad: &mut Vec<BadRecord>,
         source_file: &str,
     ) -> Result<(), IngestError> {

@@ -24,8 +24,8 @@ use crate::manifest::StorageSettings;
 mod commit;
 pub mod rows;
 pub use commit::{
-    TARGET_FILE_BYTES, Write, append_batch, commit_write, file_writer, is_conflict, merge_on_keys, parquet_properties,
-    run_at, run_of, table_writer,
+    DataFiles, TARGET_FILE_BYTES, Write, append_batch, commit_write, file_writer, is_conflict, merge_on_keys, run_at,
+    run_of,
 };
 
 /// The Arrow type of every timestamp we store: microseconds, UTC (Delta's `timestamp`).

@@ -25,7 +25,6 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, StructType, Transaction};
-use deltalake::writer::DeltaWriter;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
