@@ -126,7 +126,7 @@ pub async fn record(warehouse: &Warehouse, records: &[RunRecord]) {
 /// Rewrites `system.runs` into few files and removes the files no version needs any more (past the table's
 /// deleted-file retention, 7 days by default): the scheduler's daily maintenance.
 pub async fn compact(warehouse: &Warehouse) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let url = warehouse.table_url("system", "runs");
+    let url = RUNS.url(warehouse);
     let Some(table) = warehouse.open(&url).await? else { return Ok(()) };
     let (table, metrics) = table.optimize().await?;
     tracing::info!(

@@ -85,10 +85,15 @@ pub struct RowTable {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl RowTable {
+    /// Where the table is (or will be) in `warehouse`.
+    pub fn url(&self, warehouse: &super::Warehouse) -> url::Url {
+        warehouse.table_url(self.layer, self.name)
+    }
+
     /// Appends `rows` in one commit (creating the table on first use).
     pub async fn append<T: Serialize>(&self, warehouse: &super::Warehouse, rows: &[T]) -> Result<(), BoxError> {
         let schema = (self.schema)();
-        let url = warehouse.table_url(self.layer, self.name);
+        let url = self.url(warehouse);
         let table = warehouse.open_or_create(&url, &schema, self.description, &[], &[]).await?;
         super::append_batch(&table, to_batch(&schema, rows)?, Default::default()).await?;
         Ok(())
@@ -101,7 +106,7 @@ impl RowTable {
         filter: Option<Expr>,
         order_by: &[&str],
     ) -> Result<Vec<T>, BoxError> {
-        let url = warehouse.table_url(self.layer, self.name);
+        let url = self.url(warehouse);
         let Some(table) = warehouse.open(&url).await? else { return Ok(Vec::new()) };
         Ok(read_table(&table, filter, order_by).await?)
     }
