@@ -28,7 +28,12 @@ impl Served {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         all.extend(args);
-        let mut child = p.command(&all).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn serve");
+        Self::launch(p, &all)
+    }
+
+    /// Runs `lakehouse ARGS`, a command that serves, until it says where.
+    fn launch(p: &TestProject, all: &[&str]) -> Result<Self, String> {
+        let mut child = p.command(all).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn serve");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let log = Arc::new(Mutex::new(String::new()));
         let mut port = None;
@@ -400,6 +405,32 @@ fn limits_reload_and_stop() {
     s.signal("TERM");
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status}\n{}", s.log());
+}
+
+#[test]
+fn the_scheduler_serves_too_when_configured() {
+    let p = example();
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    let yaml = format!("{yaml}serve:\n  listen: 127.0.0.1:0\n  with_schedule: true\n");
+    std::fs::write(p.path().join("lakehouse.yaml"), yaml).unwrap();
+    let mut s = Served::launch(&p, &["schedule"]).unwrap_or_else(|log| panic!("schedule did not serve:\n{log}"));
+    assert_eq!(
+        s.psql_ok("police", "SELECT count(*) > 0 AS some FROM gold.incidents_by_arrondissement_period"),
+        "some\nt\n"
+    );
+    // SIGHUP reloads the server's policy; the scheduler goes on.
+    s.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.log().contains("reloaded the project") {
+        assert!(std::time::Instant::now() < deadline, "no reload:\n{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.psql_ok("police", "SELECT 1 AS one"), "one\n1\n");
+    // SIGTERM stops both: the scheduler, then the server.
+    s.signal("TERM");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", s.log());
+    assert!(s.log().contains("stopping: no new connection"), "{}", s.log());
 }
 
 /// Python's psycopg 3 (libpq underneath, the extended protocol for every statement with parameters).

@@ -13,6 +13,7 @@ use lakehouse::schedule::{self, Config, ModelGraph, SourceJob, SystemClock, cron
 use serde::{Deserialize, Serialize};
 
 use super::output::{OutputFormat, print_rows};
+use super::serve::Serving;
 use super::{CmdResult, open_planned};
 
 /// The start of the last successful run of each target.
@@ -51,20 +52,28 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
         retention: lakehouse::manifest::CronSchedule::try_from("0 3 * * *".to_string()).ok(),
     };
     tracing::info!(sources = config.sources.len(), models = config.models.order.len(), "scheduler started");
+    // The query server beside the scheduler (`serve.with_schedule`): started before the first run, so that a
+    // policy that cannot be enforced stops the process at once.
+    let serving = if lh.project.file.serve.with_schedule { Some(Serving::start(dir, None).await?) } else { None };
     let runner = Arc::new(LakehouseRunner { lh: Arc::new(lh), plan: Arc::new(plan), options });
     let shutdown = async {
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT received"),
+                    // The scheduler keeps the project it started with; the server reloads its policy.
+                    _ = hangup.recv() => match &serving {
+                        Some(s) => s.reload().await,
+                        None => tracing::info!("SIGHUP received: the scheduler reads the project at start only"),
+                    },
+                }
             }
         }
         #[cfg(not(unix))]
@@ -75,6 +84,9 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
         "scheduler stopped: {} runs, {} failed, {} abandoned at shutdown",
         summary.runs, summary.failures, summary.abandoned
     );
+    if let Some(serving) = serving {
+        serving.stop().await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -98,6 +98,10 @@ pub struct ServeSettings {
     /// (sorts, joins, aggregates) fails with SQLSTATE 53200 instead of growing the server.
     #[serde(default = "default_max_memory_bytes")]
     pub max_memory_bytes: u64,
+    /// `lakehouse schedule` serves too (default false): one process lands the data on its schedules and serves
+    /// it, with the same settings, reloads and stop as `lakehouse serve`.
+    #[serde(default)]
+    pub with_schedule: bool,
 }
 
 /// PEM files of the server's TLS identity.
@@ -135,6 +139,7 @@ impl Default for ServeSettings {
             statement_timeout: default_statement_timeout(),
             max_rows: default_max_rows(),
             max_memory_bytes: default_max_memory_bytes(),
+            with_schedule: false,
         }
     }
 }
