@@ -123,24 +123,8 @@ pub async fn record(warehouse: &Warehouse, records: &[RunRecord]) {
     }
 }
 
-/// Rewrites `system.runs` into few files and removes the files no version needs any more (past the table's
-/// deleted-file retention, 7 days by default): the scheduler's daily maintenance.
-pub async fn compact(warehouse: &Warehouse) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let url = RUNS.url(warehouse);
-    let Some(table) = warehouse.open(&url).await? else { return Ok(()) };
-    let (table, metrics) = table.optimize().await?;
-    tracing::info!(
-        files_removed = metrics.num_files_removed,
-        files_added = metrics.num_files_added,
-        "compacted system.runs"
-    );
-    let (_, vacuumed) = table.vacuum().await?;
-    tracing::info!(files_deleted = vacuumed.files_deleted.len(), "vacuumed system.runs");
-    Ok(())
-}
-
 /// `system.runs`.
-const RUNS: rows::RowTable =
+pub const RUNS: rows::RowTable =
     rows::RowTable { layer: "system", name: "runs", description: "Run attempts of sources and models", schema };
 
 async fn try_record(

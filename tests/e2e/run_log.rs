@@ -45,7 +45,7 @@ async fn the_run_log_is_compacted_without_losing_a_record() {
     let files = |t: &deltalake::DeltaTable| t.snapshot().unwrap().log_data().iter().count();
     let table = open_table(url.as_str()).await;
     assert!(files(&table) >= 6, "{}", files(&table));
-    lakehouse::runlog::compact(&lh.warehouse).await.unwrap();
+    lakehouse::runlog::RUNS.compact(&lh.warehouse).await.unwrap();
     let table = open_table(url.as_str()).await;
     assert_eq!(files(&table), 1);
     assert_eq!(lakehouse::runlog::read(&lh.warehouse).await.unwrap(), before);

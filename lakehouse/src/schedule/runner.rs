@@ -155,9 +155,11 @@ impl Runner for LakehouseRunner {
                 }
                 runlog::record(&lh.warehouse, &[r]).await;
             }
-            // The run log gets a few commits a day; keep it in few files.
-            if let Err(e) = runlog::compact(&lh.warehouse).await {
-                tracing::warn!(error = %e, "could not compact system.runs");
+            // The run log and the query log get many small commits; keep them in few files.
+            for table in [&runlog::RUNS, &crate::serve::querylog::QUERIES] {
+                if let Err(e) = table.compact(&lh.warehouse).await {
+                    tracing::warn!(error = %e, table = table.name, "could not compact a system table");
+                }
             }
         })
     }

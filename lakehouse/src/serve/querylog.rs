@@ -24,6 +24,9 @@ use crate::storage::timestamp_type;
 const MAX_PENDING: usize = 100_000;
 /// Most time a row waits before it is committed.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Commits between two compactions of the table by the server (about 17 minutes of a busy server; the
+/// scheduler's daily maintenance compacts it too).
+const COMPACT_EVERY: u64 = 500;
 
 /// One statement: a row of `system.queries`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,6 +131,7 @@ impl QueryLog {
 
 async fn write(warehouse: Warehouse, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut pending: Vec<QueryRecord> = Vec::new();
+    let mut commits = 0u64;
     loop {
         // Wait for a first message, then gather what comes within FLUSH_EVERY.
         let mut flushed = Vec::new();
@@ -154,7 +158,15 @@ async fn write(warehouse: Warehouse, mut rx: mpsc::UnboundedReceiver<Message>) {
         }
         if !pending.is_empty() {
             match QUERIES.append(&warehouse, &pending).await {
-                Ok(()) => pending.clear(),
+                Ok(()) => {
+                    pending.clear();
+                    commits += 1;
+                    if commits.is_multiple_of(COMPACT_EVERY)
+                        && let Err(e) = QUERIES.compact(&warehouse).await
+                    {
+                        tracing::warn!(error = %e, "could not compact system.queries");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, rows = pending.len(), "could not append to system.queries; will retry");
                     if pending.len() > MAX_PENDING {
@@ -181,7 +193,7 @@ async fn write(warehouse: Warehouse, mut rx: mpsc::UnboundedReceiver<Message>) {
 }
 
 /// `system.queries`.
-const QUERIES: rows::RowTable = rows::RowTable {
+pub const QUERIES: rows::RowTable = rows::RowTable {
     layer: "system",
     name: "queries",
     description: "Statements received by the query server (lakehouse serve)",

@@ -99,6 +99,21 @@ impl RowTable {
         Ok(())
     }
 
+    /// Rewrites the table into few files and removes the files no version needs any more (past the table's
+    /// deleted-file retention, 7 days by default): each append is a small file, and a table appended to every
+    /// few seconds would otherwise be read from thousands of them. Nothing to do before the first append.
+    pub async fn compact(&self, warehouse: &super::Warehouse) -> Result<(), BoxError> {
+        let url = self.url(warehouse);
+        let Some(table) = warehouse.open(&url).await? else { return Ok(()) };
+        let table_name = format!("{}.{}", self.layer, self.name);
+        let (table, metrics) = table.optimize().await?;
+        tracing::info!(table = %table_name, files_removed = metrics.num_files_removed,
+            files_added = metrics.num_files_added, "compacted");
+        let (_, vacuumed) = table.vacuum().await?;
+        tracing::info!(table = %table_name, files_deleted = vacuumed.files_deleted.len(), "vacuumed");
+        Ok(())
+    }
+
     /// The rows that pass `filter` (all when `None`), sorted by `order_by`; none before the first append.
     pub async fn read<T: DeserializeOwned>(
         &self,
@@ -170,6 +185,34 @@ mod tests {
         assert_eq!(arrow::array::AsArray::as_string::<i32>(&kinds).value(0), "up_to_date");
         assert_eq!(from_batches::<Row>(&[batch]).unwrap(), rows);
         assert_eq!(to_batch::<Row>(&schema(), &[]).unwrap().num_rows(), 0);
+    }
+
+    /// Appends land in a file each; compaction leaves one file with every row.
+    #[tokio::test]
+    async fn compaction_keeps_every_row_in_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = crate::storage::Warehouse::new(
+            dir.path(),
+            "file://./w",
+            &Default::default(),
+            crate::manifest::Retention::Forever,
+        )
+        .unwrap();
+        let t = RowTable { layer: "system", name: "t", description: "test", schema };
+        t.compact(&wh).await.unwrap(); // no table yet: nothing to do
+        let at = DateTime::from_timestamp_micros(1_764_470_000_000_000).unwrap();
+        for i in 0..3 {
+            let row = Row { name: format!("r{i}"), at, n: Some(i), raw: vec![], state: State::Failed };
+            t.append(&wh, &[row]).await.unwrap();
+        }
+        let files = |table: &DeltaTable| table.snapshot().unwrap().log_data().iter().count();
+        let before = wh.open(&t.url(&wh)).await.unwrap().unwrap();
+        assert_eq!(files(&before), 3);
+        t.compact(&wh).await.unwrap();
+        let after = wh.open(&t.url(&wh)).await.unwrap().unwrap();
+        assert_eq!(files(&after), 1);
+        let rows: Vec<Row> = t.read(&wh, None, &["name"]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["r0", "r1", "r2"]);
     }
 
     #[test]
