@@ -3,7 +3,8 @@
 //! [`super::usage`]), and PostgreSQL clients (tokio-postgres, over TCP on loopback, SCRAM login) measure:
 //! - the latency of a small gold query, prepared once and run with a parameter, one client after the other;
 //! - the throughput of that query with many clients at once;
-//! - a long result streamed to one client (generated rows), and the server's peak memory meanwhile.
+//! - a long result streamed to one client (generated rows), and the server's peak memory meanwhile (its peak
+//!   resident size started over before the statement, read after).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -38,6 +39,8 @@ pub struct ServeBench {
     pub queries_per_sec: f64,
     pub stream_rows: u64,
     pub stream_secs: f64,
+    /// The server's peak resident memory while it streamed (Linux), in bytes.
+    pub stream_peak_rss_bytes: Option<u64>,
     pub server: Usage,
 }
 
@@ -94,11 +97,11 @@ pub async fn run(exe: &Path, dir: &Path, rows: u64, clients: usize, stream_rows:
         return Err("lakehouse serve did not start".into());
     };
     let conninfo = format!("host=127.0.0.1 port={port} user=bench dbname=lake password={password}");
-    let measured = measure(&conninfo, clients, stream_rows).await;
+    let measured = measure(&conninfo, clients, stream_rows, &server.id().to_string()).await;
     // SIGTERM: the server stops by itself and reports its usage.
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     server.wait()?;
-    let (latencies, queries_per_sec, stream_secs) = measured?;
+    let (latencies, queries_per_sec, (stream_secs, stream_peak_rss_bytes)) = measured?;
     let server_usage = Usage::read(&usage_file).ok_or("the server did not report its CPU time and memory")?;
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     Ok(ServeBench {
@@ -110,6 +113,7 @@ pub async fn run(exe: &Path, dir: &Path, rows: u64, clients: usize, stream_rows:
         queries_per_sec,
         stream_rows,
         stream_secs,
+        stream_peak_rss_bytes,
         server: server_usage,
     })
 }
@@ -120,8 +124,14 @@ async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, BoxError> {
     Ok(client)
 }
 
-/// Latencies (ms, sorted), queries per second with `clients` clients, seconds to stream `stream_rows` rows.
-async fn measure(conninfo: &str, clients: usize, stream_rows: u64) -> Result<(Vec<f64>, f64, f64), BoxError> {
+/// Latencies (ms, sorted), queries per second with `clients` clients, seconds to stream `stream_rows` rows and
+/// the peak memory of the server (process `server`) meanwhile.
+async fn measure(
+    conninfo: &str,
+    clients: usize,
+    stream_rows: u64,
+    server: &str,
+) -> Result<(Vec<f64>, f64, (f64, Option<u64>)), BoxError> {
     let client = connect(conninfo).await?;
     let statement = client.prepare(QUERY).await?;
     for i in 0..50 {
@@ -160,6 +170,7 @@ async fn measure(conninfo: &str, clients: usize, stream_rows: u64) -> Result<(Ve
     }
     let queries_per_sec = total as f64 / window.as_secs_f64();
 
+    let peak_reset = super::usage::reset_peak_rss(server);
     let t = Instant::now();
     let sql = format!("SELECT x, x * 2 AS y FROM generate_series(1, {stream_rows}) t(x)");
     let stream = client.query_raw(sql.as_str(), std::iter::empty::<i64>()).await?;
@@ -172,7 +183,9 @@ async fn measure(conninfo: &str, clients: usize, stream_rows: u64) -> Result<(Ve
     if n != stream_rows {
         return Err(format!("streamed {n} rows of {stream_rows}").into());
     }
-    Ok((latencies, queries_per_sec, t.elapsed().as_secs_f64()))
+    let secs = t.elapsed().as_secs_f64();
+    let peak = if peak_reset { super::usage::peak_rss_of(server) } else { None };
+    Ok((latencies, queries_per_sec, (secs, peak)))
 }
 
 impl ServeBench {
@@ -189,6 +202,7 @@ impl ServeBench {
             "stream_rows": self.stream_rows,
             "stream_secs": round(self.stream_secs, 3),
             "stream_rows_per_sec": (self.stream_rows as f64 / self.stream_secs).round(),
+            "stream_server_peak_rss_mib": self.stream_peak_rss_bytes.map(|b| b >> 20),
             "server_cpu_secs": round(self.server.cpu_secs(), 2),
             "server_peak_rss_mib": self.server.peak_rss_bytes >> 20,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -207,10 +221,12 @@ impl std::fmt::Display for ServeBench {
         writeln!(f, "{} clients at once: {:.0} queries/s", self.clients, self.queries_per_sec)?;
         writeln!(
             f,
-            "{} rows streamed to one client in {:.2} s ({:.0} rows/s)",
+            "{} rows streamed to one client in {:.2} s ({:.0} rows/s){}",
             self.stream_rows,
             self.stream_secs,
-            self.stream_rows as f64 / self.stream_secs
+            self.stream_rows as f64 / self.stream_secs,
+            self.stream_peak_rss_bytes
+                .map_or(String::new(), |b| format!(", server peak RSS meanwhile {} MiB", b >> 20))
         )?;
         writeln!(f, "server: {:.2} s CPU, peak RSS {} MiB", self.server.cpu_secs(), self.server.peak_rss_bytes >> 20)?;
         write!(f, "{}", self.json())

@@ -42,10 +42,22 @@ impl Usage {
 
 /// Peak resident set size of this process (`VmHWM`).
 pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_of("self")
+}
+
+/// Peak resident set size of process `pid` (`self`, or a number) since it started or since
+/// [`reset_peak_rss`].
+pub fn peak_rss_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Starts the peak resident set size of process `pid` over from its current size (Linux 4.0+: `5` written
+/// to `/proc/PID/clear_refs`), to measure one phase of its work; false where that cannot be done.
+pub fn reset_peak_rss(pid: &str) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// At exit: appends this process's usage to the file named by [`ENV`], when it is set. A failure to write is
