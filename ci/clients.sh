@@ -2,7 +2,8 @@
 # Makes sure the client libraries the query-server tests drive are installed, and prints
 # `export LAKEHOUSE_TEST_PYTHON=…` (a Python with psycopg 3, from PyPI, in a virtual environment) and
 # `export LAKEHOUSE_TEST_NODE_PATH=…` (Node's `pg`, from npm), both kept beside the build so that a second run
-# installs nothing. psql comes with ci/start-postgres.sh.
+# installs nothing, and `export LAKEHOUSE_TEST_JDBC=…` (the PostgreSQL JDBC driver, from Debian, run by a JDK's
+# single-file source launcher). psql comes with ci/start-postgres.sh.
 set -euo pipefail
 say() { echo "clients: $*" >&2; }
 venv="${LAKEHOUSE_CLIENTS_VENV:-$HOME/.cache/lakehouse/clients-venv}"
@@ -30,3 +31,12 @@ if [[ ! -f "$node_dir/node_modules/pg/package.json" ]]; then
 fi
 say "node $(node --version) with pg $(node -p "require('$node_dir/node_modules/pg/package.json').version") ready"
 echo "export LAKEHOUSE_TEST_NODE_PATH='$node_dir/node_modules'"
+
+# The JDBC driver BI tools (DBeaver, Metabase…) are built on, and a JDK to run a test's source file with it.
+jdbc=/usr/share/java/postgresql.jar
+if ! command -v java >/dev/null 2>&1 || ! java --list-modules 2>/dev/null | grep -q '^jdk.compiler' || [[ ! -f "$jdbc" ]]; then
+    [[ "$(id -u)" == 0 ]] || { say "install default-jdk-headless and libpostgresql-jdbc-java"; exit 1; }
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless libpostgresql-jdbc-java) >/dev/null
+fi
+say "$(java -version 2>&1 | head -1) with $(basename "$(readlink -f "$jdbc")") ready"
+echo "export LAKEHOUSE_TEST_JDBC='$jdbc'"

@@ -1,5 +1,6 @@
-//! `lakehouse serve` with real clients: psql (libpq, simple protocol, `\dt`/`\d`, TLS) and Python's psycopg 3
-//! (extended protocol with parameters, binary results, server-side cursors, cancel), logging in with
+//! `lakehouse serve` with real clients: psql (libpq, simple protocol, `\dt`/`\d`, TLS), Python's psycopg 3
+//! (extended protocol with parameters, binary results, server-side cursors, cancel), Node's `pg` and the JDBC
+//! driver (metadata queries, fetch size), logging in with
 //! SCRAM-SHA-256 as users of `lakehouse user`, each seeing exactly what `lakehouse sql --as ROLE` shows.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -584,6 +585,92 @@ const { Client } = require("pg");
   console.log(JSON.stringify(out));
 })().catch((e) => { console.error(e); process.exit(1); });
 "#;
+
+/// The PostgreSQL JDBC driver, what JVM BI tools (DBeaver, Metabase…) connect with: its startup, its metadata
+/// queries (`getTables`, `getColumns`, `getSchemas`, run against `pg_catalog`), a prepared statement, a result read
+/// with a fetch size (an `Execute` with a row limit, then more), a write refused and a wrong password.
+const JDBC: &str = r#"
+import java.sql.*;
+import java.util.*;
+
+public class Jdbc {
+    static String q(String s) { return s == null ? "null" : "\"" + s.replace("\\", "\\\\").replace("\"", "\\\"") + "\""; }
+    static String list(List<String> v) { StringJoiner j = new StringJoiner(",", "[", "]"); for (String s : v) j.add(q(s)); return j.toString(); }
+
+    public static void main(String[] a) throws Exception {
+        String url = "jdbc:postgresql://127.0.0.1:" + a[0] + "/lake?ApplicationName=e2e-jdbc";
+        StringJoiner out = new StringJoiner(",", "{", "}");
+        try (Connection c = DriverManager.getConnection(url, "police", a[1])) {
+            DatabaseMetaData md = c.getMetaData();
+            List<String> tables = new ArrayList<>();
+            try (ResultSet r = md.getTables(null, "gold", "%", new String[] {"TABLE"})) {
+                while (r.next()) tables.add(r.getString("TABLE_NAME"));
+            }
+            Collections.sort(tables);
+            out.add("\"tables\":" + list(tables));
+            List<String> columns = new ArrayList<>();
+            try (ResultSet r = md.getColumns(null, "gold", "accident_hotspots", "%")) {
+                while (r.next()) columns.add(r.getString("COLUMN_NAME"));
+            }
+            out.add("\"columns\":" + list(columns));
+            List<String> schemas = new ArrayList<>();
+            try (ResultSet r = md.getSchemas()) { while (r.next()) schemas.add(r.getString("TABLE_SCHEM")); }
+            out.add("\"schemas\":" + list(schemas));
+            try (PreparedStatement ps = c.prepareStatement(
+                    "SELECT count(*) AS n, count(from_fire_brigade) AS fire FROM gold.accident_hotspots WHERE accidents >= ?")) {
+                ps.setInt(1, 0);
+                try (ResultSet r = ps.executeQuery()) { r.next(); out.add("\"n\":" + r.getLong(1)); out.add("\"fire\":" + r.getLong(2)); }
+            }
+            c.setAutoCommit(false);
+            try (Statement st = c.createStatement()) {
+                st.setFetchSize(1000);
+                long n = 0;
+                try (ResultSet r = st.executeQuery("SELECT x FROM generate_series(1, 100000) t(x)")) { while (r.next()) n++; }
+                out.add("\"fetched\":" + n);
+            }
+            c.commit();
+            c.setAutoCommit(true);
+            try (Statement st = c.createStatement()) {
+                st.executeUpdate("DELETE FROM gold.accident_hotspots");
+                out.add("\"delete\":\"served\"");
+            } catch (SQLException e) { out.add("\"delete\":" + q(e.getSQLState())); }
+        }
+        try (Connection c = DriverManager.getConnection(url, "police", "wrong " + a[1])) {
+            out.add("\"bad\":\"logged in\"");
+        } catch (SQLException e) { out.add("\"bad\":" + q(e.getSQLState())); }
+        System.out.println(out);
+    }
+}
+"#;
+
+#[test]
+fn jdbc_reads_metadata_and_rows_under_the_role() {
+    let p = example();
+    let s = Served::start(&p);
+    let jar = std::env::var("LAKEHOUSE_TEST_JDBC").unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    let source = p.path().join("Jdbc.java");
+    std::fs::write(&source, JDBC).unwrap();
+    let mut client = Command::new("java");
+    client.arg("-cp").arg(&jar).arg(&source).args([&s.port.to_string(), PASSWORD]);
+    let got = s.client_json(client, "java with the JDBC driver (ci/clients.sh installs them; LAKEHOUSE_TEST_JDBC)");
+    // Exactly the gold tables the police's role is granted, with the columns `sql --as` shows.
+    assert_eq!(
+        got["tables"],
+        serde_json::json!(["accident_hotspots", "incidents_by_arrondissement_period", "incidents_weather_daily"])
+    );
+    let header = as_role(&p, "ddsp", "SELECT * FROM gold.accident_hotspots LIMIT 1");
+    let columns: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    assert_eq!(got["columns"], serde_json::json!(columns));
+    assert!(got["schemas"].as_array().unwrap().contains(&serde_json::json!("gold")), "{got}");
+    let expected = as_role(&p, "ddsp", "SELECT count(*) AS n FROM gold.accident_hotspots WHERE accidents >= 0");
+    let n: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n > 0);
+    assert_eq!(got["n"], n);
+    assert_eq!(got["fire"], 0, "the masked column reads as null");
+    assert_eq!(got["fetched"], 100_000);
+    assert_eq!(got["delete"], "25006");
+    assert_eq!(got["bad"], "28P01");
+}
 
 #[test]
 fn node_pg_logs_in_with_scram_and_reads_under_the_role() {
