@@ -39,8 +39,9 @@ pub struct ServeBench {
     pub queries_per_sec: f64,
     pub stream_rows: u64,
     pub stream_secs: f64,
-    /// The server's peak resident memory while it streamed (Linux), in bytes.
-    pub stream_peak_rss_bytes: Option<u64>,
+    /// The server's resident memory when the stream started and its peak until the end (Linux), in bytes: the
+    /// peak reads at least the first, the memory the server already held.
+    pub stream_rss_bytes: Option<(u64, u64)>,
     pub server: Usage,
 }
 
@@ -101,7 +102,7 @@ pub async fn run(exe: &Path, dir: &Path, rows: u64, clients: usize, stream_rows:
     // SIGTERM: the server stops by itself and reports its usage.
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     server.wait()?;
-    let (latencies, queries_per_sec, (stream_secs, stream_peak_rss_bytes)) = measured?;
+    let (latencies, queries_per_sec, (stream_secs, stream_rss_bytes)) = measured?;
     let server_usage = Usage::read(&usage_file).ok_or("the server did not report its CPU time and memory")?;
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     Ok(ServeBench {
@@ -113,7 +114,7 @@ pub async fn run(exe: &Path, dir: &Path, rows: u64, clients: usize, stream_rows:
         queries_per_sec,
         stream_rows,
         stream_secs,
-        stream_peak_rss_bytes,
+        stream_rss_bytes,
         server: server_usage,
     })
 }
@@ -125,13 +126,13 @@ async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, BoxError> {
 }
 
 /// Latencies (ms, sorted), queries per second with `clients` clients, seconds to stream `stream_rows` rows and
-/// the peak memory of the server (process `server`) meanwhile.
+/// the memory of the server (process `server`) at the start of the stream and at its peak until the end.
 async fn measure(
     conninfo: &str,
     clients: usize,
     stream_rows: u64,
     server: &str,
-) -> Result<(Vec<f64>, f64, (f64, Option<u64>)), BoxError> {
+) -> Result<(Vec<f64>, f64, (f64, Option<(u64, u64)>)), BoxError> {
     let client = connect(conninfo).await?;
     let statement = client.prepare(QUERY).await?;
     for i in 0..50 {
@@ -170,7 +171,7 @@ async fn measure(
     }
     let queries_per_sec = total as f64 / window.as_secs_f64();
 
-    let peak_reset = super::usage::reset_peak_rss(server);
+    let start_rss = super::usage::reset_peak_rss(server).then(|| super::usage::rss_of(server)).flatten();
     let t = Instant::now();
     let sql = format!("SELECT x, x * 2 AS y FROM generate_series(1, {stream_rows}) t(x)");
     let stream = client.query_raw(sql.as_str(), std::iter::empty::<i64>()).await?;
@@ -184,8 +185,8 @@ async fn measure(
         return Err(format!("streamed {n} rows of {stream_rows}").into());
     }
     let secs = t.elapsed().as_secs_f64();
-    let peak = if peak_reset { super::usage::peak_rss_of(server) } else { None };
-    Ok((latencies, queries_per_sec, (secs, peak)))
+    let rss = start_rss.zip(super::usage::peak_rss_of(server));
+    Ok((latencies, queries_per_sec, (secs, rss)))
 }
 
 impl ServeBench {
@@ -202,7 +203,8 @@ impl ServeBench {
             "stream_rows": self.stream_rows,
             "stream_secs": round(self.stream_secs, 3),
             "stream_rows_per_sec": (self.stream_rows as f64 / self.stream_secs).round(),
-            "stream_server_peak_rss_mib": self.stream_peak_rss_bytes.map(|b| b >> 20),
+            "stream_server_start_rss_mib": self.stream_rss_bytes.map(|(start, _)| start >> 20),
+            "stream_server_peak_rss_mib": self.stream_rss_bytes.map(|(_, peak)| peak >> 20),
             "server_cpu_secs": round(self.server.cpu_secs(), 2),
             "server_peak_rss_mib": self.server.peak_rss_bytes >> 20,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -225,8 +227,11 @@ impl std::fmt::Display for ServeBench {
             self.stream_rows,
             self.stream_secs,
             self.stream_rows as f64 / self.stream_secs,
-            self.stream_peak_rss_bytes
-                .map_or(String::new(), |b| format!(", server peak RSS meanwhile {} MiB", b >> 20))
+            self.stream_rss_bytes.map_or(String::new(), |(start, peak)| format!(
+                ", server RSS {} MiB at the start, peak {} MiB",
+                start >> 20,
+                peak >> 20
+            ))
         )?;
         writeln!(f, "server: {:.2} s CPU, peak RSS {} MiB", self.server.cpu_secs(), self.server.peak_rss_bytes >> 20)?;
         write!(f, "{}", self.json())

@@ -48,8 +48,18 @@ pub fn peak_rss() -> Option<u64> {
 /// Peak resident set size of process `pid` (`self`, or a number) since it started or since
 /// [`reset_peak_rss`].
 pub fn peak_rss_of(pid: &str) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Resident set size of process `pid` now.
+pub fn rss_of(pid: &str) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A size in kB of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
