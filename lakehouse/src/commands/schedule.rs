@@ -58,23 +58,8 @@ pub async fn schedule(dir: &Path, vars: &[String], grace: u64, parallel: usize) 
     let runner = Arc::new(LakehouseRunner { lh: Arc::new(lh), plan: Arc::new(plan), options });
     let shutdown = async {
         #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => break tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT received"),
-                    // The scheduler keeps the project it started with; the server reloads its policy.
-                    _ = hangup.recv() => match &serving {
-                        Some(s) => s.reload().await,
-                        None => tracing::info!("SIGHUP received: the scheduler reads the project at start only"),
-                    },
-                }
-            }
+        if super::serve::until_stopped(serving.as_ref()).await.is_err() {
+            let _ = tokio::signal::ctrl_c().await;
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;

@@ -13,17 +13,27 @@ use super::{CliError, CmdResult, check_enforceable, open};
 
 pub async fn run(dir: &Path, listen: Option<&str>) -> CmdResult {
     let serving = Serving::start(dir, listen).await?;
+    until_stopped(Some(&serving)).await?;
+    serving.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP reloads the server's project and policy, when there is a
+/// server (`lakehouse schedule` keeps the project it started with).
+pub async fn until_stopped(serving: Option<&Serving>) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => serving.reload().await,
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = hangup.recv() => match serving {
+                Some(s) => s.reload().await,
+                None => tracing::info!("SIGHUP received: the scheduler reads the project at start only"),
+            },
+            _ = terminate.recv() => break tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT received"),
         }
     }
-    serving.stop().await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A query server accepting connections, until [`Serving::stop`].

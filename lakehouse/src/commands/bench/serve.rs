@@ -3,8 +3,8 @@
 //! [`super::usage`]), and PostgreSQL clients (tokio-postgres, over TCP on loopback, SCRAM login) measure:
 //! - the latency of a small gold query, prepared once and run with a parameter, one client after the other;
 //! - the throughput of that query with many clients at once;
-//! - a long result streamed to one client (generated rows), and the server's peak memory meanwhile (its peak
-//!   resident size started over before the statement, read after).
+//! - a long result streamed to one client (generated rows), and the server's memory when it starts and at its
+//!   peak until the end (the peak resident size started over before the statement, read after).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
