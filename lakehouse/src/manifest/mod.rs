@@ -1130,6 +1130,20 @@ fn validate_format(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diag
                 );
             }
         }
+        for (field, c) in [("delimiter", delimiter), ("quote", quote)] {
+            if matches!(c, '\n' | '\r') {
+                diags.push(
+                    Diagnostic::new(path, format!("format.{field}"), "a line end cannot separate or quote fields")
+                        .at(diag::locate(text, &["format", field])),
+                );
+            }
+        }
+        if delimiter == quote {
+            diags.push(
+                Diagnostic::new(path, "format.quote", format!("`{quote}` is both the delimiter and the quote"))
+                    .at(diag::locate(text, &["format", "quote"])),
+            );
+        }
         if *decimal != '.' && *decimal != ',' {
             diags.push(
                 Diagnostic::new(
