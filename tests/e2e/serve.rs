@@ -208,6 +208,15 @@ fn psql_reads_what_its_role_is_granted_and_nothing_else() {
         "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1",
     );
     assert_eq!(schemas, "table_schema\ngold\n");
+    // Nor are the other layers' names listed to a role granted gold only (`\dn` reads pg_namespace).
+    let namespaces = s.psql_ok("police", "SELECT nspname FROM pg_catalog.pg_namespace ORDER BY 1");
+    assert!(namespaces.lines().any(|l| l == "gold"), "{namespaces}");
+    for layer in ["bronze", "silver", "system", "catalog"] {
+        assert!(!namespaces.lines().any(|l| l == layer), "{layer} listed to a gold-only role: {namespaces}");
+    }
+    let namespaces = s.psql_ok("analyst", "SELECT nspname FROM pg_catalog.pg_namespace ORDER BY 1");
+    assert!(namespaces.lines().any(|l| l == "silver"), "{namespaces}");
+    assert!(!namespaces.lines().any(|l| l == "bronze"), "{namespaces}");
 
     // Tables not granted, bronze, and everything that is not a query: refused.
     let e = s.psql_err("police", "SELECT * FROM gold.fire_response_times");
@@ -662,6 +671,9 @@ fn jdbc_reads_metadata_and_rows_under_the_role() {
     let columns: Vec<&str> = header.lines().next().unwrap().split(',').collect();
     assert_eq!(got["columns"], serde_json::json!(columns));
     assert!(got["schemas"].as_array().unwrap().contains(&serde_json::json!("gold")), "{got}");
+    for layer in ["bronze", "silver", "system", "catalog"] {
+        assert!(!got["schemas"].as_array().unwrap().contains(&serde_json::json!(layer)), "{layer}: {got}");
+    }
     let expected = as_role(&p, "ddsp", "SELECT count(*) AS n FROM gold.accident_hotspots WHERE accidents >= 0");
     let n: i64 = expected.lines().nth(1).unwrap().parse().unwrap();
     assert!(n > 0);

@@ -487,6 +487,15 @@ async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, genera
         .await
         .map_err(|e| fatal("58030", format!("the lake cannot be read: {e}")))?;
     crate::catalog_sync::serve_catalog(&ctx, lh.clone(), &visible);
+    // A schema without a table the identity is served is not listed either (`\dn`, getSchemas, pg_namespace):
+    // a partner granted gold only does not learn that the lake has other layers.
+    if let Some(catalog) = ctx.catalog("datafusion") {
+        for schema in ["bronze", "silver", "gold", "system", "catalog"] {
+            if catalog.schema(schema).is_some_and(|s| s.table_names().is_empty()) {
+                let _ = catalog.deregister_schema(schema, false);
+            }
+        }
+    }
     let hooks: Vec<Arc<dyn QueryHook>> =
         vec![Arc::new(ReadOnly), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
     let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
