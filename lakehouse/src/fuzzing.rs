@@ -13,7 +13,8 @@ use crate::privacy::KeyRing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// A `;`-delimited Windows-1252 CSV file with typed, pseudonymized and ranged columns (gzip when the bytes
-    /// start with its magic number).
+    /// start with its magic number), read twice: with uniqueness constraints (record by record) and without
+    /// (column by column, [`format::RowEmitter::rows`]).
     Csv,
     /// NDJSON lines with nested paths.
     Ndjson,
@@ -54,14 +55,17 @@ const COLUMNS: &str = r#"columns:
 unique: [who, day]
 "#;
 
-fn manifest(format: &str, nested: bool) -> SourceManifest {
-    let columns = if nested {
+fn manifest(format: &str, nested: bool, unique: bool) -> SourceManifest {
+    let mut columns = if nested {
         COLUMNS
             .replace("normalize: digits }", "normalize: digits, from: person.phone }")
             .replace("range: [-90, 90] }", "range: [-90, 90], from: place.geo.x }")
     } else {
         COLUMNS.to_string()
     };
+    if !unique {
+        columns = columns.replace(", unique: true", "").replace("unique: [who, day]\n", "");
+    }
     let text = format!(
         "version: 1\nname: fuzz\ndescription: fuzz\nowner: ddsp\nschedule: \"* * * * *\"\n\
          connector: {{ kind: files, location: drop }}\nformat: {format}\n{columns}retention: 1 year\n"
@@ -95,8 +99,15 @@ pub fn run(target: Target, data: &[u8]) {
         Target::Json => ("{ kind: json, records: items }", true),
         _ => ("{ kind: parquet }", false),
     };
-    let m = manifest(format, nested);
-    let plan = Arc::new(TablePlan::new(&m, &crate::manifest::ProjectFile::with_domains(&["police"])));
+    for unique in [true, false] {
+        if unique || target == Target::Csv {
+            read(&manifest(format, nested, unique), data);
+        }
+    }
+}
+
+fn read(m: &SourceManifest, data: &[u8]) {
+    let plan = Arc::new(TablePlan::new(m, &crate::manifest::ProjectFile::with_domains(&["police"])));
     let key = "police fuzz 0000000000000000000000000000000000000000000000000000000000000001";
     let Ok(keys) = KeyRing::parse(key, "fuzz") else { return };
     let ctx = ReadContext {

@@ -47,6 +47,8 @@ pub mod schedule;
 pub mod serve;
 pub mod session;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod transform;
 
 use std::sync::Arc;

@@ -403,13 +403,7 @@ mod tests {
     /// and the masked column never comes back in clear.
     #[tokio::test]
     async fn no_statement_returns_a_row_outside_the_filter_or_a_masked_value() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d_u64);
         let queries = [
             "SELECT zone, secret FROM gold.t",
             "SELECT zone, secret FROM (SELECT * FROM gold.t) x",
