@@ -217,6 +217,74 @@ pub fn content_hash(file: &mut std::fs::File) -> std::io::Result<String> {
     Ok(format!("xxh3-128:{:032x}", hasher.finish_128()))
 }
 
+/// A file read once for both its reader and its [`content_hash`]: a reader that reads it in order
+/// ([`Self::reader`]) gets its bytes through a hasher, and [`Self::finish`] hashes what the reader left
+/// unread; a reader that seeks ([`Self::file`]) gets the file after a first pass for the hash. Reading a
+/// large file twice was a few percent of an ingest's time.
+pub struct ContentHash {
+    file: Option<std::fs::File>,
+    /// What [`Self::finish`] reads on from: the same open file as the reader's, so at the offset it reached.
+    rest: Option<std::fs::File>,
+    hasher: Arc<std::sync::Mutex<twox_hash::XxHash3_128>>,
+    hash: Option<String>,
+}
+
+/// The reader [`ContentHash::reader`] hands out.
+struct Hashing {
+    file: std::fs::File,
+    hasher: Arc<std::sync::Mutex<twox_hash::XxHash3_128>>,
+}
+
+impl std::io::Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl ContentHash {
+    pub fn new(mut file: std::fs::File) -> std::io::Result<Self> {
+        use std::io::Seek;
+        file.rewind()?;
+        Ok(Self { file: Some(file), rest: None, hasher: Default::default(), hash: None })
+    }
+
+    /// The file's bytes from the start, hashed as they are read.
+    pub fn reader(&mut self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let file = self.file.take().ok_or_else(|| std::io::Error::other("the file was handed out already"))?;
+        self.rest = Some(file.try_clone()?);
+        Ok(Box::new(Hashing { file, hasher: self.hasher.clone() }))
+    }
+
+    /// The file itself, rewound, its hash taken first.
+    pub fn file(&mut self) -> std::io::Result<std::fs::File> {
+        let mut file = self.file.take().ok_or_else(|| std::io::Error::other("the file was handed out already"))?;
+        self.hash = Some(content_hash(&mut file)?);
+        Ok(file)
+    }
+
+    /// The hash of the whole file, reading what the reader left.
+    pub fn finish(self) -> std::io::Result<String> {
+        use std::io::Read;
+        if let Some(hash) = self.hash {
+            return Ok(hash);
+        }
+        let mut hasher = self.hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mut rest) = self.file.or(self.rest) {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = rest.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.write(&buf[..n]);
+            }
+        }
+        Ok(format!("xxh3-128:{:032x}", hasher.finish_128()))
+    }
+}
+
 /// A local file's version tag, as an ETag is on a store: its inode and its status-change time (`ctime`, which
 /// every write or replacement moves and no one can set back, unlike the modification time).
 #[cfg(unix)]
@@ -258,4 +326,40 @@ fn open_regular(root: &Path, rel: &str, url: &Url) -> Result<std::fs::File, Conn
         }
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// The hash taken while a reader reads the file (all of it, part of it, nothing, in small reads) or before
+    /// the file is handed out whole is the hash of the file.
+    #[test]
+    fn the_hash_taken_while_reading_is_the_content_hash() {
+        let mut file = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        let expected = content_hash(&mut file).unwrap();
+        for stop_after in [0, 1, 4096, 100_001, usize::MAX] {
+            let mut hash = ContentHash::new(file.try_clone().unwrap()).unwrap();
+            let mut reader = hash.reader().unwrap();
+            let (mut buf, mut read) = ([0u8; 777], Vec::new());
+            while read.len() < stop_after {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                read.extend_from_slice(&buf[..n]);
+            }
+            assert!(bytes.starts_with(&read));
+            drop(reader);
+            assert_eq!(hash.finish().unwrap(), expected, "a reader that stopped after {stop_after} bytes");
+        }
+        let mut hash = ContentHash::new(file.try_clone().unwrap()).unwrap();
+        let mut whole = Vec::new();
+        hash.file().unwrap().read_to_end(&mut whole).unwrap();
+        assert_eq!(whole, bytes, "the file is handed out rewound");
+        assert_eq!(hash.finish().unwrap(), expected);
+    }
 }

@@ -6,7 +6,7 @@
 
 mod files;
 
-pub use files::{FileEntry, FilesConnector, content_hash};
+pub use files::{ContentHash, FileEntry, FilesConnector, content_hash};
 
 use std::path::Path;
 

@@ -82,7 +82,7 @@ pub fn read(
         let end = split.batch_end();
         // UTF-8 is checked once for the whole batch; a batch that is not valid UTF-8 is decoded field by field,
         // for the error that names the field.
-        let text = if d.encoding == Encoding::Utf8 { std::str::from_utf8(&split.buf[..end]).ok() } else { None };
+        let text = if d.encoding == Encoding::Utf8 { simdutf8::basic::from_utf8(&split.buf[..end]).ok() } else { None };
         let batch = Batch { split: &split, text, positions: &positions, expected_fields, dialect: d, nulls: &nulls };
         rows.rows(&batch)?;
     }
@@ -121,7 +121,7 @@ impl<'b, R: Read> Records<'b> for Batch<'b, R> {
         let (start, end) = self.split.fields[rec.first as usize + self.positions[column]];
         let (start, end) = (start as usize, end as usize);
         let bytes = &self.split.buf[start..end];
-        if !self.nulls.is_empty() && self.nulls.contains(&trim(bytes)) {
+        if !self.nulls.is_empty() && self.nulls.contains(&bytes.trim_ascii()) {
             return Ok(None);
         }
         // Field ranges start and end at ASCII bytes (delimiters, quotes, line ends), so at character boundaries.
@@ -129,6 +129,16 @@ impl<'b, R: Read> Records<'b> for Batch<'b, R> {
             Some(s) => Ok(Some(Cow::Borrowed(s))),
             None => decode(bytes, self.dialect.encoding).map(Some),
         }
+    }
+
+    #[inline]
+    fn text(&self, r: usize, column: usize) -> Option<&'b str> {
+        if !self.nulls.is_empty() {
+            return None;
+        }
+        let rec = &self.split.recs[r];
+        let (start, end) = self.split.fields[rec.first as usize + self.positions[column]];
+        self.text?.get(start as usize..end as usize)
     }
 
     fn line(&self, r: usize) -> Option<u64> {
@@ -441,7 +451,7 @@ impl<R: Read> Splitter<R> {
                 i = if open { n } else { close + 1 };
                 // Text after the closing quote belongs to the field (the quotes in it are text).
                 let after = i;
-                i += buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(n - i);
+                i = self.stop(buf, i);
                 if escaped || i > after {
                     self.unquote.push(self.fields.len());
                     range = (field_start, i);
@@ -449,7 +459,7 @@ impl<R: Read> Splitter<R> {
                     range = (content, close.min(n));
                 }
             } else {
-                i += buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(n - i);
+                i = self.stop(buf, i);
                 range.1 = i;
             }
             if i == n && !self.eof {
@@ -465,6 +475,26 @@ impl<R: Read> Splitter<R> {
                 return Scan::Record { end: i, newlines, line_end: true, open: false };
             }
         }
+    }
+
+    /// Where the unquoted text at `i` ends: at the first delimiter, `\r` or `\n`, or at the end of `buf`. Eight
+    /// bytes are looked at a time (a byte equal to one of them is a zero byte of the word xor-ed with it; the
+    /// lowest flag of `(v - 0x01…) & !v & 0x80…` is exactly the first zero byte of `v`).
+    #[inline]
+    fn stop(&self, buf: &[u8], mut i: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let (delimiter, cr, lf) = (ONES * u64::from(self.delimiter), ONES * u64::from(b'\r'), ONES * u64::from(b'\n'));
+        while let Some(word) = buf[i..].first_chunk::<8>() {
+            let v = u64::from_le_bytes(*word);
+            let found = zero(v ^ delimiter) | zero(v ^ cr) | zero(v ^ lf);
+            if found != 0 {
+                return i + (found.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
+        i + buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(buf.len() - i)
     }
 
     /// Replaces the quoted fields noted in `unquote` by their text (in place: the text is never longer), the
@@ -563,12 +593,6 @@ impl<R: Read> Splitter<R> {
     }
 }
 
-fn trim(f: &[u8]) -> &[u8] {
-    let start = f.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(f.len());
-    let end = f.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
-    &f[start..end]
-}
-
 /// The record re-serialized with the file's dialect (the original bytes, quoted where needed).
 fn raw(fields: &[&[u8]], d: &Dialect) -> Vec<u8> {
     let mut out = Vec::new();
@@ -638,13 +662,7 @@ mod tests {
     #[test]
     fn fields_are_those_of_the_csv_crate() {
         let alphabet: [&[u8]; 10] = [b"a", b"b", b";", b"\"", b"\"\"", b"\n", b"\r", b"\r\n", b" ", "é".as_bytes()];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..5000 {
             let len = (next() % 200) as usize;
             let text: Vec<u8> =
@@ -667,6 +685,24 @@ mod tests {
                     None => assert_eq!(fields, expected, "case {case}: {:?}", String::from_utf8_lossy(&text)),
                 }
             }
+        }
+    }
+
+    /// The word-at-a-time search finds the first delimiter or line end after any bytes (all 256 values, stops
+    /// rare or dense), from any position.
+    #[test]
+    fn stop_is_the_first_delimiter_or_line_end() {
+        let s = Splitter::new(&b""[..], b';', b'"', ReadLimits::default());
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
+        for _ in 0..200_000 {
+            let len = (next() % 40) as usize;
+            let density = 1 + next() % 64;
+            let buf: Vec<u8> = (0..len)
+                .map(|_| if next() % density == 0 { [b';', b'\r', b'\n'][(next() % 3) as usize] } else { next() as u8 })
+                .collect();
+            let from = (next() % (len as u64 + 1)) as usize;
+            let want = from + buf[from..].iter().position(|&b| matches!(b, b';' | b'\r' | b'\n')).unwrap_or(len - from);
+            assert_eq!(s.stop(&buf, from), want, "{buf:?} from {from}");
         }
     }
 

@@ -421,7 +421,8 @@ pub struct ReadContext {
     pub unique: Option<Arc<Mutex<unique::UniqueIndex>>>,
 }
 
-/// Reads one file of the given format into the sink. A file over one of the project's `limits` is
+/// Reads one file of the given format into the sink: its counts, and its content hash
+/// ([`crate::connector::content_hash`]) taken as it is read. A file over one of the project's `limits` is
 /// [`ReadError::Limit`] (not taken); a record over one is quarantined.
 pub fn read_file(
     format: &Format,
@@ -429,12 +430,13 @@ pub fn read_file(
     input: std::fs::File,
     ctx: &ReadContext,
     sink: &mut dyn RecordSink,
-) -> Result<FileCounts, ReadError> {
+) -> Result<(FileCounts, String), ReadError> {
     let mut rows = RowEmitter::new(ctx, sink)?;
     let limits = ctx.limits;
+    let mut hash = crate::connector::ContentHash::new(input)?;
     let result = match format {
         Format::Csv { delimiter, quote, header, encoding, null_values, compression, .. } => {
-            let input = decompress(Box::new(input), *compression, file_name, limits);
+            let input = decompress(hash.reader()?, *compression, file_name, limits);
             let dialect = csv::Dialect {
                 delimiter: *delimiter as u8,
                 quote: *quote as u8,
@@ -445,12 +447,12 @@ pub fn read_file(
             csv::read(input, &dialect, limits, &mut rows)
         }
         Format::Ndjson { compression } => {
-            json::read_ndjson(decompress(Box::new(input), *compression, file_name, limits), limits, &mut rows)
+            json::read_ndjson(decompress(hash.reader()?, *compression, file_name, limits), limits, &mut rows)
         }
         Format::Json { records, compression } => {
-            json::read_document(decompress(Box::new(input), *compression, file_name, limits), records, &mut rows)
+            json::read_document(decompress(hash.reader()?, *compression, file_name, limits), records, &mut rows)
         }
-        Format::Parquet => parquet::read(input, &mut rows),
+        Format::Parquet => parquet::read(hash.file()?, &mut rows),
     };
     match result {
         Err(ReadError::Io(e)) => match limits::LimitExceeded::find(&e) {
@@ -458,7 +460,10 @@ pub fn read_file(
             None => Err(ReadError::Io(e)),
         },
         Err(e) => Err(e),
-        Ok(()) => rows.finish(),
+        Ok(()) => {
+            let counts = rows.finish()?;
+            Ok((counts, hash.finish()?))
+        }
     }
 }
 
@@ -523,6 +528,11 @@ pub trait Records<'a> {
     /// The text of declared column `column` of record `r` (None for null/absent); only asked of records
     /// without a fault.
     fn field(&self, r: usize, column: usize) -> Result<Option<Cow<'a, str>>, RowError>;
+    /// [`Self::field`] when it is the input's text as it stands (no decoding, no null marker to compare: an
+    /// empty text is null); `None` when `field` must be asked.
+    fn text(&self, _r: usize, _column: usize) -> Option<&'a str> {
+        None
+    }
     /// The line where record `r` starts, for line-oriented formats.
     fn line(&self, r: usize) -> Option<u64>;
     /// The original bytes of record `r`, for the quarantine.
@@ -682,7 +692,7 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         let mut errors: Vec<Option<RowError>> = (0..n).map(|r| records.fault(r)).collect();
         let at = |r: usize| records.line(r).unwrap_or(first + r as u64 + 1);
         let row0 = self.builder.len();
-        self.builder.fill(&self.ctx.plan, &mut errors, |r, i| records.field(r, i), at);
+        self.builder.fill(&self.ctx.plan, &mut errors, records, at);
         self.counts.read += n as u64;
         for (r, error) in errors.into_iter().enumerate() {
             if let Some(error) = error {
@@ -887,16 +897,17 @@ impl ColBuilder {
         }
     }
 
-    /// Appends column `c` of a batch of records (see [`RowBuilder::fill`]); `bufs` are the row builder's
-    /// buffers for the column's text and items, and for checks.
+    /// Appends column `c` (number `i` of the records) of a batch of records (see [`RowBuilder::fill`]); `bufs` are
+    /// the row builder's buffers for the column's text and items, and for checks.
     fn fill<'a>(
         &mut self,
-        c: &ColumnPlan,
+        (c, i): (&ColumnPlan, usize),
         plan: &TablePlan,
         errors: &mut [Option<RowError>],
-        field: impl Fn(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+        records: &impl Records<'a>,
         (text, items, scratch): (&mut String, &mut Vec<(Cell, String)>, &mut String),
     ) {
+        let field = (records, i);
         match self {
             // Text goes straight from the input into the array.
             Self::Str(b) if c.ty == ColumnType::String => each_value(c, errors, field, |v| {
@@ -909,6 +920,12 @@ impl ColBuilder {
                 }
                 Ok(())
             }),
+            // Numbers, dates and times go straight from their text into the array, without a `Cell`.
+            Self::Int(b) => primitive(b, c, errors, field, |s| int(c, s)),
+            Self::Double(b) => primitive(b, c, errors, field, |s| double(c, s, plan.decimal_comma)),
+            Self::Date(b) => primitive(b, c, errors, field, |s| date(c, s)),
+            Self::Ts(b) => primitive(b, c, errors, field, |s| timestamp(c, s)),
+            Self::Dec(b, ..) => primitive(b, c, errors, field, |s| decimal(c, s, plan.decimal_comma)),
             _ => each_value(c, errors, field, |v| {
                 match v {
                     Some(s) => {
@@ -1043,21 +1060,20 @@ impl RowBuilder {
         Ok(())
     }
 
-    /// Parses a batch of records column by column, straight into the column builders: `field(r, i)` is the text
-    /// of column `i` of record `r`, found at `at(r)` (line or record number). A record whose entry of `errors` is
-    /// set is not read; a record found bad gets its first fault in the order of the columns (as [`Self::parse`]
-    /// gives it). Every record gets a row (bad ones with nulls where they were not read): the caller takes the
-    /// bad ones out of the finished batch.
+    /// Parses a batch of records column by column, straight into the column builders, record `r` found at
+    /// `at(r)` (line or record number). A record whose entry of `errors` is set is not read; a record found bad
+    /// gets its first fault in the order of the columns (as [`Self::parse`] gives it). Every record gets a row
+    /// (bad ones with nulls where they were not read): the caller takes the bad ones out of the finished batch.
     pub fn fill<'a>(
         &mut self,
         plan: &TablePlan,
         errors: &mut [Option<RowError>],
-        field: impl Fn(usize, usize) -> Result<Option<Cow<'a, str>>, RowError>,
+        records: &impl Records<'a>,
         at: impl Fn(usize) -> u64,
     ) {
         for (i, c) in plan.columns.iter().enumerate() {
             let bufs = (&mut self.texts[i], &mut self.nested[i], &mut self.scratch);
-            self.cols[i].fill(c, plan, errors, |r| field(r, i), bufs);
+            self.cols[i].fill((c, i), plan, errors, records, bufs);
         }
         for r in 0..errors.len() {
             self.records.append_value(i64::try_from(at(r)).unwrap_or(i64::MAX));
@@ -1154,12 +1170,12 @@ fn value(
 }
 
 /// Fills `errors` (see [`RowBuilder::fill`]) and the column through `put`, which appends a value (`None`:
-/// null) or, with an error, nothing.
+/// null) or, with an error, nothing; the values are column `column` of `records`.
 #[inline]
 fn each_value<'a>(
     c: &ColumnPlan,
     errors: &mut [Option<RowError>],
-    field: impl Fn(usize) -> Result<Option<Cow<'a, str>>, RowError>,
+    (records, column): (&impl Records<'a>, usize),
     mut put: impl FnMut(Option<&str>) -> Result<(), String>,
 ) {
     for (r, error) in errors.iter_mut().enumerate() {
@@ -1167,22 +1183,29 @@ fn each_value<'a>(
             let _ = put(None);
             continue;
         }
-        let fault = match field(r) {
-            Err(e) => RowError { column: e.column.or_else(|| Some(c.name.clone())), ..e },
-            Ok(text) => {
-                let s = text.as_deref().map(trim).filter(|s| !s.is_empty());
-                let outcome = match s {
-                    None if c.required => Err("required but missing".to_string()),
-                    s => put(s),
-                };
-                match outcome {
-                    Ok(()) => continue,
-                    Err(reason) => RowError { column: Some(c.name.clone()), reason },
+        let decoded;
+        let text = match records.text(r, column) {
+            Some(s) => Some(s),
+            None => match records.field(r, column) {
+                Ok(text) => {
+                    decoded = text;
+                    decoded.as_deref()
                 }
-            }
+                Err(e) => {
+                    let _ = put(None);
+                    *error = Some(RowError { column: e.column.or_else(|| Some(c.name.clone())), ..e });
+                    continue;
+                }
+            },
         };
-        let _ = put(None);
-        *error = Some(fault);
+        let outcome = match text.map(trim).filter(|s| !s.is_empty()) {
+            None if c.required => Err("required but missing".to_string()),
+            s => put(s),
+        };
+        if let Err(reason) = outcome {
+            let _ = put(None);
+            *error = Some(RowError { column: Some(c.name.clone()), reason });
+        }
     }
 }
 
@@ -1213,26 +1236,73 @@ fn scalar(c: &ColumnPlan, s: &str, decimal_comma: bool, text: &mut String) -> Re
             text.push_str(&v.to_string());
             Cell::Str
         }
-        ColumnType::Int => Cell::Int(value::parse_int(s)?),
-        ColumnType::Double => Cell::Double(value::parse_double(s, decimal_comma)?),
+        ColumnType::Int => Cell::Int(int(c, s)?),
+        ColumnType::Double => Cell::Double(double(c, s, decimal_comma)?),
         ColumnType::Bool => Cell::Bool(value::parse_bool(s)?),
-        ColumnType::Date => Cell::Date(c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s))?),
-        ColumnType::Timestamp => Cell::Ts(c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s))?),
-        ColumnType::Decimal => Cell::Dec(value::parse_decimal(s, c.precision, c.scale, decimal_comma)?),
+        ColumnType::Date => Cell::Date(date(c, s)?),
+        ColumnType::Timestamp => Cell::Ts(timestamp(c, s)?),
+        ColumnType::Decimal => Cell::Dec(decimal(c, s, decimal_comma)?),
         ColumnType::List | ColumnType::Struct => return Err("a list or struct is not a scalar value".into()),
     };
-    if let Some([lo, hi]) = c.range {
-        let v = match cell {
-            Cell::Int(v) => v as f64,
-            Cell::Double(v) => v,
-            Cell::Dec(v) => v as f64 / 10f64.powi(i32::from(c.scale)),
-            _ => lo,
-        };
-        if v < lo || v > hi {
-            return Err(format!("out of range [{lo}, {hi}]"));
-        }
-    }
     Ok(cell)
+}
+
+/// Fills a column of numbers, dates or times (see [`ColBuilder::fill`]) with `parse`.
+#[inline]
+fn primitive<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &mut arrow::array::PrimitiveBuilder<T>,
+    c: &ColumnPlan,
+    errors: &mut [Option<RowError>],
+    field: (&impl Records<'a>, usize),
+    parse: impl Fn(&str) -> Result<T::Native, String>,
+) {
+    each_value(c, errors, field, |v| {
+        match v {
+            Some(s) => b.append_value(parse(s)?),
+            None => b.append_null(),
+        }
+        Ok(())
+    })
+}
+
+/// A number within the column's `range`, if it declares one.
+#[inline]
+fn in_range(c: &ColumnPlan, v: f64) -> Result<(), String> {
+    match c.range {
+        Some([lo, hi]) if v < lo || v > hi => Err(format!("out of range [{lo}, {hi}]")),
+        _ => Ok(()),
+    }
+}
+
+#[inline]
+fn int(c: &ColumnPlan, s: &str) -> Result<i64, String> {
+    let v = value::parse_int(s)?;
+    in_range(c, v as f64)?;
+    Ok(v)
+}
+
+#[inline]
+fn double(c: &ColumnPlan, s: &str, decimal_comma: bool) -> Result<f64, String> {
+    let v = value::parse_double(s, decimal_comma)?;
+    in_range(c, v)?;
+    Ok(v)
+}
+
+#[inline]
+fn decimal(c: &ColumnPlan, s: &str, decimal_comma: bool) -> Result<i128, String> {
+    let v = value::parse_decimal(s, c.precision, c.scale, decimal_comma)?;
+    in_range(c, v as f64 / 10f64.powi(i32::from(c.scale)))?;
+    Ok(v)
+}
+
+#[inline]
+fn date(c: &ColumnPlan, s: &str) -> Result<i32, String> {
+    c.time.as_ref().map_or(Ok(0), |t| t.parse_date(s))
+}
+
+#[inline]
+fn timestamp(c: &ColumnPlan, s: &str) -> Result<i64, String> {
+    c.time.as_ref().map_or(Ok(0), |t| t.parse_timestamp(s))
 }
 
 /// The values of a list (a JSON array: its items) or of a struct (a JSON object: its fields), each of its JSON
@@ -1381,13 +1451,7 @@ mod tests {
             &["{\"a\": 1}", "{bad", "[1, 2]"],
             &["[1,2]", "[1,\"x\"]", "x", "[]"],
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let n = BATCH_ROWS + 4000;
         let fields: Vec<Vec<Option<String>>> = (0..n)
             .map(|_| {

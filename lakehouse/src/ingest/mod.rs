@@ -944,10 +944,7 @@ impl FileJob<'_> {
             }
             let started = Instant::now();
             let mut sink = ChannelSink { tx, waited: Duration::ZERO };
-            let mut input = input;
-            let result = connector::content_hash(&mut input)
-                .map_err(ReadError::Io)
-                .and_then(|hash| format::read_file(&format, &file_name, input, &ctx, &mut sink).map(|c| (hash, c)));
+            let result = format::read_file(&format, &file_name, input, &ctx, &mut sink).map(|(c, hash)| (hash, c));
             let busy = started.elapsed().saturating_sub(sink.waited);
             tracing::debug!(file = %file_name, parse_secs = busy.as_secs_f64(),
                 waited_for_writer_secs = sink.waited.as_secs_f64(), "reader done");
