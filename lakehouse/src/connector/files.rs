@@ -202,19 +202,29 @@ fn list_local(root: &Path, matcher: &GlobMatcher) -> std::io::Result<Vec<FileEnt
 /// The hash identifying a file's content, `xxh3-128:<32 hex digits>`: read from the start, and the file left
 /// rewound for its reader.
 pub fn content_hash(file: &mut std::fs::File) -> std::io::Result<String> {
-    use std::io::{Read, Seek};
+    use std::io::Seek;
     file.rewind()?;
     let mut hasher = twox_hash::XxHash3_128::new();
+    hash_to_end(file, &mut hasher)?;
+    file.rewind()?;
+    Ok(hash_text(&hasher))
+}
+
+/// Hashes the rest of `file`, from where it is.
+fn hash_to_end(file: &mut std::fs::File, hasher: &mut twox_hash::XxHash3_128) -> std::io::Result<()> {
+    use std::io::Read;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.write(&buf[..n]);
     }
-    file.rewind()?;
-    Ok(format!("xxh3-128:{:032x}", hasher.finish_128()))
+}
+
+fn hash_text(hasher: &twox_hash::XxHash3_128) -> String {
+    format!("xxh3-128:{:032x}", hasher.finish_128())
 }
 
 /// A file read once for both its reader and its [`content_hash`]: a reader that reads it in order
@@ -237,6 +247,7 @@ struct Hashing {
 
 impl std::io::Read for Hashing {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read;
         let n = self.file.read(buf)?;
         self.hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&buf[..n]);
         Ok(n)
@@ -266,22 +277,14 @@ impl ContentHash {
 
     /// The hash of the whole file, reading what the reader left.
     pub fn finish(self) -> std::io::Result<String> {
-        use std::io::Read;
         if let Some(hash) = self.hash {
             return Ok(hash);
         }
         let mut hasher = self.hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(mut rest) = self.file.or(self.rest) {
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = rest.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.write(&buf[..n]);
-            }
+            hash_to_end(&mut rest, &mut hasher)?;
         }
-        Ok(format!("xxh3-128:{:032x}", hasher.finish_128()))
+        Ok(hash_text(&hasher))
     }
 }
 
