@@ -247,7 +247,6 @@ struct Hashing {
 
 impl std::io::Read for Hashing {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::Read;
         let n = self.file.read(buf)?;
         self.hasher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&buf[..n]);
         Ok(n)

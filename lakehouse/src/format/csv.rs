@@ -451,7 +451,7 @@ impl<R: Read> Splitter<R> {
                 i = if open { n } else { close + 1 };
                 // Text after the closing quote belongs to the field (the quotes in it are text).
                 let after = i;
-                i = self.stop(buf, i);
+                i += buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(n - i);
                 if escaped || i > after {
                     self.unquote.push(self.fields.len());
                     range = (field_start, i);
@@ -459,7 +459,7 @@ impl<R: Read> Splitter<R> {
                     range = (content, close.min(n));
                 }
             } else {
-                i = self.stop(buf, i);
+                i += buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(n - i);
                 range.1 = i;
             }
             if i == n && !self.eof {
@@ -475,26 +475,6 @@ impl<R: Read> Splitter<R> {
                 return Scan::Record { end: i, newlines, line_end: true, open: false };
             }
         }
-    }
-
-    /// Where the unquoted text at `i` ends: at the first delimiter, `\r` or `\n`, or at the end of `buf`. Eight
-    /// bytes are looked at a time (a byte equal to one of them is a zero byte of the word xor-ed with it; the
-    /// lowest flag of `(v - 0x01…) & !v & 0x80…` is exactly the first zero byte of `v`).
-    #[inline]
-    fn stop(&self, buf: &[u8], mut i: usize) -> usize {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let (delimiter, cr, lf) = (ONES * u64::from(self.delimiter), ONES * u64::from(b'\r'), ONES * u64::from(b'\n'));
-        while let Some(word) = buf[i..].first_chunk::<8>() {
-            let v = u64::from_le_bytes(*word);
-            let found = zero(v ^ delimiter) | zero(v ^ cr) | zero(v ^ lf);
-            if found != 0 {
-                return i + (found.trailing_zeros() / 8) as usize;
-            }
-            i += 8;
-        }
-        i + buf[i..].iter().position(|&b| self.stops[b as usize]).unwrap_or(buf.len() - i)
     }
 
     /// Replaces the quoted fields noted in `unquote` by their text (in place: the text is never longer), the
@@ -685,24 +665,6 @@ mod tests {
                     None => assert_eq!(fields, expected, "case {case}: {:?}", String::from_utf8_lossy(&text)),
                 }
             }
-        }
-    }
-
-    /// The word-at-a-time search finds the first delimiter or line end after any bytes (all 256 values, stops
-    /// rare or dense), from any position.
-    #[test]
-    fn stop_is_the_first_delimiter_or_line_end() {
-        let s = Splitter::new(&b""[..], b';', b'"', ReadLimits::default());
-        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
-        for _ in 0..200_000 {
-            let len = (next() % 40) as usize;
-            let density = 1 + next() % 64;
-            let buf: Vec<u8> = (0..len)
-                .map(|_| if next() % density == 0 { [b';', b'\r', b'\n'][(next() % 3) as usize] } else { next() as u8 })
-                .collect();
-            let from = (next() % (len as u64 + 1)) as usize;
-            let want = from + buf[from..].iter().position(|&b| matches!(b, b';' | b'\r' | b'\n')).unwrap_or(len - from);
-            assert_eq!(s.stop(&buf, from), want, "{buf:?} from {from}");
         }
     }
 

@@ -1466,8 +1466,9 @@ mod tests {
                     .collect()
             })
             .collect();
-        let faults: Vec<Option<RowError>> =
-            (0..n).map(|_| (next() % 50 == 0).then(|| RowError::record("expected 10 fields, found 9"))).collect();
+        let faults: Vec<Option<RowError>> = (0..n)
+            .map(|_| next().is_multiple_of(50).then(|| RowError::record("expected 10 fields, found 9")))
+            .collect();
 
         let mut by_column = Capture::default();
         let counts_by_column = {
