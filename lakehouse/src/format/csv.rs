@@ -668,6 +668,44 @@ mod tests {
         }
     }
 
+    /// Where a batch lends a field as text ([`Records::text`]), it is the text [`Records::field`] gives; with
+    /// null markers declared, or in a batch that is not UTF-8, it lends nothing.
+    #[test]
+    fn a_field_lent_as_text_is_the_field() {
+        let alphabet: [&[u8]; 9] = [b"a", b"1", b";", b"\"", b"\"\"", b"\n", b" ", "é".as_bytes(), b"\xff"];
+        let mut next = crate::testing::xorshift(0x1234_5678_9abc_def1);
+        let dialect = Dialect { delimiter: b';', quote: b'"', header: false, encoding: Encoding::Utf8, nulls: vec![] };
+        let (positions, mut lent) = ([1, 0], 0);
+        for case in 0..2000 {
+            let len = (next() % 300) as usize;
+            let text: Vec<u8> =
+                (0..len).flat_map(|_| alphabet[(next() % alphabet.len() as u64) as usize].to_vec()).collect();
+            let nulls: &[&[u8]] = if case % 4 == 0 { &[b"NA"] } else { &[] };
+            let mut s = Splitter::new(text.as_slice(), b';', b'"', ReadLimits::default());
+            while s.next_batch(1 + (next() % 7) as usize).unwrap() {
+                let utf8 = simdutf8::basic::from_utf8(&s.buf[..s.batch_end()]).ok();
+                let batch = Batch {
+                    split: &s,
+                    text: utf8,
+                    positions: &positions,
+                    expected_fields: 2,
+                    dialect: &dialect,
+                    nulls,
+                };
+                for r in (0..batch.count()).filter(|&r| batch.fault(r).is_none()) {
+                    for c in 0..2 {
+                        if let Some(t) = batch.text(r, c) {
+                            assert!(nulls.is_empty() && utf8.is_some(), "case {case}");
+                            assert_eq!(batch.field(r, c).unwrap().as_deref(), Some(t), "case {case}");
+                            lent += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(lent > 1000, "{lent} fields lent");
+    }
+
     /// Records are located by the line where they start, after blank lines, `\r\n` line ends and line breaks
     /// inside quoted fields.
     #[test]
