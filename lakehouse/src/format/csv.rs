@@ -101,6 +101,15 @@ struct Batch<'b, R> {
     nulls: &'b [&'b [u8]],
 }
 
+impl<R> Batch<'_, R> {
+    /// Where declared column `column` of record `r` is in the batch's bytes.
+    #[inline]
+    fn range(&self, r: usize, column: usize) -> std::ops::Range<usize> {
+        let (start, end) = self.split.fields[self.split.recs[r].first as usize + self.positions[column]];
+        start as usize..end as usize
+    }
+}
+
 impl<'b, R: Read> Records<'b> for Batch<'b, R> {
     fn count(&self) -> usize {
         self.split.recs.len()
@@ -117,15 +126,13 @@ impl<'b, R: Read> Records<'b> for Batch<'b, R> {
 
     #[inline]
     fn field(&self, r: usize, column: usize) -> Result<Option<Cow<'b, str>>, RowError> {
-        let rec = &self.split.recs[r];
-        let (start, end) = self.split.fields[rec.first as usize + self.positions[column]];
-        let (start, end) = (start as usize, end as usize);
-        let bytes = &self.split.buf[start..end];
+        let range = self.range(r, column);
+        let bytes = &self.split.buf[range.clone()];
         if !self.nulls.is_empty() && self.nulls.contains(&bytes.trim_ascii()) {
             return Ok(None);
         }
         // Field ranges start and end at ASCII bytes (delimiters, quotes, line ends), so at character boundaries.
-        match self.text.and_then(|t| t.get(start..end)) {
+        match self.text.and_then(|t| t.get(range)) {
             Some(s) => Ok(Some(Cow::Borrowed(s))),
             None => decode(bytes, self.dialect.encoding).map(Some),
         }
@@ -136,9 +143,7 @@ impl<'b, R: Read> Records<'b> for Batch<'b, R> {
         if !self.nulls.is_empty() {
             return None;
         }
-        let rec = &self.split.recs[r];
-        let (start, end) = self.split.fields[rec.first as usize + self.positions[column]];
-        self.text?.get(start as usize..end as usize)
+        self.text?.get(self.range(r, column))
     }
 
     fn line(&self, r: usize) -> Option<u64> {
