@@ -920,6 +920,17 @@ impl ColBuilder {
                 }
                 Ok(())
             }),
+            // An identifier goes from the input to its pseudonym, normalized once.
+            Self::Pseudo(p) if c.ty == ColumnType::String => each_value(c, errors, field, |v| match v {
+                Some(s) => {
+                    allowed(c, s)?;
+                    p.push(s)
+                }
+                None => {
+                    p.append(None);
+                    Ok(())
+                }
+            }),
             // Numbers, dates and times go straight from their text into the array, without a `Cell`.
             Self::Int(b) => primitive(b, c, errors, field, |s| int(c, s)),
             Self::Double(b) => primitive(b, c, errors, field, |s| double(c, s, plan.decimal_comma)),

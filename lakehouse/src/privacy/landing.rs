@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringBuilder};
+use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
+use arrow::buffer::{Buffer, OffsetBuffer};
 
 use super::{Key, Pseudonymizer};
 use crate::manifest::{Normalize, PhoneCountry};
@@ -13,7 +14,6 @@ use crate::manifest::{Normalize, PhoneCountry};
 /// The two bronze columns of a pseudonymized identifier, built row by row.
 pub struct PseudonymColumn {
     values: StringBuilder,
-    key_ids: StringBuilder,
     pseudonymizer: Pseudonymizer,
     hex: String,
 }
@@ -22,7 +22,6 @@ impl PseudonymColumn {
     pub fn new(key: &Key, normalize: Normalize, phone_country: Option<PhoneCountry>) -> Self {
         Self {
             values: StringBuilder::new(),
-            key_ids: StringBuilder::new(),
             pseudonymizer: Pseudonymizer::new(key, normalize, phone_country),
             hex: String::with_capacity(64),
         }
@@ -30,16 +29,19 @@ impl PseudonymColumn {
 
     /// Appends the pseudonym of `value`; null when there is no value or nothing is left after normalization.
     pub fn append(&mut self, value: Option<&str>) {
-        match value {
-            Some(v) if self.pseudonymizer.pseudonym_into(v, &mut self.hex) => {
-                self.values.append_value(&self.hex);
-                self.key_ids.append_value(self.pseudonymizer.key_id());
-            }
-            _ => {
-                self.values.append_null();
-                self.key_ids.append_null();
-            }
+        if !value.is_some_and(|v| self.push(v).is_ok()) {
+            self.values.append_null();
         }
+    }
+
+    /// Appends the pseudonym of `value` (null when nothing is left after normalization), normalizing it once;
+    /// when it is not what its normalization reads, appends nothing and says why (never with the value).
+    pub fn push(&mut self, value: &str) -> Result<(), String> {
+        match self.pseudonymizer.digest(value)? {
+            Some(d) => self.values.append_value(super::pseudonym::hex(&d, &mut [0; 64])),
+            None => self.values.append_null(),
+        }
+        Ok(())
     }
 
     /// The pseudonym `value` would be appended as (None: nothing is left after normalization), for comparing
@@ -48,12 +50,14 @@ impl PseudonymColumn {
         self.pseudonymizer.pseudonym_into(value, &mut self.hex).then_some(self.hex.as_str())
     }
 
-    /// The pseudonyms and their key ids since the last call; the builders restart with room for `rows` rows.
+    /// The pseudonyms and their key ids (the key's id where there is a pseudonym) since the last call; the
+    /// builder restarts with room for `rows` rows.
     pub fn finish(&mut self, rows: usize) -> [ArrayRef; 2] {
-        let values = self.values.finish();
-        let key_ids = self.key_ids.finish();
-        self.values = StringBuilder::with_capacity(rows, rows * 64);
-        self.key_ids = StringBuilder::with_capacity(rows, rows * self.pseudonymizer.key_id().len());
+        let values = std::mem::replace(&mut self.values, StringBuilder::with_capacity(rows, rows * 64)).finish();
+        let id = self.pseudonymizer.key_id();
+        let n = values.len();
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(id.len(), n));
+        let key_ids = StringArray::new(offsets, Buffer::from(id.repeat(n).into_bytes()), values.nulls().cloned());
         [Arc::new(values), Arc::new(key_ids)]
     }
 }

@@ -92,8 +92,10 @@ impl Pseudonymizer {
         &self.key_id
     }
 
-    /// The raw 32-byte HMAC of `value` after normalization, or `None` when nothing is left to hash.
-    pub fn digest(&mut self, value: &str) -> Option<[u8; 32]> {
+    /// The raw 32-byte HMAC of `value` after normalization: `Ok(None)` when nothing is left to hash, and an
+    /// error saying what is wrong (never the value) when it is not what its normalization reads (a phone number,
+    /// an e-mail address).
+    pub fn digest(&mut self, value: &str) -> Result<Option<[u8; 32]>, String> {
         let v = value.trim();
         let normalized: &str = match self.normalize {
             Normalize::Trim => v,
@@ -112,37 +114,41 @@ impl Pseudonymizer {
                 self.scratch.extend(v.chars().filter(char::is_ascii_digit));
                 &self.scratch
             }
-            // A value that does not normalize has no pseudonym (landing quarantines it before).
             Normalize::Phone => {
-                super::normalize::phone(v, self.phone_country.as_ref(), &mut self.scratch).ok()?;
+                super::normalize::phone(v, self.phone_country.as_ref(), &mut self.scratch)?;
                 &self.scratch
             }
             Normalize::Email => {
-                super::normalize::email(v, &mut self.scratch).ok()?;
+                super::normalize::email(v, &mut self.scratch)?;
                 &self.scratch
             }
         };
         if normalized.is_empty() {
-            return None;
+            return Ok(None);
         }
         if normalized.len() <= ShortHmac::MAX_LEN {
-            return Some(self.short.mac(normalized.as_bytes()));
+            return Ok(Some(self.short.mac(normalized.as_bytes())));
         }
         let mut mac = self.mac.clone();
         mac.update(normalized.as_bytes());
-        Some(mac.finalize().into_bytes().into())
+        Ok(Some(mac.finalize().into_bytes().into()))
     }
 
-    /// Writes the lowercase hex pseudonym of `value` into `out` (64 characters). Returns false for a blank value.
+    /// Writes the lowercase hex pseudonym of `value` into `out` (64 characters). Returns false when the value
+    /// has none (blank, or not what its normalization reads).
     pub fn pseudonym_into(&mut self, value: &str, out: &mut String) -> bool {
-        let Some(d) = self.digest(value) else { return false };
-        let mut buf = [0u8; 64];
-        // Both cannot fail: the buffer is exactly twice the digest, and hex digits are ASCII.
-        let _ = hex::encode_to_slice(d, &mut buf);
+        let Ok(Some(d)) = self.digest(value) else { return false };
         out.clear();
-        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        out.push_str(hex(&d, &mut [0; 64]));
         true
     }
+}
+
+/// `digest` in lowercase hex, written in `buf`.
+pub fn hex<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
+    // Neither can fail: the buffer is exactly twice the digest, and hex digits are ASCII.
+    let _ = hex::encode_to_slice(digest, buf);
+    simdutf8::basic::from_utf8(buf).unwrap_or_default()
 }
 
 /// Encrypts quarantined raw records with AES-256-GCM: output is `nonce (12 bytes) || ciphertext+tag`.
