@@ -29,7 +29,7 @@ impl PseudonymColumn {
 
     /// Appends the pseudonym of `value`; null when there is no value or nothing is left after normalization.
     pub fn append(&mut self, value: Option<&str>) {
-        if !value.is_some_and(|v| self.push(v).is_ok()) {
+        if value.is_none_or(|v| self.push(v).is_err()) {
             self.values.append_null();
         }
     }
