@@ -1138,8 +1138,8 @@ impl RowBuilder {
         arrays.push(Arc::new(
             arrow::array::TimestampMicrosecondArray::from(vec![ctx.ingested_at_micros; n]).with_timezone("UTC"),
         ));
-        arrays.push(constant_string(&ctx.run_id, n));
-        arrays.push(constant_string(&ctx.source_file, n));
+        arrays.push(constant_string(&ctx.run_id, n, None));
+        arrays.push(constant_string(&ctx.source_file, n, None));
         arrays.push(Arc::new(std::mem::replace(&mut self.records, Int64Builder::with_capacity(rows)).finish()));
         RecordBatch::try_new(schema.clone(), arrays)
     }
@@ -1364,12 +1364,12 @@ fn finish_strings(b: &mut StringBuilder) -> ArrayRef {
     Arc::new(array)
 }
 
-fn constant_string(value: &str, n: usize) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(n, value.len() * n);
-    for _ in 0..n {
-        b.append_value(value);
-    }
-    Arc::new(b.finish())
+/// `n` rows of `value`, null where `nulls` says (the metadata columns, a pseudonym's key ids): one buffer of the
+/// repeated text rather than `n` appends.
+pub(crate) fn constant_string(value: &str, n: usize, nulls: Option<arrow::buffer::NullBuffer>) -> ArrayRef {
+    let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(value.len(), n));
+    let values = arrow::buffer::Buffer::from(value.repeat(n).into_bytes());
+    Arc::new(arrow::array::StringArray::new(offsets, values, nulls))
 }
 
 #[cfg(test)]

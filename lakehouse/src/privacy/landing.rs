@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
-use arrow::buffer::{Buffer, OffsetBuffer};
+use arrow::array::{Array, ArrayRef, StringBuilder};
 
 use super::{Key, Pseudonymizer};
 use crate::manifest::{Normalize, PhoneCountry};
@@ -54,10 +53,8 @@ impl PseudonymColumn {
     /// builder restarts with room for `rows` rows.
     pub fn finish(&mut self, rows: usize) -> [ArrayRef; 2] {
         let values = std::mem::replace(&mut self.values, StringBuilder::with_capacity(rows, rows * 64)).finish();
-        let id = self.pseudonymizer.key_id();
-        let n = values.len();
-        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(id.len(), n));
-        let key_ids = StringArray::new(offsets, Buffer::from(id.repeat(n).into_bytes()), values.nulls().cloned());
-        [Arc::new(values), Arc::new(key_ids)]
+        let key_ids =
+            crate::format::constant_string(self.pseudonymizer.key_id(), values.len(), values.nulls().cloned());
+        [Arc::new(values), key_ids]
     }
 }
