@@ -194,6 +194,17 @@ fn psql_reads_what_its_role_is_granted_and_nothing_else() {
     let town =
         s.psql_ok("town", "SELECT DISTINCT arrondissement FROM gold.incidents_by_arrondissement_period ORDER BY 1");
     assert_eq!(town, "arrondissement\n1\n7\n");
+    // psql's FETCH_COUNT reads a result through a cursor (BEGIN, DECLARE, FETCH FORWARD 2 … CLOSE, COMMIT):
+    // the same rows.
+    let query = "SELECT arrondissement, period_of_day, incidents FROM gold.incidents_by_arrondissement_period \
+                 ORDER BY 1, 2";
+    let expected = as_role(&p, "mairie_secteur_1", query);
+    assert!(expected.lines().count() > 4, "{expected}");
+    let mut psql = s.psql_session("town", &["--csv", "-v", "ON_ERROR_STOP=1", "-v", "FETCH_COUNT=2"]);
+    psql.stdin.take().unwrap().write_all(format!("{query};\n").as_bytes()).unwrap();
+    let out = psql.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\nserver:\n{}", stderr(&out), s.log());
+    assert_eq!(stdout(&out), expected);
 
     // Listings: psql's \dt reads pg_catalog; only the granted tables show.
     let listed = s.psql_ok("police", "\\dt gold.*");
@@ -388,13 +399,16 @@ fn limits_reload_and_stop() {
     writer.join().unwrap();
     assert!(stderr(&out).contains("reads at most 67108864 bytes for a statement"), "{}", stderr(&out));
 
-    // SIGHUP: the police lose a table; an open session sees it at its next statement.
+    // SIGHUP: the police lose a table; an open session sees it at its next statement, and its cursors (planned
+    // under the old policy) are closed.
     let roles = std::fs::read_to_string(p.path().join("access/roles.yaml")).unwrap();
     let fewer = roles.replacen("      - table: gold.incidents_by_arrondissement_period\n", "", 1);
     assert_ne!(fewer, roles);
     let mut session = s.psql_session("police", &["--csv"]);
     let mut input = session.stdin.take().unwrap();
     writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
+    writeln!(input, "DECLARE held CURSOR WITH HOLD FOR SELECT * FROM gold.incidents_by_arrondissement_period;")
+        .unwrap();
     input.flush().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
     std::fs::write(p.path().join("access/roles.yaml"), fewer).unwrap();
@@ -404,10 +418,16 @@ fn limits_reload_and_stop() {
         assert!(std::time::Instant::now() < deadline, "no reload:\n{}", s.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    writeln!(input, "FETCH 1 FROM held;").unwrap();
     writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
     drop(input);
     let out = session.wait_with_output().unwrap();
     assert!(stdout(&out).starts_with("n\n"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("cursor \"held\" does not exist: closed when the server reloaded its project"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("not found") || stderr(&out).contains("permission denied"), "{}", stderr(&out));
 
     // SIGTERM: the server stops by itself.
@@ -473,18 +493,61 @@ with psycopg.connect(dsn, password=password, application_name="e2e-psycopg", aut
     # A million rows streamed (libpq's single-row mode): the server's default serve.max_rows exactly.
     with conn.cursor() as cur:
         out["million"] = sum(1 for _ in cur.stream("SELECT x FROM generate_series(1, 1000000) t(x)"))
-    # Rows as they stream, and cursors refused with the way to stream instead.
+    # Rows as they stream.
     with conn.cursor() as cur:
         out["stream"] = sorted({r[0] for r in cur.stream(
             "SELECT arrondissement FROM gold.incidents_by_arrondissement_period WHERE incidents > %s", (0,))})
-    try:
+
+    def outcome(f):
+        try:
+            f()
+            return "served"
+        except psycopg.Error as e:
+            return [e.sqlstate, str(e).splitlines()[0]]
+
+    # Named (server-side) cursors: DECLARE with the parameters bound, then FETCH FORWARD n and MOVE n as the
+    # rows are asked for.
+    by_period = ("SELECT arrondissement, period_of_day, incidents FROM gold.incidents_by_arrondissement_period "
+                 "WHERE incidents >= %s ORDER BY 1, 2")
+    out["by_period"] = [list(r) for r in conn.execute(by_period, (0,)).fetchall()]
+    with conn.transaction():
+        with conn.cursor(name="by_period") as cur:
+            cur.execute(by_period, (0,))
+            first = cur.fetchmany(2)
+            cur.scroll(1)
+            rest = cur.fetchall()
+            out["named"] = [list(r) for r in first + rest]
+            out["named_after_end"] = cur.fetchone()
+    with conn.transaction():
+        with conn.cursor(name="By Period, binary", binary=True) as cur:
+            cur.execute(by_period, (0,))
+            out["named_binary"] = [list(r) for r in cur.fetchall()]
+    # WITH HOLD outlives its transaction (none here: autocommit), its rows read 50,000 at a time.
+    with conn.cursor(name="held", withhold=True) as cur:
+        cur.itersize = 50000
+        cur.execute("SELECT x FROM generate_series(1, 1000000) t(x)")
+        out["held_million"] = sum(1 for _ in cur)
+
+    def over_limit():
+        with conn.cursor(name="over", withhold=True) as cur:
+            cur.itersize = 200000
+            cur.execute("SELECT x FROM generate_series(1, 1000001) t(x)")
+            for _ in cur:
+                pass
+    out["over_limit"] = outcome(over_limit)
+    out["without_block"] = outcome(lambda: conn.cursor(name="loose").execute("SELECT 1"))
+    out["scroll"] = outcome(lambda: conn.cursor(name="s", scrollable=True, withhold=True).execute("SELECT 1"))
+
+    def backward():
         with conn.transaction():
-            with conn.cursor(name="by_period") as cur:
-                cur.execute("SELECT arrondissement FROM gold.incidents_by_arrondissement_period")
-                cur.fetchmany(2)
-        out["cursor"] = "served"
-    except psycopg.Error as e:
-        out["cursor"] = e.sqlstate
+            with conn.cursor(name="back") as cur:
+                cur.execute(by_period, (0,))
+                cur.fetchone()
+                out["backward"] = outcome(lambda: cur.scroll(-1))
+    backward()
+    with conn.transaction():
+        conn.cursor(name="gone").execute(by_period, (0,))
+    out["after_commit"] = outcome(lambda: conn.execute('FETCH 1 FROM "gone"'))
     # A cancel request stops a running statement.
     threading.Timer(1.0, conn.cancel).start()
     started = time.monotonic()
@@ -537,7 +600,23 @@ fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     assert_eq!(got["delete"], "25006");
     assert_eq!(got["not_granted"], "42P01");
     assert_eq!(got["stream"], serde_json::json!([1, 7]));
-    assert_eq!(got["cursor"], "0A000");
+    // Named cursors: the same rows as one statement, in parts; a MOVE skips one.
+    let rows = got["by_period"].as_array().unwrap().clone();
+    assert!(rows.len() > 3, "{rows:?}");
+    let skipped: Vec<_> = rows[..2].iter().chain(&rows[3..]).cloned().collect();
+    assert_eq!(got["named"], serde_json::Value::Array(skipped), "{got}");
+    assert_eq!(got["named_after_end"], serde_json::Value::Null);
+    assert_eq!(got["named_binary"], got["by_period"]);
+    assert_eq!(got["held_million"], 1_000_000);
+    let refused = |key: &str, code: &str, words: &str| {
+        assert_eq!(got[key][0], code, "{key}: {got}");
+        assert!(got[key][1].as_str().unwrap().contains(words), "{key}: {got}");
+    };
+    refused("over_limit", "54000", "more than 1000000 rows (serve.max_rows)");
+    refused("without_block", "25P01", "can only be used in transaction blocks");
+    refused("scroll", "0A000", "move forward only");
+    refused("backward", "55000", "cursor can only scan forward");
+    refused("after_commit", "34000", "closed at the end of the transaction");
     assert_eq!(got["cancel"], "57014", "{got}");
     assert!(got["cancel_seconds"].as_f64().unwrap() < 30.0, "{got}");
     assert_eq!(got["after_cancel"], 1);
@@ -568,6 +647,19 @@ fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     assert_eq!(of("canceled").len(), 1, "{log:?}");
     let million = log.iter().find(|r| r["rows"] == 1_000_000).expect("the streamed million");
     assert_eq!(million["outcome"], "ok");
+    // A cursor's FETCHes are logged with the rows they sent and the tables its query reads.
+    let fetched: Vec<_> = log
+        .iter()
+        .filter(|r| r["statement"].as_str().unwrap().starts_with("FETCH FORWARD") && r["user"] == "town")
+        .collect();
+    assert!(
+        fetched
+            .iter()
+            .any(|r| r["tables"].as_str().unwrap().starts_with("gold.incidents_by_arrondissement_period@")
+                && r["rows"] == 2),
+        "{fetched:?}"
+    );
+    assert_eq!(fetched.iter().filter(|r| r["rows"] == 50_000).count(), 20, "{fetched:?}");
     let read = of("ok").into_iter().find(|r| r["statement"].as_str().unwrap().contains("sum(incidents)")).unwrap();
     let tables = read["tables"].as_str().unwrap();
     assert!(tables.starts_with("gold.incidents_by_arrondissement_period@"), "{read}");

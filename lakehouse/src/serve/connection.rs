@@ -16,7 +16,8 @@ use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::ast::{CloseCursor, Set, Statement};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::hooks::HookClient;
@@ -29,8 +30,10 @@ use pgwire::api::auth::{
 };
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response};
-use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_describe_response, send_execution_response, send_query_response,
+};
+use pgwire::api::results::{DescribePortalResponse, FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry as Stored, PortalStore};
 use pgwire::api::{
@@ -40,8 +43,9 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::response::EmptyQueryResponse;
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{MaybeTls, PgWireMessageServerCodec, negotiate_tls, process_error, process_message};
@@ -51,6 +55,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::Server;
+use super::cursor::{self, Command, Cursors, Declaration};
 use super::querylog::QueryRecord;
 use crate::Lakehouse;
 use crate::access::Identity;
@@ -255,6 +260,8 @@ pub(super) struct Connection {
     user: OnceLock<String>,
     session: Arc<Session>,
     parser: Arc<Parser>,
+    /// The connection's SQL cursors (kept across rebuilds of its session, which close them).
+    cursors: Arc<Cursors>,
     /// The key of cancel requests, and the receiver of cancellations.
     cancel: Mutex<Option<(i32, Bytes, watch::Receiver<u64>)>>,
 }
@@ -374,8 +381,10 @@ impl Connection {
     fn new(server: Arc<Server>, peer: SocketAddr, slot: Option<OwnedSemaphorePermit>) -> Self {
         let session =
             Arc::new(Session { current: Default::default(), last: Default::default(), log: server.log.clone() });
+        let cursors = Arc::new(Cursors::new(server.settings.max_rows));
         Self {
-            parser: Arc::new(Parser { session: session.clone() }),
+            parser: Arc::new(Parser { session: session.clone(), cursors: cursors.clone() }),
+            cursors,
             server,
             peer,
             slot,
@@ -419,7 +428,10 @@ impl Connection {
             },
         };
         let identity = identity(&lh, user, roles)?;
-        let built = Arc::new(session(&self.server, lh, identity, generation).await?);
+        if current.is_some() {
+            self.cursors.close_all_for_reload();
+        }
+        let built = Arc::new(session(&self.server, lh, identity, generation, &self.cursors).await?);
         *self.session.last.lock().expect("session lock") = Some(built.clone());
         *current = Some(built.clone());
         Ok(built)
@@ -469,7 +481,13 @@ fn identity(lh: &Lakehouse, user: &str, names: Vec<String>) -> PgWireResult<Iden
 
 /// A session for `identity`: the policy rule in its analyzer, the granted tables only, `pg_catalog`, and the
 /// read-only guard first among the statement hooks.
-async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, generation: u64) -> PgWireResult<Built> {
+async fn session(
+    server: &Server,
+    lh: Arc<Lakehouse>,
+    identity: Identity,
+    generation: u64,
+    cursors: &Arc<Cursors>,
+) -> PgWireResult<Built> {
     let roles = identity.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
     let (reads, opened) = (crate::access::enforce::Reads::default(), crate::session::Opened::default());
     let ctx = crate::session::new_session_in(
@@ -496,8 +514,12 @@ async fn session(server: &Server, lh: Arc<Lakehouse>, identity: Identity, genera
             }
         }
     }
-    let hooks: Vec<Arc<dyn QueryHook>> =
-        vec![Arc::new(ReadOnly), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatements { cursors: cursors.clone(), reads: reads.clone() }),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
     let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
     Ok(Built { generation, service, roles, reads, opened })
 }
@@ -635,7 +657,17 @@ impl SimpleQueryHandler for Connection {
         let built = self.service().await?;
         let entry = Arc::new(Entry::new(&self.session.log, client, &built, query));
         let limits = self.limits(client, entry.clone());
-        let result = limits.run(SimpleQueryHandler::do_query(&built.service, client, query)).await;
+        // FETCH and MOVE are read here: the SQL parser knows no MOVE and only some forms of FETCH.
+        let work = async {
+            match Command::parse(query)? {
+                Some(command) => {
+                    let (options, status) = (format_options(client), client.transaction_status());
+                    Ok(vec![self.cursors.run(command, None, options, status, &built.reads).await?])
+                }
+                None => SimpleQueryHandler::do_query(&built.service, client, query).await,
+            }
+        };
+        let result = limits.run(work).await;
         entry.tables(built.take_reads());
         match result {
             Ok(responses) => {
@@ -715,6 +747,29 @@ impl ExtendedQueryHandler for Connection {
         sent
     }
 
+    /// A `Describe` of a portal named like an open cursor describes the cursor's rows (psycopg's named cursors
+    /// ask so after their `DECLARE`).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let cursor = match (&message.name, message.target_type) {
+            (Some(name), TARGET_TYPE_BYTE_PORTAL) => self.cursors.schema(name),
+            _ => None,
+        };
+        match cursor {
+            Some((schema, binary)) => {
+                let format = if binary { Format::UnifiedBinary } else { Format::UnifiedText };
+                let fields = arrow_schema_to_pg_fields(&schema, &format, Some(format_options(client)))?;
+                send_describe_response(client, &DescribePortalResponse::new(fields)).await
+            }
+            None => self._on_describe(client, message).await,
+        }
+    }
+
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<DfStatement>, max_rows: usize) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -725,7 +780,22 @@ impl ExtendedQueryHandler for Connection {
         let built = self.service().await?;
         let entry = Arc::new(Entry::new(&self.session.log, client, &built, &portal.statement.statement.0));
         let limits = self.limits(client, entry.clone());
-        let result = limits.run(ExtendedQueryHandler::do_query(&built.service, client, portal, max_rows)).await;
+        let work = async {
+            // A FETCH or MOVE, parsed by [`Parser::parse_sql`] into its text alone.
+            let command = match &portal.statement.statement {
+                (text, None) => Command::parse(text)?,
+                _ => None,
+            };
+            match command {
+                Some(command) => {
+                    let (options, status) = (format_options(client), client.transaction_status());
+                    let format = Some(&portal.result_column_format);
+                    self.cursors.run(command, format, options, status, &built.reads).await
+                }
+                None => ExtendedQueryHandler::do_query(&built.service, client, portal, max_rows).await,
+            }
+        };
+        let result = limits.run(work).await;
         entry.tables(built.take_reads());
         match result {
             Ok(response) => {
@@ -742,6 +812,7 @@ impl ExtendedQueryHandler for Connection {
 /// The parser of the extended protocol, in the connection's current session.
 pub(super) struct Parser {
     session: Arc<Session>,
+    cursors: Arc<Cursors>,
 }
 
 impl Parser {
@@ -759,7 +830,12 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let built = self.current()?;
-        let parsed = ExtendedQueryHandler::query_parser(&built.service).parse_sql(client, sql, types).await;
+        // A FETCH or MOVE is kept as its text, run by the connection (the SQL parser knows no MOVE).
+        let parsed = match Command::parse(sql) {
+            Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
+            Ok(None) => ExtendedQueryHandler::query_parser(&built.service).parse_sql(client, sql, types).await,
+            Err(e) => Err(e),
+        };
         // A statement refused or failing here never reaches execution: it is logged now.
         parsed.map_err(|e| Entry::new(&self.session.log, client, &built, sql).failed(e))
     }
@@ -769,7 +845,21 @@ impl QueryParser for Parser {
     }
 
     fn get_result_schema(&self, stmt: &DfStatement, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        ExtendedQueryHandler::query_parser(&self.current()?.service).get_result_schema(stmt, column_format)
+        match stmt {
+            // A DECLARE returns no rows (its plan is its query's, for the parameters' types).
+            (_, Some((Statement::Declare { .. }, _))) => Ok(vec![]),
+            (text, None) => match Command::parse(text)? {
+                Some(Command { moves: false, name, .. }) => match self.cursors.schema(&name) {
+                    Some((schema, _)) => {
+                        let format = column_format.unwrap_or(&Format::UnifiedText);
+                        arrow_schema_to_pg_fields(&schema, format, None)
+                    }
+                    None => Ok(vec![]),
+                },
+                _ => Ok(vec![]),
+            },
+            _ => ExtendedQueryHandler::query_parser(&self.current()?.service).get_result_schema(stmt, column_format),
+        }
     }
 }
 
@@ -947,8 +1037,8 @@ impl ReadOnly {
                 "ERROR".into(),
                 "25006".into(),
                 format!(
-                    "{what} is refused: this server is read-only (queries, SHOW, SET of session settings and \
-                     transactions)"
+                    "{what} is refused: this server is read-only (queries, cursors over queries, SHOW, SET of \
+                     session settings and transactions)"
                 ),
             ))))
         };
@@ -969,16 +1059,11 @@ impl ReadOnly {
             | Statement::ShowCatalogs { .. }
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
-            | Statement::Rollback { .. } => Ok(Kind::Other),
-            Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
-                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "ERROR".into(),
-                    "0A000".into(),
-                    "cursors (DECLARE, FETCH) are not served: results stream as they are computed, so read a large \
-                     result from the stream (psycopg: cursor.stream(); psql: leave FETCH_COUNT unset)"
-                        .into(),
-                ))))
-            }
+            | Statement::Rollback { .. }
+            // Cursors over queries: [`CursorStatements`].
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. } => Ok(Kind::Other),
             Statement::Explain { .. } | Statement::ExplainTable { .. } => {
                 Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".into(),
@@ -1012,8 +1097,9 @@ impl QueryHook for ReadOnly {
                     Ok(df) => df,
                     Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
                 };
-                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                Some(encode_dataframe(df, &Format::UnifiedText, Some(options)).await.map(Response::Query))
+                Some(
+                    encode_dataframe(df, &Format::UnifiedText, Some(format_options(client))).await.map(Response::Query),
+                )
             }
         }
     }
@@ -1027,18 +1113,8 @@ impl QueryHook for ReadOnly {
         match Self::check(statement) {
             Err(e) => Some(Err(e)),
             Ok(Kind::Other) => None,
-            Ok(Kind::Deallocate(_)) => Some(Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(datafusion::common::DFSchema::empty()),
-            }))),
-            Ok(Kind::Query) => {
-                let state = ctx.state();
-                let planned = state
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
-                    .await
-                    .and_then(|plan| crate::session::read_only().verify_plan(&plan).map(|()| plan));
-                Some(planned.map_err(|e| PgWireError::ApiError(Box::new(e))))
-            }
+            Ok(Kind::Deallocate(_)) => Some(Ok(no_rows())),
+            Ok(Kind::Query) => Some(plan_read_only(ctx, statement.clone()).await),
         }
     }
 
@@ -1055,6 +1131,159 @@ impl QueryHook for ReadOnly {
             _ => None,
         }
     }
+}
+
+/// The plan of a statement that returns no rows.
+fn no_rows() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
+/// The plan of a query of the extended protocol, checked read only (its parameters still placeholders).
+async fn plan_read_only(ctx: &SessionContext, statement: Statement) -> PgWireResult<LogicalPlan> {
+    ctx.state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+        .await
+        .and_then(|plan| crate::session::read_only().verify_plan(&plan).map(|()| plan))
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+}
+
+/// `DECLARE … CURSOR FOR query` and `CLOSE` ([`super::cursor`]), and the transaction statements that end cursors;
+/// `FETCH` and `MOVE` are run by the connection from their text ([`Command`]), but for a `FETCH` among other
+/// statements of a simple query.
+struct CursorStatements {
+    cursors: Arc<Cursors>,
+    reads: crate::access::enforce::Reads,
+}
+
+impl CursorStatements {
+    /// Notes a transaction statement (answered by the next hook); false for the others.
+    fn transaction(&self, statement: &Statement) -> bool {
+        match statement {
+            Statement::StartTransaction { .. } => self.cursors.begin(),
+            Statement::Commit { .. } | Statement::Rollback { .. } => self.cursors.end_block(),
+            _ => return false,
+        }
+        true
+    }
+
+    fn close(&self, cursor: &CloseCursor, status: TransactionStatus) -> PgWireResult<Response> {
+        let name = match cursor {
+            CloseCursor::All => None,
+            CloseCursor::Specific { name } => Some(cursor::name_of(name)),
+        };
+        self.cursors.close(name.as_deref(), status)
+    }
+}
+
+#[async_trait]
+impl QueryHook for CursorStatements {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let status = client.transaction_status();
+        if self.transaction(statement) {
+            return None;
+        }
+        Some(match statement {
+            Statement::Declare { stmts: declared } => {
+                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
+                let (declaration, query) = match Declaration::of(declare) {
+                    Ok(declared) => declared,
+                    Err(e) => return Some(Err(e)),
+                };
+                match crate::session::sql(ctx, &query.to_string()).await {
+                    Ok(df) => self.cursors.declare(declaration, df, status, &self.reads).await,
+                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+                }
+            }
+            Statement::Fetch { .. } => match Command::parse(&statement.to_string()) {
+                Ok(Some(command)) => {
+                    let options = format_options(client);
+                    self.cursors.run(command, None, options, status, &self.reads).await
+                }
+                Ok(None) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "42601".into(),
+                    format!("`{statement}` is not read as a FETCH"),
+                )))),
+                Err(e) => Err(e),
+            },
+            Statement::Close { cursor } => self.close(cursor, status),
+            _ => return None,
+        })
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        match statement {
+            // The plan of the query, so that its parameters are typed and bound.
+            Statement::Declare { stmts: declared } => {
+                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
+                Some(match Declaration::of(declare) {
+                    Ok((_, query)) => plan_read_only(ctx, Statement::Query(Box::new(query.clone()))).await,
+                    Err(e) => Err(e),
+                })
+            }
+            Statement::Close { .. } => Some(Ok(no_rows())),
+            _ => None,
+        }
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let status = client.transaction_status();
+        if self.transaction(statement) {
+            return None;
+        }
+        Some(match statement {
+            Statement::Declare { stmts: declared } => {
+                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
+                let (declaration, _) = match Declaration::of(declare) {
+                    Ok(declared) => declared,
+                    Err(e) => return Some(Err(e)),
+                };
+                let df = match plan.clone().replace_params_with_values(params) {
+                    Ok(plan) => ctx.execute_logical_plan(plan).await,
+                    Err(e) => Err(e),
+                };
+                match df {
+                    Ok(df) => self.cursors.declare(declaration, df, status, &self.reads).await,
+                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+                }
+            }
+            Statement::Close { cursor } => self.close(cursor, status),
+            _ => return None,
+        })
+    }
+}
+
+fn one_cursor() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "0A000".into(),
+        "declare one cursor per DECLARE".into(),
+    )))
+}
+
+/// How the client asked values to be written (its DateStyle and the like).
+fn format_options<C: ClientInfo + ?Sized>(client: &C) -> Arc<FormatOptions> {
+    Arc::new(FormatOptions::from_client_metadata(client.metadata()))
 }
 
 /// What [`ReadOnly`] does with a statement it lets through.

@@ -8,8 +8,8 @@
 //!   else (no trust, cleartext or MD5); repeated failures from one address are slowed down ([`auth::Throttle`]).
 //! - **TLS** (rustls): with `serve.tls` set, every connection must use it; without, the server listens on
 //!   loopback only.
-//! - **Read only**: queries, `SHOW`, `SET` of session settings and transactions; anything else is refused
-//!   before it is planned ([`connection`]).
+//! - **Read only**: queries, cursors over queries ([`cursor`]), `SHOW`, `SET` of session settings and
+//!   transactions; anything else is refused before it is planned ([`connection`]).
 //! - Limits from `lakehouse.yaml` (`serve:`): connections, statement time, rows per statement, memory.
 //! - `SIGHUP` reloads the project and its policy (each connection takes the new policy at its next statement;
 //!   users are read from the catalog at each login); `SIGTERM` or `SIGINT` stops accepting, lets running
@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod cursor;
 pub mod querylog;
 
 use std::collections::HashMap;
