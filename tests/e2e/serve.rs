@@ -88,6 +88,15 @@ impl Served {
         kb.trim().trim_end_matches("kB").trim().parse::<i64>().unwrap() >> 10
     }
 
+    /// The server's CPU time so far, in seconds (user and system, from `/proc/PID/stat`).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The fields after the command name (in parentheses): utime and stime are the 12th and 13th, in ticks.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
     /// psql reading its statements from a pipe.
     fn psql_session(&self, user: &str, args: &[&str]) -> Child {
         Command::new("psql")
@@ -348,6 +357,27 @@ fn limits_reload_and_stop() {
     assert!(e.contains("more than 5 rows (serve.max_rows)"), "{e}");
     let e = s.psql_err("police", "SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3");
     assert!(e.contains("statement timeout"), "{e}");
+    // A nested-loop join (a condition that is not an equality, 300,000 × 300,000 rows) out of time stops
+    // computing too: the server's CPU time settles within seconds.
+    let e = s.psql_err(
+        "police",
+        "SELECT count(*) FROM generate_series(1, 300000) a(x) JOIN generate_series(1, 300000) b(y) \
+         ON (a.x * 7) % 1000 = b.y % 13 OR a.x < b.y - 299990",
+    );
+    assert!(e.contains("statement timeout"), "{e}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let before = s.cpu_seconds();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let burnt = s.cpu_seconds() - before;
+        if burnt < 0.3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out join still computes ({burnt:.1} s of CPU a second)"
+        );
+    }
     // A statement that needs more memory than the server's pool fails (nothing spills to disk).
     let e = s.psql_err(
         "police",

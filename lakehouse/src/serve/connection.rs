@@ -520,6 +520,11 @@ async fn session(
     // pg_catalog first: the identity functions of the governed session then replace its `session_user`.
     let pg_catalog = PgCatalog::setup(&ctx)?;
     let ctx = crate::access::enforce::governed(&ctx, identity.clone(), Some(reads.clone()));
+    // Nested-loop joins stop when their statement does (a canceled one went on computing for minutes).
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+        .with_physical_optimizer_rule(Arc::new(super::probe::SlicedProbes))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let visible = |table: &str| identity.serves(table);
     let layers = ["silver", "gold", "system"];
     crate::session::serve_layers(&ctx, &lh.warehouse, &layers, &BTreeMap::new(), &visible, &opened)

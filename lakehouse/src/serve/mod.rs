@@ -10,7 +10,8 @@
 //!   loopback only.
 //! - **Read only**: queries, cursors over queries ([`cursor`]), `SHOW`, `SET` of session settings and
 //!   transactions; anything else is refused before it is planned ([`connection`]).
-//! - Limits from `lakehouse.yaml` (`serve:`): connections, statement time, rows per statement, memory.
+//! - Limits from `lakehouse.yaml` (`serve:`): connections, statement time, rows per statement, memory. A statement
+//!   stopped stops computing ([`probe`] for the nested-loop joins, which would not).
 //! - `SIGHUP` reloads the project and its policy (each connection takes the new policy at its next statement;
 //!   users are read from the catalog at each login); `SIGTERM` or `SIGINT` stops accepting, lets running
 //!   statements finish for up to 30 seconds, then closes.
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod connection;
 pub mod cursor;
+pub mod probe;
 pub mod querylog;
 
 use std::collections::HashMap;
