@@ -1193,6 +1193,27 @@ impl CursorStatements {
         true
     }
 
+    /// Opens the cursor of a `DECLARE`: of the simple protocol (its query planned here), or of the extended one
+    /// (its query's plan and the parameters bound to it).
+    async fn declare(
+        &self,
+        declared: &[datafusion::sql::sqlparser::ast::Declare],
+        ctx: &SessionContext,
+        bound: Option<(&LogicalPlan, &ParamValues)>,
+        status: TransactionStatus,
+    ) -> PgWireResult<Response> {
+        let (declaration, query) = Declaration::of(declared)?;
+        let api = |e: DataFusionError| PgWireError::ApiError(Box::new(e));
+        let df = match bound {
+            None => crate::session::sql(ctx, &query.to_string()).await.map_err(api)?,
+            Some((plan, params)) => {
+                let plan = plan.clone().replace_params_with_values(params).map_err(api)?;
+                ctx.execute_logical_plan(plan).await.map_err(api)?
+            }
+        };
+        self.cursors.declare(declaration, df, status, &self.reads).await
+    }
+
     fn close(&self, cursor: &CloseCursor, status: TransactionStatus) -> PgWireResult<Response> {
         let name = match cursor {
             CloseCursor::All => None,
@@ -1215,17 +1236,7 @@ impl QueryHook for CursorStatements {
             return None;
         }
         Some(match statement {
-            Statement::Declare { stmts: declared } => {
-                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
-                let (declaration, query) = match Declaration::of(declare) {
-                    Ok(declared) => declared,
-                    Err(e) => return Some(Err(e)),
-                };
-                match crate::session::sql(ctx, &query.to_string()).await {
-                    Ok(df) => self.cursors.declare(declaration, df, status, &self.reads).await,
-                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-                }
-            }
+            Statement::Declare { stmts } => self.declare(stmts, ctx, None, status).await,
             Statement::Fetch { .. } => match Command::parse(&statement.to_string()) {
                 Ok(Some(command)) => {
                     let options = format_options(client);
@@ -1251,13 +1262,10 @@ impl QueryHook for CursorStatements {
     ) -> Option<PgWireResult<LogicalPlan>> {
         match statement {
             // The plan of the query, so that its parameters are typed and bound.
-            Statement::Declare { stmts: declared } => {
-                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
-                Some(match Declaration::of(declare) {
-                    Ok((_, query)) => plan_read_only(ctx, Statement::Query(Box::new(query.clone()))).await,
-                    Err(e) => Err(e),
-                })
-            }
+            Statement::Declare { stmts } => Some(match Declaration::of(stmts) {
+                Ok((_, query)) => plan_read_only(ctx, Statement::Query(Box::new(query.clone()))).await,
+                Err(e) => Err(e),
+            }),
             Statement::Close { .. } => Some(Ok(no_rows())),
             _ => None,
         }
@@ -1276,33 +1284,11 @@ impl QueryHook for CursorStatements {
             return None;
         }
         Some(match statement {
-            Statement::Declare { stmts: declared } => {
-                let [declare] = declared.as_slice() else { return Some(Err(one_cursor())) };
-                let (declaration, _) = match Declaration::of(declare) {
-                    Ok(declared) => declared,
-                    Err(e) => return Some(Err(e)),
-                };
-                let df = match plan.clone().replace_params_with_values(params) {
-                    Ok(plan) => ctx.execute_logical_plan(plan).await,
-                    Err(e) => Err(e),
-                };
-                match df {
-                    Ok(df) => self.cursors.declare(declaration, df, status, &self.reads).await,
-                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-                }
-            }
+            Statement::Declare { stmts } => self.declare(stmts, ctx, Some((plan, params)), status).await,
             Statement::Close { cursor } => self.close(cursor, status),
             _ => return None,
         })
     }
-}
-
-fn one_cursor() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "0A000".into(),
-        "declare one cursor per DECLARE".into(),
-    )))
 }
 
 /// How the client asked values to be written (its DateStyle and the like).

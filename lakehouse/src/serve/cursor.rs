@@ -282,9 +282,12 @@ pub(super) struct Declaration {
 }
 
 impl Declaration {
-    /// The declaration of `declare`, or why it is not served.
-    pub fn of(declare: &datafusion::sql::sqlparser::ast::Declare) -> PgWireResult<(Declaration, &Query)> {
+    /// The declaration of a `DECLARE` (of one cursor), or why it is not served.
+    pub fn of(declared: &[datafusion::sql::sqlparser::ast::Declare]) -> PgWireResult<(Declaration, &Query)> {
         use datafusion::sql::sqlparser::ast::DeclareType;
+        let [declare] = declared else {
+            return Err(error("0A000", "declare one cursor per DECLARE".into()));
+        };
         let (Some(DeclareType::Cursor), [name], Some(query)) =
             (&declare.declare_type, declare.names.as_slice(), &declare.for_query)
         else {
