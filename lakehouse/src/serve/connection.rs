@@ -17,7 +17,6 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CloseCursor, Set, Statement};
-use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::hooks::HookClient;
@@ -781,15 +780,11 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let cursor = match (&message.name, message.target_type) {
-            (Some(name), TARGET_TYPE_BYTE_PORTAL) => self.cursors.schema(name),
+            (Some(name), TARGET_TYPE_BYTE_PORTAL) => self.cursors.fields(name, None, Some(format_options(client))),
             _ => None,
         };
         match cursor {
-            Some((schema, binary)) => {
-                let format = if binary { Format::UnifiedBinary } else { Format::UnifiedText };
-                let fields = arrow_schema_to_pg_fields(&schema, &format, Some(format_options(client)))?;
-                send_describe_response(client, &DescribePortalResponse::new(fields)).await
-            }
+            Some(fields) => send_describe_response(client, &DescribePortalResponse::new(fields?)).await,
             None => self._on_describe(client, message).await,
         }
     }
@@ -873,13 +868,11 @@ impl QueryParser for Parser {
             // A DECLARE returns no rows (its plan is its query's, for the parameters' types).
             (_, Some((Statement::Declare { .. }, _))) => Ok(vec![]),
             (text, None) => match Command::parse(text)? {
-                Some(Command { moves: false, name, .. }) => match self.cursors.schema(&name) {
-                    Some((schema, _)) => {
-                        let format = column_format.unwrap_or(&Format::UnifiedText);
-                        arrow_schema_to_pg_fields(&schema, format, None)
-                    }
-                    None => Ok(vec![]),
-                },
+                // A statement's columns are described in text until its portal chooses their formats.
+                Some(Command { moves: false, name, .. }) => {
+                    let format = column_format.unwrap_or(&Format::UnifiedText);
+                    self.cursors.fields(&name, Some(format), None).unwrap_or(Ok(vec![]))
+                }
                 _ => Ok(vec![]),
             },
             _ => ExtendedQueryHandler::query_parser(&self.current()?.service).get_result_schema(stmt, column_format),

@@ -76,6 +76,14 @@ struct Open {
     rows: Arc<tokio::sync::Mutex<Rows>>,
 }
 
+impl Open {
+    /// The columns of its rows in `format`, or else in its own: text, or binary for a `BINARY` cursor.
+    fn fields(&self, format: Option<&Format>, options: Option<Arc<FormatOptions>>) -> PgWireResult<Vec<FieldInfo>> {
+        let own = if self.binary { Format::UnifiedBinary } else { Format::UnifiedText };
+        arrow_schema_to_pg_fields(&self.schema, format.unwrap_or(&own), options)
+    }
+}
+
 /// Where a cursor's query stands.
 struct Rows {
     stream: SendableRecordBatchStream,
@@ -345,9 +353,15 @@ impl Cursors {
         }
     }
 
-    /// The arrow schema of an open cursor (a `Describe` of the portal named like it).
-    pub fn schema(&self, name: &str) -> Option<(SchemaRef, bool)> {
-        self.state().open.get(name).map(|c| (c.schema.clone(), c.binary))
+    /// The columns a `FETCH` from the open cursor `name` returns, in `format` (None: the cursor's own); None
+    /// when no cursor of that name is open.
+    pub fn fields(
+        &self,
+        name: &str,
+        format: Option<&Format>,
+        options: Option<Arc<FormatOptions>>,
+    ) -> Option<PgWireResult<Vec<FieldInfo>>> {
+        self.state().open.get(name).map(|open| open.fields(format, options))
     }
 
     /// Opens a cursor on `df`, the planned query of a `DECLARE`, whose planning noted the tables it reads in
@@ -436,13 +450,7 @@ impl Cursors {
             }
         };
         reads.lock().expect("reads lock").extend(open.tables.iter().cloned());
-        let fields = if command.moves {
-            None
-        } else {
-            let own = if open.binary { Format::UnifiedBinary } else { Format::UnifiedText };
-            let fields = arrow_schema_to_pg_fields(&open.schema, format.unwrap_or(&own), Some(options))?;
-            Some(Arc::new(fields))
-        };
+        let fields = if command.moves { None } else { Some(Arc::new(open.fields(format, Some(options))?)) };
         let mut fetching = Fetching {
             name: command.name,
             cursors: self.clone(),
