@@ -105,13 +105,24 @@ impl Pseudonymizer {
                     self.scratch.push_str(v);
                     self.scratch.make_ascii_lowercase();
                 } else {
-                    self.scratch.extend(v.chars().flat_map(char::to_lowercase));
+                    // Character by character (`char::to_lowercase`; `str::to_lowercase` lowers a final sigma
+                    // differently), the ASCII ones without the Unicode tables.
+                    for c in v.chars() {
+                        if c.is_ascii() {
+                            self.scratch.push(c.to_ascii_lowercase());
+                        } else {
+                            self.scratch.extend(c.to_lowercase());
+                        }
+                    }
                 }
                 &self.scratch
             }
             Normalize::Digits => {
                 self.scratch.clear();
-                self.scratch.extend(v.chars().filter(char::is_ascii_digit));
+                // An ASCII digit's byte is never part of another character's UTF-8 bytes.
+                for b in v.bytes().filter(u8::is_ascii_digit) {
+                    self.scratch.push(char::from(b));
+                }
                 &self.scratch
             }
             Normalize::Phone => {
@@ -146,9 +157,22 @@ impl Pseudonymizer {
 
 /// `digest` in lowercase hex, written in `buf`.
 pub fn hex<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
-    // Neither can fail: the buffer is exactly twice the digest, and hex digits are ASCII.
-    let _ = hex::encode_to_slice(digest, buf);
+    *buf = hex_digits(digest);
+    // Cannot fail: hex digits are ASCII.
     simdutf8::basic::from_utf8(buf).unwrap_or_default()
+}
+
+/// The lowercase hex digits of `digest`, as bytes: arithmetic without branches or lookups, which the compiler
+/// turns into vector instructions.
+pub fn hex_digits(digest: &[u8; 32]) -> [u8; 64] {
+    // `n + '0'`, and `'a' - '0' - 10` more when `n` is above 9 (then `9 - n` is negative: its sign spread).
+    let digit = |n: u8| n + b'0' + (((9i8 - n as i8) >> 7) as u8 & (b'a' - b'0' - 10));
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = digit(b >> 4);
+        out[2 * i + 1] = digit(b & 15);
+    }
+    out
 }
 
 /// Encrypts quarantined raw records with AES-256-GCM: output is `nonce (12 bytes) || ciphertext+tag`.
@@ -230,6 +254,45 @@ mod tests {
         d.pseudonym_into("06.12.34.56.78", &mut b);
         assert_eq!(a, b);
         assert!(!d.pseudonym_into(" - ", &mut a));
+    }
+
+    /// Casefolding and keeping the digits give what their definitions give (`char::to_lowercase` of each
+    /// character; the ASCII digits), whatever the characters; the hex is `hex::encode`'s.
+    #[test]
+    fn normalizations_and_hex_follow_their_definitions() {
+        let key = Key { id: "k".into(), bytes: [5; 32] };
+        let mut casefold = Pseudonymizer::new(&key, Normalize::Casefold, None);
+        let mut digits = Pseudonymizer::new(&key, Normalize::Digits, None);
+        let general = <HmacSha256 as Mac>::new_from_slice(&key.bytes).unwrap();
+        let mac = |v: String| {
+            (!v.is_empty()).then(|| <[u8; 32]>::from(general.clone().chain_update(v).finalize().into_bytes()))
+        };
+        let values = [
+            "Dupont",
+            "ÉLODIE Dupont",
+            "ΣΊΣΥΦΟΣ",
+            "İstanbul",
+            "STRAẞE",
+            "Ǆemal",
+            "06 12 34 56 78",
+            "+33 (0)6.12",
+            "٣٤ 5६7",
+            "tél. 0612",
+            "",
+            " - ",
+            "Ωmega 3Σ",
+        ];
+        for v in values {
+            let folded: String = v.trim().chars().flat_map(char::to_lowercase).collect();
+            assert_eq!(casefold.digest(v).unwrap(), mac(folded), "{v}");
+            let kept: String = v.trim().chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(digits.digest(v).unwrap(), mac(kept), "{v}");
+        }
+        for seed in 0..50u8 {
+            let digest: [u8; 32] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add((i as u8).wrapping_mul(17)));
+            assert_eq!(hex(&digest, &mut [0; 64]), hex::encode(digest));
+        }
     }
 
     #[test]
