@@ -1007,7 +1007,7 @@ impl FileJob<'_> {
         for (w, url) in child_w.iter_mut().zip(self.children) {
             child_adds.push(w.flush().await.map_err(|e| fatal(url_err(url, e)))?);
         }
-        tracing::debug!(file = %entry.path, write_secs = write_time.as_secs_f64(),
+        tracing::debug!(file = %entry.path, waited_for_encoders_secs = write_time.as_secs_f64(),
             flush_secs = flush_started.elapsed().as_secs_f64(), "writer done");
         let taken = write_result.is_ok() && read_result.is_ok();
         if let Some(index) = &self.unique {

@@ -21,11 +21,13 @@ const ROW_GROUP_ROWS: usize = 262_144;
 
 /// Parquet settings of every data file we write: Snappy, column-chunk statistics only (what Delta's data
 /// skipping reads; page-level ones would only cost time), and dictionary encoding only for the columns of
-/// `sample` (the first rows written) whose dictionary would stay within its page limit over a row group.
+/// `sample` (the first rows written) whose dictionary would stay within its page limit over a row group; a column
+/// written plain whose values Snappy does not shrink is written uncompressed.
 ///
 /// The writer gives up a dictionary that outgrows its limit and writes the rest of the row group plain, but it
 /// has hashed every value into it until then: for a column whose values are mostly distinct (an identifier, a
-/// timestamp, a pseudonym) that was a sixth of an ingest's CPU time, for a file no smaller.
+/// timestamp, a pseudonym) that was a sixth of an ingest's CPU time, for a file no smaller. Compressing values that
+/// do not compress (a pseudonym's 64 hex digits: Snappy saves about 3 % of them) is time for nothing too.
 pub fn parquet_properties(sample: &RecordBatch) -> parquet::file::properties::WriterProperties {
     let mut props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
@@ -33,7 +35,11 @@ pub fn parquet_properties(sample: &RecordBatch) -> parquet::file::properties::Wr
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
         if dictionary_overflows(column.as_ref()) {
-            props = props.set_column_dictionary_enabled(field.name().as_str().into(), false);
+            let path = parquet::schema::types::ColumnPath::from(field.name().as_str());
+            props = props.set_column_dictionary_enabled(path.clone(), false);
+            if !compresses(column.as_ref()) {
+                props = props.set_column_compression(path, parquet::basic::Compression::UNCOMPRESSED);
+            }
         }
     }
     props.build()
@@ -97,9 +103,53 @@ fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
     projected > parquet::file::properties::DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64
 }
 
+/// Plain-encoded bytes of a column compressed to tell whether Snappy shrinks it: Snappy compresses blocks of
+/// 64 KiB apart, so a few blocks tell as much as the whole.
+const COMPRESSION_SAMPLE_BYTES: usize = 256 << 10;
+
+/// Whether Snappy saves at least an eighth of the first [`COMPRESSION_SAMPLE_BYTES`] of a column of strings or of
+/// fixed-width values, laid out as Parquet's plain encoding does (another column: true, it stays compressed).
+fn compresses(column: &dyn arrow::array::Array) -> bool {
+    use arrow::array::{AsArray, GenericStringArray, OffsetSizeTrait};
+    use arrow::datatypes::DataType as T;
+    /// A byte array is its 4-byte little-endian length, then its bytes.
+    fn strings<O: OffsetSizeTrait>(column: &GenericStringArray<O>, plain: &mut Vec<u8>) {
+        for v in column.iter().flatten() {
+            plain.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            plain.extend_from_slice(v.as_bytes());
+            if plain.len() >= COMPRESSION_SAMPLE_BYTES {
+                break;
+            }
+        }
+    }
+    let mut plain = Vec::with_capacity(COMPRESSION_SAMPLE_BYTES + 64);
+    match column.data_type() {
+        T::Utf8 => strings(column.as_string::<i32>(), &mut plain),
+        T::LargeUtf8 => strings(column.as_string::<i64>(), &mut plain),
+        // A fixed-width value is its bytes.
+        t => match t.primitive_width() {
+            Some(width) => {
+                let data = column.to_data();
+                let values = data.len().min(COMPRESSION_SAMPLE_BYTES / width);
+                let start = data.offset() * width;
+                plain.extend_from_slice(&data.buffers()[0].as_slice()[start..start + values * width]);
+            }
+            None => return true,
+        },
+    }
+    if plain.is_empty() {
+        return true;
+    }
+    match snap::raw::Encoder::new().compress_vec(&plain) {
+        Ok(compressed) => compressed.len() <= plain.len() - plain.len() / 8,
+        Err(_) => true,
+    }
+}
+
 /// A writer of data files for the table at `url` (created by the first commit when it does not exist yet),
 /// with our file size and Parquet settings (chosen from the first batch written); its files are published by
-/// [`commit_write`]. `storage_options` are the warehouse's ([`super::Warehouse::storage_options`]).
+/// [`commit_write`]. `storage_options` are the warehouse's ([`super::Warehouse::storage_options`]). Called
+/// within the runtime: the batches are encoded by a task of its own.
 pub fn file_writer(
     url: &Url,
     schema: SchemaRef,
@@ -109,31 +159,79 @@ pub fn file_writer(
     let partitions = (!partition_by.is_empty()).then(|| partition_by.to_vec());
     let writer = RecordBatchWriter::try_new(url.as_str(), schema, partitions, Some(storage_options))?
         .with_target_file_size(TARGET_FILE_BYTES);
-    Ok(DataFiles { writer: Some(writer), configured: false })
+    let (batches, received) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+    Ok(DataFiles { batches: Some(batches), encoder: Some(tokio::spawn(encode(writer, received))) })
 }
 
+/// Batches handed to a [`DataFiles`] and not encoded yet, at most: past them, `write` waits.
+const QUEUED_BATCHES: usize = 2;
+
 /// New data files of one table, not referenced by any commit until [`commit_write`] publishes them.
+///
+/// The batches are encoded into Parquet by a task of their own, so that the caller goes on meanwhile (parsing
+/// the next records, running the query), and the files of several tables or input files are encoded on as many
+/// threads as the runtime has: the writers of two input files, polled in one task, had encoded on one thread.
 pub struct DataFiles {
-    /// Always `Some` between calls (taken to set its Parquet settings).
-    writer: Option<RecordBatchWriter>,
-    /// Whether the Parquet settings are set (at the first batch).
-    configured: bool,
+    /// None once flushed, or once the encoder has failed.
+    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    /// None once its outcome is taken.
+    encoder: Option<tokio::task::JoinHandle<Result<Vec<Add>, DeltaTableError>>>,
+}
+
+/// Encodes the batches received into data files, with the Parquet settings chosen from the first; once they
+/// end, closes the open file and returns the files written. Stops at the first error.
+async fn encode(
+    mut writer: RecordBatchWriter,
+    mut batches: tokio::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<Vec<Add>, DeltaTableError> {
+    let mut configured = false;
+    while let Some(batch) = batches.recv().await {
+        if !configured {
+            writer = writer.with_writer_properties(parquet_properties(&batch));
+            configured = true;
+        }
+        writer.write(batch).await?;
+    }
+    writer.flush().await
 }
 
 impl DataFiles {
-    /// Writes `batch` into the open data file, starting a new one past [`TARGET_FILE_BYTES`].
+    /// Hands `batch` to the encoder, which writes it into the open data file and starts a new one past
+    /// [`TARGET_FILE_BYTES`]. An error is the encoder's, on this batch or an earlier one.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
-        if !self.configured {
-            let writer = self.writer.take().expect("a writer between calls");
-            self.writer = Some(writer.with_writer_properties(parquet_properties(&batch)));
-            self.configured = true;
+        let Some(batches) = &self.batches else {
+            return Err(DeltaTableError::Generic("data files written after their writer was closed".into()));
+        };
+        if batches.send(batch).await.is_ok() {
+            return Ok(());
         }
-        self.writer.as_mut().expect("a writer between calls").write(batch).await
+        // The encoder stopped at an error: its outcome says which.
+        match self.flush().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(DeltaTableError::Generic("the Parquet encoder stopped".into())),
+        }
     }
 
-    /// Closes the open data file; the files written so far, to publish.
+    /// Closes the open data file once every batch handed over is encoded; the files written, to publish. None
+    /// after a write that failed: the files completed before it are referenced by no commit (VACUUM removes
+    /// them). A panic of the encoder is resumed here, as if it had happened in the caller.
     pub async fn flush(&mut self) -> Result<Vec<Add>, DeltaTableError> {
-        self.writer.as_mut().expect("a writer between calls").flush().await
+        self.batches = None;
+        let Some(encoder) = self.encoder.take() else { return Ok(Vec::new()) };
+        match encoder.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DeltaTableError::Generic(format!("the Parquet encoder was canceled: {e}"))),
+        }
+    }
+}
+
+/// Dropped unflushed (the run failed or was canceled): nothing more is encoded or written.
+impl Drop for DataFiles {
+    fn drop(&mut self) {
+        if let Some(encoder) = &self.encoder {
+            encoder.abort();
+        }
     }
 }
 
@@ -276,5 +374,37 @@ mod tests {
         assert!(!dictionary("id") && !dictionary("record"));
         assert!(dictionary("kind") && dictionary("note") && dictionary("severity") && dictionary("lat"));
         assert!(dictionary("empty"));
+    }
+
+    #[test]
+    fn columns_written_plain_are_compressed_only_when_snappy_shrinks_them() {
+        use sha2::Digest;
+        let n = 65_536;
+        let digest = |i: usize| sha2::Sha256::digest(i.to_le_bytes());
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            // Pseudonyms: 64 hex digits of a hash.
+            ("token", Arc::new((0..n).map(|i| Some(hex::encode(digest(i)))).collect::<StringArray>())),
+            ("id", Arc::new((0..n).map(|i| Some(format!("INC-{i:08}"))).collect::<StringArray>())),
+            ("record", Arc::new((0..n as i64).map(Some).collect::<Int64Array>())),
+            (
+                "random",
+                Arc::new(
+                    (0..n)
+                        .map(|i| Some(i64::from_le_bytes(digest(i)[..8].try_into().unwrap())))
+                        .collect::<Int64Array>(),
+                ),
+            ),
+            ("kind", Arc::new((0..n).map(|i| Some(["vol", "rixe", "tapage"][i % 3])).collect::<StringArray>())),
+        ];
+        // A slice, as a batch can be: the sample starts at its offset.
+        let batch = RecordBatch::try_from_iter(columns).unwrap().slice(1_000, 40_000);
+        let props = parquet_properties(&batch);
+        let compression = |c: &str| props.compression(&ColumnPath::from(c));
+        use parquet::basic::Compression::{SNAPPY, UNCOMPRESSED};
+        assert_eq!(compression("token"), UNCOMPRESSED);
+        assert_eq!(compression("random"), UNCOMPRESSED);
+        assert_eq!(compression("id"), SNAPPY);
+        assert_eq!(compression("record"), SNAPPY);
+        assert_eq!(compression("kind"), SNAPPY);
     }
 }
