@@ -356,7 +356,14 @@ fn limits_reload_and_stop() {
     let e = s.psql_err("police", "SELECT * FROM generate_series(1, 6) t(x)");
     assert!(e.contains("more than 5 rows (serve.max_rows)"), "{e}");
     let e = s.psql_err("police", "SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3");
-    assert!(e.contains("statement timeout"), "{e}");
+    assert!(e.contains("statement timeout (5 s"), "{e}");
+    // A `SET statement_timeout` in the same message (psql -c sends one simple query) bounds the statements after
+    // it: the 1-second timeout, not the server's 5 seconds.
+    let e = s.psql_err(
+        "police",
+        "SET statement_timeout = '1s'; SELECT count(*) FROM generate_series(1, 1000000000000) t(x) WHERE x % 7 = 3",
+    );
+    assert!(e.contains("statement timeout (1 s"), "{e}");
     // A nested-loop join (a condition that is not an equality, 300,000 × 300,000 rows) out of time stops
     // computing too: the server's CPU time settles within seconds.
     let e = s.psql_err(

@@ -460,6 +460,26 @@ impl Connection {
 
     /// What stops a statement: a cancel request, or its time running out.
     fn limits<C: ClientInfo>(&self, client: &C, entry: Arc<Entry>) -> Limits {
+        let timeout = self.statement_timeout(client);
+        let started = Instant::now();
+        let cancel = self.cancel.lock().expect("cancel lock").as_ref().map(|(_, _, rx)| {
+            let mut rx = rx.clone();
+            rx.borrow_and_update();
+            rx
+        });
+        Limits {
+            started,
+            deadline: started + timeout,
+            timeout,
+            cancel,
+            max_rows: self.server.settings.max_rows,
+            entry,
+            queries: self.server.queries(),
+        }
+    }
+
+    /// The session's statement timeout as it is now: the client's (`SET statement_timeout`), within the server's.
+    fn statement_timeout<C: ClientInfo>(&self, client: &C) -> Duration {
         let server_limit = self.server.settings.statement_timeout.0;
         let client_limit = client
             .metadata()
@@ -467,20 +487,7 @@ impl Connection {
             .and_then(|ms| ms.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
-        let timeout = client_limit.map_or(server_limit, |c| c.min(server_limit));
-        let cancel = self.cancel.lock().expect("cancel lock").as_ref().map(|(_, _, rx)| {
-            let mut rx = rx.clone();
-            rx.borrow_and_update();
-            rx
-        });
-        Limits {
-            deadline: Instant::now() + timeout,
-            timeout,
-            cancel,
-            max_rows: self.server.settings.max_rows,
-            entry,
-            queries: self.server.queries(),
-        }
+        client_limit.map_or(server_limit, |c| c.min(server_limit))
     }
 }
 
@@ -692,6 +699,9 @@ impl SimpleQueryHandler for Connection {
         };
         let result = limits.run(work).await;
         entry.tables(built.take_reads());
+        // A `SET statement_timeout` among the message's statements bounds the rows of those after it (from the
+        // message's start), as PostgreSQL bounds each statement by the timeout in force when it starts.
+        let limits = limits.with_timeout(self.statement_timeout(client));
         match result {
             Ok(responses) => {
                 if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
@@ -892,6 +902,8 @@ impl CancelHandler for Canceller {
 
 /// The bounds of one statement.
 struct Limits {
+    /// When the statement (or the simple-query message) started.
+    started: Instant,
     deadline: Instant,
     timeout: Duration,
     cancel: Option<watch::Receiver<u64>>,
@@ -901,6 +913,11 @@ struct Limits {
 }
 
 impl Limits {
+    /// The same limits under `timeout`, counted from the same start.
+    fn with_timeout(self, timeout: Duration) -> Self {
+        Self { deadline: self.started + timeout, timeout, ..self }
+    }
+
     /// Why the statement must stop, when it must.
     fn stopped(&self) -> Pin<Box<dyn Future<Output = PgWireError> + Send>> {
         let (deadline, timeout, cancel) = (self.deadline, self.timeout, self.cancel.clone());
