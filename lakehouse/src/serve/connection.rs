@@ -460,17 +460,14 @@ impl Connection {
 
     /// What stops a statement: a cancel request, or its time running out.
     fn limits<C: ClientInfo>(&self, client: &C, entry: Arc<Entry>) -> Limits {
-        let timeout = self.statement_timeout(client);
-        let started = Instant::now();
         let cancel = self.cancel.lock().expect("cancel lock").as_ref().map(|(_, _, rx)| {
             let mut rx = rx.clone();
             rx.borrow_and_update();
             rx
         });
         Limits {
-            started,
-            deadline: started + timeout,
-            timeout,
+            started: Instant::now(),
+            timeout: self.statement_timeout(client),
             cancel,
             max_rows: self.server.settings.max_rows,
             entry,
@@ -701,7 +698,7 @@ impl SimpleQueryHandler for Connection {
         entry.tables(built.take_reads());
         // A `SET statement_timeout` among the message's statements bounds the rows of those after it (from the
         // message's start), as PostgreSQL bounds each statement by the timeout in force when it starts.
-        let limits = limits.with_timeout(self.statement_timeout(client));
+        let limits = Limits { timeout: self.statement_timeout(client), ..limits };
         match result {
             Ok(responses) => {
                 if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
@@ -902,9 +899,8 @@ impl CancelHandler for Canceller {
 
 /// The bounds of one statement.
 struct Limits {
-    /// When the statement (or the simple-query message) started.
+    /// When the statement (or the simple-query message) started; it must end `timeout` later.
     started: Instant,
-    deadline: Instant,
     timeout: Duration,
     cancel: Option<watch::Receiver<u64>>,
     max_rows: u64,
@@ -913,14 +909,9 @@ struct Limits {
 }
 
 impl Limits {
-    /// The same limits under `timeout`, counted from the same start.
-    fn with_timeout(self, timeout: Duration) -> Self {
-        Self { deadline: self.started + timeout, timeout, ..self }
-    }
-
     /// Why the statement must stop, when it must.
     fn stopped(&self) -> Pin<Box<dyn Future<Output = PgWireError> + Send>> {
-        let (deadline, timeout, cancel) = (self.deadline, self.timeout, self.cancel.clone());
+        let (deadline, timeout, cancel) = (self.started + self.timeout, self.timeout, self.cancel.clone());
         Box::pin(async move {
             let canceled = async move {
                 if let Some(mut rx) = cancel

@@ -160,7 +160,7 @@ pub fn file_writer(
     let writer = RecordBatchWriter::try_new(url.as_str(), schema, partitions, Some(storage_options))?
         .with_target_file_size(TARGET_FILE_BYTES);
     let (batches, received) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
-    Ok(DataFiles { batches: Some(batches), encoder: Some(tokio::spawn(encode(writer, received))) })
+    Ok(DataFiles { encoder: Some((batches, tokio::spawn(encode(writer, received)))) })
 }
 
 /// Batches handed to a [`DataFiles`] and not encoded yet, at most: past them, `write` waits.
@@ -172,11 +172,12 @@ const QUEUED_BATCHES: usize = 2;
 /// the next records, running the query), and the files of several tables or input files are encoded on as many
 /// threads as the runtime has: the writers of two input files, polled in one task, had encoded on one thread.
 pub struct DataFiles {
-    /// None once flushed, or once the encoder has failed.
-    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    /// None once its outcome is taken.
-    encoder: Option<tokio::task::JoinHandle<Result<Vec<Add>, DeltaTableError>>>,
+    /// The queue to the encoder task, and the task; None once flushed, or once the encoder has failed.
+    encoder: Option<(tokio::sync::mpsc::Sender<RecordBatch>, Encoder)>,
 }
+
+/// The task of [`encode`].
+type Encoder = tokio::task::JoinHandle<Result<Vec<Add>, DeltaTableError>>;
 
 /// Encodes the batches received into data files, with the Parquet settings chosen from the first; once they
 /// end, closes the open file and returns the files written. Stops at the first error.
@@ -199,7 +200,7 @@ impl DataFiles {
     /// Hands `batch` to the encoder, which writes it into the open data file and starts a new one past
     /// [`TARGET_FILE_BYTES`]. An error is the encoder's, on this batch or an earlier one.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
-        let Some(batches) = &self.batches else {
+        let Some((batches, _)) = &self.encoder else {
             return Err(DeltaTableError::Generic("data files written after their writer was closed".into()));
         };
         if batches.send(batch).await.is_ok() {
@@ -216,8 +217,9 @@ impl DataFiles {
     /// after a write that failed: the files completed before it are referenced by no commit (VACUUM removes
     /// them). A panic of the encoder is resumed here, as if it had happened in the caller.
     pub async fn flush(&mut self) -> Result<Vec<Add>, DeltaTableError> {
-        self.batches = None;
-        let Some(encoder) = self.encoder.take() else { return Ok(Vec::new()) };
+        let Some((batches, encoder)) = self.encoder.take() else { return Ok(Vec::new()) };
+        // Closing the queue ends the encoder's batches.
+        drop(batches);
         match encoder.await {
             Ok(outcome) => outcome,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -229,7 +231,7 @@ impl DataFiles {
 /// Dropped unflushed (the run failed or was canceled): nothing more is encoded or written.
 impl Drop for DataFiles {
     fn drop(&mut self) {
-        if let Some(encoder) = &self.encoder {
+        if let Some((_, encoder)) = &self.encoder {
             encoder.abort();
         }
     }
