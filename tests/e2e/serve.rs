@@ -64,6 +64,20 @@ impl Served {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it holds `text` (read from the server's standard error by another thread, so a line the
+    /// server wrote before answering may still be on its way); fails after 30 seconds.
+    fn wait_for_log(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {text:?} in the server's log:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     fn signal(&self, name: &str) {
         let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
@@ -279,9 +293,8 @@ fn psql_reads_what_its_role_is_granted_and_nothing_else() {
         let e = stderr(&out);
         assert!(e.contains(&format!("password authentication failed for user \"{user}\"")), "{e}");
     }
-    let log = s.log();
+    let log = s.wait_for_log("failed login of user \"nobody\"");
     assert!(!log.contains(PASSWORD) && !log.contains("wrong password"), "{log}");
-    assert!(log.contains("failed login of user \"nobody\""), "{log}");
 }
 
 #[test]
@@ -457,11 +470,7 @@ fn limits_reload_and_stop() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     std::fs::write(p.path().join("access/roles.yaml"), fewer).unwrap();
     s.signal("HUP");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !s.log().contains("reloaded the project") {
-        assert!(std::time::Instant::now() < deadline, "no reload:\n{}", s.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    s.wait_for_log("reloaded the project");
     writeln!(input, "FETCH 1 FROM held;").unwrap();
     writeln!(input, "SELECT count(*) AS n FROM gold.incidents_by_arrondissement_period;").unwrap();
     drop(input);
@@ -514,11 +523,7 @@ fn the_scheduler_serves_too_when_configured() {
     );
     // SIGHUP reloads the server's policy; the scheduler goes on.
     s.signal("HUP");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !s.log().contains("reloaded the project") {
-        assert!(std::time::Instant::now() < deadline, "no reload:\n{}", s.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    s.wait_for_log("reloaded the project");
     assert_eq!(s.psql_ok("police", "SELECT 1 AS one"), "one\n1\n");
     // SIGTERM stops both: the scheduler, then the server.
     s.signal("TERM");
