@@ -614,6 +614,17 @@ with psycopg.connect(dsn, password=password, application_name="e2e-psycopg", aut
                 cur.fetchone()
                 out["backward"] = outcome(lambda: cur.scroll(-1))
     backward()
+    # pg_catalog.pg_cursors lists the connection's cursors; psycopg reads it to close a named cursor it did not
+    # execute (the `with` block below fails if it cannot).
+    with conn.transaction():
+        with conn.cursor(name="never_run"):
+            pass
+        conn.execute("DECLARE listed BINARY CURSOR FOR SELECT 1 AS one")
+        out["pg_cursors"] = [list(r) for r in conn.execute(
+            "SELECT name, statement, is_holdable, is_binary, is_scrollable, creation_time <= now() "
+            "FROM pg_catalog.pg_cursors").fetchall()]
+        conn.cursor(name="listed").close()
+        out["pg_cursors_closed"] = conn.execute("SELECT count(*) FROM pg_catalog.pg_cursors").fetchone()[0]
     with conn.transaction():
         conn.cursor(name="gone").execute(by_period, (0,))
     out["after_commit"] = outcome(lambda: conn.execute('FETCH 1 FROM "gone"'))
@@ -686,6 +697,11 @@ fn psycopg_prepares_binds_streams_cursors_and_cancels_under_the_role() {
     refused("scroll", "0A000", "move forward only");
     refused("backward", "55000", "cursor can only scan forward");
     refused("after_commit", "34000", "closed at the end of the transaction");
+    assert_eq!(
+        got["pg_cursors"],
+        serde_json::json!([["listed", "DECLARE listed BINARY CURSOR FOR SELECT 1 AS one", false, true, false, true]])
+    );
+    assert_eq!(got["pg_cursors_closed"], 0);
     assert_eq!(got["cancel"], "57014", "{got}");
     assert!(got["cancel_seconds"].as_f64().unwrap() < 30.0, "{got}");
     assert_eq!(got["after_cancel"], 1);

@@ -291,12 +291,57 @@ struct Built {
 struct PgCatalog(Arc<dyn datafusion::catalog::CatalogProvider>);
 
 impl PgCatalog {
-    /// Sets up `pg_catalog` and the PostgreSQL functions in `ctx`.
-    fn setup(ctx: &SessionContext) -> PgWireResult<Self> {
+    /// Sets up `pg_catalog` (with the connection's `pg_cursors`) and the PostgreSQL functions in `ctx`.
+    fn setup(ctx: &SessionContext, cursors: &Arc<Cursors>) -> PgWireResult<Self> {
+        let failed = |e: &dyn std::fmt::Display| fatal("XX000", format!("pg_catalog: {e}"));
         datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(ctx, "datafusion", EmptyContextProvider)
-            .map_err(|e| fatal("XX000", format!("pg_catalog: {e}")))?;
-        let catalog = ctx.catalog("datafusion").ok_or_else(|| fatal("XX000", "the session has no catalog".into()))?;
+            .map_err(|e| failed(&e))?;
+        let catalog = ctx.catalog("datafusion").ok_or_else(|| failed(&"the session has no catalog"))?;
+        let inner = catalog.schema("pg_catalog").ok_or_else(|| failed(&"no pg_catalog schema"))?;
+        let schema = WithCursors { inner, cursors: Arc::downgrade(cursors) };
+        catalog.register_schema("pg_catalog", Arc::new(schema)).map_err(|e| failed(&e))?;
         Ok(Self(catalog))
+    }
+}
+
+/// `pg_catalog` with `pg_cursors`, the connection's open cursors as they are when a statement is planned
+/// (psycopg reads it before closing a named cursor it did not declare itself).
+struct WithCursors {
+    inner: Arc<dyn datafusion::catalog::SchemaProvider>,
+    cursors: std::sync::Weak<Cursors>,
+}
+
+impl Debug for WithCursors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithCursors").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl datafusion::catalog::SchemaProvider for WithCursors {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.push("pg_cursors".into());
+        names
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        if !name.eq_ignore_ascii_case("pg_cursors") {
+            return self.inner.table(name).await;
+        }
+        let rows = match self.cursors.upgrade() {
+            Some(cursors) => vec![cursors.listing()],
+            None => Vec::new(),
+        };
+        let table = datafusion::datasource::MemTable::try_new(cursor::listing_schema(), vec![rows])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("pg_cursors") || self.inner.table_exist(name)
     }
 }
 
@@ -521,7 +566,7 @@ async fn session(
         server.runtime.clone(),
     );
     // pg_catalog first: the identity functions of the governed session then replace its `session_user`.
-    let pg_catalog = PgCatalog::setup(&ctx)?;
+    let pg_catalog = PgCatalog::setup(&ctx, cursors)?;
     let ctx = crate::access::enforce::governed(&ctx, identity.clone(), Some(reads.clone()));
     // Nested-loop joins stop when their statement does (a canceled one went on computing for minutes).
     let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
@@ -1363,7 +1408,7 @@ mod tests {
     async fn a_dropped_session_is_freed() {
         let ctx = crate::session::new_session(crate::session::Functions::Interactive, &ProjectFile::with_domains(&[]));
         let catalogs = Arc::downgrade(ctx.state().catalog_list());
-        let pg_catalog = PgCatalog::setup(&ctx).unwrap();
+        let pg_catalog = PgCatalog::setup(&ctx, &Arc::new(Cursors::new(10))).unwrap();
         let service = DfSessionService::new_with_hooks(Arc::new(ctx), vec![Arc::new(ReadOnly)]);
         drop(service);
         assert!(catalogs.upgrade().is_some(), "the cycle: pg_catalog holds the catalogs");

@@ -69,6 +69,9 @@ struct State {
 struct Open {
     hold: bool,
     binary: bool,
+    /// The `DECLARE` statement, for `pg_cursors`.
+    statement: String,
+    declared_at: chrono::DateTime<chrono::Utc>,
     schema: SchemaRef,
     /// The tables its query reads, for the query log's rows of its `FETCH`es.
     tables: Vec<String>,
@@ -123,6 +126,14 @@ impl Command {
     /// The grammar is PostgreSQL's (`FETCH [direction] [FROM | IN] name`), parsed here because the SQL parser
     /// knows no `MOVE` and only some forms of `FETCH`.
     pub fn parse(sql: &str) -> PgWireResult<Option<Command>> {
+        if sql.trim_end().trim_end_matches(';').contains(';') && moves_among_others(sql) {
+            return Err(error(
+                "0A000",
+                "MOVE is served as a query of its own: send it alone, not among other statements in one query \
+                 string (FETCH may be among them)"
+                    .into(),
+            ));
+        }
         let tokens = tokens(sql);
         let Some(Token::Word(verb)) = tokens.first() else {
             return Ok(None);
@@ -215,6 +226,32 @@ impl Command {
     }
 }
 
+/// Whether `sql` holds several statements of which one is a `MOVE`, which the SQL parser that splits them does not
+/// know: a `MOVE` there is answered with a clear error instead of a syntax error. (Run between the statements,
+/// a `MOVE` would move its cursor before the rows of a `FETCH` before it in the same string are read.)
+fn moves_among_others(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let (mut statements, mut moves, mut starting) = (0, false, true);
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => continue,
+            Token::SemiColon => starting = true,
+            token if starting => {
+                statements += 1;
+                moves |=
+                    matches!(&token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("MOVE"));
+                starting = false;
+            }
+            _ => {}
+        }
+    }
+    moves && statements > 1
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Word(String),
@@ -287,6 +324,8 @@ pub(super) struct Declaration {
     pub name: String,
     pub binary: bool,
     pub hold: bool,
+    /// The statement, as the SQL parser writes it back.
+    pub statement: String,
 }
 
 impl Declaration {
@@ -311,13 +350,30 @@ impl Declaration {
                     .into(),
             ));
         }
-        let declaration =
-            Declaration { name: name_of(name), binary: declare.binary == Some(true), hold: declare.hold == Some(true) };
+        let declaration = Declaration {
+            name: name_of(name),
+            binary: declare.binary == Some(true),
+            hold: declare.hold == Some(true),
+            statement: format!("DECLARE {declare}"),
+        };
         Ok((declaration, query.as_ref()))
     }
 }
 
 type Query = datafusion::sql::sqlparser::ast::Query;
+
+/// The columns of `pg_catalog.pg_cursors`, as PostgreSQL's (`is_scrollable` is always false here).
+pub(super) fn listing_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("statement", DataType::Utf8, false),
+        Field::new("is_holdable", DataType::Boolean, false),
+        Field::new("is_binary", DataType::Boolean, false),
+        Field::new("is_scrollable", DataType::Boolean, false),
+        Field::new("creation_time", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
+    ]))
+}
 
 impl Cursors {
     pub fn new(max_rows: u64) -> Self {
@@ -351,6 +407,27 @@ impl Cursors {
         for name in names {
             state.closed.insert(name, CLOSED_BY_RELOAD);
         }
+    }
+
+    /// The open cursors as the rows of `pg_catalog.pg_cursors` (PostgreSQL's columns), by name.
+    pub fn listing(&self) -> RecordBatch {
+        use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+        let state = self.state();
+        let mut open: Vec<(&String, &Open)> = state.open.iter().collect();
+        open.sort_by(|a, b| a.0.cmp(b.0));
+        let flag = |f: &dyn Fn(&Open) -> bool| -> ArrayRef {
+            Arc::new(open.iter().map(|(_, o)| Some(f(o))).collect::<BooleanArray>())
+        };
+        let declared = open.iter().map(|(_, o)| Some(o.declared_at.timestamp_micros()));
+        let columns = vec![
+            Arc::new(open.iter().map(|(name, _)| Some(name.as_str())).collect::<StringArray>()) as ArrayRef,
+            Arc::new(open.iter().map(|(_, o)| Some(o.statement.as_str())).collect::<StringArray>()),
+            flag(&|o| o.hold),
+            flag(&|o| o.binary),
+            flag(&|_| false),
+            Arc::new(declared.collect::<TimestampMicrosecondArray>().with_timezone("+00:00")) as ArrayRef,
+        ];
+        RecordBatch::try_new(listing_schema(), columns).expect("the columns of pg_cursors")
     }
 
     /// The columns a `FETCH` from the open cursor `name` returns, in `format` (None: the cursor's own); None
@@ -400,6 +477,8 @@ impl Cursors {
         let open = Open {
             hold: declaration.hold,
             binary: declaration.binary,
+            statement: declaration.statement,
+            declared_at: chrono::Utc::now(),
             schema,
             tables,
             rows: Arc::new(tokio::sync::Mutex::new(rows)),
@@ -634,6 +713,20 @@ mod tests {
             let (code, message) = refused(sql);
             assert_eq!(code, "42601", "{sql}: {message}");
             assert!(message.contains("FETCH [NEXT"), "{message}");
+        }
+        // A MOVE among other statements of one string: the SQL parser that splits them knows no MOVE.
+        for sql in ["FETCH 2 FROM c; MOVE 1 IN c", "BEGIN; move 3 in c; COMMIT;", "SELECT ';'; /* x */ MOVE c"] {
+            let (code, message) = refused(sql);
+            assert_eq!(code, "0A000", "{sql}: {message}");
+            assert!(message.contains("MOVE is served as a query of its own"), "{message}");
+        }
+        for sql in [
+            "SELECT 'MOVE'; SELECT 1",
+            "SELECT 1; SELECT \"move\" FROM t",
+            "MOVE 2 IN c;",
+            "SELECT 1 AS move; SELECT 2",
+        ] {
+            assert!(ok(sql).is_none_or(|c| c.moves && c.count == Some(2)), "{sql}");
         }
     }
 }
