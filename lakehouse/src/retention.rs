@@ -9,6 +9,8 @@
 //!   deleted rows leave silver and gold too.
 //! - The file ledger (`__files`) is kept: it holds no personal data (paths, sizes, counts) and is what
 //!   prevents a file still in the drop zone from being ingested again.
+//! - The responses an `http` source archived (`<warehouse>/archive/<source>/`) are deleted when they were
+//!   archived before the cutoff, with the rows they gave.
 
 use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind};
 use chrono::{DateTime, Months, Utc};
@@ -33,6 +35,8 @@ pub struct RetentionReport {
     pub bronze_version: Option<u64>,
     /// Data files removed by VACUUM (bronze and quarantine).
     pub files_vacuumed: usize,
+    /// Archived responses (`http` sources) past the cutoff: deleted, or counted in a dry run.
+    pub archived_pages: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,7 @@ pub async fn apply(
         quarantine_rows: 0,
         bronze_version: None,
         files_vacuumed: 0,
+        archived_pages: 0,
     };
     let Some(cut) = report.cutoff else { return Ok(report) };
     let old = col("_ingested_at")
@@ -121,7 +126,31 @@ pub async fn apply(
         let (_, metrics) = table.vacuum().await.map_err(|e| err(format!("vacuum: {e}")))?;
         report.files_vacuumed += metrics.files_deleted.len();
     }
+    report.archived_pages = expire_archive(lh, &name, cut, dry_run).await.map_err(err)?;
     Ok(report)
+}
+
+/// Deletes (or counts) the responses archived under `archive/<name>/` before `cut`.
+async fn expire_archive(lh: &Lakehouse, name: &str, cut: DateTime<Utc>, dry_run: bool) -> Result<u64, String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let url = crate::connector::archive_url(&lh.warehouse, name);
+    let (store, prefix) = lh.warehouse.object_store(&url).map_err(|e| format!("{url}: {e}"))?;
+    let listed = (!prefix.as_ref().is_empty()).then_some(&prefix);
+    let old: Vec<_> = match store.list(listed).try_collect::<Vec<_>>().await {
+        Ok(metas) => metas.into_iter().filter(|m| m.last_modified < cut).map(|m| m.location).collect(),
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(format!("listing {url}: {e}")),
+    };
+    if !dry_run {
+        for location in &old {
+            store.delete(location).await.map_err(|e| format!("deleting {location}: {e}"))?;
+        }
+        if !old.is_empty() {
+            tracing::info!(source = name, pages = old.len(), cutoff = %cut, "deleted archived responses past retention");
+        }
+    }
+    Ok(old.len() as u64)
 }
 
 async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {

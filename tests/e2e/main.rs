@@ -7,6 +7,7 @@ mod bad_input;
 mod catalog;
 mod cli;
 mod exactly_once;
+mod http;
 mod ingest;
 mod limits;
 mod manifests;

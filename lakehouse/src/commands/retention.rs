@@ -20,6 +20,8 @@ struct RetentionLine {
     quarantine_rows: u64,
     /// Data files removed by VACUUM (none in a dry run).
     vacuumed: Option<usize>,
+    /// Responses of an `http` source archived before the cutoff: deleted (counted in a dry run).
+    archived_pages: u64,
 }
 
 pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str>) -> CmdResult {
@@ -48,6 +50,7 @@ pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str
                     bronze_rows: r.bronze_rows,
                     quarantine_rows: r.quarantine_rows,
                     vacuumed: (!dry_run).then_some(r.files_vacuumed),
+                    archived_pages: r.archived_pages,
                 });
                 record.rows = Some(r.bronze_rows + r.quarantine_rows);
                 record.version = r.bronze_version;

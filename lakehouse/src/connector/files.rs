@@ -1,14 +1,18 @@
 //! The `files` connector: a drop zone on local disk or S3.
 //!
-//! A file is identified by its path relative to the location. A file already taken is never taken again, even
-//! if it changes afterwards (the run warns about it): to load corrected data, the partner drops a new file.
+//! A file is identified by its path relative to the location; the ledger's paths are the connector's memory (it
+//! keeps no position). A new file is taken once it has settled (not empty, not modified for `settle`). A file
+//! already taken that changes afterwards is reported and not taken again (`changed_files: refuse`, the default:
+//! partners send corrections as new files), or taken again as a new version (`new_version`).
 //!
 //! A local drop zone takes regular files only. Listing does not follow symbolic links (a linked directory is
 //! not entered); a symbolic link, pipe or device whose name matches the pattern is listed, and opening it is
 //! refused with an error naming it, so the run reports it as not taken instead of reading what it points to.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -17,7 +21,9 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
-use super::ConnectorError;
+use super::{Connector, ConnectorError, FailedFile, Polled};
+use crate::ingest::LedgerRow;
+use crate::manifest::ChangedFiles;
 use crate::storage::resolve_url;
 
 /// A file available in the drop zone.
@@ -37,6 +43,8 @@ pub struct FilesConnector {
     url: Url,
     zone: Zone,
     matcher: GlobMatcher,
+    settle: Duration,
+    changed_files: ChangedFiles,
 }
 
 enum Zone {
@@ -53,6 +61,8 @@ impl FilesConnector {
         project_dir: &Path,
         location: &str,
         pattern: &str,
+        settle: Duration,
+        changed_files: ChangedFiles,
         warehouse: &crate::storage::Warehouse,
     ) -> Result<Self, ConnectorError> {
         let url = resolve_url(project_dir, location)?;
@@ -80,15 +90,11 @@ impl FilesConnector {
             .build()
             .map_err(|e| ConnectorError::Pattern { pattern: pattern.to_string(), reason: e.kind().to_string() })?
             .compile_matcher();
-        Ok(Self { url, zone, matcher })
-    }
-
-    pub fn location(&self) -> &Url {
-        &self.url
+        Ok(Self { url, zone, matcher, settle, changed_files })
     }
 
     /// The files matching the pattern, sorted by path. Names starting with `.` are skipped.
-    pub async fn list(&self) -> Result<Vec<FileEntry>, ConnectorError> {
+    async fn list(&self) -> Result<Vec<FileEntry>, ConnectorError> {
         let mut files = match &self.zone {
             Zone::Local(dir) => {
                 let (dir, matcher) = (dir.clone(), self.matcher.clone());
@@ -128,7 +134,7 @@ impl FilesConnector {
 
     /// Opens a file for streaming reads. Local files are read in place; remote objects are downloaded to a
     /// temporary file first (streamed, so memory stays bounded), which is removed when the file is dropped.
-    pub async fn open(&self, entry: &FileEntry) -> Result<std::fs::File, ConnectorError> {
+    async fn open_file(&self, entry: &FileEntry) -> Result<std::fs::File, ConnectorError> {
         let io_err = |source| ConnectorError::Io { location: format!("{}{}", self.url, entry.path), source };
         let (store, prefix) = match &self.zone {
             Zone::Local(dir) => return open_regular(dir, &entry.path, &self.url),
@@ -156,6 +162,130 @@ impl FilesConnector {
         tmp.seek(std::io::SeekFrom::Start(0)).map_err(io_err)?;
         Ok(tmp)
     }
+}
+
+#[async_trait::async_trait]
+impl Connector for FilesConnector {
+    fn location(&self) -> &Url {
+        &self.url
+    }
+
+    /// The files not taken yet (or changed since, with `changed_files: new_version`) that have settled.
+    async fn poll(
+        &self,
+        taken: &BTreeMap<String, LedgerRow>,
+        _position: Option<&str>,
+        _batch: i64,
+    ) -> Result<Polled, ConnectorError> {
+        let mut rejected = Vec::new();
+        let mut new = Vec::new();
+        for e in self.list().await? {
+            if let Some(reason) = e.refused {
+                let location = format!("{}{}", self.url, e.path);
+                let reason = ConnectorError::Refused { location, reason }.to_string();
+                tracing::error!(file = %e.path, error = %reason, "the file is not taken");
+                rejected.push(FailedFile { path: e.path, reason });
+                continue;
+            }
+            let Some(r) = taken.get(&e.path) else {
+                new.push(e);
+                continue;
+            };
+            let what = match self.change(r, &e).await {
+                Ok(None) => continue,
+                Ok(Some(what)) => what,
+                Err(error) => {
+                    let reason =
+                        format!("taken in batch {}, it cannot be read to check it is unchanged: {error}", r.batch);
+                    rejected.push(FailedFile { path: e.path, reason });
+                    continue;
+                }
+            };
+            if self.changed_files == ChangedFiles::NewVersion {
+                tracing::info!(file = %e.path, batch = r.batch, change = %what, "changed since it was taken: taken again");
+                new.push(e);
+            } else {
+                let reason = format!(
+                    "changed after it was taken in batch {} ({what}); its new content is not ingested: send \
+                     corrections as a new file and move this one out of the drop zone, or set `changed_files: \
+                     new_version` on the connector to take changed files again",
+                    r.batch
+                );
+                tracing::error!(file = %e.path, error = %reason, "the file is not taken");
+                rejected.push(FailedFile { path: e.path, reason });
+            }
+        }
+        let (units, waiting) = self.settled(new).await?;
+        Ok(Polled { units, rejected, waiting, position: None })
+    }
+
+    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
+        self.open_file(unit).await
+    }
+}
+
+impl FilesConnector {
+    /// How a file taken before differs now, if it does: its size; or its content, checked against the hash the
+    /// ledger holds when its modification time or tag moved (a file only touched, or copied over with the same
+    /// bytes, has not changed). `Err`: the file could not be read to check it.
+    async fn change(&self, taken: &LedgerRow, now: &FileEntry) -> Result<Option<String>, String> {
+        if taken.size != now.size {
+            return Ok(Some(format!("its size went from {} to {} bytes", taken.size, now.size)));
+        }
+        let moved = modified_apart(&taken.entry(), now);
+        let retagged = matches!((&taken.etag, &now.etag), (Some(a), Some(b)) if a != b);
+        if !moved && !retagged {
+            return Ok(None);
+        }
+        let Some(expected) = &taken.content_hash else {
+            // Taken before content hashes were recorded: the modification time is all there is.
+            return Ok(moved.then(|| "its modification time differs".to_string()));
+        };
+        let mut file = self.open_file(now).await.map_err(|e| e.to_string())?;
+        let hash = tokio::task::spawn_blocking(move || content_hash(&mut file))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok((hash != *expected).then(|| "same size, different content".to_string()))
+    }
+
+    /// Splits new files into the ones that are stable — not empty, and unmodified for `settle`, or unchanged when
+    /// listed again once the youngest has had `settle` — and the paths of those still being written.
+    async fn settled(&self, new: Vec<FileEntry>) -> Result<(Vec<FileEntry>, Vec<String>), ConnectorError> {
+        let settle = chrono::Duration::from_std(self.settle).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let (empty, new): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| e.size == 0);
+        let mut waiting: Vec<String> = empty.into_iter().map(|e| e.path).collect();
+        let (old, young): (Vec<FileEntry>, Vec<FileEntry>) =
+            new.into_iter().partition(|e| now - e.last_modified >= settle);
+        let mut stable = old;
+        if let Some(youngest) = young.iter().map(|e| e.last_modified).max() {
+            let wait = (youngest + settle - now).to_std().unwrap_or_default();
+            tracing::info!(files = young.len(), wait_secs = wait.as_secs_f64(), "waiting for recent files to settle");
+            tokio::time::sleep(wait).await;
+            let again: BTreeMap<String, FileEntry> =
+                self.list().await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+            for e in young {
+                match again.get(&e.path) {
+                    Some(now) if !changed(&e, now) => stable.push(e),
+                    _ => waiting.push(e.path),
+                }
+            }
+        }
+        stable.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((stable, waiting))
+    }
+}
+
+/// Whether a file changed between two listings: its size, its modification time beyond a second, or its tag
+/// (ETag; inode and status-change time on a local disk).
+fn changed(before: &FileEntry, now: &FileEntry) -> bool {
+    before.size != now.size || modified_apart(before, now) || before.etag != now.etag
+}
+
+/// Whether two modification times of a file differ by more than a second (stores and file systems round them).
+fn modified_apart(before: &FileEntry, now: &FileEntry) -> bool {
+    (before.last_modified - now.last_modified).num_milliseconds().abs() > 1000
 }
 
 /// Walks a local drop zone without following symbolic links. Entries that are not directories are listed when

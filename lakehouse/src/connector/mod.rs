@@ -1,16 +1,26 @@
-//! Connectors fetch partner data. A connector lists what is available and opens one unit of it; which units
-//! are new is decided by the ingest ledger (`ingest::ledger`), committed with the rows.
+//! Connectors fetch partner data as **units**: a file of a drop zone, or a response of an API that the
+//! connector archived in the warehouse. Ingest takes units the same way whatever their kind
+//! ([`crate::ingest`]): it parses each unit with the manifest's format, records it in the ledger
+//! (`bronze.<name>__files`) with the connector's **position** (the point reached in the source), and commits the
+//! ledger, the quarantine and bronze with one batch number. The commit protocol knows nothing of the kind.
 //!
-//! Kinds: `files` (a local directory or an `s3://` prefix). The manifest's `connector` enum becomes a connector
-//! in [`open`], one `match`, one file per kind.
+//! Kinds: `files` (a local directory or an `s3://` prefix) and `http` (a paginated API). The manifest's
+//! `connector` becomes a [`Connector`] in [`open`], one `match`, one file per kind.
 
 mod files;
+mod http;
 
-pub use files::{ContentHash, FileEntry, FilesConnector, content_hash};
+pub use files::{ContentHash, FileEntry, content_hash};
 
+use files::FilesConnector;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::manifest::Connector;
+use url::Url;
+
+use crate::ingest::LedgerRow;
+use crate::manifest::SourceManifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -34,16 +44,110 @@ pub enum ConnectorError {
     Storage(#[from] crate::storage::StorageError),
     #[error("invalid pattern `{pattern}`: {reason}")]
     Pattern { pattern: String, reason: String },
+    /// A secret the manifest names is not in the environment.
+    #[error("the environment variable `{variable}` (connector.auth.{field}) is not set: export it before the run")]
+    Secret { variable: String, field: &'static str },
+    /// A request failed (network, status): nothing of the run is committed.
+    #[error("{request}: {detail}; nothing was committed")]
+    Http { request: String, detail: String },
+    /// A response is not what the manifest declares.
+    #[error("{request}: the response is not what the manifest declares: {detail}; nothing was committed")]
+    Response { request: String, detail: String },
+    /// An archived unit cannot be read back.
+    #[error("{location}: {detail}")]
+    Archive { location: String, detail: String },
+    #[error(transparent)]
+    Keys(#[from] crate::privacy::KeyError),
 }
 
-/// Builds the connector a manifest declares.
-/// Remote stores use the warehouse's storage settings (timeouts, retries).
-pub fn open(
-    connector: &Connector,
-    project_dir: &Path,
-    warehouse: &crate::storage::Warehouse,
-) -> Result<FilesConnector, ConnectorError> {
-    match connector {
-        Connector::Files { location, pattern, .. } => FilesConnector::new(project_dir, location, pattern, warehouse),
+/// A unit that is not taken in this run, and why: it is reported, and tried again by the next run.
+#[derive(Debug, Clone)]
+pub struct FailedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What a connector offers for the next batch.
+#[derive(Debug, Default)]
+pub struct Polled {
+    /// The units to take, in the order their records are taken.
+    pub units: Vec<FileEntry>,
+    /// Units seen but not taken (refused, or changed since they were taken), with why.
+    pub rejected: Vec<FailedFile>,
+    /// Units not ready yet (a file still being written): a later run takes them.
+    pub waiting: Vec<String>,
+    /// The position reached once these units are taken, committed with them (in their ledger rows); `None`:
+    /// the connector keeps none (the ledger's paths are its memory).
+    pub position: Option<String>,
+}
+
+/// A kind of source, as ingest uses it.
+///
+/// # Contract
+///
+/// - [`Connector::poll`] returns what is new since the last committed batch. It is given the ledger (each path
+///   taken, with its last batch) and the position committed with the last batch. It may be called again for the
+///   same batch (a run that crashed before its commit): it must then offer the same records or later ones, and
+///   never skip one that was not committed.
+/// - Every unit it returns can be read with [`Connector::open`] in this run **and in later runs**: a run that
+///   crashes between the ledger's commit and bronze's leaves a pending batch, which the next run reads again
+///   unit by unit from the ledger's rows (without polling), and whose bytes must hash as before.
+/// - The position is an opaque text of the connector's; it is written with the batch's ledger rows, in the same
+///   commit, so the position and the rows it covers are committed together or not at all.
+/// - [`Connector::acknowledge`] is called once the batch is committed to bronze (a message broker is told
+///   here); a crash before it leaves the source to offer the batch again, which the ledger then recognizes.
+/// - No secret and no data value in an error, a log line or a position.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// The URL the units' paths are relative to: the ledger's `location`, and with the path, the quarantine's
+    /// `source_file`.
+    fn location(&self) -> &Url;
+
+    /// The units of the next batch, `batch`.
+    async fn poll(
+        &self,
+        taken: &BTreeMap<String, LedgerRow>,
+        position: Option<&str>,
+        batch: i64,
+    ) -> Result<Polled, ConnectorError>;
+
+    /// A unit's bytes from its start: one polled in this run, or one the ledger holds (a pending batch).
+    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError>;
+
+    /// Batch `batch` is committed to bronze.
+    async fn acknowledge(&self, _batch: i64) -> Result<(), ConnectorError> {
+        Ok(())
     }
+
+    /// Whether a batch is taken whole or not at all: a unit that cannot be read then fails the run, instead of
+    /// being left for the next run while the others are committed (the position would move past its records).
+    fn all_or_nothing(&self) -> bool {
+        false
+    }
+
+    /// The units polled by this run will not be committed (the run failed): a connector that made them (an
+    /// archived response) removes them. Failures are logged, not returned.
+    async fn discard(&self, _units: &[FileEntry]) {}
+}
+
+/// Where the responses of source `name` are archived ([`http`]): `<warehouse>/archive/<name>/`.
+pub fn archive_url(warehouse: &crate::storage::Warehouse, name: &str) -> Url {
+    // Names are checked identifiers: joining cannot fail.
+    warehouse.root().join(&format!("archive/{name}/")).unwrap_or_else(|_| warehouse.root().clone())
+}
+
+/// Builds the connector a manifest declares. Remote stores use the warehouse's storage settings (timeouts,
+/// retries); secrets are read from the environment here, so a missing one fails the run before any request.
+pub fn open(
+    m: &SourceManifest,
+    project_dir: &Path,
+    lh: &crate::Lakehouse,
+) -> Result<Box<dyn Connector>, ConnectorError> {
+    use crate::manifest::Connector as Kind;
+    Ok(match &m.connector {
+        Kind::Files { location, pattern, settle, changed_files } => {
+            Box::new(FilesConnector::new(project_dir, location, pattern, settle.0, *changed_files, &lh.warehouse)?)
+        }
+        Kind::Http(spec) => Box::new(http::HttpConnector::new(m, spec, lh)?),
+    })
 }

@@ -42,9 +42,9 @@ use tracing::Instrument;
 pub use tables::{LedgerRow, QuarantineRow, ledger_schema, quarantine_schema};
 
 use crate::Lakehouse;
-use crate::connector::{self, ConnectorError, FileEntry};
+use crate::connector::{self, Connector, ConnectorError, FileEntry, Polled};
 use crate::format::{self, BadRecord, ReadContext, ReadError, RecordSink, TablePlan};
-use crate::manifest::{ChangedFiles, LoadMode, LoadedSource};
+use crate::manifest::{LoadMode, LoadedSource};
 use crate::privacy::{Encryptor, KeyError, QUARANTINE_DOMAIN};
 use crate::runlog::RunRecord;
 use crate::storage::{DataFiles, StorageError, Write};
@@ -127,84 +127,11 @@ pub struct IngestReport {
     pub elapsed: Duration,
 }
 
-/// A file that could not be read; it was not taken and will be tried again.
-#[derive(Debug, Clone)]
-pub struct FailedFile {
-    pub path: String,
-    pub reason: String,
-}
+pub use crate::connector::FailedFile;
 
 /// The application-transaction id of a source's batches.
 pub fn app_id(source: &str) -> String {
     format!("lakehouse/ingest/{source}")
-}
-
-/// Whether a file changed between two listings: its size, its modification time beyond a second, or its tag
-/// (ETag; inode and status-change time on a local disk).
-fn changed(before: &FileEntry, now: &FileEntry) -> bool {
-    before.size != now.size || modified_apart(before, now) || before.etag != now.etag
-}
-
-/// Whether two modification times of a file differ by more than a second (stores and file systems round them).
-fn modified_apart(before: &FileEntry, now: &FileEntry) -> bool {
-    (before.last_modified - now.last_modified).num_milliseconds().abs() > 1000
-}
-
-/// How a file taken before differs now, if it does: its size; or its content, checked against the hash the ledger
-/// holds when its modification time or tag moved (a file only touched, or copied over with the same bytes, has
-/// not changed). `Err`: the file could not be read to check it.
-async fn change(
-    conn: &connector::FilesConnector,
-    taken: &LedgerRow,
-    now: &FileEntry,
-) -> Result<Option<String>, String> {
-    if taken.size != now.size {
-        return Ok(Some(format!("its size went from {} to {} bytes", taken.size, now.size)));
-    }
-    let moved = modified_apart(&taken.entry(), now);
-    let retagged = matches!((&taken.etag, &now.etag), (Some(a), Some(b)) if a != b);
-    if !moved && !retagged {
-        return Ok(None);
-    }
-    let Some(expected) = &taken.content_hash else {
-        // Taken before content hashes were recorded: the modification time is all there is.
-        return Ok(moved.then(|| "its modification time differs".to_string()));
-    };
-    let mut file = conn.open(now).await.map_err(|e| e.to_string())?;
-    let hash = tokio::task::spawn_blocking(move || connector::content_hash(&mut file))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok((hash != *expected).then(|| "same size, different content".to_string()))
-}
-
-/// Splits new files into the ones that are stable — not empty, and unmodified for `settle`, or unchanged when
-/// listed again once the youngest has had `settle` — and the paths of those still being written.
-async fn settled(
-    conn: &connector::FilesConnector,
-    new: Vec<FileEntry>,
-    settle: Duration,
-) -> Result<(Vec<FileEntry>, Vec<String>), IngestError> {
-    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
-    let now = chrono::Utc::now();
-    let (empty, new): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| e.size == 0);
-    let mut waiting: Vec<String> = empty.into_iter().map(|e| e.path).collect();
-    let (old, young): (Vec<FileEntry>, Vec<FileEntry>) = new.into_iter().partition(|e| now - e.last_modified >= settle);
-    let mut stable = old;
-    if let Some(youngest) = young.iter().map(|e| e.last_modified).max() {
-        let wait = (youngest + settle - now).to_std().unwrap_or_default();
-        tracing::info!(files = young.len(), wait_secs = wait.as_secs_f64(), "waiting for recent files to settle");
-        tokio::time::sleep(wait).await;
-        let again: BTreeMap<String, FileEntry> = conn.list().await?.into_iter().map(|e| (e.path.clone(), e)).collect();
-        for e in young {
-            match again.get(&e.path) {
-                Some(now) if !changed(&e, now) => stable.push(e),
-                _ => waiting.push(e.path),
-            }
-        }
-    }
-    stable.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((stable, waiting))
 }
 
 /// Why a file is not taken after a panic of its reader or writer (`who`): the panic's message without data
@@ -366,14 +293,11 @@ impl SourceTables {
 /// The files a run takes, and in which batch.
 struct Selection {
     batch: i64,
-    /// The batch is one an interrupted run left pending in the ledger (its files, not new ones).
+    /// The batch is one an interrupted run left pending in the ledger (its units, not new ones).
     replayed: bool,
-    entries: Vec<FileEntry>,
-    /// Entries refused (not regular files), and files taken before that changed since.
-    rejected: Vec<FailedFile>,
-    /// Files still being written.
-    waiting: Vec<String>,
-    /// A replayed batch: the content hash the ledger holds for each file.
+    /// The units, what was not taken, and the position committed with them.
+    polled: Polled,
+    /// A replayed batch: the content hash the ledger holds for each unit.
     hashes: BTreeMap<String, String>,
 }
 
@@ -410,17 +334,17 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     let m = &src.manifest;
     let plan = Arc::new(TablePlan::new(m, &lh.project.file));
     let encryptor = Encryptor::new(lh.keys.get(QUARANTINE_DOMAIN)?);
-    let conn = connector::open(&m.connector, &lh.project.dir, &lh.warehouse)?;
+    let conn = connector::open(m, &lh.project.dir, lh)?;
     let mut tables = open_tables(lh, m, &plan).await?;
-    let selection = select_files(&conn, m, &tables).await?;
+    let mut selection = select_files(conn.as_ref(), &tables).await?;
     let mut report = IngestReport {
         source: m.name.to_string(),
         run_id: run_id.clone(),
         batch: None,
         replayed: selection.replayed,
         files: Vec::new(),
-        failed: selection.rejected,
-        waiting: selection.waiting,
+        failed: std::mem::take(&mut selection.polled.rejected),
+        waiting: std::mem::take(&mut selection.polled.waiting),
         records: RecordCounts::default(),
         bronze_version: tables.bronze.as_ref().and_then(DeltaTable::version),
         quarantine_version: tables.quarantine.as_ref().and_then(DeltaTable::version),
@@ -429,8 +353,8 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     for path in &report.waiting {
         tracing::info!(file = %path, "still being written (or empty): a later run takes it");
     }
-    if selection.entries.is_empty() {
-        tracing::info!("up to date: no new files");
+    if selection.polled.units.is_empty() {
+        tracing::info!("up to date: nothing new");
         // Models reading a source without files yet see an empty table.
         report.bronze_version = tables.bronze(lh, m, &plan).await?.version();
         tables.ledger(lh, m.name.as_str()).await?;
@@ -453,20 +377,39 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         run_id: &run_id,
         ingested_at: started_at,
         encryptor: &encryptor,
-        conn: &conn,
+        conn: conn.as_ref(),
         bronze: &tables.urls[0],
         quarantine: &tables.urls[2],
         children: &tables.child_urls,
         unique,
     };
-    let mut parsed = job.take_all(&selection.entries, &mut report).await.map_err(|e| match e {
+    let parsed = job.take_all(&selection.polled.units, &mut report).await.map_err(|e| match e {
         IngestError::BadRecord(msg) => {
             IngestError::BadRecord(format!("{}: {msg}; nothing was committed", src.path.display()))
         }
         other => other,
-    })?;
+    });
+    let mut parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            if !selection.replayed {
+                conn.discard(&selection.polled.units).await;
+            }
+            return Err(e);
+        }
+    };
     if m.load.mode == LoadMode::Upsert {
         supersede(&mut parsed, &plan, m, &mut report)?;
+    }
+    if !selection.replayed && conn.all_or_nothing() && !report.failed.is_empty() {
+        // The position would move past the records of the units not taken.
+        job.discard(&parsed).await;
+        conn.discard(&selection.polled.units).await;
+        let f = &report.failed[0];
+        return Err(IngestError::Connector(ConnectorError::Archive {
+            location: format!("{}{}", conn.location(), f.path),
+            detail: format!("{}; nothing was committed (the batch is taken whole or not at all)", f.reason),
+        }));
     }
     if selection.replayed && !report.failed.is_empty() {
         // The ledger already holds this batch: committing part of it would lose the missing files' records.
@@ -516,7 +459,12 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
         sql: None,
         mode: None,
     };
-    commit_batch(lh, m, &plan, &mut tables, conn.location().as_str(), &run, parsed, &mut report).await?;
+    let position = selection.polled.position.as_deref();
+    commit_batch(lh, m, &plan, &mut tables, conn.location().as_str(), position, &run, parsed, &mut report).await?;
+    if let Err(e) = conn.acknowledge(selection.batch).await {
+        // Committed: the source offers the batch again, and the ledger recognizes it.
+        tracing::warn!(batch = selection.batch, error = %e, "the batch is committed but the source was not told");
+    }
     report.batch = Some(selection.batch);
     report.elapsed = started.elapsed();
     tracing::info!(
@@ -658,16 +606,10 @@ async fn create_keyed(
     Ok(crate::storage::check_keys(table, keys).await?)
 }
 
-/// The batch to take: the one an interrupted run left pending in the ledger (its files again), or the next one
-/// with the new files that have settled.
-async fn select_files(
-    conn: &connector::FilesConnector,
-    m: &crate::manifest::SourceManifest,
-    tables: &SourceTables,
-) -> Result<Selection, IngestError> {
+/// The batch to take: the one an interrupted run left pending in the ledger (its units again, without asking
+/// the connector), or the next one with what the connector offers from the position committed last.
+async fn select_files(conn: &dyn Connector, tables: &SourceTables) -> Result<Selection, IngestError> {
     let [b, l, _] = tables.committed;
-    let crate::manifest::Connector::Files { settle, changed_files, .. } = &m.connector;
-    let (settle, changed_files) = (settle.0, *changed_files);
     let taken = match &tables.ledger {
         Some(ledger) => {
             tables::read_ledger(ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?
@@ -679,48 +621,14 @@ async fn select_files(
         tracing::warn!(batch = l, files = rows.len(), "completing a batch left pending by an interrupted run");
         let hashes =
             rows.iter().filter_map(|r| Some((r.path.clone(), r.content_hash.clone()?))).collect::<BTreeMap<_, _>>();
+        let position = rows.iter().find_map(|r| r.position.clone());
         let entries = rows.into_iter().map(LedgerRow::entry).collect();
-        return Ok(Selection { batch: l, replayed: true, entries, rejected: Vec::new(), waiting: Vec::new(), hashes });
+        let polled = Polled { units: entries, position, ..Polled::default() };
+        return Ok(Selection { batch: l, replayed: true, polled, hashes });
     }
-    let mut rejected = Vec::new();
-    let mut new = Vec::new();
-    for e in conn.list().await? {
-        if let Some(reason) = e.refused {
-            let location = format!("{}{}", conn.location(), e.path);
-            let reason = ConnectorError::Refused { location, reason }.to_string();
-            tracing::error!(file = %e.path, error = %reason, "the file is not taken");
-            rejected.push(FailedFile { path: e.path, reason });
-            continue;
-        }
-        let Some(r) = taken.get(&e.path) else {
-            new.push(e);
-            continue;
-        };
-        let what = match change(conn, r, &e).await {
-            Ok(None) => continue,
-            Ok(Some(what)) => what,
-            Err(error) => {
-                let reason = format!("taken in batch {}, it cannot be read to check it is unchanged: {error}", r.batch);
-                rejected.push(FailedFile { path: e.path, reason });
-                continue;
-            }
-        };
-        if changed_files == ChangedFiles::NewVersion {
-            tracing::info!(file = %e.path, batch = r.batch, change = %what, "changed since it was taken: taken again");
-            new.push(e);
-        } else {
-            let reason = format!(
-                "changed after it was taken in batch {} ({what}); its new content is not ingested: send corrections \
-                 as a new file and move this one out of the drop zone, or set `changed_files: new_version` on the \
-                 connector to take changed files again",
-                r.batch
-            );
-            tracing::error!(file = %e.path, error = %reason, "the file is not taken");
-            rejected.push(FailedFile { path: e.path, reason });
-        }
-    }
-    let (entries, waiting) = settled(conn, new, settle).await?;
-    Ok(Selection { batch: b + 1, replayed: false, entries, rejected, waiting, hashes: BTreeMap::new() })
+    let position = tables::last_position(&taken);
+    let polled = conn.poll(&taken, position, b + 1).await?;
+    Ok(Selection { batch: b + 1, replayed: false, polled, hashes: BTreeMap::new() })
 }
 
 /// Commits a parsed batch: the ledger first (the files and their batch number), then the quarantine, then
@@ -733,6 +641,7 @@ async fn commit_batch(
     plan: &TablePlan,
     tables: &mut SourceTables,
     location: &str,
+    position: Option<&str>,
     run: &RunCommit,
     parsed: Parsed,
     report: &mut IngestReport,
@@ -765,6 +674,7 @@ async fn commit_batch(
             .map(|f| LedgerRow {
                 read_as: (!f.read_as.is_empty()).then(|| f.read_as.join("; ")),
                 content_hash: Some(f.content_hash.clone()),
+                position: position.map(str::to_string),
                 ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, &f.entry, f.counts)
             })
             .collect();
@@ -833,7 +743,7 @@ struct FileJob<'a> {
     run_id: &'a RunId,
     ingested_at: chrono::DateTime<chrono::Utc>,
     encryptor: &'a Encryptor,
-    conn: &'a connector::FilesConnector,
+    conn: &'a dyn Connector,
     /// Where the data files of bronze and of the quarantine are written (the tables may not exist yet).
     bronze: &'a url::Url,
     quarantine: &'a url::Url,

@@ -35,6 +35,7 @@ pub fn ledger_schema() -> SchemaRef {
         Field::new("records_superseded", DataType::Int64, true),
         Field::new("read_as", DataType::Utf8, true),
         Field::new("content_hash", DataType::Utf8, true),
+        Field::new("position", DataType::Utf8, true),
     ]))
 }
 
@@ -59,6 +60,9 @@ pub struct LedgerRow {
     pub read_as: Option<String>,
     /// The hash of the bytes taken (`xxh3-128:<hex>`): tells a changed file from one only touched.
     pub content_hash: Option<String>,
+    /// The connector's position once the batch is taken (an API's cursor), on each row of the batch.
+    #[serde(default)]
+    pub position: Option<String>,
 }
 
 impl LedgerRow {
@@ -85,6 +89,7 @@ impl LedgerRow {
             records_superseded: Some(counts.superseded),
             read_as: None,
             content_hash: None,
+            position: None,
         }
     }
 
@@ -108,6 +113,11 @@ pub fn ledger_batch(rows: &[LedgerRow]) -> Result<RecordBatch, RowsError> {
 pub async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, LedgerRow>, RowsError> {
     let rows: Vec<LedgerRow> = rows::read_table(ledger, None, &["batch"]).await?;
     Ok(rows.into_iter().map(|r| (r.path.clone(), r)).collect())
+}
+
+/// The position committed with the last batch that has one.
+pub fn last_position(taken: &BTreeMap<String, LedgerRow>) -> Option<&str> {
+    taken.values().filter(|r| r.position.is_some()).max_by_key(|r| r.batch).and_then(|r| r.position.as_deref())
 }
 
 /// `bronze.<name>__quarantine`: the records that did not parse or pass the checks. `raw` is encrypted

@@ -29,8 +29,9 @@ pub use project::{
     StorageSettings, TlsFiles,
 };
 pub use source::{
-    BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format, InputNames, Load,
-    LoadMode, Normalize, OnBadRecord, Pii, Retry, SourceManifest,
+    ApiKeyIn, BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format,
+    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, Normalize, OnBadRecord, Pagination,
+    Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -1117,6 +1118,119 @@ fn validate_connector(
                 );
             }
         }
+        Connector::Http(http) => validate_http(m, http, path, text, diags),
+    }
+}
+
+/// `kind: http`: a URL that keeps credentials off clear networks, a pagination and cursor the format can
+/// follow, and a load mode that does not duplicate what an API gives again.
+fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let mut push = |field: &str, keys: &[&str], message: String, hint: &str| {
+        let mut d = Diagnostic::new(path, format!("connector.{field}"), message).at(diag::locate(text, keys));
+        if !hint.is_empty() {
+            d = d.hint(hint.to_string());
+        }
+        diags.push(d);
+    };
+    // https, or http on a loopback address.
+    let secure = |u: &url::Url| {
+        let loopback = match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        u.scheme() == "https" || (u.scheme() == "http" && loopback)
+    };
+    match url::Url::parse(&http.url) {
+        Err(e) => push("url", &["connector", "url"], format!("`{}` is not a URL: {e}", http.url), ""),
+        Ok(u) => {
+            if !secure(&u) {
+                push(
+                    "url",
+                    &["connector", "url"],
+                    format!("`{}`: only https:// is read (http:// on a loopback address only)", http.url),
+                    "partners' APIs are read over TLS: credentials and personal data never travel in clear",
+                );
+            }
+            if !u.username().is_empty() || u.password().is_some() {
+                push(
+                    "url",
+                    &["connector", "url"],
+                    "the URL holds credentials: they belong in the environment".into(),
+                    "use connector.auth with `kind: basic` and `username_env`/`password_env`",
+                );
+            }
+        }
+    }
+    if let Some(HttpAuth::Oauth2 { token_url, .. }) = &http.auth
+        && !url::Url::parse(token_url).is_ok_and(|u| secure(&u))
+    {
+        let message = format!("`{token_url}`: a URL with https:// (http:// on a loopback address only)");
+        push("auth.token_url", &["connector", "auth", "token_url"], message, "");
+    }
+    for (name, _) in &http.headers {
+        if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie") {
+            push(
+                "headers",
+                &["connector", "headers", name],
+                format!("header `{name}` would hold a secret in the manifest"),
+                "declare connector.auth (bearer, api_key, basic, oauth2) with the secret in an environment variable",
+            );
+        }
+    }
+    if http.body.is_some() && http.method != HttpMethod::Post {
+        push("body", &["connector", "body"], "`body` is sent with `method: post` only".into(), "");
+    }
+    if http.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        let message = "`rate_limit` is a positive number of requests per second".into();
+        push("rate_limit", &["connector", "rate_limit"], message, "");
+    }
+    let json = matches!(m.format, Format::Json { .. });
+    let lines = matches!(m.format, Format::Ndjson { .. });
+    let needs = match &http.pagination {
+        Pagination::None | Pagination::LinkHeader => None,
+        Pagination::Page { .. } | Pagination::Offset { .. } => (!json && !lines).then_some("json or ndjson"),
+        Pagination::Cursor { .. } | Pagination::NextUrl { .. } => (!json).then_some("json"),
+    };
+    if let Some(needs) = needs {
+        push(
+            "pagination",
+            &["connector", "pagination"],
+            format!("this pagination reads the records of each page: `format.kind` must be {needs}"),
+            "CSV and Parquet APIs are read in one request, or page by page with `kind: link_header`",
+        );
+    }
+    match (&http.cursor, m.load.mode) {
+        (Some(_), _) if !json && !lines => push(
+            "cursor",
+            &["connector", "cursor"],
+            "`cursor` reads its field in each record: `format.kind` must be json or ndjson".into(),
+            "",
+        ),
+        (Some(_), LoadMode::Upsert) | (None, LoadMode::Upsert | LoadMode::Replace) => {}
+        (Some(_), LoadMode::Append) => push(
+            "cursor",
+            &["connector", "cursor"],
+            "an API asked from a cursor gives again the records at the cursor's value (and those of the lookback): \
+             `load.mode: append` would land them twice"
+                .into(),
+            "use `load: {mode: upsert}` with the record's `key: true` columns",
+        ),
+        (Some(_), LoadMode::Replace) => push(
+            "cursor",
+            &["connector", "cursor"],
+            "with a `cursor` a run reads only what changed since the last one: `load.mode: replace` would keep only that"
+                .into(),
+            "use `load: {mode: upsert}` with the record's `key: true` columns",
+        ),
+        (None, _) => push(
+            "cursor",
+            &["connector"],
+            "without a `cursor`, every run reads the whole API again: `load.mode: append` would land it each time"
+                .into(),
+            "declare connector.cursor (incremental reads, `load.mode: upsert`), or use `load.mode: replace`",
+        ),
     }
 }
 

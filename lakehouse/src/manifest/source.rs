@@ -103,6 +103,174 @@ pub enum Connector {
         #[serde(default)]
         changed_files: ChangedFiles,
     },
+    /// A JSON (or CSV) API over HTTP(S), read page by page. Each response is archived, compressed and encrypted,
+    /// under `<warehouse>/archive/<source>/`, and taken like a file: the position reached (the `cursor`'s
+    /// high-water mark) is committed with the rows, so a rerun after a crash neither loses nor duplicates.
+    Http(Box<HttpConnector>),
+}
+
+/// `kind: http`: where the API is, how to authenticate, how to page through it and where to resume.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnector {
+    /// `https://…` (or `http://` on a loopback address only: credentials never travel in clear).
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Query parameters sent with every request.
+    #[serde(default)]
+    pub params: IndexMap<String, String>,
+    /// Headers sent with every request (no secrets here: see `auth`).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// `method: post`: the JSON body sent with every request.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// How to authenticate; every secret is named by an environment variable, never written here.
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    #[serde(default)]
+    pub pagination: Pagination,
+    /// Incremental reads: only the records changed since the last run are asked for.
+    #[serde(default)]
+    pub cursor: Option<HttpCursor>,
+    /// Longest wait for one response, connection included (default `30 seconds`).
+    #[serde(default = "default_http_timeout")]
+    pub timeout: Duration,
+    /// Most requests per second (default: no limit).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// Retries of a request answered 429 or 5xx, or that failed on the network, with exponential backoff from
+    /// one second (or the `Retry-After` the server sends, up to 5 minutes). Default 4.
+    #[serde(default = "default_http_retries")]
+    #[schemars(range(max = 20))]
+    pub retries: u32,
+    /// A run that would read more pages fails and commits nothing (default 10,000): a pagination that never ends
+    /// is a configuration error.
+    #[serde(default = "default_max_pages")]
+    #[schemars(range(min = 1))]
+    pub max_pages: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+/// Authentication; each `*_env` names the environment variable holding the secret.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer { token_env: String },
+    /// An API key in a header (`X-API-Key` by default) or a query parameter.
+    ApiKey {
+        #[serde(default = "default_api_key_name")]
+        name: String,
+        #[serde(default, rename = "in")]
+        place: ApiKeyIn,
+        value_env: String,
+    },
+    /// HTTP basic authentication.
+    Basic { username_env: String, password_env: String },
+    /// OAuth 2 client credentials: a token asked for at `token_url` once per run (and again when it expires).
+    Oauth2 {
+        token_url: String,
+        client_id_env: String,
+        client_secret_env: String,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyIn {
+    #[default]
+    Header,
+    Query,
+}
+
+fn default_api_key_name() -> String {
+    "X-API-Key".into()
+}
+
+/// How to go from one page to the next; pages are read until the API says there is no more.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// One request.
+    #[default]
+    None,
+    /// `?page=1`, `?page=2`… until a page holds no record, or fewer than `size`.
+    Page {
+        #[serde(default = "default_page_param")]
+        param: String,
+        /// The first page's number.
+        #[serde(default = "default_first_page")]
+        first: u64,
+        /// The parameter asking for a page size, and the size.
+        #[serde(default)]
+        size_param: Option<String>,
+        #[serde(default)]
+        size: Option<u64>,
+    },
+    /// `?offset=0&limit=100`, `?offset=100&limit=100`… until a page holds fewer than `limit` records.
+    Offset {
+        #[serde(default = "default_offset_param")]
+        param: String,
+        #[serde(default = "default_limit_param")]
+        limit_param: String,
+        limit: u64,
+    },
+    /// A token for the next page in the body (`from`, a dotted path), sent back as `param`; no token: the end.
+    Cursor { from: String, param: String },
+    /// The next page's URL in the body (`from`, a dotted path); none: the end. It must stay on the API's origin.
+    NextUrl { from: String },
+    /// The next page's URL in the `Link` header (`rel="next"`, RFC 8288); none: the end. Same origin only.
+    LinkHeader,
+}
+
+fn default_page_param() -> String {
+    "page".into()
+}
+fn default_first_page() -> u64 {
+    1
+}
+fn default_offset_param() -> String {
+    "offset".into()
+}
+fn default_limit_param() -> String {
+    "limit".into()
+}
+fn default_http_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+fn default_http_retries() -> u32 {
+    4
+}
+fn default_max_pages() -> u32 {
+    10_000
+}
+
+/// Incremental reads: `param` asks the API for the records whose `field` is at or after the highest value taken
+/// so far (`initial` on the first run), minus `lookback` to catch records updated late; the records read again are
+/// merged by key (`load: upsert`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCursor {
+    /// The record field (a dotted path) holding an ISO 8601 timestamp or a number.
+    pub field: String,
+    /// The query parameter it is sent as.
+    pub param: String,
+    /// The value asked for on the first run.
+    pub initial: String,
+    /// How far back before the highest value taken the next run asks again (timestamps only).
+    #[serde(default)]
+    pub lookback: Option<Duration>,
 }
 
 /// A file already taken whose content changed since (its size, or its content hash when its modification time,
