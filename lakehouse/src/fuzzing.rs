@@ -117,6 +117,7 @@ fn read(m: &SourceManifest, data: &[u8]) {
         ingested_at_micros: 0,
         source_file: "fuzz".into(),
         on_bad_record: OnBadRecord::Quarantine,
+        on_new_field: crate::manifest::OnNewField::Warn,
         limits: ReadLimits { max_record_bytes: 1 << 16, max_decompressed_bytes: 1 << 24, ..ReadLimits::default() },
         unique: plan.unique_index().map(|u| Arc::new(std::sync::Mutex::new(u))),
     };

@@ -303,6 +303,7 @@ async fn a_response_that_is_not_what_the_manifest_declares_fails_the_run_and_com
         ("truncated", "/truncated", "", "the JSON document is cut short"),
         ("missing", "/missing", "", "no `data` in the document (format.records is `data`)"),
         ("notfound", "/notfound", "", "answered 404 Not Found: check connector.url"),
+        ("huge", "/huge", "", "the response is larger than 256 MiB"),
         ("elsewhere", "/elsewhere", "  pagination: { kind: next_url, from: links.next }", "on another origin"),
         ("looping", "/loop", "  pagination: { kind: cursor, from: meta.next, param: cursor }", "would not end"),
         (
@@ -311,9 +312,17 @@ async fn a_response_that_is_not_what_the_manifest_declares_fails_the_run_and_com
             "  params: { auth: bearer }\n  auth: { kind: bearer, token_env: WRONG_TOKEN }",
             "401",
         ),
+        (
+            "bad_client",
+            "/page",
+            "  params: { auth: oauth }
+  auth: { kind: oauth2, token_url: \"TOKEN_URL\", client_id_env: METEO_CLIENT, client_secret_env: WRONG_TOKEN }",
+            "answered 401 Unauthorized: check the client id and secret",
+        ),
     ];
     for (name, path, connector, expected) in cases {
-        let p = project(&[(name, manifest(name, &api, path, connector, json, "{ mode: replace }"))]);
+        let connector = connector.replace("TOKEN_URL", &api.url("/oauth/token"));
+        let p = project(&[(name, manifest(name, &api, path, &connector, json, "{ mode: replace }"))]);
         let out = with_secrets(p.command(&["ingest"])).env("WRONG_TOKEN", "not-the-token").output().unwrap();
         let err = stderr(&out);
         assert!(!out.status.success(), "{name}: {}", stdout(&out));

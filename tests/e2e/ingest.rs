@@ -367,3 +367,60 @@ async fn a_column_accepts_every_name_its_field_had() {
         r.failed
     );
 }
+
+/// Schema drift: a field no column declares is named in the ledger and the log (`warn`, the default), passed over
+/// in silence (`ignore`), or keeps its file from being taken (`fail`); in CSV headers and in JSON records alike.
+#[tokio::test]
+async fn fields_the_manifest_does_not_declare_are_reported_ignored_or_refused() {
+    let manifest = |name: &str, format: &str, policy: &str| {
+        format!(
+            "version: 1
+name: {name}
+description: t
+owner: ddsp
+agreement: C-1
+schedule: \"0 * * * *\"
+connector: {{ kind: files, location: drop/{name} }}
+format: {format}
+columns:
+  id: {{ type: string }}
+  n: {{ type: int }}
+{policy}retention: 1 year
+"
+        )
+    };
+    let p = TestProject::empty();
+    p.write_project(POLICE_PROJECT);
+    let csv = "{ kind: csv, delimiter: \";\" }";
+    let lines = "{ kind: ndjson }";
+    p.write("sources/warned.yaml", manifest("warned", csv, ""));
+    p.write("sources/quiet.yaml", manifest("quiet", csv, "on_new_field: ignore\n"));
+    p.write("sources/strict.yaml", manifest("strict", csv, "on_new_field: fail\n"));
+    p.write("sources/strict_lines.yaml", manifest("strict_lines", lines, "on_new_field: fail\n"));
+    p.write("sources/warned_lines.yaml", manifest("warned_lines", lines, ""));
+    for name in ["warned", "quiet", "strict"] {
+        p.write(&format!("drop/{name}/a.csv"), "id;n;station;operator\nx;1;S1;O1\ny;2;S2;O2\n");
+    }
+    let records = "{\"id\": \"x\", \"n\": 1}\n{\"id\": \"y\", \"n\": 2, \"station\": \"S2\"}\n";
+    p.write("drop/strict_lines/a.ndjson", records);
+    p.write("drop/warned_lines/a.ndjson", records);
+    let out = p.command(&["ingest"]).env("LAKEHOUSE_LOG", "warn").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the strict sources' files are not taken: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the field `station` is not declared (on_new_field: fail)"), "{err}");
+    assert!(err.contains("a field no column declares"), "{err}");
+    let new_fields = |name: &str| {
+        let ledger = p.warehouse_url("bronze", &format!("{name}__files"));
+        async move { query_rows(&ledger, "SELECT new_fields FROM t").await }
+    };
+    assert_eq!(new_fields("warned").await, rows(&[&["station, operator"]]));
+    assert_eq!(new_fields("warned_lines").await, rows(&[&["station"]]));
+    assert_eq!(new_fields("quiet").await, rows(&[&[""]]));
+    for name in ["warned", "quiet", "warned_lines"] {
+        assert_eq!(query_i64(&p.warehouse_url("bronze", name), "SELECT count(*) FROM t").await, 2, "{name}");
+    }
+    // A first run that takes no file of a source leaves no table of it.
+    for name in ["strict", "strict_lines"] {
+        assert!(!p.path().join(format!("warehouse/bronze/{name}/_delta_log")).exists(), "{name}");
+    }
+}

@@ -298,3 +298,72 @@ retention: 1 year
         ])
     );
 }
+
+/// GeoJSON: one record per feature, its properties by path, its geometry as WKT with a representative point; a
+/// feature with projected coordinates or an invalid geometry is quarantined (column `geometry`); a document in
+/// another coordinate system is not taken, with the reason.
+#[tokio::test]
+async fn geojson_features_land_with_wkt_and_a_point_and_projected_ones_are_refused() {
+    let p = TestProject::empty();
+    p.write_project(PROJECT);
+    p.write(
+        "sources/parcels.yaml",
+        r#"version: 1
+name: parcels
+description: Urban planning parcels
+owner: ville
+schedule: "0 * * * *"
+connector: { kind: files, location: drop, pattern: "*.geojson" }
+format: { kind: geojson }
+columns:
+  parcel: { type: string, from: properties.ref, key: true }
+  zone: { type: string, from: properties.zone }
+  shape: { type: string, from: geometry }
+  lat: { type: double, pii: quasi }
+  lon: { type: double, pii: quasi }
+retention: 5 years
+"#,
+    );
+    p.write(
+        "drop/parcels.geojson",
+        r#"{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+ "features": [
+  {"type": "Feature", "id": 1, "properties": {"ref": "P1", "zone": "UA", "height": 12},
+   "geometry": {"type": "Point", "coordinates": [2.3522, 48.8566]}},
+  {"type": "Feature", "properties": {"ref": "P2", "zone": "UB"},
+   "geometry": {"type": "Polygon", "coordinates": [[[2.0, 48.0], [2.5, 48.0], [2.5, 49.0], [2.0, 48.0]]]}},
+  {"type": "Feature", "properties": {"ref": "P3", "zone": null}, "geometry": null},
+  {"type": "Feature", "properties": {"ref": "P4", "zone": "N"},
+   "geometry": {"type": "Point", "coordinates": [652469.0, 6862035.0]}},
+  {"type": "Feature", "properties": {"ref": "P5", "zone": "N"}, "geometry": {"type": "Point"}}
+ ]}"#,
+    );
+    p.write(
+        "drop/lambert.geojson",
+        r#"{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}},
+ "features": [{"type": "Feature", "properties": {"ref": "L1"}, "geometry": {"type": "Point", "coordinates": [652469, 6862035]}}]}"#,
+    );
+    let out = p.run(&["ingest"]);
+    assert_eq!(out.status.code(), Some(1), "the Lambert-93 file is not taken: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("lambert.geojson") && err.contains("not WGS 84") && err.contains("EPSG::2154"), "{err}");
+    let bronze = p.warehouse_url("bronze", "parcels");
+    let got = query_rows(&bronze, "SELECT parcel, zone, shape, lat, lon FROM t ORDER BY parcel").await;
+    assert_eq!(
+        got,
+        rows(&[
+            &["P1", "UA", "POINT (2.3522 48.8566)", "48.8566", "2.3522"],
+            &["P2", "UB", "POLYGON ((2.0 48.0, 2.5 48.0, 2.5 49.0, 2.0 48.0))", "48.5", "2.25"],
+            &["P3", "", "", "", ""],
+        ])
+    );
+    let q = p.warehouse_url("bronze", "parcels__quarantine");
+    let reasons = query_rows(&q, "SELECT \"column\", reason FROM t ORDER BY record").await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r[0] == "geometry"), "{reasons:?}");
+    assert!(reasons[0][1].contains("outside WGS 84"), "{reasons:?}");
+    assert!(reasons[1][1].contains("a Point without `coordinates`"), "{reasons:?}");
+    // A property no column declares is named in the ledger.
+    let ledger = p.warehouse_url("bronze", "parcels__files");
+    assert_eq!(query_rows(&ledger, "SELECT new_fields FROM t").await, rows(&[&["properties.height"]]));
+}

@@ -98,6 +98,7 @@ impl HttpConnector {
         let (records, extension) = match &m.format {
             Format::Json { records, .. } => (Records::Json(records.clone()), "json"),
             Format::Ndjson { .. } => (Records::Lines, "ndjson"),
+            Format::Geojson { .. } => (Records::Json("features".into()), "geojson"),
             Format::Csv { .. } => (Records::Opaque, "csv"),
             Format::Parquet => (Records::Opaque, "parquet"),
         };
@@ -215,10 +216,16 @@ impl HttpConnector {
             .await
             .map_err(|e| failed(format!("{where_} cannot be reached: {}", e.without_url())))?;
         let status = response.status();
-        if !status.is_success() {
-            return Err(failed(format!("{where_} answered {status}: check the client id and secret (connector.auth)")));
+        if status.is_client_error() {
+            return Err(ConnectorError::Auth {
+                request: request.to_string(),
+                detail: format!("{where_} answered {status}: check the client id and secret (connector.auth)"),
+            });
         }
-        let body = read_body(response).await.map_err(|e| failed(format!("{where_}: {e}")))?;
+        if !status.is_success() {
+            return Err(failed(format!("{where_} answered {status}")));
+        }
+        let body = read_body(response, request).await?;
         let parsed: Value = serde_json::from_slice(&body)
             .map_err(|_| failed(format!("{where_} did not answer a JSON object with `access_token`")))?;
         let Some(access) = parsed.get("access_token").and_then(Value::as_str) else {
@@ -275,15 +282,16 @@ impl HttpConnector {
             let (failure, wait) = match self.send(url, request).await {
                 Ok(response) if response.status().is_success() => {
                     let headers = response.headers().clone();
-                    match read_body(response).await {
+                    match read_body(response, request).await {
                         Ok(body) => return Ok((headers, body)),
-                        Err(e) => (e, None),
+                        Err(ConnectorError::Http { detail, .. }) => (detail, None),
+                        Err(other) => return Err(other),
                     }
                 }
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers());
-                    if status == reqwest::StatusCode::UNAUTHORIZED && matches!(self.auth, Some(Auth::Oauth2 { .. })) {
+                    if status == reqwest::StatusCode::UNAUTHORIZED && self.token_based() {
                         // The token may have been revoked: a new one for the next attempt.
                         *self.token.lock().await = None;
                     }
@@ -322,6 +330,7 @@ impl HttpConnector {
         }
     }
 
+    /// OAuth 2: a token refused may be renewed.
     fn token_based(&self) -> bool {
         matches!(self.auth, Some(Auth::Oauth2 { .. }))
     }
@@ -373,22 +382,30 @@ fn network(e: &reqwest::Error) -> String {
     if detail.is_empty() { what.to_string() } else { format!("{what} ({detail})") }
 }
 
-/// The body of a response, at most [`MAX_RESPONSE_BYTES`].
-async fn read_body(mut response: reqwest::Response) -> Result<Bytes, String> {
+/// The body of a response, at most [`MAX_RESPONSE_BYTES`]: a larger one is a `Response` error (not retried), a
+/// body cut short an `Http` one (retried).
+async fn read_body(mut response: reqwest::Response, request: &str) -> Result<Bytes, ConnectorError> {
+    let too_large = || ConnectorError::Response {
+        request: request.to_string(),
+        detail: format!("the response is larger than {} MiB, the most a page may hold", MAX_RESPONSE_BYTES >> 20),
+    };
     if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
-        return Err(format!("the response is larger than {} MiB", MAX_RESPONSE_BYTES >> 20));
+        return Err(too_large());
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(format!("the response is larger than {} MiB", MAX_RESPONSE_BYTES >> 20));
+                    return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(Bytes::from(body)),
-            Err(e) => return Err(format!("the response was cut: {}", network(&e))),
+            Err(e) => {
+                let detail = format!("the response was cut: {}", network(&e));
+                return Err(ConnectorError::Http { request: request.to_string(), detail });
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum ConnectorError {
     /// A request failed (network, status): nothing of the run is committed.
     #[error("{request}: {detail}; nothing was committed")]
     Http { request: String, detail: String },
+    /// The credentials were refused (not retried).
+    #[error("{request}: {detail}; nothing was committed")]
+    Auth { request: String, detail: String },
     /// A response is not what the manifest declares.
     #[error("{request}: the response is not what the manifest declares: {detail}; nothing was committed")]
     Response { request: String, detail: String },

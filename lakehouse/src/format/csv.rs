@@ -69,6 +69,7 @@ pub fn read(
                 }
             )));
         }
+        rows.note_new_fields(&matched.extra)?;
         (matched.positions, names.len())
     } else {
         ((0..n_declared).collect(), n_declared)

@@ -44,7 +44,10 @@ pub fn read_ndjson(
             continue;
         }
         match serde_json::from_slice::<Value>(text) {
-            Ok(Value::Object(obj)) => record(&obj, Some(line_no), || text.to_vec(), rows)?,
+            Ok(Value::Object(obj)) => {
+                rows.note_new_keys(&obj, "")?;
+                record(&obj, Some(line_no), || text.to_vec(), rows)?
+            }
             Ok(_) => rows.bad(Some(line_no), RowError::record("the line is not a JSON object"), text.to_vec())?,
             Err(e) => rows.bad(Some(line_no), RowError::record(json_error(&e, Some(line_no))), text.to_vec())?,
         }
@@ -112,14 +115,17 @@ pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmit
     for item in items {
         let raw = || serde_json::to_vec(item).unwrap_or_default();
         match item {
-            Value::Object(obj) => record(obj, None, raw, rows)?,
+            Value::Object(obj) => {
+                rows.note_new_keys(obj, "")?;
+                record(obj, None, raw, rows)?
+            }
             _ => rows.bad(None, RowError::record("the record is not a JSON object"), raw())?,
         }
     }
     Ok(())
 }
 
-fn record(
+pub(super) fn record(
     obj: &Map<String, Value>,
     line: Option<u64>,
     raw: impl FnOnce() -> Vec<u8>,
@@ -302,7 +308,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
 
 /// Describes a JSON error by kind and position in the file, without quoting the input: `file_line` is the
 /// file line of a one-line record (NDJSON), whose own line 1 it is.
-fn json_error(e: &serde_json::Error, file_line: Option<u64>) -> String {
+pub(super) fn json_error(e: &serde_json::Error, file_line: Option<u64>) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io => "read error",
         serde_json::error::Category::Syntax => "invalid JSON",

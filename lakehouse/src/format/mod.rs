@@ -10,6 +10,7 @@
 //! document whole).
 
 pub mod csv;
+pub mod geojson;
 pub mod json;
 pub mod limits;
 pub mod parquet;
@@ -29,8 +30,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::manifest::{
-    Column, ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, PhoneCountry, Pii, ProjectFile,
-    SourceManifest,
+    Column, ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, OnNewField, PhoneCountry, Pii,
+    ProjectFile, SourceManifest,
 };
 use crate::privacy::{KeyError, KeyRing, PseudonymColumn};
 use crate::storage::timestamp_type;
@@ -80,7 +81,7 @@ pub struct TablePlan {
 
 impl TablePlan {
     pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
-        let json = matches!(m.format, Format::Json { .. } | Format::Ndjson { .. });
+        let json = matches!(m.format, Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. });
         let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| column_plan(name, col, project, json);
         let columns: Vec<ColumnPlan> = m.columns.iter().map(plan_of).collect();
         let position = |name: &str| m.columns.get_index_of(name).unwrap_or_default();
@@ -255,6 +256,8 @@ pub struct FieldMatch {
     pub missing: Vec<String>,
     /// Names of declared columns the file holds.
     pub found: Vec<String>,
+    /// The file's names that no column accepts.
+    pub extra: Vec<String>,
 }
 
 impl RowEmitter<'_, '_> {
@@ -262,7 +265,7 @@ impl RowEmitter<'_, '_> {
     /// names. A file holding a column under two accepted names is malformed; a column found under another name
     /// than its first is recorded ([`FileCounts::read_as`]). Columns found under none are in `missing`.
     pub fn match_fields(&mut self, names: &[String], holder: &str) -> Result<FieldMatch, ReadError> {
-        let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new() };
+        let mut m = FieldMatch { positions: Vec::new(), missing: Vec::new(), found: Vec::new(), extra: Vec::new() };
         let mut twice = Vec::new();
         let mut read_as = Vec::new();
         for col in &self.ctx.plan.columns {
@@ -294,7 +297,57 @@ impl RowEmitter<'_, '_> {
         for (column, name) in read_as {
             self.note_read_as(&column, &name);
         }
+        let accepted = |n: &String| self.ctx.plan.columns.iter().any(|c| c.input.contains(n));
+        m.extra = names.iter().filter(|n| !n.is_empty() && !accepted(n)).cloned().collect();
         Ok(m)
+    }
+
+    /// Applies `on_new_field` to the fields of the file no column declares.
+    pub fn note_new_fields(&mut self, names: &[String]) -> Result<(), ReadError> {
+        for name in names {
+            self.note_new_field(name)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `on_new_field` to each key of a JSON object that no column declares, `prefix` being the object's
+    /// path (`properties.` for a GeoJSON feature's properties).
+    pub fn note_new_keys(
+        &mut self,
+        obj: &serde_json::Map<String, serde_json::Value>,
+        prefix: &str,
+    ) -> Result<(), ReadError> {
+        if self.ctx.on_new_field == OnNewField::Ignore {
+            return Ok(());
+        }
+        for key in obj.keys() {
+            let declared = if prefix.is_empty() {
+                self.known.contains(key.as_str())
+            } else {
+                self.known.contains(format!("{prefix}{key}").as_str())
+            };
+            if !declared {
+                self.note_new_field(&format!("{prefix}{key}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_new_field(&mut self, name: &str) -> Result<(), ReadError> {
+        match self.ctx.on_new_field {
+            OnNewField::Ignore => Ok(()),
+            OnNewField::Fail => Err(ReadError::Malformed(format!(
+                "the field `{name}` is not declared (on_new_field: fail): declare it in `columns`, or set \
+                 `on_new_field: warn` to read the file without it"
+            ))),
+            OnNewField::Warn => {
+                if !self.counts.new_fields.iter().any(|n| n == name) && self.counts.new_fields.len() < MAX_NEW_FIELDS {
+                    tracing::warn!(file = %self.ctx.source_file, field = name, "a field no column declares: not read");
+                    self.counts.new_fields.push(name.to_string());
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Notes that the file holds `column` under another accepted name than its first (once per file).
@@ -406,7 +459,12 @@ pub struct FileCounts {
     pub quarantined: u64,
     /// Columns read under another accepted name than their first (`accident_id ← Accident_Id`).
     pub read_as: Vec<String>,
+    /// Fields no column declares (`on_new_field: warn`), at most [`MAX_NEW_FIELDS`].
+    pub new_fields: Vec<String>,
 }
+
+/// New fields named per file, at most.
+pub const MAX_NEW_FIELDS: usize = 100;
 
 /// The context a reader needs: plan, keys, metadata values, bad-record policy.
 pub struct ReadContext {
@@ -416,6 +474,7 @@ pub struct ReadContext {
     pub ingested_at_micros: i64,
     pub source_file: String,
     pub on_bad_record: OnBadRecord,
+    pub on_new_field: OnNewField,
     pub limits: crate::manifest::ReadLimits,
     /// The keys seen so far by the run, when the source declares `unique` (files are then read one at a time).
     pub unique: Option<Arc<Mutex<unique::UniqueIndex>>>,
@@ -451,6 +510,9 @@ pub fn read_file(
         }
         Format::Json { records, compression } => {
             json::read_document(decompress(hash.reader()?, *compression, file_name, limits), records, &mut rows)
+        }
+        Format::Geojson { compression } => {
+            geojson::read(decompress(hash.reader()?, *compression, file_name, limits), &mut rows)
         }
         Format::Parquet => parquet::read(hash.file()?, &mut rows),
     };
@@ -568,6 +630,9 @@ pub struct RowEmitter<'s, 'c> {
     dropped: Vec<usize>,
     counts: FileCounts,
     progress: Progress,
+    /// The JSON paths the columns and `explode` read, and each of their prefixes (`location` of
+    /// `location.lat`): a record's key among them is declared.
+    known: HashSet<String>,
 }
 
 impl<'s, 'c> RowEmitter<'s, 'c> {
@@ -596,6 +661,7 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             dropped: Vec::new(),
             counts: FileCounts::default(),
             progress: Progress::new(&ctx.source_file),
+            known: known_paths(&ctx.plan),
         })
     }
 
@@ -765,6 +831,19 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         self.progress.done(&self.counts);
         Ok(self.counts)
     }
+}
+
+/// Every path the plan reads in a JSON record, with its prefixes.
+fn known_paths(plan: &TablePlan) -> HashSet<String> {
+    let mut known = HashSet::new();
+    let paths = plan.columns.iter().flat_map(|c| c.input.iter()).chain(plan.children.iter().map(|c| &c.path));
+    for path in paths {
+        known.insert(path.clone());
+        for (i, _) in path.match_indices('.') {
+            known.insert(path[..i].to_string());
+        }
+    }
+    known
 }
 
 struct Progress {
@@ -1447,6 +1526,7 @@ mod tests {
             ingested_at_micros: 0,
             source_file: "f".into(),
             on_bad_record: OnBadRecord::Quarantine,
+            on_new_field: OnNewField::Warn,
             limits: crate::manifest::ReadLimits::default(),
             unique: None,
         };

@@ -22,6 +22,7 @@ pub fn read(input: std::fs::File, rows: &mut RowEmitter<'_, '_>) -> Result<(), R
         let missing = matched.missing.join(", ");
         return Err(ReadError::Malformed(format!("the file lacks the declared column(s) {missing}")));
     }
+    rows.note_new_fields(&matched.extra)?;
     let positions = matched.positions;
     // The raw text of a bad row names its fields as the file does.
     let field_names: Vec<String> = positions.iter().map(|&p| names[p].clone()).collect();

@@ -317,6 +317,8 @@ struct TakenFile {
     counts: RecordCounts,
     /// Its columns read under another accepted name than their first (`accident_id ← Accident_Id`).
     read_as: Vec<String>,
+    /// Fields no column declares (`on_new_field: warn`).
+    new_fields: Vec<String>,
     /// The hash of the bytes read ([`connector::content_hash`]).
     content_hash: String,
     /// `upsert`: its rows, merged at commit.
@@ -673,6 +675,7 @@ async fn commit_batch(
             .iter()
             .map(|f| LedgerRow {
                 read_as: (!f.read_as.is_empty()).then(|| f.read_as.join("; ")),
+                new_fields: (!f.new_fields.is_empty()).then(|| f.new_fields.join(", ")),
                 content_hash: Some(f.content_hash.clone()),
                 position: position.map(str::to_string),
                 ..LedgerRow::new(batch, location, &run.run_id.0, run.started_at, &f.entry, f.counts)
@@ -842,6 +845,7 @@ impl FileJob<'_> {
             ingested_at_micros: self.ingested_at.timestamp_micros(),
             source_file: source_file.clone(),
             on_bad_record: m.on_bad_record,
+            on_new_field: m.on_new_field,
             limits: self.lh.project.file.limits,
             unique: self.unique.clone(),
         };
@@ -933,6 +937,7 @@ impl FileJob<'_> {
                     entry: entry.clone(),
                     counts,
                     read_as: c.read_as,
+                    new_fields: c.new_fields,
                     content_hash,
                     upsert_rows,
                     upsert_children,

@@ -36,6 +36,7 @@ pub fn ledger_schema() -> SchemaRef {
         Field::new("read_as", DataType::Utf8, true),
         Field::new("content_hash", DataType::Utf8, true),
         Field::new("position", DataType::Utf8, true),
+        Field::new("new_fields", DataType::Utf8, true),
     ]))
 }
 
@@ -63,6 +64,9 @@ pub struct LedgerRow {
     /// The connector's position once the batch is taken (an API's cursor), on each row of the batch.
     #[serde(default)]
     pub position: Option<String>,
+    /// Fields of the file no column declares (`on_new_field: warn`), comma separated.
+    #[serde(default)]
+    pub new_fields: Option<String>,
 }
 
 impl LedgerRow {
@@ -90,6 +94,7 @@ impl LedgerRow {
             read_as: None,
             content_hash: None,
             position: None,
+            new_fields: None,
         }
     }
 

@@ -30,8 +30,8 @@ pub use project::{
 };
 pub use source::{
     ApiKeyIn, BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format,
-    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, Normalize, OnBadRecord, Pagination,
-    Pii, Retry, SourceManifest,
+    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, Normalize, OnBadRecord, OnNewField,
+    Pagination, Pii, Retry, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -729,7 +729,7 @@ fn validate_explode(project: &ProjectFile, m: &SourceManifest, path: &Path, text
     let keys = m.key_columns();
     if !m.explode.is_empty() {
         let err = |msg: &str| Diagnostic::new(path, "explode", msg).at(diag::locate(text, &["explode"]));
-        if !matches!(m.format, Format::Json { .. } | Format::Ndjson { .. }) {
+        if !matches!(m.format, Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. }) {
             diags.push(
                 err("`explode` reads arrays of JSON records; this source's format is not JSON")
                     .hint("use `format: { kind: ndjson }` or `{ kind: json }`, or remove `explode`"),
@@ -1186,7 +1186,7 @@ fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &s
         let message = "`rate_limit` is a positive number of requests per second".into();
         push("rate_limit", &["connector", "rate_limit"], message, "");
     }
-    let json = matches!(m.format, Format::Json { .. });
+    let json = matches!(m.format, Format::Json { .. } | Format::Geojson { .. });
     let lines = matches!(m.format, Format::Ndjson { .. });
     let needs = match &http.pagination {
         Pagination::None | Pagination::LinkHeader => None,

@@ -43,6 +43,11 @@ pub struct SourceManifest {
     pub explode: IndexMap<ColumnName, Explode>,
     #[serde(default)]
     pub on_bad_record: OnBadRecord,
+    /// A field of the input that no column declares (a CSV header, a Parquet column, a JSON record's key, a GeoJSON
+    /// property): `warn` (default: the run logs it and the ledger's `new_fields` names it), `ignore`, or `fail` (the
+    /// file, page or unit is not taken).
+    #[serde(default)]
+    pub on_new_field: OnNewField,
     /// How long bronze rows are kept: `90 days`, `3 years`, `forever`.
     pub retention: Retention,
     /// What the scheduler does when a run fails.
@@ -331,6 +336,13 @@ pub enum Format {
         #[serde(default)]
         compression: Compression,
     },
+    /// A GeoJSON `FeatureCollection` (RFC 7946), one record per feature: `properties.<name>`, `id`, `geometry` as
+    /// WKT, and `lat`/`lon`, a representative point (the point itself, else the centre of its bounding box).
+    /// Read whole, like `json`.
+    Geojson {
+        #[serde(default)]
+        compression: Compression,
+    },
     Parquet,
 }
 
@@ -558,6 +570,19 @@ pub enum LoadMode {
     Upsert,
     /// The rows of each run replace the table's content.
     Replace,
+}
+
+/// What becomes of a field the manifest does not declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNewField {
+    /// Read nothing of it, say nothing.
+    Ignore,
+    /// Read nothing of it; the run logs it and the ledger names it (`new_fields`).
+    #[default]
+    Warn,
+    /// The file (or page) holding it is not taken, with the field's name: declare it, or change the policy.
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
