@@ -28,6 +28,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Connector, ConnectorError, FileEntry, Polled};
+use crate::format::json;
 use crate::ingest::LedgerRow;
 use crate::manifest::{ApiKeyIn, Format, HttpAuth, HttpMethod, Pagination, SourceManifest};
 use crate::privacy::{Encryptor, Key, QUARANTINE_DOMAIN};
@@ -500,15 +501,12 @@ impl HighWater {
     }
 }
 
-/// The value of a dotted path in a JSON value.
-fn at_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    if path.is_empty() {
-        return Some(value);
+/// A record's field, found as the JSON reader finds a column's (`json::lookup`).
+fn field_of<'a>(record: &'a Value, field: &str) -> Option<&'a Value> {
+    match record {
+        Value::Object(obj) => json::lookup(obj, field).ok().flatten(),
+        _ => None,
     }
-    if let Some(v) = value.get(path) {
-        return Some(v);
-    }
-    path.split('.').try_fold(value, |node, seg| node.get(seg))
 }
 
 /// What a page holds: its records' count, and where the next page is.
@@ -531,16 +529,12 @@ impl HttpConnector {
         match &self.records {
             Records::Json(path) => {
                 let doc: Value = serde_json::from_slice(body).map_err(|e| wrong(not_json(body, &e)))?;
-                let records = at_path(&doc, path)
-                    .ok_or_else(|| wrong(format!("no `{path}` in the document (format.records is `{path}`)")))?;
-                let Value::Array(items) = records else {
-                    let what = if path.is_empty() { "the document" } else { path.as_str() };
-                    return Err(wrong(format!("`{what}` is not an array of records")));
-                };
+                // The format's own check: a page kept is one its reader reads.
+                let items = json::records_at(&doc, path).map_err(wrong)?;
                 if let Some(field) = cursor {
-                    items.iter().for_each(|r| high.see(at_path(r, field)));
+                    items.iter().for_each(|r| high.see(field_of(r, field)));
                 }
-                let next = from.and_then(|f| at_path(&doc, f)).and_then(|v| match v {
+                let next = from.and_then(|f| json::walk(&doc, f).ok()).and_then(|v| match v {
                     Value::String(s) if !s.is_empty() => Some(s.clone()),
                     Value::Number(n) => Some(n.to_string()),
                     _ => None,
@@ -560,8 +554,8 @@ impl HttpConnector {
                     records += 1;
                     if let Some(field) = cursor {
                         let value: Value = serde_json::from_slice(line)
-                            .map_err(|e| wrong(format!("line {} is not JSON: {}", i + 1, category(&e))))?;
-                        high.see(at_path(&value, field));
+                            .map_err(|e| wrong(json::json_error(&e, Some(i as u64 + 1))))?;
+                        high.see(field_of(&value, field));
                     }
                 }
                 Ok(Page { records, next_token: None, next_url: None })
@@ -812,26 +806,13 @@ impl Connector for HttpConnector {
 
 /// Why a body is not JSON, without its content: an HTML page is named as such.
 fn not_json(body: &[u8], e: &serde_json::Error) -> String {
-    let start: Vec<u8> = body.iter().copied().skip_while(u8::is_ascii_whitespace).take(16).collect();
-    let start = String::from_utf8_lossy(&start).to_ascii_lowercase();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        "the body is empty, not a JSON document".into()
-    } else if start.starts_with("<!doctype") || start.starts_with("<html") || start.starts_with('<') {
-        "the body is an HTML or XML page, not JSON (an error page?)".into()
-    } else if e.is_eof() {
-        format!("the JSON document is cut short at line {} column {} (truncated response)", e.line(), e.column())
-    } else {
-        format!("not a JSON document: {} at line {} column {}", category(e), e.line(), e.column())
-    }
-}
-
-/// A JSON error's kind, without the text around it.
-fn category(e: &serde_json::Error) -> &'static str {
-    match e.classify() {
-        serde_json::error::Category::Io => "a read error",
-        serde_json::error::Category::Syntax => "a syntax error",
-        serde_json::error::Category::Data => "unexpected data",
-        serde_json::error::Category::Eof => "an early end",
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => "the body is empty, not a JSON document".into(),
+        Some(b'<') => "the body is an HTML or XML page, not JSON (an error page?)".into(),
+        Some(_) if e.is_eof() => {
+            format!("the JSON document is cut short at line {} column {} (truncated response)", e.line(), e.column())
+        }
+        Some(_) => format!("not a JSON document: {}", json::json_error(e, None)),
     }
 }
 

@@ -15,20 +15,10 @@ use serde_json::{Map, Number, Value};
 
 use super::{ReadError, RowEmitter, RowError};
 
-/// Largest GeoJSON document read whole.
-const MAX_DOCUMENT_BYTES: u64 = 1 << 30;
-
 pub fn read(input: Box<dyn Read + Send>, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
-    let mut bytes = Vec::new();
-    input.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-        return Err(ReadError::Malformed("GeoJSON document larger than 1 GiB: split the export".into()));
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(doc) = super::json::read_whole(input, "GeoJSON", "split the export")? else {
         return Ok(());
-    }
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ReadError::Malformed(format!("not a GeoJSON document: {}", super::json::json_error(&e, None))))?;
+    };
     let malformed = |m: &str| ReadError::Malformed(m.to_string());
     match doc.get("type").and_then(Value::as_str) {
         Some("FeatureCollection") => {}

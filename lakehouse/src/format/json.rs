@@ -86,32 +86,10 @@ fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>, max: u64) ->
 }
 
 pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmitter<'_, '_>) -> Result<(), ReadError> {
-    let mut bytes = Vec::new();
-    input.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-        return Err(ReadError::Malformed(
-            "JSON document larger than 1 GiB; export NDJSON (`format.kind: ndjson`) instead".into(),
-        ));
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(doc) = read_whole(input, "JSON", "export NDJSON (`format.kind: ndjson`) instead")? else {
         return Ok(()); // empty file: no records
-    }
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ReadError::Malformed(format!("not a JSON document: {}", json_error(&e, None))))?;
-    let mut node = &doc;
-    if !path.is_empty() {
-        for seg in path.split('.') {
-            node = node.get(seg).ok_or_else(|| {
-                ReadError::Malformed(format!("no `{seg}` in the document (format.records is `{path}`)"))
-            })?;
-        }
-    }
-    let Value::Array(items) = node else {
-        return Err(ReadError::Malformed(format!(
-            "`{}` is not an array of records",
-            if path.is_empty() { "the document" } else { path }
-        )));
     };
+    let items = records_at(&doc, path).map_err(ReadError::Malformed)?;
     for item in items {
         let raw = || serde_json::to_vec(item).unwrap_or_default();
         match item {
@@ -123,6 +101,40 @@ pub fn read_document(input: Box<dyn Read + Send>, path: &str, rows: &mut RowEmit
         }
     }
     Ok(())
+}
+
+/// A document read whole, at most [`MAX_DOCUMENT_BYTES`] (`what` names its format in messages, `instead` says
+/// what to do with a larger one); `None` for an empty file.
+pub(super) fn read_whole(input: Box<dyn Read + Send>, what: &str, instead: &str) -> Result<Option<Value>, ReadError> {
+    let mut bytes = Vec::new();
+    input.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(ReadError::Malformed(format!("{what} document larger than 1 GiB; {instead}")));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let doc = serde_json::from_slice(&bytes)
+        .map_err(|e| ReadError::Malformed(format!("not a {what} document: {}", json_error(&e, None))))?;
+    Ok(Some(doc))
+}
+
+/// The value at a dotted path of a document (empty: the document itself); `Err` names the first segment missing.
+pub(crate) fn walk<'a, 'p>(doc: &'a Value, path: &'p str) -> Result<&'a Value, &'p str> {
+    if path.is_empty() {
+        return Ok(doc);
+    }
+    path.split('.').try_fold(doc, |node, seg| node.get(seg).ok_or(seg))
+}
+
+/// The array of records at `path` (`format.records`), or why there is none. The `http` connector checks each page
+/// with it, so a page it keeps is one the reader reads.
+pub(crate) fn records_at<'a>(doc: &'a Value, path: &str) -> Result<&'a Vec<Value>, String> {
+    let node = walk(doc, path).map_err(|seg| format!("no `{seg}` in the document (format.records is `{path}`)"))?;
+    match node {
+        Value::Array(items) => Ok(items),
+        _ => Err(format!("`{}` is not an array of records", if path.is_empty() { "the document" } else { path })),
+    }
 }
 
 pub(super) fn record(
@@ -260,7 +272,7 @@ pub(super) fn typed_text<'a>(v: &'a Value, col: &ColumnPlan) -> Result<Option<Co
 
 /// The value at a key, or at a dotted path through objects (`victim.name`); a path that meets something other
 /// than an object on the way is an error naming where (`victim: expected an object, found a string`).
-fn lookup<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Value>, String> {
+pub(crate) fn lookup<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Value>, String> {
     if let Some(v) = obj.get(path) {
         return Ok(Some(v));
     }
@@ -308,7 +320,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
 
 /// Describes a JSON error by kind and position in the file, without quoting the input: `file_line` is the
 /// file line of a one-line record (NDJSON), whose own line 1 it is.
-pub(super) fn json_error(e: &serde_json::Error, file_line: Option<u64>) -> String {
+pub(crate) fn json_error(e: &serde_json::Error, file_line: Option<u64>) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io => "read error",
         serde_json::error::Category::Syntax => "invalid JSON",
