@@ -126,7 +126,7 @@ fn read(m: &SourceManifest, data: &[u8]) {
         return;
     }
     let name = if data.starts_with(&[0x1f, 0x8b]) { "fuzz.gz" } else { "fuzz" };
-    let format: &Format = &m.format;
+    let format: &Format = m.format();
     let _ = format::read_file(format, name, file, &ctx, &mut Discard);
 }
 

@@ -24,7 +24,7 @@ struct QuarantineLine {
 pub async fn run(dir: &Path, source: &str, raw: bool, format: OutputFormat) -> CmdResult {
     let keys = if raw { lakehouse::KeyUse::Write } else { lakehouse::KeyUse::ReadOnly };
     let (lh, selected) = super::open(dir, &[source.to_string()], keys)?;
-    let encoding = match &selected[0].manifest.format {
+    let encoding = match selected[0].manifest.format() {
         lakehouse::manifest::Format::Csv { encoding, .. } => *encoding,
         _ => lakehouse::manifest::Encoding::Utf8,
     };

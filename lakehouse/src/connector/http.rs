@@ -16,22 +16,18 @@
 //! from the environment, never in a message (request URLs are named by their origin and path, without query).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, Utc};
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 use url::Url;
 
-use super::{Connector, ConnectorError, FileEntry, Polled};
+use super::archive::Archive;
+use super::{Connector, ConnectorError, FileEntry, Polled, secret as env};
 use crate::format::json;
 use crate::ingest::LedgerRow;
 use crate::manifest::{ApiKeyIn, Format, HttpAuth, HttpMethod, Pagination, SourceManifest};
-use crate::privacy::{Encryptor, Key, QUARANTINE_DOMAIN};
 
 /// Largest response read (the page is held in memory while it is checked).
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -39,10 +35,6 @@ pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// First backoff between two attempts; doubled each time.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// Header of an archived page: the format's name and the id of the key it is encrypted with, then a line feed.
-const ARCHIVE_MAGIC: &str = "lakehouse-archive-1";
-/// Suffix of an archived page's object after the unit's path.
-const ARCHIVE_SUFFIX: &str = ".gz.aes";
 
 pub struct HttpConnector {
     spec: crate::manifest::HttpConnector,
@@ -51,10 +43,7 @@ pub struct HttpConnector {
     records: Records,
     /// The units' extension, for the format reader (`json`, `ndjson`, `csv`, `parquet`).
     extension: &'static str,
-    archive: Url,
-    store: Arc<dyn ObjectStore>,
-    prefix: StorePath,
-    key: Key,
+    archive: Archive,
     client: reqwest::Client,
     auth: Option<Auth>,
     /// An OAuth 2 token and when it expires.
@@ -81,13 +70,6 @@ enum Records {
     Opaque,
 }
 
-fn env(variable: &str, field: &'static str) -> Result<String, ConnectorError> {
-    match std::env::var(variable) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(ConnectorError::Secret { variable: variable.to_string(), field }),
-    }
-}
-
 impl HttpConnector {
     pub fn new(
         m: &SourceManifest,
@@ -96,27 +78,28 @@ impl HttpConnector {
     ) -> Result<Self, ConnectorError> {
         let invalid = |detail: String| ConnectorError::Http { request: spec.url.clone(), detail };
         let api = Url::parse(&spec.url).map_err(|e| invalid(format!("not a URL ({e})")))?;
-        let (records, extension) = match &m.format {
+        let (records, extension) = match m.format() {
             Format::Json { records, .. } => (Records::Json(records.clone()), "json"),
             Format::Ndjson { .. } => (Records::Lines, "ndjson"),
             Format::Geojson { .. } => (Records::Json("features".into()), "geojson"),
             Format::Csv { .. } => (Records::Opaque, "csv"),
             Format::Parquet => (Records::Opaque, "parquet"),
+            Format::Xlsx { .. } => (Records::Opaque, "xlsx"),
         };
         let auth = match &spec.auth {
             None => None,
-            Some(HttpAuth::Bearer { token_env }) => Some(Auth::Bearer(env(token_env, "token_env")?)),
+            Some(HttpAuth::Bearer { token_env }) => Some(Auth::Bearer(env(token_env, "auth.token_env")?)),
             Some(HttpAuth::ApiKey { name, place, value_env }) => {
-                Some(Auth::ApiKey { name: name.clone(), place: *place, value: env(value_env, "value_env")? })
+                Some(Auth::ApiKey { name: name.clone(), place: *place, value: env(value_env, "auth.value_env")? })
             }
             Some(HttpAuth::Basic { username_env, password_env }) => Some(Auth::Basic {
-                username: env(username_env, "username_env")?,
-                password: env(password_env, "password_env")?,
+                username: env(username_env, "auth.username_env")?,
+                password: env(password_env, "auth.password_env")?,
             }),
             Some(HttpAuth::Oauth2 { token_url, client_id_env, client_secret_env, scope }) => Some(Auth::Oauth2 {
                 token_url: Url::parse(token_url).map_err(|e| invalid(format!("token_url is not a URL ({e})")))?,
-                client_id: env(client_id_env, "client_id_env")?,
-                client_secret: env(client_secret_env, "client_secret_env")?,
+                client_id: env(client_id_env, "auth.client_id_env")?,
+                client_secret: env(client_secret_env, "auth.client_secret_env")?,
                 scope: scope.clone(),
             }),
         };
@@ -135,20 +118,12 @@ impl HttpConnector {
             .user_agent(concat!("lakehouse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| invalid(format!("the HTTP client cannot be built: {}", e.without_url())))?;
-        let archive = super::archive_url(&lh.warehouse, m.name.as_str());
-        let (store, prefix) = lh
-            .warehouse
-            .object_store(&archive)
-            .map_err(|source| ConnectorError::Store { location: archive.to_string(), source })?;
         Ok(Self {
             spec: spec.clone(),
             api,
             records,
             extension,
-            archive,
-            store,
-            prefix,
-            key: lh.keys.get(QUARANTINE_DOMAIN)?.clone(),
+            archive: Archive::new(lh, m.name.as_str(), MAX_RESPONSE_BYTES as u64)?,
             client,
             auth,
             token: Default::default(),
@@ -164,15 +139,6 @@ impl HttpConnector {
             HttpMethod::Post => "POST",
         };
         format!("{method} {}{} (page {page})", url.origin().ascii_serialization(), url.path())
-    }
-
-    fn object(&self, path: &str) -> StorePath {
-        let prefix = self.prefix.as_ref().trim_end_matches('/');
-        if prefix.is_empty() {
-            StorePath::from(format!("{path}{ARCHIVE_SUFFIX}"))
-        } else {
-            StorePath::from(format!("{prefix}/{path}{ARCHIVE_SUFFIX}"))
-        }
     }
 
     /// Waits so that requests keep to `rate_limit`.
@@ -334,22 +300,6 @@ impl HttpConnector {
     /// OAuth 2: a token refused may be renewed.
     fn token_based(&self) -> bool {
         matches!(self.auth, Some(Auth::Oauth2 { .. }))
-    }
-
-    /// Writes a page to the archive: `ARCHIVE_MAGIC key-id\n` then the gzip of the page encrypted.
-    async fn archive_page(&self, path: &str, body: &[u8]) -> Result<(), ConnectorError> {
-        let location = format!("{}{path}", self.archive);
-        let io = |source| ConnectorError::Io { location: location.clone(), source };
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(body).map_err(io)?;
-        let compressed = gz.finish().map_err(io)?;
-        let mut object = format!("{ARCHIVE_MAGIC} {}\n", self.key.id).into_bytes();
-        object.extend(Encryptor::new(&self.key).encrypt(&compressed));
-        self.store
-            .put(&self.object(path), PutPayload::from(object))
-            .await
-            .map_err(|source| ConnectorError::Store { location, source })?;
-        Ok(())
     }
 }
 
@@ -591,8 +541,7 @@ impl HttpConnector {
         high: &mut HighWater,
         units: &mut Vec<FileEntry>,
     ) -> Result<(), ConnectorError> {
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let dir = format!("{batch:06}-{}", &run[..12]);
+        let dir = Archive::run_dir(batch);
         let base = self.base_url(since);
         let mut url = self.paged(&base, 0, None);
         let mut last_token: Option<String> = None;
@@ -610,7 +559,7 @@ impl HttpConnector {
             tracing::info!(request = %request, records = page.records, "page read");
             if page.records > 0 {
                 let path = format!("{dir}/page-{page_no:05}.{}", self.extension);
-                self.archive_page(&path, &body).await?;
+                self.archive.put(&path, &body).await?;
                 let (size, last_modified) = (body.len() as u64, Utc::now());
                 units.push(FileEntry { path, size, last_modified, etag: None, refused: None });
             }
@@ -722,7 +671,7 @@ impl HttpConnector {
 #[async_trait::async_trait]
 impl Connector for HttpConnector {
     fn location(&self) -> &Url {
-        &self.archive
+        self.archive.url()
     }
 
     async fn poll(
@@ -757,38 +706,7 @@ impl Connector for HttpConnector {
 
     /// An archived page, decrypted and decompressed into a temporary file.
     async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
-        let location = format!("{}{}", self.archive, unit.path);
-        let bytes = self
-            .store
-            .get(&self.object(&unit.path))
-            .await
-            .map_err(|source| ConnectorError::Store { location: location.clone(), source })?
-            .bytes()
-            .await
-            .map_err(|source| ConnectorError::Store { location: location.clone(), source })?;
-        let broken = |detail: String| ConnectorError::Archive { location: location.clone(), detail };
-        let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| broken("not an archived page".into()))?;
-        let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| broken("not an archived page".into()))?;
-        let key_id =
-            header.strip_prefix(ARCHIVE_MAGIC).map(str::trim).ok_or_else(|| broken("not an archived page".into()))?;
-        if key_id != self.key.id {
-            return Err(broken(format!(
-                "archived with key {key_id}, and the key of domain `{QUARANTINE_DOMAIN}` is now {}: restore that key \
-                 to read it",
-                self.key.id
-            )));
-        }
-        let compressed = crate::privacy::decrypt(&self.key, &bytes[newline + 1..])
-            .ok_or_else(|| broken("the archived page does not decrypt (altered, or another key)".into()))?;
-        let io = |source: std::io::Error| ConnectorError::Io { location: location.clone(), source };
-        let mut file = tempfile::tempfile().map_err(io)?;
-        let mut gz = flate2::read::GzDecoder::new(compressed.as_slice()).take(MAX_RESPONSE_BYTES as u64 + 1);
-        let copied = std::io::copy(&mut gz, &mut file).map_err(io)?;
-        if copied > MAX_RESPONSE_BYTES as u64 {
-            return Err(broken("the archived page is larger than a response may be".into()));
-        }
-        file.rewind().map_err(io)?;
-        Ok(file)
+        self.archive.open(&unit.path).await
     }
 
     fn all_or_nothing(&self) -> bool {
@@ -796,11 +714,7 @@ impl Connector for HttpConnector {
     }
 
     async fn discard(&self, units: &[FileEntry]) {
-        for unit in units {
-            if let Err(e) = self.store.delete(&self.object(&unit.path)).await {
-                tracing::warn!(page = %unit.path, error = %e, "an archived page of an uncommitted batch was not removed");
-            }
-        }
+        self.archive.discard(units).await
     }
 }
 

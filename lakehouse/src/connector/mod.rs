@@ -1,16 +1,22 @@
 //! Connectors fetch partner data as **units**: a file of a drop zone, or a response of an API that the
-//! connector archived in the warehouse. Ingest takes units the same way whatever their kind
+//! connector archived in the warehouse ([`archive`]: an API's page, a database's rows). Ingest takes units the same way whatever their kind
 //! ([`crate::ingest`]): it parses each unit with the manifest's format, records it in the ledger
 //! (`bronze.<name>__files`) with the connector's **position** (the point reached in the source), and commits the
 //! ledger, the quarantine and bronze with one batch number. The commit protocol knows nothing of the kind.
 //!
-//! Kinds: `files` (a local directory or an `s3://` prefix) and `http` (a paginated API). The manifest's
-//! `connector` becomes a [`Connector`] in [`open`], one `match`, one file per kind.
+//! Kinds: `files` (a local directory or an `s3://` prefix), `http` (a paginated API) and `postgres` (a table or
+//! a query, read in one snapshot). The manifest's `connector` becomes a [`Connector`] in [`open`], one `match`,
+//! one file per kind.
 
+mod archive;
 mod files;
 mod http;
+mod pg_tls;
+mod postgres;
 
+pub use archive::archive_url;
 pub use files::{ContentHash, FileEntry, content_hash};
+pub use postgres::{check_query as pg_check_query, table_name as pg_table_name};
 
 use files::FilesConnector;
 
@@ -45,7 +51,7 @@ pub enum ConnectorError {
     #[error("invalid pattern `{pattern}`: {reason}")]
     Pattern { pattern: String, reason: String },
     /// A secret the manifest names is not in the environment.
-    #[error("the environment variable `{variable}` (connector.auth.{field}) is not set: export it before the run")]
+    #[error("the environment variable `{variable}` (connector.{field}) is not set: export it before the run")]
     Secret { variable: String, field: &'static str },
     /// A request failed (network, status): nothing of the run is committed.
     #[error("{request}: {detail}; nothing was committed")]
@@ -56,6 +62,9 @@ pub enum ConnectorError {
     /// A response is not what the manifest declares.
     #[error("{request}: the response is not what the manifest declares: {detail}; nothing was committed")]
     Response { request: String, detail: String },
+    /// A database refused a statement, or cannot be reached: nothing of the run is committed.
+    #[error("{database}: {detail}; nothing was committed")]
+    Database { database: String, detail: String },
     /// An archived unit cannot be read back.
     #[error("{location}: {detail}")]
     Archive { location: String, detail: String },
@@ -133,10 +142,12 @@ pub trait Connector: Send + Sync {
     async fn discard(&self, _units: &[FileEntry]) {}
 }
 
-/// Where the responses of source `name` are archived ([`http`]): `<warehouse>/archive/<name>/`.
-pub fn archive_url(warehouse: &crate::storage::Warehouse, name: &str) -> Url {
-    // Names are checked identifiers: joining cannot fail.
-    warehouse.root().join(&format!("archive/{name}/")).unwrap_or_else(|_| warehouse.root().clone())
+/// A secret the manifest names by its environment variable (`field`: where, under `connector.`).
+fn secret(variable: &str, field: &'static str) -> Result<String, ConnectorError> {
+    match std::env::var(variable) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(ConnectorError::Secret { variable: variable.to_string(), field }),
+    }
 }
 
 /// Builds the connector a manifest declares. Remote stores use the warehouse's storage settings (timeouts,
@@ -152,5 +163,6 @@ pub fn open(
             Box::new(FilesConnector::new(project_dir, location, pattern, settle.0, *changed_files, &lh.warehouse)?)
         }
         Kind::Http(spec) => Box::new(http::HttpConnector::new(m, spec, lh)?),
+        Kind::Postgres(spec) => Box::new(postgres::PostgresConnector::new(m, spec, lh)?),
     })
 }

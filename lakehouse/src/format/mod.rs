@@ -16,6 +16,7 @@ pub mod limits;
 pub mod parquet;
 pub mod unique;
 pub mod value;
+pub mod xlsx;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -81,8 +82,15 @@ pub struct TablePlan {
 
 impl TablePlan {
     pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
-        let json = matches!(m.format, Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. });
-        let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| column_plan(name, col, project, json);
+        // A database's values are typed, checked against the declared types when they are read
+        // (`connector::postgres`): each is read through its text, and a local timestamp in the column's zone, as
+        // in CSV.
+        let typed = m.typed_connector();
+        let json = !typed && matches!(m.format(), Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. });
+        let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| {
+            let plan = column_plan(name, col, project, json);
+            ColumnPlan { coerce: plan.coerce || typed, ..plan }
+        };
         let columns: Vec<ColumnPlan> = m.columns.iter().map(plan_of).collect();
         let position = |name: &str| m.columns.get_index_of(name).unwrap_or_default();
         let unique = m
@@ -109,8 +117,8 @@ impl TablePlan {
                 }
             })
             .collect();
-        let lines = matches!(m.format, Format::Csv { .. } | Format::Ndjson { .. });
-        let decimal_comma = matches!(m.format, Format::Csv { decimal: ',', .. });
+        let lines = matches!(m.format(), Format::Csv { .. } | Format::Ndjson { .. } | Format::Xlsx { .. });
+        let decimal_comma = matches!(m.format(), Format::Csv { decimal: ',', .. });
         Self { children, ..Self::of_columns(columns, decimal_comma, project.privacy.phone_country, lines, unique) }
     }
 
@@ -515,6 +523,7 @@ pub fn read_file(
             geojson::read(decompress(hash.reader()?, *compression, file_name, limits), &mut rows)
         }
         Format::Parquet => parquet::read(hash.file()?, &mut rows),
+        Format::Xlsx { sheet, header_row } => xlsx::read(hash.file()?, sheet.as_ref(), *header_row, limits, &mut rows),
     };
     match result {
         Err(ReadError::Io(e)) => match limits::LimitExceeded::find(&e) {

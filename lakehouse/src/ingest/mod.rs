@@ -850,7 +850,7 @@ impl FileJob<'_> {
             unique: self.unique.clone(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
-        let format = m.format.clone();
+        let format = m.format().clone();
         let file_name = entry.path.clone();
         let reader = tokio::task::spawn_blocking(move || {
             if crate::fault::armed("reader-panic") {

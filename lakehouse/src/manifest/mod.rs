@@ -31,7 +31,7 @@ pub use project::{
 pub use source::{
     ApiKeyIn, BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format,
     HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, Normalize, OnBadRecord, OnNewField,
-    Pagination, Pii, Retry, SourceManifest,
+    Pagination, Pii, PostgresConnector, PostgresCursor, Retry, Sheet, SourceManifest,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -729,7 +729,7 @@ fn validate_explode(project: &ProjectFile, m: &SourceManifest, path: &Path, text
     let keys = m.key_columns();
     if !m.explode.is_empty() {
         let err = |msg: &str| Diagnostic::new(path, "explode", msg).at(diag::locate(text, &["explode"]));
-        if !matches!(m.format, Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. }) {
+        if !matches!(m.format(), Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. }) {
             diags.push(
                 err("`explode` reads arrays of JSON records; this source's format is not JSON")
                     .hint("use `format: { kind: ndjson }` or `{ kind: json }`, or remove `explode`"),
@@ -1119,6 +1119,14 @@ fn validate_connector(
             }
         }
         Connector::Http(http) => validate_http(m, http, path, text, diags),
+        Connector::Postgres(pg) => validate_postgres(m, pg, path, text, diags),
+    }
+    if m.format.is_none() && !m.typed_connector() {
+        diags.push(
+            Diagnostic::new(path, "format", "`format` is missing: how the connector's bytes become records")
+                .at(diag::locate(text, &["connector"]))
+                .hint("e.g. `format: { kind: csv }`, `{ kind: ndjson }`, `{ kind: json, records: data }`"),
+        );
     }
 }
 
@@ -1186,8 +1194,8 @@ fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &s
         let message = "`rate_limit` is a positive number of requests per second".into();
         push("rate_limit", &["connector", "rate_limit"], message, "");
     }
-    let json = matches!(m.format, Format::Json { .. } | Format::Geojson { .. });
-    let lines = matches!(m.format, Format::Ndjson { .. });
+    let json = matches!(m.format(), Format::Json { .. } | Format::Geojson { .. });
+    let lines = matches!(m.format(), Format::Ndjson { .. });
     let needs = match &http.pagination {
         Pagination::None | Pagination::LinkHeader => None,
         Pagination::Page { .. } | Pagination::Offset { .. } => (!json && !lines).then_some("json or ndjson"),
@@ -1198,44 +1206,130 @@ fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &s
             "pagination",
             &["connector", "pagination"],
             format!("this pagination reads the records of each page: `format.kind` must be {needs}"),
-            "CSV and Parquet APIs are read in one request, or page by page with `kind: link_header`",
+            "CSV, Parquet and Excel APIs are read in one request, or page by page with `kind: link_header`",
         );
     }
-    match (&http.cursor, m.load.mode) {
-        (Some(_), _) if !json && !lines => push(
+    if http.cursor.is_some() && !json && !lines {
+        let message = "`cursor` reads its field in each record: `format.kind` must be json or ndjson".into();
+        push("cursor", &["connector", "cursor"], message, "");
+    }
+    validate_cursor_mode(http.cursor.is_some(), ("an API asked", "the whole API"), m.load.mode, &mut push);
+}
+
+/// A source read again from a cursor (or whole, without one) gives again rows already taken: `upsert` merges them
+/// by key; `replace` fits a source read whole; `append` would land them twice.
+fn validate_cursor_mode(
+    cursor: bool,
+    (read, whole): (&str, &str),
+    mode: LoadMode,
+    push: &mut impl FnMut(&str, &[&str], String, &str),
+) {
+    match (cursor, mode) {
+        (true, LoadMode::Upsert) | (false, LoadMode::Upsert | LoadMode::Replace) => {}
+        (true, LoadMode::Append) => push(
             "cursor",
             &["connector", "cursor"],
-            "`cursor` reads its field in each record: `format.kind` must be json or ndjson".into(),
-            "",
-        ),
-        (Some(_), LoadMode::Upsert) | (None, LoadMode::Upsert | LoadMode::Replace) => {}
-        (Some(_), LoadMode::Append) => push(
-            "cursor",
-            &["connector", "cursor"],
-            "an API asked from a cursor gives again the records at the cursor's value (and those of the lookback): \
-             `load.mode: append` would land them twice"
-                .into(),
+            format!(
+                "{read} from a cursor gives again the records at the cursor's value (and those of the \
+                 lookback): `load.mode: append` would land them twice"
+            ),
             "use `load: {mode: upsert}` with the record's `key: true` columns",
         ),
-        (Some(_), LoadMode::Replace) => push(
+        (true, LoadMode::Replace) => push(
             "cursor",
             &["connector", "cursor"],
             "with a `cursor` a run reads only what changed since the last one: `load.mode: replace` would keep only that"
                 .into(),
             "use `load: {mode: upsert}` with the record's `key: true` columns",
         ),
-        (None, _) => push(
+        (false, _) => push(
             "cursor",
             &["connector"],
-            "without a `cursor`, every run reads the whole API again: `load.mode: append` would land it each time"
-                .into(),
+            format!("without a `cursor`, every run reads {whole} again: `load.mode: append` would land it each time"),
             "declare connector.cursor (incremental reads, `load.mode: upsert`), or use `load.mode: replace`",
         ),
     }
 }
 
+/// `kind: postgres`: the connection string's variable, one of `table` and `query` (a name, or one `SELECT`
+/// read as a subquery), no `format`, a cursor with the load mode it needs.
+fn validate_postgres(m: &SourceManifest, pg: &PostgresConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let mut push = |field: &str, keys: &[&str], message: String, hint: &str| {
+        let mut d = Diagnostic::new(path, format!("connector.{field}"), message).at(diag::locate(text, keys));
+        if !hint.is_empty() {
+            d = d.hint(hint.to_string());
+        }
+        diags.push(d);
+    };
+    let variable = |v: &str| {
+        !v.is_empty()
+            && !v.starts_with(|c: char| c.is_ascii_digit())
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !variable(&pg.url_env) {
+        push(
+            "url_env",
+            &["connector", "url_env"],
+            format!("`{}` is not the name of an environment variable", pg.url_env),
+            "name the variable holding the connection string, e.g. `url_env: TRANSIT_PG_URL`; the string itself \
+             (with its password) never goes in the manifest",
+        );
+    }
+    match (&pg.table, &pg.query) {
+        (Some(_), Some(_)) | (None, None) => {
+            push("table", &["connector"], "declare one of `table` (a table or view) and `query` (a SELECT)".into(), "")
+        }
+        (Some(table), None) => {
+            if crate::connector::pg_table_name(table).is_none() {
+                push(
+                    "table",
+                    &["connector", "table"],
+                    format!("`{table}` is not a table name: `table` or `schema.table`, letters, digits, `_` and `$`"),
+                    "for anything else (quoted names, a join, a filter) use `query`",
+                );
+            }
+        }
+        (None, Some(query)) => {
+            if let Err(reason) = crate::connector::pg_check_query(query) {
+                push("query", &["connector", "query"], reason, "");
+            }
+        }
+    }
+    if !(1..=1_000_000).contains(&pg.batch_rows) {
+        let message = format!("`batch_rows` is {}: between 1 and 1000000 rows per unit", pg.batch_rows);
+        push("batch_rows", &["connector", "batch_rows"], message, "");
+    }
+    if let Some(c) = &pg.cursor
+        && c.column.trim().is_empty()
+    {
+        push("cursor.column", &["connector", "cursor", "column"], "the cursor's column is empty".into(), "");
+    }
+    validate_cursor_mode(pg.cursor.is_some(), ("a table read", "the whole table"), m.load.mode, &mut push);
+    if m.format.is_some() {
+        diags.push(
+            Diagnostic::new(path, "format", "a `postgres` source has no `format`: its rows are read as their types")
+                .at(diag::locate(text, &["format"]))
+                .hint("remove `format`; the columns' `type` say how each value lands, checked against the table's"),
+        );
+    }
+}
+
 fn validate_format(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
-    if let Format::Csv { delimiter, quote, decimal, .. } = &m.format {
+    if let Format::Xlsx { sheet, header_row } = m.format() {
+        if *sheet == Some(Sheet::Index(0)) {
+            diags.push(
+                Diagnostic::new(path, "format.sheet", "sheets are counted from 1: `sheet: 1` is the first")
+                    .at(diag::locate(text, &["format", "sheet"])),
+            );
+        }
+        if *header_row == 0 {
+            diags.push(
+                Diagnostic::new(path, "format.header_row", "rows are counted from 1, as Excel numbers them")
+                    .at(diag::locate(text, &["format", "header_row"])),
+            );
+        }
+    }
+    if let Format::Csv { delimiter, quote, decimal, .. } = m.format() {
         for (field, c) in [("delimiter", delimiter), ("quote", quote)] {
             if !c.is_ascii() {
                 diags.push(

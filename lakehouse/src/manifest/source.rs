@@ -24,7 +24,9 @@ pub struct SourceManifest {
     /// When the scheduler runs the connector: 5-field crontab, or 6 fields with seconds first.
     pub schedule: CronSchedule,
     pub connector: Connector,
-    pub format: Format,
+    /// How the connector's bytes become records: required by `files` and `http`, absent for `postgres` (rows).
+    #[serde(default)]
+    pub format: Option<Format>,
     /// The declared columns, in table order. Records are parsed into these types; what does not parse is
     /// quarantined with a reason.
     pub columns: IndexMap<ColumnName, Column>,
@@ -112,6 +114,60 @@ pub enum Connector {
     /// under `<warehouse>/archive/<source>/`, and taken like a file: the position reached (the `cursor`'s
     /// high-water mark) is committed with the rows, so a rerun after a crash neither loses nor duplicates.
     Http(Box<HttpConnector>),
+    /// A PostgreSQL table or query, read in one consistent snapshot (`REPEATABLE READ`, read only) and streamed
+    /// in units of `batch_rows` rows, archived like an API's pages. With a `cursor`, each run reads the rows whose
+    /// cursor column is at or after the highest value taken (minus `lookback`), and that value is committed with
+    /// the rows. The source has no `format`: rows are read as PostgreSQL types, checked against the declared ones
+    /// before any row is read.
+    Postgres(Box<PostgresConnector>),
+}
+
+/// `kind: postgres`: where the database is (a connection string in the environment), what to read and where to
+/// resume.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConnector {
+    /// The environment variable holding the connection string (`postgresql://user:password@host:5432/db` or
+    /// `host=… user=… dbname=…`): credentials never in the manifest. TLS is required off the local machine
+    /// (`sslmode=require` is implied; certificates are checked against the system's roots and `PGSSLROOTCERT`).
+    pub url_env: String,
+    /// A table or view, `schema.table` or `table` (one of `table` and `query`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// A `SELECT` (or `WITH … SELECT`) whose rows are the records, without a trailing `;` (one of `table` and
+    /// `query`). It is read as a subquery: its columns are the fields the manifest's columns name.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub cursor: Option<PostgresCursor>,
+    /// Rows per archived unit (each unit is one ledger row).
+    #[serde(default = "default_batch_rows")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub batch_rows: u64,
+    /// Longest wait to connect.
+    #[serde(default = "default_http_timeout")]
+    pub timeout: Duration,
+}
+
+/// Incremental reads of a table: the rows whose `column` is at or after the highest value taken so far (`initial`
+/// on the first run, every row without it), minus `lookback`; rows read again are merged by key (`load: upsert`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresCursor {
+    /// A column of the table or query: a timestamp, a date, an integer, a numeric or a text. Rows where it is null
+    /// are read by the first run only.
+    pub column: String,
+    /// The value the first run reads from (every row when absent), in PostgreSQL's syntax for the column's type.
+    #[serde(default)]
+    pub initial: Option<String>,
+    /// How far back before the highest value taken the next run reads again (timestamp and date columns):
+    /// rows committed late with an earlier timestamp are caught.
+    #[serde(default)]
+    pub lookback: Option<Duration>,
+}
+
+fn default_batch_rows() -> u64 {
+    50_000
 }
 
 /// `kind: http`: where the API is, how to authenticate, how to page through it and where to resume.
@@ -344,6 +400,31 @@ pub enum Format {
         compression: Compression,
     },
     Parquet,
+    /// An Excel workbook (`.xlsx`): one sheet, its header row naming the columns, one record per row below it
+    /// (empty rows skipped). Cells formatted as dates or times are read as local date-times (in the column's
+    /// `timezone`, else the project's), from the workbook's 1900 or 1904 date system.
+    Xlsx {
+        /// The sheet: its name (`sheet: Interventions`) or its position from 1 (`sheet: 2`); the first sheet by
+        /// default.
+        #[serde(default)]
+        sheet: Option<Sheet>,
+        /// The row holding the column names (from 1; rows above it, a title, are skipped).
+        #[serde(default = "default_header_row")]
+        #[schemars(range(min = 1))]
+        header_row: u32,
+    },
+}
+
+/// A sheet of a workbook: by position (from 1) or by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sheet {
+    Index(#[schemars(range(min = 1))] u32),
+    Name(String),
+}
+
+fn default_header_row() -> u32 {
+    1
 }
 
 fn default_delimiter() -> char {
@@ -595,7 +676,28 @@ pub enum OnBadRecord {
     Fail,
 }
 
+/// How a `postgres` source's units are read: one JSON object per line, as the connector writes them.
+static ROWS: Format = Format::Ndjson { compression: Compression::None };
+/// What a manifest without `format` reads, after validation refused it (kinds other than `postgres`).
+static UNDECLARED: Format = Format::Ndjson { compression: Compression::Auto };
+
 impl SourceManifest {
+    /// How the connector's units are read: the declared `format`, or the rows a `postgres` source writes.
+    pub fn format(&self) -> &Format {
+        match (&self.format, &self.connector) {
+            (_, Connector::Postgres(_)) => &ROWS,
+            (Some(f), _) => f,
+            // Refused by validation (`format` is required for files and http).
+            (None, _) => &UNDECLARED,
+        }
+    }
+
+    /// Whether the connector gives typed values, checked against the declared types when it reads them
+    /// (`postgres`): each value is then read through its text, whatever its JSON kind.
+    pub fn typed_connector(&self) -> bool {
+        matches!(self.connector, Connector::Postgres(_))
+    }
+
     /// The columns marked `key: true`, in order.
     pub fn key_columns(&self) -> Vec<&str> {
         self.columns.iter().filter(|(_, c)| c.key).map(|(n, _)| n.as_str()).collect()
