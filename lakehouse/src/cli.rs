@@ -305,6 +305,23 @@ pub enum BenchCommand {
         #[arg(long)]
         pseudonymize_at_landing: bool,
     },
+    /// The pull connectors, each read by a `lakehouse ingest` process: N generated records from a paginated JSON
+    /// API served by this process, and from a PostgreSQL table (in the server `--pg-url-env` names, schema
+    /// `lakehouse_bench`; skipped when unset); rows/s, CPU and peak RSS, then one JSON line.
+    Pull {
+        /// Records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Records per page of the API.
+        #[arg(long, default_value_t = 1000)]
+        page_size: u64,
+        /// The environment variable holding the PostgreSQL connection string.
+        #[arg(long, default_value = "LAKEHOUSE_BENCH_PG_URL")]
+        pg_url_env: String,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The query server through PostgreSQL clients: `bench job`'s gold table served by `lakehouse serve` (its
     /// own process); p50/p99 latency of a small prepared gold query, throughput with many clients, a long
     /// result streamed, and the server's CPU time and peak memory; then one JSON line.

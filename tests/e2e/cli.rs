@@ -204,6 +204,21 @@ fn bench_commands_run() {
         assert!(out.status.success(), "bench {kind}: {}", stderr(&out));
         assert!(stdout(&out).contains(says), "bench {kind}: {}", stdout(&out));
     }
+    // The pull connectors check themselves that bronze holds every record (3 pages of the API; the table in the
+    // tests' PostgreSQL).
+    let out = std::process::Command::new(lakehouse_bin())
+        .args(["bench", "pull", "--rows", "2500", "--pg-url-env", "LAKEHOUSE_TEST_PG_URL"])
+        .env(
+            "LAKEHOUSE_TEST_PG_URL",
+            std::env::var("LAKEHOUSE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench pull: {}", stderr(&out));
+    let text = stdout(&out);
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let sources: Vec<&str> = json["runs"].as_array().unwrap().iter().map(|r| r["source"].as_str().unwrap()).collect();
+    assert_eq!((json["rows"].as_u64(), sources), (Some(2500), vec!["http", "postgres"]), "{text}");
     // The job checks itself that silver holds every generated row (none quarantined) and gold has cells.
     for landing in [&[][..], &["--pseudonymize-at-landing"][..]] {
         let out = std::process::Command::new(lakehouse_bin())

@@ -14,6 +14,7 @@ mod limits;
 mod manifests;
 mod nested;
 mod openlineage;
+mod optional_sources;
 mod postgres;
 mod privacy;
 mod run_log;

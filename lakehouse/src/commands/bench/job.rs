@@ -149,7 +149,7 @@ pub fn run(
 }
 
 /// Runs `lakehouse --project P ARGS` as a user would, its output kept in `dir/<name>.out` and `.err`.
-fn step(
+pub(super) fn step(
     exe: &Path,
     project: &Path,
     dir: &Path,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use crate::cli::{BenchCommand, BenchData};
 
 mod job;
+mod pull;
 mod serve;
 pub mod usage;
 mod workload;
@@ -34,6 +35,13 @@ pub async fn run(cmd: BenchCommand) -> super::CmdResult {
             let (dir, _tmp) = work_dir(dir)?;
             let exe = std::env::current_exe()?;
             let result = serve::run(&exe, &dir, rows, clients, stream_rows).await.map_err(|e| anyhow::anyhow!(e))?;
+            println!("{result}");
+        }
+        BenchCommand::Pull { rows, page_size, pg_url_env, dir } => {
+            let (dir, _tmp) = work_dir(dir)?;
+            let exe = std::env::current_exe()?;
+            let result =
+                pull::run(&exe, &dir, rows, page_size.max(1), &pg_url_env).await.map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
         BenchCommand::Transform(BenchData { rows, files, dir }) => {
