@@ -9,8 +9,8 @@
 //!   deleted rows leave silver and gold too.
 //! - The file ledger (`__files`) is kept: it holds no personal data (paths, sizes, counts) and is what
 //!   prevents a file still in the drop zone from being ingested again.
-//! - The responses an `http` source archived (`<warehouse>/archive/<source>/`) are deleted when they were
-//!   archived before the cutoff, with the rows they gave.
+//! - The units an `http` or `postgres` source archived (`<warehouse>/archive/<source>/`: pages, rows) are deleted
+//!   when they were archived before the cutoff, with the rows they gave.
 
 use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind};
 use chrono::{DateTime, Months, Utc};
@@ -147,7 +147,7 @@ async fn expire_archive(lh: &Lakehouse, name: &str, cut: DateTime<Utc>, dry_run:
             store.delete(location).await.map_err(|e| format!("deleting {location}: {e}"))?;
         }
         if !old.is_empty() {
-            tracing::info!(source = name, pages = old.len(), cutoff = %cut, "deleted archived responses past retention");
+            tracing::info!(source = name, pages = old.len(), cutoff = %cut, "deleted archived units past retention");
         }
     }
     Ok(old.len() as u64)

@@ -8,8 +8,16 @@ fn validate_lists_the_sources_of_a_valid_project() {
     let out = p.run(&["validate"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = stdout(&out);
-    assert!(s.contains("ok, 5 sources"), "{s}");
-    for name in ["ddsp_incidents", "bmpm_interventions", "meteo_observations", "ville_events", "ville_signalements"] {
+    assert!(s.contains("ok, 7 sources"), "{s}");
+    for name in [
+        "ddsp_incidents",
+        "bmpm_interventions",
+        "meteo_observations",
+        "rtm_incidents",
+        "ville_events",
+        "ville_secteurs",
+        "ville_signalements",
+    ] {
         assert!(s.contains(name), "{name} missing in {s}");
     }
 }

@@ -34,7 +34,7 @@ privacy:
 async fn example_deployment_lands_every_record_once() {
     let p = TestProject::example(None);
     let reports = ingest_all(&p).await;
-    assert_eq!(reports.len(), 5);
+    assert_eq!(reports.len(), 7);
     for r in &reports {
         let name = &r.source;
         assert!(r.records.read > 0, "{name} read nothing");
@@ -63,6 +63,9 @@ async fn example_deployment_lands_every_record_once() {
     assert_eq!(by_name("meteo_observations").quarantined, 1);
     assert_eq!(by_name("ville_events").quarantined, 2);
     assert_eq!(by_name("ville_signalements").quarantined, 4);
+    // The transit operator's workbook: a delay written `n/c`.
+    assert_eq!(by_name("rtm_incidents").quarantined, 1);
+    assert_eq!(by_name("ville_secteurs").quarantined, 0);
 
     // A second run finds nothing new and commits nothing.
     for r in ingest_all(&p).await {

@@ -90,7 +90,7 @@ fn every_run_emits_schema_valid_events() {
             .or_default()
             .push(e["eventType"].as_str().unwrap().to_string());
     }
-    assert_eq!(by_run.len(), 15, "5 sources + 10 models");
+    assert_eq!(by_run.len(), 17, "7 sources + 10 models");
     for (run, kinds) in &by_run {
         assert_eq!(kinds, &["START", "COMPLETE"], "run {run}");
     }

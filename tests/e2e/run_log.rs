@@ -19,15 +19,15 @@ fn up_to_date_models_are_not_recorded_and_each_phase_is_one_commit() {
     let (after_first, rows_first) = (commits(&p), count(&p, "SELECT count(*) FROM system.runs"));
     // The table's creation, then one commit for the ingests and one for the models.
     assert_eq!(after_first, 3);
-    assert_eq!(rows_first, "15", "5 ingests and 10 models");
+    assert_eq!(rows_first, "17", "7 ingests and 10 models");
     // Nothing new: the ingests are recorded (a source checked on time), the up-to-date models are not.
     let out = run_ok(&p, &["run"]);
     assert!(out.contains("up to date"), "{out}");
     assert_eq!(commits(&p), after_first + 1);
-    assert_eq!(count(&p, "SELECT count(*) FROM system.runs"), "20");
+    assert_eq!(count(&p, "SELECT count(*) FROM system.runs"), "24");
     assert_eq!(count(&p, "SELECT count(*) FROM system.runs WHERE status = 'up_to_date'"), "0");
     // The catalog indexes the attempts incrementally and agrees with the lake.
-    assert_eq!(count(&p, "SELECT count(*) FROM catalog.attempts"), "20");
+    assert_eq!(count(&p, "SELECT count(*) FROM catalog.attempts"), "24");
 }
 
 #[tokio::test]
