@@ -8,19 +8,31 @@ use lakehouse_tests::*;
 
 const TOKEN: &str = "example-token-canary";
 
+/// The stand-in APIs' process, stopped when dropped (a failed assertion included).
+struct StandIn(std::process::Child);
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn the_optional_pull_sources_run_against_their_stand_ins() {
     let p = TestProject::example(None);
     let optional = repo().join("sources/optional");
-    let mut api = Command::new("python3")
-        .arg(optional.join("stand_in_apis.py"))
-        .args(["--port", "0"])
-        .env("METEO_API_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the stand-in APIs");
+    let mut api = StandIn(
+        Command::new("python3")
+            .arg(optional.join("stand_in_apis.py"))
+            .args(["--port", "0"])
+            .env("METEO_API_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the stand-in APIs"),
+    );
     let mut line = String::new();
-    BufReader::new(api.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(api.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port = line.trim().strip_prefix("PORT ").expect("the stand-in's port").to_string();
     for name in ["meteo_api_observations", "ville_events_api", "rtm_vehicle_positions"] {
         let text = std::fs::read_to_string(optional.join(format!("{name}.yaml"))).unwrap();
@@ -58,7 +70,7 @@ async fn the_optional_pull_sources_run_against_their_stand_ins() {
     assert_eq!(count("ville_events_api").await, 5);
     assert_eq!(count("rtm_vehicle_positions").await, 120);
     assert!(!stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN));
-    let _ = api.kill();
+    drop(api);
     let _ = Command::new("psql")
         .args([pg.as_str(), "-X", "-q", "-c", "DROP SCHEMA lakehouse_example_rtm CASCADE"])
         .output();
