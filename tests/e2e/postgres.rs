@@ -214,10 +214,21 @@ async fn a_crash_in_the_middle_of_a_read_or_between_commits_loses_and_duplicates
         .output()
         .unwrap();
     assert!(!out.status.success(), "the fault point did not stop the run");
+    let archive = p.path().join("warehouse/archive/transit_positions");
+    let orphans = files_under(&archive);
+    assert_eq!(orphans.len(), 1, "the unit archived before the crash: {orphans:?}");
     let out = ingest(&p);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 250);
     assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT id) FROM t").await, 250);
+    // The crashed run's unit, which no commit names, is swept by a later poll once an hour old.
+    assert_eq!(files_under(&archive).len(), 6);
+    settled(&orphans[0]);
+    let out = ingest(&p);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let left = files_under(&archive);
+    assert!(!left.contains(&orphans[0]), "{left:?}");
+    assert!(left.len() >= 5, "the committed units stay: {left:?}");
 
     // Changes, then a crash between the ledger's commit and bronze's; a row changes again meanwhile.
     schema.insert(250, 10, "2024-03-01 13:00:00+00");

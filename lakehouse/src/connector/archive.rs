@@ -3,8 +3,10 @@
 //! and bronze can be rebuilt and audited. Each unit is stored gzip-compressed, then encrypted with AES-256-GCM
 //! under the key of domain `quarantine` (the units hold personal data in clear, like the quarantine's raw
 //! records), behind a one-line header naming the format and the key's id. Retention deletes them with the rows
-//! they gave ([`crate::retention`]).
+//! they gave ([`crate::retention`]); the units of a run that died before its commit are swept by a later poll
+//! ([`Archive::sweep`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, Write};
 use std::sync::Arc;
 
@@ -13,12 +15,15 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 use super::{ConnectorError, FileEntry};
+use crate::ingest::LedgerRow;
 use crate::privacy::{Encryptor, Key, QUARANTINE_DOMAIN};
 
 /// Header of an archived unit: the format's name and the id of the key it is encrypted with, then a line feed.
 const MAGIC: &str = "lakehouse-archive-1";
 /// Suffix of an archived unit's object after the unit's path.
 const SUFFIX: &str = ".gz.aes";
+/// How old an unreferenced run directory must be before [`Archive::sweep`] removes it.
+const ORPHAN_AGE: chrono::Duration = chrono::Duration::hours(1);
 
 /// Where the units of source `name` are archived: `<warehouse>/archive/<name>/`.
 pub fn archive_url(warehouse: &crate::storage::Warehouse, name: &str) -> Url {
@@ -131,6 +136,47 @@ impl Archive {
         }
         file.rewind().map_err(io)?;
         Ok(file)
+    }
+
+    /// Removes the units that no commit names and none will: those of a run directory (`<batch>-<run>/`) whose
+    /// batch the ledger has already committed under another run, and that no ledger row (`taken`) points into,
+    /// written more than an hour ago — a run killed between archiving and committing (a crash, `kill -9`) leaves
+    /// them. A run still polling writes a batch the ledger has not committed, so it is never swept. Returns how
+    /// many were removed; failures are logged (retention removes what is left).
+    pub async fn sweep(&self, taken: &BTreeMap<String, LedgerRow>) -> usize {
+        use futures::TryStreamExt;
+        let Some(last) = taken.values().map(|r| r.batch).max() else { return 0 };
+        let named: BTreeSet<&str> = taken.keys().filter_map(|p| p.split_once('/').map(|(dir, _)| dir)).collect();
+        let listed = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let metas: Vec<object_store::ObjectMeta> = match self.store.list(listed).try_collect().await {
+            Ok(metas) => metas,
+            Err(object_store::Error::NotFound { .. }) => return 0,
+            Err(e) => {
+                tracing::warn!(archive = %self.url, error = %e, "the archive cannot be listed: orphaned units not swept");
+                return 0;
+            }
+        };
+        let prefix = self.prefix.as_ref().trim_end_matches('/');
+        let cutoff = chrono::Utc::now() - ORPHAN_AGE;
+        let mut removed = 0;
+        for meta in metas {
+            let rel =
+                meta.location.as_ref().strip_prefix(prefix).unwrap_or(meta.location.as_ref()).trim_start_matches('/');
+            let Some((dir, _)) = rel.split_once('/') else { continue };
+            let batch = dir.split_once('-').and_then(|(b, _)| b.parse::<i64>().ok());
+            let orphan = batch.is_some_and(|b| b <= last) && !named.contains(dir) && meta.last_modified < cutoff;
+            if !orphan {
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(unit = %rel, error = %e, "an orphaned archived unit was not removed"),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(archive = %self.url, units = removed, "removed archived units of runs that never committed");
+        }
+        removed
     }
 
     /// Removes the units of a batch that will not be committed. Failures are logged: retention removes what is

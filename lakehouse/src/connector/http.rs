@@ -676,10 +676,11 @@ impl Connector for HttpConnector {
 
     async fn poll(
         &self,
-        _taken: &BTreeMap<String, LedgerRow>,
+        taken: &BTreeMap<String, LedgerRow>,
         position: Option<&str>,
         batch: i64,
     ) -> Result<Polled, ConnectorError> {
+        self.archive.sweep(taken).await;
         let since = self.since(position)?;
         let mut high = HighWater::default();
         if let Some(p) = position {

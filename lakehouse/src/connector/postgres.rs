@@ -394,10 +394,11 @@ impl Connector for PostgresConnector {
 
     async fn poll(
         &self,
-        _taken: &BTreeMap<String, LedgerRow>,
+        taken: &BTreeMap<String, LedgerRow>,
         position: Option<&str>,
         batch: i64,
     ) -> Result<Polled, ConnectorError> {
+        self.archive.sweep(taken).await;
         let mut units = Vec::new();
         match self.read(position, batch, &mut units).await {
             Ok(high) => {
