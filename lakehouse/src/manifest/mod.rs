@@ -1133,13 +1133,7 @@ fn validate_connector(
 /// `kind: http`: a URL that keeps credentials off clear networks, a pagination and cursor the format can
 /// follow, and a load mode that does not duplicate what an API gives again.
 fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
-    let mut push = |field: &str, keys: &[&str], message: String, hint: &str| {
-        let mut d = Diagnostic::new(path, format!("connector.{field}"), message).at(diag::locate(text, keys));
-        if !hint.is_empty() {
-            d = d.hint(hint.to_string());
-        }
-        diags.push(d);
-    };
+    let mut push = connector_diagnostics(path, text, diags);
     // https, or http on a loopback address.
     let secure = |u: &url::Url| {
         let loopback = match u.host() {
@@ -1216,6 +1210,21 @@ fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &s
     validate_cursor_mode(http.cursor.is_some(), ("an API asked", "the whole API"), m.load.mode, &mut push);
 }
 
+/// Reports a problem of `connector.<field>`, located at `keys` in the file, with a hint when there is one.
+fn connector_diagnostics<'a>(
+    path: &'a Path,
+    text: &'a str,
+    diags: &'a mut Diagnostics,
+) -> impl FnMut(&str, &[&str], String, &str) + 'a {
+    move |field, keys, message, hint| {
+        let mut d = Diagnostic::new(path, format!("connector.{field}"), message).at(diag::locate(text, keys));
+        if !hint.is_empty() {
+            d = d.hint(hint.to_string());
+        }
+        diags.push(d);
+    }
+}
+
 /// A source read again from a cursor (or whole, without one) gives again rows already taken: `upsert` merges them
 /// by key; `replace` fits a source read whole; `append` would land them twice.
 fn validate_cursor_mode(
@@ -1254,13 +1263,7 @@ fn validate_cursor_mode(
 /// `kind: postgres`: the connection string's variable, one of `table` and `query` (a name, or one `SELECT`
 /// read as a subquery), no `format`, a cursor with the load mode it needs.
 fn validate_postgres(m: &SourceManifest, pg: &PostgresConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
-    let mut push = |field: &str, keys: &[&str], message: String, hint: &str| {
-        let mut d = Diagnostic::new(path, format!("connector.{field}"), message).at(diag::locate(text, keys));
-        if !hint.is_empty() {
-            d = d.hint(hint.to_string());
-        }
-        diags.push(d);
-    };
+    let mut push = connector_diagnostics(path, text, diags);
     let variable = |v: &str| {
         !v.is_empty()
             && !v.starts_with(|c: char| c.is_ascii_digit())
@@ -1305,6 +1308,7 @@ fn validate_postgres(m: &SourceManifest, pg: &PostgresConnector, path: &Path, te
         push("cursor.column", &["connector", "cursor", "column"], "the cursor's column is empty".into(), "");
     }
     validate_cursor_mode(pg.cursor.is_some(), ("a table read", "the whole table"), m.load.mode, &mut push);
+    drop(push);
     if m.format.is_some() {
         diags.push(
             Diagnostic::new(path, "format", "a `postgres` source has no `format`: its rows are read as their types")
