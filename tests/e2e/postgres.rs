@@ -334,3 +334,57 @@ async fn what_cannot_land_fails_before_any_row_is_read_and_bad_rows_are_quaranti
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 19);
     assert_no_canary(&p);
 }
+
+/// Under `lakehouse schedule` a table is read on its cron, each run from the committed position: rows inserted
+/// while the scheduler runs land once.
+#[tokio::test]
+async fn the_scheduler_reads_a_table_on_its_schedule_from_the_committed_position() {
+    use std::io::BufRead;
+    let schema = Schema::with_positions(30);
+    let text = manifest(&schema, INCREMENTAL, COLUMNS, "{ mode: upsert }")
+        .replace("schedule: \"*/5 * * * *\"", "schedule: \"*/2 * * * * *\"");
+    let p = project(text);
+    let mut child = p
+        .command(&["schedule"])
+        .env("TRANSIT_PG_URL", pg_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("`{needle}` not logged within 60 s:\n{}", seen.join("\n"));
+    };
+    wait_for("committed batch=1");
+    schema.insert(30, 5, "2024-03-01 13:00:00+00");
+    // Each run reads the lookback window again (a batch each time): wait for the one that holds the new rows.
+    let bronze = p.warehouse_url("bronze", "transit_positions");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while query_i64(&bronze, "SELECT count(*) FROM t").await < 35 {
+        assert!(std::time::Instant::now() < deadline, "the inserted rows did not land within 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let status = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 35);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT id) FROM t").await, 35);
+    assert_no_canary(&p);
+}
