@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes lakehouse's parsers with cargo-fuzz (libFuzzer) on the nightly toolchain: CSV, NDJSON, JSON documents,
-# Parquet and source manifests (targets in lakehouse/fuzz/fuzz_targets, entry points in lakehouse::fuzzing).
+# Parquet, Excel workbooks and source manifests (targets in lakehouse/fuzz/fuzz_targets, entry points in
+# lakehouse::fuzzing).
 # Usage: ci/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET…]
 # New inputs that reach new code are added to lakehouse/fuzz/corpus/<target>/; a crash is saved under
 # lakehouse/fuzz/artifacts/<target>/ — copy it to lakehouse/fuzz/regressions/<target>/ with the fix: ci/test.sh
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(csv ndjson json parquet manifest)
+[[ ${#targets[@]} -gt 0 ]] || targets=(csv ndjson json parquet xlsx manifest)
 
 command -v rustup >/dev/null || { echo "ci/fuzz.sh: rustup is required (for the nightly toolchain)" >&2; exit 1; }
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
