@@ -197,7 +197,7 @@ async fn a_table_is_read_incrementally_in_one_snapshot_exactly_once_with_exact_t
     }
     let archive = files_under(&p.path().join("warehouse/archive/transit_positions"));
     assert_eq!(archive.len(), 4, "{archive:?}");
-    assert!(archive.iter().all(|f| f.to_string_lossy().ends_with(".ndjson.gz.aes")), "{archive:?}");
+    assert!(archive.iter().all(|f| f.to_string_lossy().ends_with(".csv.gz.aes")), "{archive:?}");
 }
 
 #[tokio::test]

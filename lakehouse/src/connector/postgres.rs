@@ -8,19 +8,23 @@
 //!    is read, naming the column, both types and what to change;
 //! 2. with a `cursor`, takes the high-water mark of the rows it is about to read (`max` of the cursor column,
 //!    at least the committed position), in the same snapshot as the rows;
-//! 3. streams the rows through a portal, a few thousand at a time, as JSON objects rendered by PostgreSQL
-//!    (`row_to_json`; numerics declared `decimal` as their exact text), into units of `batch_rows` rows (at most
-//!    [`UNIT_BYTES`] each) archived like an API's pages ([`super::archive`]).
+//! 3. streams the rows with `COPY (SELECT …) TO STDOUT` as CSV with a header, each value in a text form the CSV
+//!    reader parses as the declared type ([`render`]: ISO 8601 dates and times, JSON for arrays, composites and
+//!    json/jsonb, `numeric`'s exact digits), cut at record ends ([`Splitter`]) into units of `batch_rows` rows
+//!    (past [`UNIT_BYTES`], at the next record's end) archived like an API's pages ([`super::archive`]). COPY takes
+//!    no parameters: the cursor's value is inlined as a literal quoted by the server (`quote_literal`).
 //!
-//! Memory holds one fetch and one compressed unit, whatever the table's size. The units and the position are
-//! committed by ingest as for any connector: a crash before the ledger's commit reads again from the committed
-//! position (in a new snapshot); a crash after it completes the batch from the archived units.
+//! Memory holds one chunk of COPY's output and one compressed unit, whatever the table's size. The units and the
+//! position are committed by ingest as for any connector: a crash before the ledger's commit reads again from
+//! the committed position (in a new snapshot); a crash after it completes the batch from the archived units.
 //!
 //! Errors name the database by host, port and name (never the user or password) and PostgreSQL's SQLSTATE; the
 //! messages of data exceptions (classes 22 and 23), which may quote a value, are not repeated.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+
+use futures::StreamExt;
 
 use chrono::Utc;
 use tokio_postgres::config::{Host, SslMode};
@@ -33,9 +37,7 @@ use super::{Connector, ConnectorError, FileEntry, Polled, secret};
 use crate::ingest::LedgerRow;
 use crate::manifest::{ColumnType, SourceManifest};
 
-/// Rows asked from the portal at a time.
-const FETCH_ROWS: i32 = 2_000;
-/// Largest unit, in bytes of JSON lines: a unit is closed at `batch_rows` rows or this size.
+/// Largest unit, in bytes of CSV: a unit is closed at `batch_rows` rows or past this size, at a record's end.
 pub const UNIT_BYTES: u64 = 64 << 20;
 /// Largest unit read back from the archive (a unit is closed past [`UNIT_BYTES`], after its last row).
 const MAX_UNIT_BYTES: u64 = 1 << 30;
@@ -144,7 +146,6 @@ impl PostgresConnector {
             }
         }
         let names: Vec<&str> = result.iter().map(|c| c.name()).collect();
-        let mut as_text = HashSet::new();
         for (name, inputs, declared) in &self.columns {
             // Top-level names only: a dotted `from` reads inside a json/jsonb or composite column.
             let found = inputs.iter().find_map(|input| {
@@ -160,8 +161,7 @@ impl PostgresConnector {
                 )));
             };
             let ty = base_type(column.type_());
-            let nested = input.contains('.');
-            if !nested && !lands_as(*declared, ty) {
+            if !input.contains('.') && !lands_as(*declared, ty) {
                 return Err(self.error(format!(
                     "column `{name}` is declared `{}` and `{}` is `{}` in PostgreSQL: declare `type: {}`, or cast it \
                      in connector.query (`{}::…`)",
@@ -172,19 +172,8 @@ impl PostgresConnector {
                     column.name()
                 )));
             }
-            if !nested && *declared == ColumnType::Decimal && *ty == Type::NUMERIC {
-                // Exact digits: a JSON number would go through a binary float.
-                as_text.insert(column.name());
-            }
         }
-        let select = result
-            .iter()
-            .map(|c| {
-                let q = quote(c.name());
-                if as_text.contains(c.name()) { format!("q.{q}::text AS {q}") } else { format!("q.{q}") }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = result.iter().map(|c| render(c.name(), base_type(c.type_()))).collect::<Vec<_>>().join(", ");
         let cursor = match &self.spec.cursor {
             None => None,
             Some(cursor) => {
@@ -279,11 +268,18 @@ impl PostgresConnector {
                 (None, None) => None,
             };
             if let Some(since) = since {
-                params.push(since);
-                filter = format!(" WHERE {column} >= CAST($1::text AS {ty_sql})");
+                // COPY takes no parameters: the value is inlined as a literal the server quotes itself.
+                let since: String = tx
+                    .query_one(
+                        "SELECT quote_literal($1::text)",
+                        &[&since as &(dyn tokio_postgres::types::ToSql + Sync)],
+                    )
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(|e| self.db("the cursor's value", e))?;
+                filter = format!(" WHERE {column} >= CAST({since}::text AS {ty_sql})");
                 if let (Some(back), Some(_)) = (cursor.lookback, position) {
-                    params.push(format!("{} seconds", back.0.as_secs()));
-                    filter.push_str(" - CAST($2::text AS interval)");
+                    filter.push_str(&format!(" - CAST('{} seconds' AS interval)", back.0.as_secs()));
                 }
             }
             // The high-water mark: the highest value read, never below the committed position.
@@ -305,28 +301,32 @@ impl PostgresConnector {
                 row.try_get::<_, Option<String>>(0).map_err(|e| self.db("the cursor's mark", e))?
             }
         };
-        // Parameters the rows' query does not use (the committed position) are not sent to it.
-        let used = if filter.contains("$2") { 2 } else { usize::from(!filter.is_empty()) };
-        let rows_sql = format!("SELECT row_to_json(r)::text FROM (SELECT {select} FROM {from} AS q{filter}) AS r");
-        let statement = tx.prepare(&rows_sql).await.map_err(|e| self.db("the rows cannot be read", e))?;
-        let portal = tx.bind(&statement, &param_refs[..used]).await.map_err(|e| self.db("the rows", e))?;
-
+        let copy = format!("COPY (SELECT {select} FROM {from} AS q{filter}) TO STDOUT WITH (FORMAT csv, HEADER true)");
+        let stream = tx.copy_out(&copy).await.map_err(|e| self.db("the rows cannot be read", e))?;
+        futures::pin_mut!(stream);
         let dir = Archive::run_dir(batch);
+        let mut split = Splitter::default();
         let mut unit = Unit::default();
         let mut total: u64 = 0;
-        loop {
-            let rows = tx.query_portal(&portal, FETCH_ROWS).await.map_err(|e| self.db("reading the rows", e))?;
-            let last = rows.len() < FETCH_ROWS as usize;
-            for row in rows {
-                let json: &str = row.try_get(0).map_err(|e| self.db("reading the rows", e))?;
-                unit.push(json).map_err(|source| ConnectorError::Io { location: self.database.clone(), source })?;
-                total += 1;
-                if unit.rows >= self.spec.batch_rows || unit.bytes >= UNIT_BYTES {
-                    self.close_unit(&dir, std::mem::take(&mut unit), units).await?;
+        let io = |source| ConnectorError::Io { location: self.database.clone(), source };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.db("reading the rows", e))?;
+            let mut rest: &[u8] = &chunk;
+            while !rest.is_empty() {
+                let room = self.spec.batch_rows.saturating_sub(unit.rows).max(1);
+                let (header_len, taken, records) = split.feed(rest, room);
+                if split.header_done && unit.header.is_empty() {
+                    unit.header = split.header.clone();
                 }
-            }
-            if last {
-                break;
+                if taken > 0 {
+                    unit.write(&rest[header_len..header_len + taken], records).map_err(io)?;
+                }
+                total += records;
+                rest = &rest[header_len + taken..];
+                if unit.rows >= self.spec.batch_rows || (unit.bytes >= UNIT_BYTES && split.at_end) {
+                    let next = Unit::with_header(split.header.clone());
+                    self.close_unit(&dir, std::mem::replace(&mut unit, next), units).await?;
+                }
             }
         }
         if unit.rows > 0 {
@@ -339,7 +339,7 @@ impl PostgresConnector {
     }
 
     async fn close_unit(&self, dir: &str, unit: Unit, units: &mut Vec<FileEntry>) -> Result<(), ConnectorError> {
-        let path = format!("{dir}/rows-{:05}.ndjson", units.len() + 1);
+        let path = format!("{dir}/rows-{:05}.csv", units.len() + 1);
         let io = |source| ConnectorError::Io { location: format!("{}{path}", self.archive.url()), source };
         let compressed = unit.gz.finish().map_err(io)?;
         self.archive.put_compressed(&path, compressed).await?;
@@ -352,26 +352,88 @@ impl PostgresConnector {
     }
 }
 
-/// The rows of one unit, compressed as they come.
+/// The rows of one unit, compressed as they come: the CSV header line, then whole records.
 struct Unit {
     gz: flate2::write::GzEncoder<Vec<u8>>,
+    header: Vec<u8>,
+    /// Whether the header was written (a unit's first bytes).
+    started: bool,
     rows: u64,
     bytes: u64,
 }
 
 impl Default for Unit {
     fn default() -> Self {
-        Self { gz: Archive::encoder(), rows: 0, bytes: 0 }
+        Self::with_header(Vec::new())
     }
 }
 
 impl Unit {
-    fn push(&mut self, json: &str) -> std::io::Result<()> {
-        self.gz.write_all(json.as_bytes())?;
-        self.gz.write_all(b"\n")?;
-        self.rows += 1;
-        self.bytes += json.len() as u64 + 1;
+    fn with_header(header: Vec<u8>) -> Self {
+        Self { gz: Archive::encoder(), header, started: false, rows: 0, bytes: 0 }
+    }
+
+    /// Appends CSV bytes holding `records` record ends (the first unit's bytes start with the header itself).
+    fn write(&mut self, bytes: &[u8], records: u64) -> std::io::Result<()> {
+        if !self.started && !self.header.is_empty() {
+            self.gz.write_all(&self.header)?;
+            self.bytes += self.header.len() as u64;
+        }
+        self.started = true;
+        self.gz.write_all(bytes)?;
+        self.rows += records;
+        self.bytes += bytes.len() as u64;
         Ok(())
+    }
+}
+
+/// Finds the ends of CSV records in COPY's output, chunk by chunk: a line feed outside quotes (a doubled quote
+/// inside a quoted field toggles twice). The first record is the header, kept apart.
+#[derive(Default)]
+struct Splitter {
+    in_quotes: bool,
+    header: Vec<u8>,
+    header_done: bool,
+    /// Whether the bytes taken so far end at the end of a record.
+    at_end: bool,
+}
+
+impl Splitter {
+    /// Reads `chunk`: its first bytes may complete the header (`header_len` of them, kept here); then the record
+    /// bytes to take — up to the end of the `room`-th record, or to the chunk's end — and how many records end in
+    /// them. Returns `(header_len, taken, records)`.
+    fn feed(&mut self, chunk: &[u8], room: u64) -> (usize, usize, u64) {
+        let mut start = 0;
+        let mut records = 0;
+        for at in memchr::memchr2_iter(b'"', b'\n', chunk) {
+            if chunk[at] == b'"' {
+                self.in_quotes = !self.in_quotes;
+                continue;
+            }
+            if self.in_quotes {
+                continue;
+            }
+            if !self.header_done {
+                self.header.extend_from_slice(&chunk[..=at]);
+                self.header_done = true;
+                start = at + 1;
+                continue;
+            }
+            records += 1;
+            if records == room {
+                self.at_end = true;
+                return (start, at + 1 - start, records);
+            }
+        }
+        if !self.header_done {
+            self.header.extend_from_slice(chunk);
+            return (chunk.len(), 0, 0);
+        }
+        let taken = chunk.len() - start;
+        if taken > 0 {
+            self.at_end = !self.in_quotes && chunk.last() == Some(&b'\n');
+        }
+        (start, taken, records)
     }
 }
 
@@ -489,6 +551,24 @@ fn describe_error(e: &tokio_postgres::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// A column of the select list, as text the CSV reader parses as the declared type: dates and times in ISO 8601
+/// (`2024-03-01T08:30:00+00:00`, through their JSON form), booleans as `true`/`false`, arrays, composites, `json`
+/// and `jsonb` as JSON text; numbers (`numeric` with its exact digits), texts and the rest in their own text form.
+fn render(name: &str, ty: &Type) -> String {
+    let q = quote(name);
+    let time = [Type::DATE, Type::TIMESTAMP, Type::TIMESTAMPTZ, Type::TIME, Type::TIMETZ].contains(ty);
+    let json = matches!(ty.kind(), Kind::Array(_) | Kind::Composite(_)) || *ty == Type::JSON || *ty == Type::JSONB;
+    if time {
+        format!("to_json(q.{q}) #>> '{{}}' AS {q}")
+    } else if json {
+        format!("to_json(q.{q})::text AS {q}")
+    } else if *ty == Type::BOOL {
+        format!("q.{q}::text AS {q}")
+    } else {
+        format!("q.{q}")
     }
 }
 
@@ -658,6 +738,34 @@ mod tests {
         assert!(check_query(" -- nothing\n").unwrap_err().contains("empty"));
         // A positional parameter is not a dollar quote.
         assert_eq!(check_query("SELECT $1").unwrap(), "SELECT $1");
+    }
+
+    #[test]
+    fn copy_output_is_cut_at_record_ends_whatever_the_chunks_and_quoted_line_feeds() {
+        let csv = b"id,\"note\"\n1,\"a\nb\"\n2,\"say \"\"hi\"\"\n\"\n3,x\n4,y\n";
+        for chunk_len in 1..csv.len() {
+            let mut split = Splitter::default();
+            let mut units: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut rows = vec![0u64];
+            for chunk in csv.chunks(chunk_len) {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let room = (2 - *rows.last().unwrap()).max(1);
+                    let (header, taken, records) = split.feed(rest, room);
+                    units.last_mut().unwrap().extend_from_slice(&rest[header..header + taken]);
+                    *rows.last_mut().unwrap() += records;
+                    rest = &rest[header + taken..];
+                    if *rows.last().unwrap() == 2 {
+                        assert!(split.at_end);
+                        units.push(Vec::new());
+                        rows.push(0);
+                    }
+                }
+            }
+            assert_eq!(split.header, b"id,\"note\"\n", "chunks of {chunk_len}");
+            let text: Vec<String> = units.iter().map(|u| String::from_utf8_lossy(u).into_owned()).collect();
+            assert_eq!(text, ["1,\"a\nb\"\n2,\"say \"\"hi\"\"\n\"\n", "3,x\n4,y\n", ""], "chunks of {chunk_len}");
+        }
     }
 
     #[test]

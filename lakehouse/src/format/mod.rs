@@ -82,15 +82,8 @@ pub struct TablePlan {
 
 impl TablePlan {
     pub fn new(m: &SourceManifest, project: &ProjectFile) -> Self {
-        // A database's values are typed, checked against the declared types when they are read
-        // (`connector::postgres`): each is read through its text, and a local timestamp in the column's zone, as
-        // in CSV.
-        let typed = m.typed_connector();
-        let json = !typed && matches!(m.format(), Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. });
-        let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| {
-            let plan = column_plan(name, col, project, json);
-            ColumnPlan { coerce: plan.coerce || typed, ..plan }
-        };
+        let json = matches!(m.format(), Format::Json { .. } | Format::Ndjson { .. } | Format::Geojson { .. });
+        let plan_of = |(name, col): (&crate::manifest::ColumnName, &Column)| column_plan(name, col, project, json);
         let columns: Vec<ColumnPlan> = m.columns.iter().map(plan_of).collect();
         let position = |name: &str| m.columns.get_index_of(name).unwrap_or_default();
         let unique = m

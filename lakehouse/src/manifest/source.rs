@@ -676,8 +676,16 @@ pub enum OnBadRecord {
     Fail,
 }
 
-/// How a `postgres` source's units are read: one JSON object per line, as the connector writes them.
-static ROWS: Format = Format::Ndjson { compression: Compression::None };
+/// How a `postgres` source's units are read: CSV with a header, as the connector writes them (COPY's output).
+static ROWS: std::sync::LazyLock<Format> = std::sync::LazyLock::new(|| Format::Csv {
+    delimiter: ',',
+    quote: '"',
+    header: true,
+    encoding: Encoding::Utf8,
+    decimal: '.',
+    null_values: vec![String::new()],
+    compression: Compression::None,
+});
 /// What a manifest without `format` reads, after validation refused it (kinds other than `postgres`).
 static UNDECLARED: Format = Format::Ndjson { compression: Compression::Auto };
 
@@ -693,7 +701,7 @@ impl SourceManifest {
     }
 
     /// Whether the connector gives typed values, checked against the declared types when it reads them
-    /// (`postgres`): each value is then read through its text, whatever its JSON kind.
+    /// (`postgres`, whose units are CSV it renders itself).
     pub fn typed_connector(&self) -> bool {
         matches!(self.connector, Connector::Postgres(_))
     }
