@@ -137,6 +137,23 @@ fn bad_xml(part: &str, e: impl std::fmt::Display) -> ReadError {
     malformed(format!("`{part}` is not well-formed XML: {e}"))
 }
 
+/// Parses a part, handing each XML event to `on` until the end.
+fn each_event(
+    input: impl BufRead,
+    part: &str,
+    mut on: impl FnMut(&Event<'_>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let mut reader = quick_xml::Reader::from_reader(input);
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf).map_err(|e| xml_error(part, e))? {
+            Event::Eof => return Ok(()),
+            event => on(&event)?,
+        }
+        buf.clear();
+    }
+}
+
 /// An attribute's value, unescaped.
 fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
     e.attributes()
@@ -172,48 +189,34 @@ fn push_text(out: &mut String, event: &Event<'_>, part: &str) -> Result<(), Read
 /// The sheets in workbook order (name, part), and whether dates count from 1904.
 fn sheets(archive: &Archive) -> Result<(Vec<(String, String)>, bool), ReadError> {
     let part = "xl/workbook.xml";
-    let mut reader = quick_xml::Reader::from_reader(archive.required(part)?);
-    let mut buf = Vec::new();
     let mut sheets = Vec::new();
     let mut date1904 = false;
-    loop {
-        match reader.read_event_into(&mut buf).map_err(|e| xml_error(part, e))? {
-            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
-                b"sheet" => {
-                    let name = attr(&e, b"name").unwrap_or_default();
-                    let id = attr(&e, b"id").unwrap_or_default();
-                    sheets.push((name, id));
-                }
-                b"workbookPr" => {
-                    date1904 = matches!(attr(&e, b"date1904").as_deref(), Some("1" | "true"));
-                }
+    each_event(archive.required(part)?, part, |event| {
+        if let Event::Start(e) | Event::Empty(e) = event {
+            match e.local_name().as_ref() {
+                b"sheet" => sheets.push((attr(e, b"name").unwrap_or_default(), attr(e, b"id").unwrap_or_default())),
+                b"workbookPr" => date1904 = matches!(attr(e, b"date1904").as_deref(), Some("1" | "true")),
                 _ => {}
-            },
-            Event::Eof => break,
-            _ => {}
+            }
         }
-        buf.clear();
-    }
+        Ok(())
+    })?;
     // The relationships give each sheet's part.
     let rels_part = "xl/_rels/workbook.xml.rels";
     let mut targets = HashMap::new();
-    let mut reader = quick_xml::Reader::from_reader(archive.required(rels_part)?);
-    loop {
-        match reader.read_event_into(&mut buf).map_err(|e| xml_error(rels_part, e))? {
-            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == b"Relationship" => {
-                if let (Some(id), Some(target)) = (attr(&e, b"Id"), attr(&e, b"Target")) {
-                    let path = match target.strip_prefix('/') {
-                        Some(absolute) => absolute.to_string(),
-                        None => format!("xl/{target}"),
-                    };
-                    targets.insert(id, path);
-                }
-            }
-            Event::Eof => break,
-            _ => {}
+    each_event(archive.required(rels_part)?, rels_part, |event| {
+        if let Event::Start(e) | Event::Empty(e) = event
+            && e.local_name().as_ref() == b"Relationship"
+            && let (Some(id), Some(target)) = (attr(e, b"Id"), attr(e, b"Target"))
+        {
+            let path = match target.strip_prefix('/') {
+                Some(absolute) => absolute.to_string(),
+                None => format!("xl/{target}"),
+            };
+            targets.insert(id, path);
         }
-        buf.clear();
-    }
+        Ok(())
+    })?;
     let sheets = sheets.into_iter().filter_map(|(name, id)| targets.get(&id).map(|t| (name, t.clone()))).collect();
     Ok((sheets, date1904))
 }
@@ -222,14 +225,11 @@ fn sheets(archive: &Archive) -> Result<(Vec<(String, String)>, bool), ReadError>
 fn shared_strings(archive: &Archive) -> Result<Vec<String>, ReadError> {
     let part = "xl/sharedStrings.xml";
     let Some(input) = archive.part(part)? else { return Ok(Vec::new()) };
-    let mut reader = quick_xml::Reader::from_reader(input);
-    let mut buf = Vec::new();
     let mut strings = Vec::new();
     let mut total = 0u64;
     let (mut current, mut in_t, mut skip) = (String::new(), false, 0u32);
-    loop {
-        let event = reader.read_event_into(&mut buf).map_err(|e| xml_error(part, e))?;
-        match &event {
+    each_event(input, part, |event| {
+        match event {
             Event::Start(e) => match e.local_name().as_ref() {
                 b"si" => current.clear(),
                 // Phonetic guides (`rPh`) are not part of the text.
@@ -254,13 +254,12 @@ fn shared_strings(archive: &Archive) -> Result<Vec<String>, ReadError> {
             },
             Event::Empty(e) if e.local_name().as_ref() == b"si" => strings.push(String::new()),
             Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_t && skip == 0 => {
-                push_text(&mut current, &event, part)?
+                push_text(&mut current, event, part)?
             }
-            Event::Eof => break,
             _ => {}
         }
-        buf.clear();
-    }
+        Ok(())
+    })?;
     Ok(strings)
 }
 
@@ -268,16 +267,14 @@ fn shared_strings(archive: &Archive) -> Result<Vec<String>, ReadError> {
 fn date_styles(archive: &Archive) -> Result<Vec<bool>, ReadError> {
     let part = "xl/styles.xml";
     let Some(input) = archive.part(part)? else { return Ok(Vec::new()) };
-    let mut reader = quick_xml::Reader::from_reader(input);
-    let mut buf = Vec::new();
     let mut custom: HashMap<u32, bool> = HashMap::new();
     let mut styles = Vec::new();
     let mut in_xfs = false;
-    loop {
-        match reader.read_event_into(&mut buf).map_err(|e| xml_error(part, e))? {
+    each_event(input, part, |event| {
+        match event {
             Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
                 b"numFmt" => {
-                    if let (Some(id), Some(code)) = (attr(&e, b"numFmtId"), attr(&e, b"formatCode"))
+                    if let (Some(id), Some(code)) = (attr(e, b"numFmtId"), attr(e, b"formatCode"))
                         && let Ok(id) = id.parse()
                     {
                         custom.insert(id, is_date_format(&code));
@@ -285,17 +282,16 @@ fn date_styles(archive: &Archive) -> Result<Vec<bool>, ReadError> {
                 }
                 b"cellXfs" => in_xfs = true,
                 b"xf" if in_xfs => {
-                    let id: u32 = attr(&e, b"numFmtId").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let id: u32 = attr(e, b"numFmtId").and_then(|v| v.parse().ok()).unwrap_or(0);
                     styles.push(custom.get(&id).copied().unwrap_or_else(|| builtin_date(id)));
                 }
                 _ => {}
             },
             Event::End(e) if e.local_name().as_ref() == b"cellXfs" => in_xfs = false,
-            Event::Eof => break,
             _ => {}
         }
-        buf.clear();
-    }
+        Ok(())
+    })?;
     Ok(styles)
 }
 
@@ -488,17 +484,14 @@ pub fn read(
         })?,
     };
     let book = Book { strings: shared_strings(&archive)?, dates: date_styles(&archive)?, date1904 };
-    let mut reader = quick_xml::Reader::from_reader(archive.required(&part)?);
-    let mut buf = Vec::new();
     let mut header: Option<(Vec<usize>, Vec<String>)> = None;
     let mut cells: Vec<Option<Cell>> = Vec::new();
     let mut row_number: u64 = 0;
     let mut cell: Option<(usize, Option<String>, Option<usize>)> = None;
     let mut value = String::new();
     let mut in_value = false;
-    loop {
-        let event = reader.read_event_into(&mut buf).map_err(|e| xml_error(&part, e))?;
-        match &event {
+    each_event(archive.required(&part)?, &part, |event| {
+        match event {
             Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
                 b"row" => {
                     row_number = attr(e, b"r").and_then(|r| r.parse().ok()).unwrap_or(row_number + 1);
@@ -527,9 +520,7 @@ pub fn read(
                 b"v" | b"t" if cell.is_some() => in_value = matches!(event, Event::Start(_)),
                 _ => {}
             },
-            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_value => {
-                push_text(&mut value, &event, &part)?
-            }
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_value => push_text(&mut value, event, &part)?,
             Event::End(e) => match e.local_name().as_ref() {
                 b"v" | b"t" => in_value = false,
                 b"c" => {
@@ -545,11 +536,10 @@ pub fn read(
                 b"row" => row_done(&mut header, &mut cells, row_number, (header_row, &name, date1904), rows)?,
                 _ => {}
             },
-            Event::Eof => break,
             _ => {}
         }
-        buf.clear();
-    }
+        Ok(())
+    })?;
     if header.is_none() {
         return Err(ReadError::Malformed(format!(
             "sheet `{name}` has no row {header_row} (format.header_row): no column names"
