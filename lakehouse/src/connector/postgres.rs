@@ -242,10 +242,10 @@ impl PostgresConnector {
             .map_err(|e| self.db("the table or query cannot be read", e))?;
         let (select, cursor_type) = self.plan(described.columns())?;
 
-        // The rows to read: `cursor >= since` (minus the lookback) with the cursor, else all of them.
-        let mut params: Vec<String> = Vec::new();
+        // The rows to read: `cursor >= since` (minus the lookback) with the cursor, else all of them. COPY takes no
+        // parameters: the value is inlined as a literal the server quotes itself.
         let mut filter = String::new();
-        let mut high_sql = None;
+        let mut high = None;
         if let (Some(cursor), Some(ty)) = (&self.spec.cursor, &cursor_type) {
             let ty_sql = format!("{}.{}", quote(ty.schema()), quote(ty.name()));
             let column = format!("q.{}", quote(&cursor.column));
@@ -267,9 +267,9 @@ impl PostgresConnector {
                 }
                 (None, None) => None,
             };
+            let mut since_sql = None;
             if let Some(since) = since {
-                // COPY takes no parameters: the value is inlined as a literal the server quotes itself.
-                let since: String = tx
+                let quoted: String = tx
                     .query_one(
                         "SELECT quote_literal($1::text)",
                         &[&since as &(dyn tokio_postgres::types::ToSql + Sync)],
@@ -277,30 +277,23 @@ impl PostgresConnector {
                     .await
                     .and_then(|row| row.try_get(0))
                     .map_err(|e| self.db("the cursor's value", e))?;
-                filter = format!(" WHERE {column} >= CAST({since}::text AS {ty_sql})");
+                let value = format!("CAST({quoted}::text AS {ty_sql})");
+                filter = format!(" WHERE {column} >= {value}");
                 if let (Some(back), Some(_)) = (cursor.lookback, position) {
                     filter.push_str(&format!(" - CAST('{} seconds' AS interval)", back.0.as_secs()));
                 }
+                since_sql = Some(value);
             }
-            // The high-water mark: the highest value read, never below the committed position.
-            let previous = match position {
-                Some(p) => {
-                    params.push(p.to_string());
-                    format!("CAST(${}::text AS {ty_sql})", params.len())
-                }
-                None => format!("CAST(NULL AS {ty_sql})"),
+            // The high-water mark: the highest value read, never below the committed position (which is `since`
+            // when there is one).
+            let previous = match (position, since_sql) {
+                (Some(_), Some(value)) => value,
+                _ => format!("CAST(NULL AS {ty_sql})"),
             };
-            high_sql = Some(format!("SELECT GREATEST(max({column}), {previous})::text FROM {from} AS q{filter}"));
+            let sql = format!("SELECT GREATEST(max({column}), {previous})::text FROM {from} AS q{filter}");
+            let row = tx.query_one(&sql, &[]).await.map_err(|e| self.db("the cursor's mark", e))?;
+            high = row.try_get::<_, Option<String>>(0).map_err(|e| self.db("the cursor's mark", e))?;
         }
-        let param_refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        let high = match &high_sql {
-            None => None,
-            Some(sql) => {
-                let row = tx.query_one(sql, &param_refs).await.map_err(|e| self.db("the cursor's mark", e))?;
-                row.try_get::<_, Option<String>>(0).map_err(|e| self.db("the cursor's mark", e))?
-            }
-        };
         let copy = format!("COPY (SELECT {select} FROM {from} AS q{filter}) TO STDOUT WITH (FORMAT csv, HEADER true)");
         let stream = tx.copy_out(&copy).await.map_err(|e| self.db("the rows cannot be read", e))?;
         futures::pin_mut!(stream);
@@ -356,8 +349,6 @@ impl PostgresConnector {
 struct Unit {
     gz: flate2::write::GzEncoder<Vec<u8>>,
     header: Vec<u8>,
-    /// Whether the header was written (a unit's first bytes).
-    started: bool,
     rows: u64,
     bytes: u64,
 }
@@ -370,16 +361,16 @@ impl Default for Unit {
 
 impl Unit {
     fn with_header(header: Vec<u8>) -> Self {
-        Self { gz: Archive::encoder(), header, started: false, rows: 0, bytes: 0 }
+        Self { gz: Archive::encoder(), header, rows: 0, bytes: 0 }
     }
 
     /// Appends CSV bytes holding `records` record ends (the first unit's bytes start with the header itself).
     fn write(&mut self, bytes: &[u8], records: u64) -> std::io::Result<()> {
-        if !self.started && !self.header.is_empty() {
+        if self.bytes == 0 {
+            // A unit's first bytes: its header.
             self.gz.write_all(&self.header)?;
             self.bytes += self.header.len() as u64;
         }
-        self.started = true;
         self.gz.write_all(bytes)?;
         self.rows += records;
         self.bytes += bytes.len() as u64;
