@@ -132,16 +132,16 @@ pub async fn apply(
 
 /// Deletes (or counts) the responses archived under `archive/<name>/` before `cut`.
 async fn expire_archive(lh: &Lakehouse, name: &str, cut: DateTime<Utc>, dry_run: bool) -> Result<u64, String> {
-    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let url = crate::connector::archive_url(&lh.warehouse, name);
     let (store, prefix) = lh.warehouse.object_store(&url).map_err(|e| format!("{url}: {e}"))?;
-    let listed = (!prefix.as_ref().is_empty()).then_some(&prefix);
-    let old: Vec<_> = match store.list(listed).try_collect::<Vec<_>>().await {
-        Ok(metas) => metas.into_iter().filter(|m| m.last_modified < cut).map(|m| m.location).collect(),
-        Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(format!("listing {url}: {e}")),
-    };
+    let listed = crate::connector::list_archive(store.as_ref(), &prefix).await;
+    let old: Vec<_> = listed
+        .map_err(|e| format!("listing {url}: {e}"))?
+        .into_iter()
+        .filter(|m| m.last_modified < cut)
+        .map(|m| m.location)
+        .collect();
     if !dry_run {
         for location in &old {
             store.delete(location).await.map_err(|e| format!("deleting {location}: {e}"))?;

@@ -31,6 +31,20 @@ pub fn archive_url(warehouse: &crate::storage::Warehouse, name: &str) -> Url {
     warehouse.root().join(&format!("archive/{name}/")).unwrap_or_else(|_| warehouse.root().clone())
 }
 
+/// Every object of an archive (`prefix` in `store`, [`crate::storage::Warehouse::object_store`] of
+/// [`archive_url`]); none when the archive does not exist yet.
+pub async fn list(
+    store: &dyn ObjectStore,
+    prefix: &StorePath,
+) -> Result<Vec<object_store::ObjectMeta>, object_store::Error> {
+    use futures::TryStreamExt;
+    let listed = (!prefix.as_ref().is_empty()).then_some(prefix);
+    match store.list(listed).try_collect().await {
+        Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 pub struct Archive {
     url: Url,
     store: Arc<dyn ObjectStore>,
@@ -144,13 +158,10 @@ impl Archive {
     /// them. A run still polling writes a batch the ledger has not committed, so it is never swept. Returns how
     /// many were removed; failures are logged (retention removes what is left).
     pub async fn sweep(&self, taken: &BTreeMap<String, LedgerRow>) -> usize {
-        use futures::TryStreamExt;
         let Some(last) = taken.values().map(|r| r.batch).max() else { return 0 };
         let named: BTreeSet<&str> = taken.keys().filter_map(|p| p.split_once('/').map(|(dir, _)| dir)).collect();
-        let listed = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let metas: Vec<object_store::ObjectMeta> = match self.store.list(listed).try_collect().await {
+        let metas = match list(self.store.as_ref(), &self.prefix).await {
             Ok(metas) => metas,
-            Err(object_store::Error::NotFound { .. }) => return 0,
             Err(e) => {
                 tracing::warn!(archive = %self.url, error = %e, "the archive cannot be listed: orphaned units not swept");
                 return 0;

@@ -14,7 +14,7 @@ mod http;
 mod pg_tls;
 mod postgres;
 
-pub use archive::archive_url;
+pub use archive::{archive_url, list as list_archive};
 pub use files::{ContentHash, FileEntry, content_hash};
 pub use postgres::{check_query as pg_check_query, table_name as pg_table_name};
 
