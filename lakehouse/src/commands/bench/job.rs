@@ -183,14 +183,7 @@ pub(super) fn step(
 fn check(exe: &Path, project: &Path, dir: &Path, rows: u64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let query = "SELECT (SELECT count(*) FROM silver.incidents) AS silver, \
                  (SELECT count(*) FROM gold.incidents_by_area) AS cells";
-    let output = Command::new(exe)
-        .arg("--project")
-        .arg(project)
-        .args(["sql", "--format", "csv", query])
-        .stdin(Stdio::null())
-        .output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let counts: Vec<u64> = text.lines().nth(1).unwrap_or_default().split(',').filter_map(|v| v.parse().ok()).collect();
+    let (counts, text) = counts(exe, project, query)?;
     match counts[..] {
         [silver, cells] if silver == rows && cells > 0 => Ok(()),
         _ => Err(format!(
@@ -200,6 +193,24 @@ fn check(exe: &Path, project: &Path, dir: &Path, rows: u64) -> Result<(), Box<dy
         )
         .into()),
     }
+}
+
+/// The numbers of the one row `query` gives, as `lakehouse sql --format csv` prints them, with the whole output
+/// (for messages).
+pub(super) fn counts(
+    exe: &Path,
+    project: &Path,
+    query: &str,
+) -> Result<(Vec<u64>, String), Box<dyn std::error::Error + Send + Sync>> {
+    let output = Command::new(exe)
+        .arg("--project")
+        .arg(project)
+        .args(["sql", "--format", "csv", query])
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let counts = text.lines().nth(1).unwrap_or_default().split(',').filter_map(|v| v.trim().parse().ok()).collect();
+    Ok((counts, text))
 }
 
 impl JobBench {

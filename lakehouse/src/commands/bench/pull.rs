@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::job::{Step, step};
+use super::job::{Step, counts, step};
 use super::round;
 use super::workload::PROJECT;
 
@@ -224,19 +224,11 @@ async fn fill_table(url: &str, rows: u64) -> Result<(), Box<dyn std::error::Erro
 
 /// Bronze holds every generated row.
 fn check(exe: &Path, project: &Path, source: &str, rows: u64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let output = std::process::Command::new(exe)
-        .arg("--project")
-        .arg(project)
-        .args(["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM bronze.{source}")])
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    match text.lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()) {
-        Some(n) if n == rows => Ok(()),
-        _ => {
-            Err(format!("bronze.{source} does not hold the {rows} generated rows: `lakehouse sql` printed {text:?}")
-                .into())
-        }
+    let (counts, text) = counts(exe, project, &format!("SELECT count(*) AS n FROM bronze.{source}"))?;
+    if counts == [rows] {
+        Ok(())
+    } else {
+        Err(format!("bronze.{source} does not hold the {rows} generated rows: `lakehouse sql` printed {text:?}").into())
     }
 }
 
