@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test, as CI does: formatting, clippy, then all tests against a real S3-compatible server
-# (SeaweedFS, installed and started by ci/start-s3.sh) and a real PostgreSQL (ci/start-postgres.sh).
+# (SeaweedFS, installed and started by ci/start-s3.sh), a real PostgreSQL (ci/start-postgres.sh) and real message
+# brokers (Mosquitto and NATS, ci/brokers.sh).
 # Usage: ci/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ trap 'ci/stop-s3.sh' EXIT
 eval "$(ci/start-postgres.sh)"
 # The query-server tests drive psql (above) and Python's psycopg 3.
 eval "$(ci/clients.sh)"
+# The stream tests: Mosquitto and NATS with JetStream (installed, and running on their standard ports).
+eval "$(ci/brokers.sh)"
 
 # The end-to-end tests run the `lakehouse` binary: `cargo test` alone does not build it.
 cargo build --workspace --locked --bins

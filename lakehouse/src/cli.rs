@@ -38,6 +38,23 @@ pub enum Command {
         /// Source names (the `name` of manifests in sources/).
         sources: Vec<String>,
     },
+    /// Publish generated messages to a stream source's broker (`mqtt`, `nats`), where its connector reads them:
+    /// values of each declared column's type (in its `values` and `range`), unique identifiers (`message_id`,
+    /// `unique` columns, `id` and `…_id`); for
+    /// demonstrations, tests and benchmarks. Each message is stored by the broker before the next window is sent.
+    Feed {
+        /// A stream source's name.
+        source: String,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Messages per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Every K-th message is not JSON (it is quarantined): shows the quarantine at work. 0: none.
+        #[arg(long, default_value_t = 0)]
+        bad_every: u64,
+    },
     /// Print the rendered SQL of models, in DAG order.
     Compile {
         /// Models to print: `name`, `name+` (and what reads it), `+name` (and what it reads); repeatable.

@@ -22,6 +22,7 @@ mod s3;
 mod schedule;
 mod serve;
 mod storage_faults;
+mod streams;
 mod transform;
 mod trust;
 mod unique;

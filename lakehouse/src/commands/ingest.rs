@@ -50,23 +50,49 @@ pub async fn ingest_all(lh: &Lakehouse, selected: &[LoadedSource]) -> (Vec<Inges
                 continue;
             }
         };
-        let result = ingest_source(lh, src).await;
-        records.push(IngestReport::run_record(src.manifest.name.as_str(), result.as_ref(), "manual", started_at));
-        match result {
-            Ok(r) => {
-                if !r.failed.is_empty() {
-                    worst = worst.max(USER_ERROR);
+        // A stream source takes batch after batch while they come full: what was pending when it started.
+        let mut started_at = started_at;
+        loop {
+            let result = ingest_source(lh, src).await;
+            let full = result.as_ref().is_ok_and(|r| batch_was_full(src, r));
+            if result.as_ref().map_or(true, |r| r.batch.is_some() || !src.manifest.is_stream()) {
+                records.push(IngestReport::run_record(
+                    src.manifest.name.as_str(),
+                    result.as_ref(),
+                    "manual",
+                    started_at,
+                ));
+            }
+            match result {
+                Ok(r) => {
+                    if !r.failed.is_empty() {
+                        worst = worst.max(USER_ERROR);
+                    }
+                    reports.push(r);
                 }
-                reports.push(r);
+                Err(e) => {
+                    worst = worst.max(CliError::code_of(&e));
+                    eprintln!("error: {}: {e}", src.manifest.name);
+                }
             }
-            Err(e) => {
-                worst = worst.max(CliError::code_of(&e));
-                eprintln!("error: {}: {e}", src.manifest.name);
+            if !full {
+                break;
             }
+            started_at = chrono::Utc::now();
         }
     }
     lakehouse::runlog::record(&lh.warehouse, &records).await;
     (reports, worst)
+}
+
+/// Whether a stream source may have more pending after this run: its batch closed because it was full, not on
+/// its wait, or it completed a batch an interrupted run left (without asking the broker).
+fn batch_was_full(src: &LoadedSource, r: &IngestReport) -> bool {
+    let Some(limits) = src.manifest.stream_batch() else { return false };
+    r.batch.is_some()
+        && (r.replayed
+            || r.records.read >= limits.max_records
+            || r.files.iter().map(|f| f.size).sum::<u64>() >= limits.max_bytes)
 }
 
 /// A line of an ingest summary.

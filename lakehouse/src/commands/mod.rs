@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod feed;
 mod ingest;
 mod output;
 mod quarantine;
@@ -91,6 +92,9 @@ pub async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Validate { vars } => validate::run(&cli.project, &vars).await,
         Command::Ingest { sources } => ingest::run(&cli.project, &sources).await,
+        Command::Feed { source, count, rate, bad_every } => {
+            feed::run(&cli.project, &source, count, rate, bad_every).await
+        }
         Command::Compile { select, vars, incremental } => {
             transform::compile(&cli.project, &select, &vars, incremental).await
         }

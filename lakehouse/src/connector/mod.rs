@@ -4,18 +4,46 @@
 //! (`bronze.<name>__files`) with the connector's **position** (the point reached in the source), and commits the
 //! ledger, the quarantine and bronze with one batch number. The commit protocol knows nothing of the kind.
 //!
-//! Kinds: `files` (a local directory or an `s3://` prefix), `http` (a paginated API) and `postgres` (a table or
-//! a query, read in one snapshot). The manifest's `connector` becomes a [`Connector`] in [`open`], one `match`,
+//! Kinds: `files` (a local directory or an `s3://` prefix), `http` (a paginated API), `postgres` (a table or
+//! a query, read in one snapshot), and the streams `mqtt` and `nats` (micro-batches of messages, acknowledged
+//! after their commit). The manifest's `connector` becomes a [`Connector`] in [`open`], one `match`,
 //! one file per kind.
 
 mod archive;
 mod files;
 mod http;
+mod mqtt;
+mod nats;
 mod pg_tls;
 mod postgres;
+mod stream;
 
 pub use archive::{archive_url, list as list_archive};
 pub use files::{ContentHash, FileEntry, content_hash};
+pub use mqtt::check_filter as mqtt_check_filter;
+
+/// Publishes payloads to a stream source's broker, where its connector reads them: MQTT's first topic, or NATS's
+/// subject filter (wildcards replaced by `demo`) — `lakehouse feed`. Waits until the broker has stored each.
+pub async fn publish(m: &SourceManifest, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+    let concrete = |filter: &str, sep: char| {
+        filter
+            .split(sep)
+            .map(|level| if matches!(level, "+" | "#" | "*" | ">") { "demo" } else { level })
+            .collect::<Vec<_>>()
+            .join(&sep.to_string())
+    };
+    match &m.connector {
+        crate::manifest::Connector::Mqtt(spec) => {
+            let topic = concrete(spec.topics.first().map(String::as_str).unwrap_or("demo"), '/');
+            mqtt::publish(spec, &topic, payloads, 1000).await
+        }
+        crate::manifest::Connector::Nats(spec) => {
+            let subject = concrete(spec.subject.as_deref().unwrap_or(&format!("{}.demo", spec.stream)), '.');
+            nats::publish(spec, &subject, payloads, 1000).await
+        }
+        _ => Err(format!("`{}` is not a stream source (mqtt or nats)", m.name)),
+    }
+}
 pub use postgres::{check_query as pg_check_query, table_name as pg_table_name};
 
 use files::FilesConnector;
@@ -65,6 +93,9 @@ pub enum ConnectorError {
     /// A database refused a statement, or cannot be reached: nothing of the run is committed.
     #[error("{database}: {detail}; nothing was committed")]
     Database { database: String, detail: String },
+    /// A message broker refused, failed or cannot be reached.
+    #[error("{0}")]
+    Broker(String),
     /// An archived unit cannot be read back.
     #[error("{location}: {detail}")]
     Archive { location: String, detail: String },
@@ -150,6 +181,40 @@ fn secret(variable: &str, field: &'static str) -> Result<String, ConnectorError>
     }
 }
 
+/// The largest archived micro-batch read back (a batch holds at most `batch.max_bytes`, 1 GiB).
+const MAX_STREAM_UNIT: u64 = 2 << 30;
+
+/// A TLS client configuration: the system's root certificates, and those of the PEM file `ca_file` (named in
+/// messages as `what`) when there is one; the `ring` provider the build already has.
+fn tls_client_config(ca_file: Option<(&str, &str)>) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot parse is skipped, as the other TLS clients of the build do.
+        let _ = roots.add(cert);
+    }
+    if let Some((what, file)) = ca_file {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("{what} `{file}` cannot be read: {e}"))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{what} `{file}` is not a PEM certificate file: {e}"))?;
+            roots.add(cert).map_err(|e| format!("{what} `{file}`: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{what} `{file}` holds no certificate"));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Builds the connector a manifest declares. Remote stores use the warehouse's storage settings (timeouts,
 /// retries); secrets are read from the environment here, so a missing one fails the run before any request.
 pub fn open(
@@ -164,5 +229,7 @@ pub fn open(
         }
         Kind::Http(spec) => Box::new(http::HttpConnector::new(m, spec, lh)?),
         Kind::Postgres(spec) => Box::new(postgres::PostgresConnector::new(m, spec, lh)?),
+        Kind::Mqtt(spec) => Box::new(mqtt::MqttSource::new(m, spec, lh)?),
+        Kind::Nats(spec) => Box::new(nats::NatsSource::new(m, spec, lh)?),
     })
 }

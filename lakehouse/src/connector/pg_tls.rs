@@ -12,7 +12,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// Makes TLS connections for tokio-postgres.
 #[derive(Clone)]
@@ -22,32 +21,8 @@ impl RustlsMaker {
     /// The system's root certificates, and those of `PGSSLROOTCERT` (a PEM file) when it is set. Errors name the
     /// file, never a secret.
     pub fn new() -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A system certificate rustls cannot parse is skipped, as the other TLS clients of the build do.
-            let _ = roots.add(cert);
-        }
-        if let Ok(file) = std::env::var("PGSSLROOTCERT")
-            && !file.is_empty()
-        {
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(&file)
-                .map_err(|e| format!("PGSSLROOTCERT `{file}` cannot be read: {e}"))?;
-            let mut added = 0;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("PGSSLROOTCERT `{file}` is not a PEM certificate file: {e}"))?;
-                roots.add(cert).map_err(|e| format!("PGSSLROOTCERT `{file}`: {e}"))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(format!("PGSSLROOTCERT `{file}` holds no certificate"));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS cannot be set up: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let root = std::env::var("PGSSLROOTCERT").ok().filter(|f| !f.is_empty());
+        let config = super::tls_client_config(root.as_deref().map(|f| ("PGSSLROOTCERT", f)))?;
         Ok(Self(Arc::new(config)))
     }
 }

@@ -463,6 +463,7 @@ async fn ingest_run(lh: &Lakehouse, src: &LoadedSource, run_id: RunId) -> Result
     };
     let position = selection.polled.position.as_deref();
     commit_batch(lh, m, &plan, &mut tables, conn.location().as_str(), position, &run, parsed, &mut report).await?;
+    crate::fault::abort_at("after-commit-before-ack");
     if let Err(e) = conn.acknowledge(selection.batch).await {
         // Committed: the source offers the batch again, and the ledger recognizes it.
         tracing::warn!(batch = selection.batch, error = %e, "the batch is committed but the source was not told");

@@ -30,8 +30,9 @@ pub use project::{
 };
 pub use source::{
     ApiKeyIn, BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format,
-    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, Normalize, OnBadRecord, OnNewField,
-    Pagination, Pii, PostgresConnector, PostgresCursor, Retry, Sheet, SourceManifest,
+    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, MqttConnector, NatsConnector,
+    Normalize, OnBadRecord, OnNewField, Pagination, Pii, PostgresConnector, PostgresCursor, Retry, Sheet,
+    SourceManifest, StreamBatch,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -645,6 +646,18 @@ fn validate_schedule(project: &ProjectFile, m: &SourceManifest, path: &Path, tex
             .hint("raise `log_retention` in lakehouse.yaml (or leave it out: the default follows the sources), or shorten this retention"),
         );
     }
+    if m.schedule.is_continuous() && !m.is_stream() {
+        diags.push(
+            err(
+                "schedule".into(),
+                "`schedule: continuous` is for stream sources (`mqtt`, `nats`): this source would be read again \
+                 without a pause"
+                    .into(),
+                at(&["schedule"]),
+            )
+            .hint("use a crontab, e.g. `*/5 * * * *`"),
+        );
+    }
     if m.retry.attempts == 0 {
         diags.push(
             err(
@@ -1120,8 +1133,12 @@ fn validate_connector(
         }
         Connector::Http(http) => validate_http(m, http, path, text, diags),
         Connector::Postgres(pg) => validate_postgres(m, pg, path, text, diags),
+        Connector::Mqtt(mqtt) => validate_mqtt(mqtt, path, text, diags),
+        Connector::Nats(nats) => validate_nats(nats, path, text, diags),
     }
-    if m.format.is_none() && !m.typed_connector() {
+    if m.is_stream() {
+        validate_stream(m, path, text, diags);
+    } else if m.format.is_none() && !m.typed_connector() {
         diags.push(
             Diagnostic::new(path, "format", "`format` is missing: how the connector's bytes become records")
                 .at(diag::locate(text, &["connector"]))
@@ -1135,23 +1152,15 @@ fn validate_connector(
 fn validate_http(m: &SourceManifest, http: &HttpConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
     let mut push = connector_diagnostics(path, text, diags);
     // https, or http on a loopback address.
-    let secure = |u: &url::Url| {
-        let loopback = match u.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        };
-        u.scheme() == "https" || (u.scheme() == "http" && loopback)
-    };
+    let secure = |u: &url::Url| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u));
     match url::Url::parse(&http.url) {
-        Err(e) => push("url", &["connector", "url"], format!("`{}` is not a URL: {e}", http.url), ""),
+        Err(e) => push("url", &["connector", "url"], format!("the URL cannot be read: {e}"), ""),
         Ok(u) => {
             if !secure(&u) {
                 push(
                     "url",
                     &["connector", "url"],
-                    format!("`{}`: only https:// is read (http:// on a loopback address only)", http.url),
+                    format!("`{}`: only https:// is read (http:// on a loopback address only)", shown_url(&u)),
                     "partners' APIs are read over TLS: credentials and personal data never travel in clear",
                 );
             }
@@ -1264,16 +1273,12 @@ fn validate_cursor_mode(
 /// read as a subquery), no `format`, a cursor with the load mode it needs.
 fn validate_postgres(m: &SourceManifest, pg: &PostgresConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
     let mut push = connector_diagnostics(path, text, diags);
-    let variable = |v: &str| {
-        !v.is_empty()
-            && !v.starts_with(|c: char| c.is_ascii_digit())
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    if !variable(&pg.url_env) {
+    if !is_variable(&pg.url_env) {
         push(
             "url_env",
             &["connector", "url_env"],
-            format!("`{}` is not the name of an environment variable", pg.url_env),
+            // Not quoted: what was written there may be the connection string, password included.
+            "this is not the name of an environment variable (letters, digits and `_`)".into(),
             "name the variable holding the connection string, e.g. `url_env: TRANSIT_PG_URL`; the string itself \
              (with its password) never goes in the manifest",
         );
@@ -1314,6 +1319,193 @@ fn validate_postgres(m: &SourceManifest, pg: &PostgresConnector, path: &Path, te
             Diagnostic::new(path, "format", "a `postgres` source has no `format`: its rows are read as their types")
                 .at(diag::locate(text, &["format"]))
                 .hint("remove `format`; the columns' `type` say how each value lands, checked against the table's"),
+        );
+    }
+}
+
+/// Whether `v` can name an environment variable.
+fn is_variable(v: &str) -> bool {
+    !v.is_empty()
+        && !v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The `*_env` fields of a connector name variables (a value pasted there would be a secret in the manifest).
+fn check_variables(fields: &[(&str, Option<&String>)], push: &mut impl FnMut(&str, &[&str], String, &str)) {
+    for (field, value) in fields {
+        if value.is_some_and(|v| !is_variable(v)) {
+            push(
+                field,
+                &["connector", field],
+                // Not quoted: what was written there may be the secret itself.
+                "this is not the name of an environment variable (letters, digits and `_`)".into(),
+                "name the variable holding the secret or the path, e.g. `password_env: FEED_PASSWORD`; the value itself \
+                 never goes in the manifest",
+            );
+        }
+    }
+}
+
+/// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        // Schemes the URL standard does not know (mqtt, nats) keep their host as text.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost" || d.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// A URL as quoted in a message: without its password, if it holds one (refused anyway).
+fn shown_url(u: &url::Url) -> String {
+    let mut shown = u.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// A broker URL: `secure` scheme, or `clear` on a loopback address only; no credentials in it.
+fn check_broker_url(raw: &str, (secure, clear): (&str, &str), push: &mut impl FnMut(&str, &[&str], String, &str)) {
+    let u = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return push("url", &["connector", "url"], format!("the URL cannot be read: {e}"), ""),
+    };
+    let shown = shown_url(&u);
+    let raw = shown.as_str();
+    let loopback = is_loopback(&u);
+    if u.scheme() != secure && u.scheme() != clear {
+        push("url", &["connector", "url"], format!("`{raw}`: the scheme is `{secure}://` (TLS) or `{clear}://`"), "");
+    } else if u.scheme() == clear && !loopback {
+        push(
+            "url",
+            &["connector", "url"],
+            format!(
+                "`{raw}`: only `{secure}://` (TLS) is used off this machine (`{clear}://` on a loopback address only)"
+            ),
+            "messages hold personal data and the credentials travel with them: never in clear on a network",
+        );
+    }
+    if u.host().is_none() {
+        push("url", &["connector", "url"], format!("`{raw}` names no host"), "");
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        push(
+            "url",
+            &["connector", "url"],
+            "the URL holds credentials: they belong in the environment".into(),
+            "use `username_env` and `password_env`",
+        );
+    }
+}
+
+/// `kind: mqtt`: a TLS broker (or loopback), topic filters MQTT accepts, a message identity, variables for secrets.
+fn validate_mqtt(mqtt: &MqttConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let mut push = connector_diagnostics(path, text, diags);
+    check_broker_url(&mqtt.url, ("mqtts", "mqtt"), &mut push);
+    if mqtt.topics.is_empty() {
+        push("topics", &["connector", "topics"], "no topic: list at least one topic filter".into(), "");
+    }
+    for t in &mqtt.topics {
+        if let Err(why) = crate::connector::mqtt_check_filter(t) {
+            push("topics", &["connector", "topics"], format!("topic filter `{t}`: {why}"), "");
+        }
+    }
+    if mqtt.message_id.trim().is_empty() {
+        push(
+            "message_id",
+            &["connector", "message_id"],
+            "`message_id` is empty: name the payload's id field".into(),
+            "",
+        );
+    }
+    if let Some(id) = &mqtt.client_id
+        && (id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        let message = format!("client id `{id}`: 1 to 128 letters, digits, `-`, `_` or `.`");
+        push("client_id", &["connector", "client_id"], message, "");
+    }
+    check_variables(
+        &[
+            ("username_env", mqtt.username_env.as_ref()),
+            ("password_env", mqtt.password_env.as_ref()),
+            ("ca_file_env", mqtt.ca_file_env.as_ref()),
+        ],
+        &mut push,
+    );
+    if mqtt.password_env.is_some() && mqtt.username_env.is_none() {
+        push("password_env", &["connector", "password_env"], "a password without `username_env`".into(), "");
+    }
+}
+
+/// `kind: nats`: a TLS server (or loopback), names JetStream accepts, variables for secrets.
+fn validate_nats(nats: &NatsConnector, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let mut push = connector_diagnostics(path, text, diags);
+    check_broker_url(&nats.url, ("tls", "nats"), &mut push);
+    let name_ok = |n: &str| !n.is_empty() && !n.chars().any(|c| c.is_whitespace() || "*>./\\".contains(c));
+    if !name_ok(&nats.stream) {
+        let message = format!("stream `{}`: a JetStream name has no spaces, `.`, `*`, `>`, `/` or `\\`", nats.stream);
+        push("stream", &["connector", "stream"], message, "");
+    }
+    if let Some(c) = nats.consumer.as_deref().filter(|c| !name_ok(c)) {
+        let message = format!("consumer `{c}`: a durable name has no spaces, `.`, `*`, `>`, `/` or `\\`");
+        push("consumer", &["connector", "consumer"], message, "");
+    }
+    if let Some(subject) = &nats.subject
+        && (subject.is_empty()
+            || subject.split('.').any(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+            || subject.split('.').rev().skip(1).any(|t| t == ">"))
+    {
+        let message = format!("subject `{subject}`: tokens separated by `.`, `*` for one token, `>` last only");
+        push("subject", &["connector", "subject"], message, "");
+    }
+    check_variables(
+        &[
+            ("token_env", nats.token_env.as_ref()),
+            ("username_env", nats.username_env.as_ref()),
+            ("password_env", nats.password_env.as_ref()),
+            ("ca_file_env", nats.ca_file_env.as_ref()),
+        ],
+        &mut push,
+    );
+    if nats.password_env.is_some() != nats.username_env.is_some() {
+        let message = "`username_env` and `password_env` go together".into();
+        push("username_env", &["connector"], message, "");
+    }
+    if nats.token_env.is_some() && nats.username_env.is_some() {
+        let message = "a token or a user name and password, not both".into();
+        push("token_env", &["connector", "token_env"], message, "");
+    }
+}
+
+/// Stream sources: no `format` (messages are JSON objects), `append` (each message lands once), bounded batches.
+fn validate_stream(m: &SourceManifest, path: &Path, text: &str, diags: &mut Diagnostics) {
+    let Some(batch) = m.stream_batch() else { return };
+    let mut push = connector_diagnostics(path, text, diags);
+    if !(1..=65_535).contains(&batch.max_records) {
+        let message = format!("`max_records` is {}: between 1 and 65535 messages per batch", batch.max_records);
+        push("batch.max_records", &["connector", "batch", "max_records"], message, "");
+    }
+    if !(1024..=1 << 30).contains(&batch.max_bytes) {
+        let message = format!("`max_bytes` is {}: between 1024 and 1073741824 bytes per batch", batch.max_bytes);
+        push("batch.max_bytes", &["connector", "batch", "max_bytes"], message, "");
+    }
+    drop(push);
+    if m.format.is_some() {
+        diags.push(
+            Diagnostic::new(path, "format", "a stream source has no `format`: each message is one JSON object")
+                .at(diag::locate(text, &["format"]))
+                .hint("remove `format`; the columns say which fields of the message land and as what"),
+        );
+    }
+    if m.load.mode != LoadMode::Append {
+        diags.push(
+            Diagnostic::new(path, "load.mode", "a stream source lands each message once: `load.mode` is `append`")
+                .at(diag::locate(text, &["load", "mode"]))
+                .hint("remove `load`, or declare `key: true` columns and let a silver model keep the last of each key"),
         );
     }
 }

@@ -120,6 +120,10 @@ impl CronSchedule {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+    /// `continuous`: a stream source's next run starts as soon as the last one ends.
+    pub fn is_continuous(&self) -> bool {
+        self.schedules.is_empty()
+    }
     /// Whether the hour field is `*` or `*/N`: an interval job, which runs in both occurrences of the hour
     /// repeated when clocks go back (a job at a fixed hour runs in the first only).
     pub fn hour_is_wildcard(&self) -> bool {
@@ -136,8 +140,8 @@ impl JsonSchema for CronSchedule {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "Standard 5-field crontab (minute hour day-of-month month day-of-week), or 6 fields with seconds first.",
-            "pattern": "^\\s*\\S+(\\s+\\S+){4,5}\\s*$"
+            "description": "Standard 5-field crontab (minute hour day-of-month month day-of-week), or 6 fields with seconds first; `continuous` for a stream source (each run starts when the last one ends).",
+            "pattern": "^\\s*(continuous|\\S+(\\s+\\S+){4,5})\\s*$"
         })
     }
 }
@@ -151,6 +155,9 @@ impl PartialEq for CronSchedule {
 impl TryFrom<String> for CronSchedule {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        if s.trim() == "continuous" {
+            return Ok(Self { source: s, schedules: Vec::new() });
+        }
         let mut fields: Vec<String> = s.split_whitespace().map(str::to_string).collect();
         match fields.len() {
             5 => fields.insert(0, "0".into()),

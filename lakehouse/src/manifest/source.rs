@@ -24,7 +24,8 @@ pub struct SourceManifest {
     /// When the scheduler runs the connector: 5-field crontab, or 6 fields with seconds first.
     pub schedule: CronSchedule,
     pub connector: Connector,
-    /// How the connector's bytes become records: required by `files` and `http`, absent for `postgres` (rows).
+    /// How the connector's bytes become records: required by `files` and `http`; absent for `postgres` (rows) and
+    /// the streams `mqtt` and `nats` (each message is a JSON object).
     #[serde(default)]
     pub format: Option<Format>,
     /// The declared columns, in table order. Records are parsed into these types; what does not parse is
@@ -120,6 +121,14 @@ pub enum Connector {
     /// the rows. The source has no `format`: rows are read as PostgreSQL types, checked against the declared ones
     /// before any row is read.
     Postgres(Box<PostgresConnector>),
+    /// MQTT topics (QoS 1, a persistent session): each run takes a micro-batch of messages (`batch`), archives it
+    /// as one unit (one JSON record per message), commits it, and only then acknowledges the messages to the
+    /// broker. A message the broker delivers again after a crash is recognized by its `message_id` and landed once.
+    /// Under `lakehouse schedule`, `schedule: continuous` takes batch after batch.
+    Mqtt(Box<MqttConnector>),
+    /// A NATS JetStream stream read through a durable pull consumer: micro-batches like `mqtt`, acknowledged after
+    /// their commit; a redelivered message is recognized by its stream sequence.
+    Nats(Box<NatsConnector>),
 }
 
 /// `kind: postgres`: where the database is (a connection string in the environment), what to read and where to
@@ -164,6 +173,126 @@ pub struct PostgresCursor {
     /// rows committed late with an earlier timestamp are caught.
     #[serde(default)]
     pub lookback: Option<Duration>,
+}
+
+/// `kind: mqtt`: the broker, the topics, the session and the message's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConnector {
+    /// `mqtts://host:8883` (TLS, certificates checked against the system's roots and the file named by
+    /// `ca_file_env`), or `mqtt://host:1883` in clear on a loopback address only.
+    pub url: String,
+    /// Topic filters subscribed with QoS 1; `+` matches one level, `#` the rest (`city/traffic/+/flow`).
+    pub topics: Vec<String>,
+    /// The field of each message's JSON payload that identifies it (unique per message, as the publisher writes
+    /// it): a message delivered again after a crash is recognized by it and landed once.
+    pub message_id: String,
+    /// The client id of the persistent session (default `lakehouse-<source>`): the broker keeps the session's
+    /// messages while no run is connected, up to `session_expiry`. One source, one client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// How long the broker keeps the session and its queued messages while no run is connected (default
+    /// `7 days` as `168 hours`).
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry: Duration,
+    /// The record gets the message's topic in this field (declare a column reading it).
+    #[serde(default)]
+    pub topic_field: Option<String>,
+    /// Environment variables holding the user name and password (never the values themselves).
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// An environment variable naming a PEM file of CA certificates trusted besides the system's (`mqtts://`).
+    #[serde(default)]
+    pub ca_file_env: Option<String>,
+    #[serde(default)]
+    pub batch: StreamBatch,
+    /// Longest wait to connect and for the broker's answers (default `30 seconds`).
+    #[serde(default = "default_http_timeout")]
+    pub timeout: Duration,
+}
+
+/// `kind: nats`: the server, the JetStream stream and the durable consumer reading it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConnector {
+    /// `tls://host:4222` (TLS, certificates checked against the system's roots and the file named by
+    /// `ca_file_env`), or `nats://host:4222` in clear on a loopback address only.
+    pub url: String,
+    /// The JetStream stream (it must exist: streams are the broker's configuration).
+    pub stream: String,
+    /// The durable consumer's name (default `lakehouse_<source>`), created on the first run if it does not exist;
+    /// it remembers which messages were acknowledged.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// Only the messages of these subjects (`patrol.alarms.>`); every message of the stream without it.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The record gets the message's subject in this field.
+    #[serde(default)]
+    pub subject_field: Option<String>,
+    /// The record gets the message's stream sequence in this field (an `int` column).
+    #[serde(default)]
+    pub sequence_field: Option<String>,
+    /// How long a delivered message may stay unacknowledged before the server delivers it again (default
+    /// `30 seconds`): after a crash, the messages of the batch that was not committed come back after this.
+    #[serde(default = "default_http_timeout")]
+    pub ack_wait: Duration,
+    /// Environment variables holding a token, or a user name and password (never the values themselves).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// An environment variable naming a PEM file of CA certificates trusted besides the system's (`tls://`).
+    #[serde(default)]
+    pub ca_file_env: Option<String>,
+    #[serde(default)]
+    pub batch: StreamBatch,
+    /// Longest wait to connect and for the server's answers (default `30 seconds`).
+    #[serde(default = "default_http_timeout")]
+    pub timeout: Duration,
+}
+
+/// When a micro-batch of a stream closes: at `max_records` messages, at `max_bytes` of payload, or `max_wait`
+/// after its first message, whichever comes first. A run that receives nothing for `max_wait` ends without a
+/// batch.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamBatch {
+    #[serde(default = "default_stream_records")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub max_records: u64,
+    #[serde(default = "default_stream_bytes")]
+    #[schemars(range(min = 1024, max = 1073741824))]
+    pub max_bytes: u64,
+    #[serde(default = "default_stream_wait")]
+    pub max_wait: Duration,
+}
+
+impl Default for StreamBatch {
+    fn default() -> Self {
+        Self {
+            max_records: default_stream_records(),
+            max_bytes: default_stream_bytes(),
+            max_wait: default_stream_wait(),
+        }
+    }
+}
+
+fn default_stream_records() -> u64 {
+    10_000
+}
+fn default_stream_bytes() -> u64 {
+    16 << 20
+}
+fn default_stream_wait() -> Duration {
+    Duration(std::time::Duration::from_secs(1))
+}
+fn default_session_expiry() -> Duration {
+    Duration(std::time::Duration::from_secs(7 * 24 * 3600))
 }
 
 fn default_batch_rows() -> u64 {
@@ -688,12 +817,15 @@ static ROWS: std::sync::LazyLock<Format> = std::sync::LazyLock::new(|| Format::C
 });
 /// What a manifest without `format` reads, after validation refused it (kinds other than `postgres`).
 static UNDECLARED: Format = Format::Ndjson { compression: Compression::Auto };
+/// The units of a stream source: one JSON record per message, a line each.
+static MESSAGES: Format = Format::Ndjson { compression: Compression::None };
 
 impl SourceManifest {
     /// How the connector's units are read: the declared `format`, or the rows a `postgres` source writes.
     pub fn format(&self) -> &Format {
         match (&self.format, &self.connector) {
             (_, Connector::Postgres(_)) => &ROWS,
+            (_, Connector::Mqtt(_) | Connector::Nats(_)) => &MESSAGES,
             (Some(f), _) => f,
             // Refused by validation (`format` is required for files and http).
             (None, _) => &UNDECLARED,
@@ -704,6 +836,21 @@ impl SourceManifest {
     /// (`postgres`, whose units are CSV it renders itself).
     pub fn typed_connector(&self) -> bool {
         matches!(self.connector, Connector::Postgres(_))
+    }
+
+    /// Whether the connector is a message stream (`mqtt`, `nats`): micro-batches, acknowledged after their
+    /// commit; its units are written by the connector (no `format`).
+    pub fn is_stream(&self) -> bool {
+        self.stream_batch().is_some()
+    }
+
+    /// A stream source's micro-batch settings.
+    pub fn stream_batch(&self) -> Option<&StreamBatch> {
+        match &self.connector {
+            Connector::Mqtt(c) => Some(&c.batch),
+            Connector::Nats(c) => Some(&c.batch),
+            _ => None,
+        }
     }
 
     /// The columns marked `key: true`, in order.

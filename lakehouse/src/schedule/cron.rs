@@ -12,6 +12,9 @@ use crate::manifest::CronSchedule;
 
 /// The first time strictly after `after` at which `schedule` fires (the earliest of its crate schedules).
 pub fn next_fire(schedule: &CronSchedule, tz: chrono_tz::Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if schedule.is_continuous() {
+        return Some(after);
+    }
     let both = schedule.hour_is_wildcard();
     schedule.schedules().iter().filter_map(|s| next_fire_of(s, both, tz, after)).min()
 }

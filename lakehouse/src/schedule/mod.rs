@@ -2,6 +2,10 @@
 //!
 //! - Each source runs on its manifest's `schedule` in the project's time zone ([`cron::next_fire`]). A run
 //!   still going when its next time comes is not started again: the next run is planned from its end.
+//! - A stream source with `schedule: continuous` starts its next run (micro-batch) as soon as the last one ends,
+//!   beside the other sources (it takes none of the `parallel` slots); a failed run is retried with the backoff,
+//!   growing up to `retry.max_backoff`, and never given up. Back-pressure is the broker's: a run takes a batch
+//!   only when the last one is committed, and the messages wait in the broker meanwhile.
 //! - At start, a source that never ran, or whose last successful run is older than a scheduled time that has
 //!   passed (the scheduler was down), runs once at once — not once per missed time.
 //! - A failed run is retried with exponential backoff and jitter, up to the manifest's `retry.attempts`; each
@@ -341,17 +345,20 @@ impl Scheduler {
     /// Starts what is due at `now`: sources (at most `parallel` at a time), the retention job, and one transform
     /// run of the pending models once no source is catching up.
     fn start_due(&mut self, now: DateTime<Utc>, runner: &dyn Runner, work: &mut JoinSet<Done>) {
-        let running = self.sources.values().filter(|s| s.running.is_some()).count();
+        // Continuous sources (streams) run beside the others: they take no slot.
+        let running = self.sources.values().filter(|s| s.running.is_some() && !s.job.schedule.is_continuous()).count();
         let mut slots = self.config.parallel.max(1).saturating_sub(running);
         for s in self.sources.values_mut().filter(|s| s.next_due <= now) {
             if s.running.is_some() {
                 // Still running at its next time: not doubled; planned again from its end.
                 continue;
             }
-            if slots == 0 {
-                break;
+            if !s.job.schedule.is_continuous() {
+                if slots == 0 {
+                    continue;
+                }
+                slots -= 1;
             }
-            slots -= 1;
             s.running = Some(now);
             let (name, trigger, attempt) = (s.job.name.clone(), s.trigger, s.attempt);
             tracing::info!(source = %name, trigger = trigger.as_str(), attempt, "starting");
@@ -462,6 +469,15 @@ impl Scheduler {
         }
         self.summary.failures += 1;
         let error = outcome.error.as_deref().unwrap_or("");
+        if s.job.schedule.is_continuous() {
+            // A stream is never given up: it reconnects with the backoff, which grows up to `max_backoff`.
+            let delay = retry_delay(&s.job.retry, s.attempt);
+            s.attempt = (s.attempt + 1).min(30);
+            s.trigger = Trigger::Retry;
+            s.next_due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(source = %name, attempt = s.attempt, retry_at = %s.next_due, error, "stream run failed; reconnecting after a pause");
+            return;
+        }
         if s.attempt < s.job.retry.attempts {
             let delay = retry_delay(&s.job.retry, s.attempt);
             s.attempt += 1;

@@ -61,13 +61,17 @@ impl Runner for LakehouseRunner {
             drop(guard);
             let mut record = IngestReport::run_record(&source, result.as_ref(), trigger.as_str(), started_at);
             record.attempt = attempt;
+            let new_data = result.as_ref().is_ok_and(|r| r.batch.is_some());
             let outcome = RunOutcome {
                 ok: record.status == Status::Succeeded,
-                new_data: result.as_ref().is_ok_and(|r| r.batch.is_some()),
+                new_data,
                 error: record.error.clone(),
                 busy: false,
             };
-            runlog::record(&lh.warehouse, &[record]).await;
+            // A stream's runs that found no message are not recorded: one a second would bury the others.
+            if new_data || !src.manifest.is_stream() || !outcome.ok {
+                runlog::record(&lh.warehouse, &[record]).await;
+            }
             outcome
         })
     }

@@ -1,0 +1,351 @@
+//! The stream connectors against real brokers of their own (a Mosquitto and a NATS server with JetStream, started
+//! per test on a free port, so that a test can restart its broker): messages published while the scheduler takes
+//! them and is killed with SIGKILL, stopped with SIGTERM, or its broker restarted — each message lands exactly
+//! once, malformed ones in the quarantine with their reason.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lakehouse_tests::*;
+
+const PROJECT: &str = "version: 1
+name: test
+partners:
+  - { id: city, name: City, kind: internal }
+privacy:
+  domains: [police]
+  keys: { from: file, path: KEYFILE }
+";
+
+/// A broker process of the test's own.
+struct Broker {
+    kind: &'static str,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The broker's binary: as `ci/brokers.sh` found it, else on the PATH or in /usr/sbin, where Debian puts it.
+fn binary(name: &str) -> String {
+    let var = if name == "mosquitto" { "LAKEHOUSE_TEST_MOSQUITTO" } else { "LAKEHOUSE_TEST_NATS_SERVER" };
+    if let Ok(path) = std::env::var(var) {
+        return path;
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/local/sbin"]) {
+        let path = std::path::Path::new(dir).join(name);
+        if path.exists() {
+            return path.display().to_string();
+        }
+    }
+    panic!("{name} is not installed: ci/test.sh installs it (ci/brokers.sh)")
+}
+
+impl Broker {
+    fn mosquitto() -> Self {
+        let mut b = Broker { kind: "mosquitto", port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let conf = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n",
+            b.port,
+            b.dir.path().display()
+        );
+        std::fs::write(b.dir.path().join("mosquitto.conf"), conf).unwrap();
+        b.start();
+        b
+    }
+
+    fn nats() -> Self {
+        let mut b = Broker { kind: "nats-server", port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        b.start();
+        b
+    }
+
+    fn start(&mut self) {
+        let dir = self.dir.path().display().to_string();
+        let port = self.port.to_string();
+        let mut cmd = match self.kind {
+            "mosquitto" => {
+                let mut c = Command::new(binary("mosquitto"));
+                c.args(["-c", &format!("{dir}/mosquitto.conf")]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(binary("nats-server"));
+                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir]);
+                c
+            }
+        };
+        self.child = Some(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("broker starts"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not listen on {}", self.kind, self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // JetStream answers a little after the port opens.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Stops the broker cleanly (it saves its state) and starts it again.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn mqtt_manifest(port: u16) -> String {
+    format!(
+        "version: 1
+name: sensors
+description: traffic sensors over MQTT
+owner: city
+schedule: continuous
+connector:
+  kind: mqtt
+  url: mqtt://127.0.0.1:{port}
+  topics: [\"city/traffic/+/flow\"]
+  topic_field: topic
+  message_id: reading_id
+  batch: {{ max_records: 5000, max_wait: 1 second }}
+columns:
+  reading_id: {{ type: string, required: true }}
+  topic: {{ type: string }}
+  vehicles: {{ type: int, range: [0, 5000] }}
+  measured_at: {{ type: timestamp, required: true }}
+retention: 1 year
+retry: {{ attempts: 3, backoff: 1 second, max_backoff: 2 seconds }}
+"
+    )
+}
+
+fn nats_manifest(port: u16) -> String {
+    format!(
+        "version: 1
+name: alarms
+description: patrol alarms over NATS JetStream
+owner: city
+schedule: continuous
+connector:
+  kind: nats
+  url: nats://127.0.0.1:{port}
+  stream: PATROL
+  subject: patrol.alarms.>
+  subject_field: subject
+  sequence_field: sequence
+  ack_wait: 2 seconds
+  batch: {{ max_records: 5000, max_wait: 1 second }}
+columns:
+  sequence: {{ type: int, required: true }}
+  subject: {{ type: string }}
+  alarm_id: {{ type: string, required: true }}
+  raised_at: {{ type: timestamp, required: true }}
+  officer: {{ type: string, pii: direct, domain: police }}
+retention: 1 year
+retry: {{ attempts: 3, backoff: 1 second, max_backoff: 2 seconds }}
+"
+    )
+}
+
+fn project(name: &str, manifest: String) -> TestProject {
+    let p = TestProject::empty();
+    p.write_project(PROJECT);
+    p.write(&format!("sources/{name}.yaml"), manifest);
+    p
+}
+
+fn feed(p: &TestProject, source: &str, count: u64, rate: u64, bad_every: u64) -> Child {
+    p.command(&["feed", source, "--count", &count.to_string(), "--rate", &rate.to_string(), "--bad-every"])
+        .arg(bad_every.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn schedule(p: &TestProject) -> Child {
+    p.command(&["schedule", "--grace", "30"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+fn wait_ok(child: Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}\n{}", stdout(&out), stderr(&out));
+}
+
+/// Drains the source with `lakehouse ingest` until bronze and the quarantine hold `expected` messages between
+/// them (redeliveries of a killed run come back after the broker's wait), at most a minute.
+async fn drain(p: &TestProject, source: &str, expected: i64) {
+    let bronze = p.warehouse_url("bronze", source);
+    let quarantine = p.warehouse_url("bronze", &format!("{source}__quarantine"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = p.run(&["ingest", source]);
+        assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+        let landed = query_i64(&bronze, "SELECT count(*) FROM t").await;
+        let quarantined = query_i64(&quarantine, "SELECT count(*) FROM t").await;
+        assert!(landed + quarantined <= expected, "more than published: {landed} + {quarantined}");
+        if landed + quarantined == expected || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// 100,000 messages (one in 1,000 not JSON) published while the scheduler takes them, is killed twice with
+/// SIGKILL, restarted, and finally stopped with SIGTERM; then what is pending is drained: each message is in
+/// bronze or the quarantine exactly once.
+async fn exactly_once_through_kills(p: &TestProject, source: &str, id: &str, publisher: Child) {
+    const N: i64 = 100_000;
+    let mut scheduler = schedule(p);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(4));
+        scheduler.kill().unwrap();
+        scheduler.wait().unwrap();
+        scheduler = schedule(p);
+    }
+    wait_ok(publisher, "feed");
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGTERM in the middle of the stream: the open batch is committed or left to the broker.
+    signal(&scheduler, "TERM");
+    let status = scheduler.wait().unwrap();
+    assert!(status.success(), "the scheduler stops cleanly on SIGTERM: {status}");
+    drain(p, source, N).await;
+    let bronze = p.warehouse_url("bronze", source);
+    assert_eq!(query_i64(&bronze, &format!("SELECT count(DISTINCT {id}) FROM t")).await, N - N / 1000);
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, N - N / 1000);
+    let quarantine = p.warehouse_url("bronze", &format!("{source}__quarantine"));
+    assert_eq!(query_i64(&quarantine, "SELECT count(*) FROM t").await, N / 1000);
+    // Each with its reason, at its message's line in the batch's archived unit.
+    let reasons = query_rows(&quarantine, "SELECT DISTINCT reason FROM t").await;
+    assert!(reasons.iter().all(|r| r[0].contains("JSON") || r[0].contains("EOF")), "{reasons:?}");
+    assert_eq!(query_i64(&quarantine, "SELECT count(*) FROM t WHERE line >= 1").await, N / 1000);
+}
+
+#[tokio::test]
+async fn mqtt_messages_land_exactly_once_through_kills_and_a_stop() {
+    let broker = Broker::mosquitto();
+    let p = project("sensors", mqtt_manifest(broker.port));
+    // The first run opens the persistent session: from then on, the broker keeps the messages for it.
+    let out = p.run(&["ingest", "sensors"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let publisher = feed(&p, "sensors", 100_000, 8_000, 1000);
+    exactly_once_through_kills(&p, "sensors", "reading_id", publisher).await;
+    let bronze = p.warehouse_url("bronze", "sensors");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE topic = 'city/traffic/demo/flow'").await, 99_900);
+    drop(broker);
+}
+
+#[tokio::test]
+async fn nats_messages_land_exactly_once_through_kills_a_stop_and_a_broker_restart() {
+    let mut broker = Broker::nats();
+    let p = project("alarms", nats_manifest(broker.port));
+    let publisher = feed(&p, "alarms", 100_000, 8_000, 1000);
+    exactly_once_through_kills(&p, "alarms", "alarm_id", publisher).await;
+    let bronze = p.warehouse_url("bronze", "alarms");
+    // The stream's sequence and subject land with each message; the officer is pseudonymized.
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT sequence) FROM t").await, 99_900);
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE subject = 'patrol.alarms.demo'").await, 99_900);
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE length(officer) = 64").await, 99_900);
+
+    // The broker restarts while the scheduler runs: it reconnects, and what is published after lands once.
+    let scheduler = schedule(&p);
+    std::thread::sleep(Duration::from_secs(2));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.start();
+    wait_ok(feed(&p, "alarms", 5_000, 0, 0), "feed after the restart");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query_i64(&bronze, "SELECT count(*) FROM t").await < 104_900 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&scheduler, "TERM");
+    let mut scheduler = scheduler;
+    assert!(scheduler.wait().unwrap().success());
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 104_900);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT alarm_id) FROM t").await, 104_900);
+}
+
+#[tokio::test]
+async fn a_stream_run_without_its_broker_fails_naming_it_and_commits_nothing() {
+    let port = free_port();
+    let p = project("alarms", nats_manifest(port));
+    let out = p.run(&["ingest", "alarms"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("nats 127.0.0.1:{port} stream `PATROL`")) && err.contains("nothing was committed"),
+        "{err}"
+    );
+    let p = project("sensors", mqtt_manifest(port));
+    let out = p.run(&["ingest", "sensors"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}: cannot connect")) && err.contains("nothing was committed"),
+        "{err}"
+    );
+}
+
+/// A crash after bronze's commit and before the acknowledgements (`after-commit-before-ack`), or between the
+/// ledger's commit and bronze's (`after-ledger-commit`: the next run completes the pending batch from its archived
+/// unit): the broker delivers the batch again, and the next run recognizes every message instead of landing it
+/// twice.
+#[tokio::test]
+async fn messages_delivered_again_after_a_crash_are_recognized_not_landed_twice() {
+    for point in ["after-commit-before-ack", "after-ledger-commit"] {
+        for kind in ["mqtt", "nats"] {
+            let (broker, source, p) = if kind == "mqtt" {
+                let b = Broker::mosquitto();
+                let p = project("sensors", mqtt_manifest(b.port));
+                assert!(p.run(&["ingest", "sensors"]).status.success(), "the session is opened");
+                (b, "sensors", p)
+            } else {
+                let b = Broker::nats();
+                let p = project("alarms", nats_manifest(b.port));
+                (b, "alarms", p)
+            };
+            wait_ok(feed(&p, source, 3_000, 0, 500), "feed");
+            let out = p.command(&["ingest", source]).env("LAKEHOUSE_FAULT", point).output().unwrap();
+            assert!(!out.status.success(), "{kind} {point}: the run is aborted");
+            // The broker's wait before it delivers unacknowledged messages again (NATS's ack_wait).
+            std::thread::sleep(Duration::from_secs(3));
+            let out = p.run(&["ingest", source]);
+            assert!(out.status.success(), "{kind} {point}: {}\n{}", stdout(&out), stderr(&out));
+            let log = stderr(&out);
+            assert!(log.contains("delivered again after their commit"), "{kind} {point}: {log}");
+            let bronze = p.warehouse_url("bronze", source);
+            assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_994, "{kind} {point}");
+            let quarantine = p.warehouse_url("bronze", &format!("{source}__quarantine"));
+            assert_eq!(query_i64(&quarantine, "SELECT count(*) FROM t").await, 6, "{kind} {point}");
+            // Nothing else comes: the redeliveries were acknowledged.
+            std::thread::sleep(Duration::from_secs(3));
+            let out = p.run(&["ingest", source]);
+            assert!(
+                out.status.success() && !stderr(&out).contains("delivered again"),
+                "{kind} {point}: {}",
+                stderr(&out)
+            );
+            assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_994, "{kind} {point}");
+            drop(broker);
+        }
+    }
+}
