@@ -20,6 +20,8 @@ struct RetentionLine {
     quarantine_rows: u64,
     /// Data files removed by VACUUM (none in a dry run).
     vacuumed: Option<usize>,
+    /// Stream sources: small data files rewritten into few (none in a dry run).
+    compacted: Option<usize>,
     /// Responses of an `http` source archived before the cutoff: deleted (counted in a dry run).
     archived_pages: u64,
 }
@@ -50,6 +52,7 @@ pub async fn run(dir: &Path, names: &[String], dry_run: bool, as_of: Option<&str
                     bronze_rows: r.bronze_rows,
                     quarantine_rows: r.quarantine_rows,
                     vacuumed: (!dry_run).then_some(r.files_vacuumed),
+                    compacted: (!dry_run).then_some(r.files_compacted),
                     archived_pages: r.archived_pages,
                 });
                 record.rows = Some(r.bronze_rows + r.quarantine_rows);

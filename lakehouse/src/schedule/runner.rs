@@ -33,7 +33,19 @@ impl Runner for LakehouseRunner {
         Box::pin(async move {
             let started_at = Utc::now();
             let target = format!("bronze.{source}");
-            let guard = match lock::try_lock(&lh.warehouse, &target).await {
+            // A stream waits for the retention job (or a manual ingest) holding its lock: started again at once,
+            // a skipped run would be retried without a pause.
+            let continuous = lh
+                .project
+                .sources
+                .iter()
+                .any(|s| s.manifest.name.as_str() == source && s.manifest.schedule.is_continuous());
+            let locked = if continuous {
+                lock::wait_for_lock(&lh.warehouse, &target).await
+            } else {
+                lock::try_lock(&lh.warehouse, &target).await
+            };
+            let guard = match locked {
                 Ok(Some(g)) => g,
                 Ok(None) => {
                     tracing::info!(source = %source, "skipped: {LOCKED}");
