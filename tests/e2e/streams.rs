@@ -357,6 +357,12 @@ async fn a_stream_of_small_batches_is_checkpointed_and_compacted() {
     let broker = Broker::nats();
     let p = project("alarms", nats_manifest(broker.port).replace("max_records: 5000", "max_records: 25"));
     wait_ok(feed(&p, "alarms", 2_600, 0, 0), "feed");
+    // The lag as the broker tells it (`lakehouse status`).
+    let status = |p: &TestProject| {
+        let out = p.run(&["status", "--format", "csv"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().find(|l| l.starts_with("bronze.alarms")).unwrap_or_default().to_string()
+    };
     let out = p.run(&["ingest", "alarms"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let bronze = p.warehouse_url("bronze", "alarms");
@@ -364,17 +370,23 @@ async fn a_stream_of_small_batches_is_checkpointed_and_compacted() {
     let log = p.path().join("warehouse/bronze/alarms/_delta_log");
     assert!(log.join("00000000000000000099.checkpoint.parquet").exists(), "one at the 100th commit");
     assert!(log.join("_last_checkpoint").exists());
+    let line = status(&p);
+    assert!(line.contains("streaming: 0 pending") && line.contains("records/s over 5 min"), "{line}");
+    wait_ok(feed(&p, "alarms", 40, 0, 0), "feed");
+    let line = status(&p);
+    assert!(line.contains("streaming: 40 pending, the oldest "), "{line}");
+    assert!(p.run(&["ingest", "alarms"]).status.success());
     let files = |url: String| async move { open_table(&url).await.snapshot().unwrap().log_data().num_files() };
     assert!(files(bronze.clone()).await >= 100);
     let out = p.run(&["retention", "alarms"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(files(bronze.clone()).await <= 2, "compacted");
     assert!(files(p.warehouse_url("bronze", "alarms__files")).await <= 2, "the ledger too");
-    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_600);
-    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT alarm_id) FROM t").await, 2_600);
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_640);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT alarm_id) FROM t").await, 2_640);
     // The stream goes on after the compaction.
     wait_ok(feed(&p, "alarms", 100, 0, 0), "feed");
     assert!(p.run(&["ingest", "alarms"]).status.success());
-    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_700);
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_740);
     drop(broker);
 }

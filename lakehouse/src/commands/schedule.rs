@@ -104,6 +104,20 @@ pub async fn status(dir: &Path, vars: &[String], format: OutputFormat) -> CmdRes
     for src in &lh.project.sources {
         let table = format!("bronze.{}", src.manifest.name);
         let schedule = &src.manifest.schedule;
+        if src.manifest.is_stream() {
+            lines.push(StatusLine {
+                schedule: schedule.as_str().to_string(),
+                last_success: success.get(&table).map(|t| show(*t)),
+                state: stream_state(&src.manifest, &records, &table, now).await,
+                next_run: schedule
+                    .is_continuous()
+                    .then(|| "continuous".to_string())
+                    .or_else(|| next_fire(schedule, tz, now).map(show)),
+                last_error: last_error(&table),
+                table,
+            });
+            continue;
+        }
         let state = match success.get(&table) {
             None => "never run".to_string(),
             Some(t) => {
@@ -139,6 +153,33 @@ pub async fn status(dir: &Path, vars: &[String], format: OutputFormat) -> CmdRes
     }
     print_rows(&lines, format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stream source's state: what its broker holds for it (messages pending and the age of the oldest, when the
+/// broker tells) and the rate it lands at (records of its batches over the last five minutes, from the run log).
+async fn stream_state(
+    m: &lakehouse::manifest::SourceManifest,
+    records: &[RunRecord],
+    table: &str,
+    now: DateTime<Utc>,
+) -> String {
+    const WINDOW: i64 = 300;
+    let since = now - chrono::Duration::seconds(WINDOW);
+    let landed: u64 = records
+        .iter()
+        .filter(|r| r.target == table && r.status.is_success() && r.started_at >= since)
+        .filter_map(|r| r.rows)
+        .sum();
+    let rate = format!("{:.1} records/s over 5 min", landed as f64 / WINDOW as f64);
+    match lakehouse::connector::stream_lag(m).await {
+        Ok(Some(lag)) => {
+            let age =
+                lag.oldest.map(|t| format!(", the oldest {}s old", (now - t).num_seconds().max(0))).unwrap_or_default();
+            format!("streaming: {} pending{age}; {rate}", lag.pending)
+        }
+        Ok(None) => format!("streaming: {rate} (pending: not told by the broker)"),
+        Err(e) => format!("streaming: {rate}; the broker cannot be asked: {e}"),
+    }
 }
 
 /// `up to date`, `STALE (… changed)` (an input has a version its last run did not read) or `never run`.

@@ -22,6 +22,18 @@ pub use archive::{archive_url, list as list_archive};
 pub use files::{ContentHash, FileEntry, content_hash};
 pub use mqtt::check_filter as mqtt_check_filter;
 
+pub use nats::Lag as StreamLag;
+
+/// What a stream source's broker holds for it and it has not committed (`lakehouse status`): known for `nats`
+/// (its durable consumer's pending messages); `None` for `mqtt` (the protocol does not tell a client how many
+/// messages its session holds) and before a first run.
+pub async fn stream_lag(m: &SourceManifest) -> Result<Option<StreamLag>, String> {
+    match &m.connector {
+        crate::manifest::Connector::Nats(spec) => nats::lag(spec, m.name.as_str()).await,
+        _ => Ok(None),
+    }
+}
+
 /// Publishes payloads to a stream source's broker, where its connector reads them: MQTT's first topic, or NATS's
 /// subject filter (wildcards replaced by `demo`) — `lakehouse feed`. Waits until the broker has stored each.
 pub async fn publish(m: &SourceManifest, payloads: Vec<Vec<u8>>) -> Result<(), String> {

@@ -157,6 +157,35 @@ pub async fn publish(spec: &Spec, subject: &str, payloads: Vec<Vec<u8>>, window:
     client.flush().await.map_err(|e| e.to_string())
 }
 
+/// What a durable consumer has not acknowledged yet.
+pub struct Lag {
+    /// Messages not yet delivered, plus those delivered and not acknowledged.
+    pub pending: u64,
+    /// When the oldest of them was stored, if there is one.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The lag of a source's consumer (`lakehouse status`); `None` before its first run created it.
+pub async fn lag(spec: &Spec, source: &str) -> Result<Option<Lag>, String> {
+    let options = Options::from_env(spec).map_err(|e| e.to_string())?;
+    let client = connect(spec, &options, source).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let js = jetstream::new(client);
+    let stream = js.get_stream(&spec.stream).await.map_err(|e| format!("stream `{}`: {e}", spec.stream))?;
+    let name = spec.consumer.clone().unwrap_or_else(|| format!("lakehouse_{source}"));
+    let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&name).await else { return Ok(None) };
+    let info = consumer.info().await.map_err(|e| e.to_string())?;
+    let pending = info.num_pending + info.num_ack_pending as u64;
+    let next = info.ack_floor.stream_sequence + 1;
+    let filter = spec.subject.clone().unwrap_or_else(|| ">".into());
+    let oldest = if pending == 0 {
+        None
+    } else {
+        let message = stream.raw_message_builder().sequence(next).next_by_subject(filter).send().await;
+        message.ok().and_then(|m| chrono::DateTime::from_timestamp(m.time.unix_timestamp(), 0))
+    };
+    Ok(Some(Lag { pending, oldest }))
+}
+
 impl NatsSource {
     pub fn new(m: &SourceManifest, spec: &Spec, lh: &crate::Lakehouse) -> Result<Self, ConnectorError> {
         Ok(Self {
