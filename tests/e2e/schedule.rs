@@ -248,6 +248,7 @@ async fn models_run_when_their_inputs_change() {
         order: vec!["silver.a".into(), "silver.b".into(), "gold.ab".into()],
         inputs,
         schedules: BTreeMap::new(),
+        min_intervals: BTreeMap::new(),
     };
     let mut cfg = config(vec![job("src_a", "0 * * * *", 3), job("src_b", "0 6 * * *", 3)], utc("2026-11-28T08:30:00Z"));
     cfg.last_success.remove("bronze.src_a");
@@ -268,6 +269,53 @@ async fn models_run_when_their_inputs_change() {
             "09:45 transform silver.a,silver.b,gold.ab",
         ]
     );
+}
+
+/// A continuous (stream) source runs again as soon as its run ends, beside a cron source it takes no slot from;
+/// the model downstream of it runs at most once per its `min_interval` (and the model reading that one waits
+/// with it); a failing stream reconnects after a growing pause and is never given up.
+#[tokio::test]
+async fn a_stream_runs_continuously_and_its_models_at_most_once_per_min_interval() {
+    let inputs: BTreeMap<String, std::collections::BTreeSet<String>> =
+        [("silver.s", vec!["bronze.stream"]), ("gold.g", vec!["silver.s"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+            .collect();
+    let models = ModelGraph {
+        order: vec!["silver.s".into(), "gold.g".into()],
+        inputs,
+        schedules: BTreeMap::new(),
+        min_intervals: [("silver.s".to_string(), Duration::from_secs(60))].into_iter().collect(),
+    };
+    let mut stream = job("stream", "continuous", 3);
+    stream.retry.backoff = lakehouse::manifest::Duration(Duration::from_secs(2));
+    stream.retry.max_backoff = lakehouse::manifest::Duration(Duration::from_secs(10));
+    let mut cfg = config(vec![stream, job("files", "*/1 * * * *", 3)], utc("2026-11-28T08:00:00Z"));
+    cfg.models = models;
+    cfg.parallel = 1;
+    let r = drive(cfg, "2026-11-28T09:00:00Z", "2026-11-28T09:03:30Z", |r| {
+        r.new_data = true;
+        r.slow.insert("stream".into(), chrono::Duration::seconds(1));
+        r.fail.lock().unwrap().insert("stream".into(), 6);
+    })
+    .await;
+    let stream_runs = r.calls("stream");
+    // Six failures: retried after a pause that grows (2 s doubling, ±50 %, at most 10 s), never given up.
+    let failures: Vec<i64> = stream_runs.windows(2).take(6).map(|w| (w[1].at - w[0].at).num_milliseconds()).collect();
+    assert!(failures.iter().all(|ms| (1_000..=16_000).contains(ms)), "{failures:?}");
+    assert!(stream_runs[..7].iter().skip(1).all(|c| c.trigger == Trigger::Retry));
+    // Then batch after batch, each starting when the last ended (1 s each).
+    let after: Vec<i64> = stream_runs[7..].windows(2).map(|w| (w[1].at - w[0].at).num_seconds()).collect();
+    assert!(after.len() > 100 && after.iter().all(|s| *s == 1), "{after:?}");
+    // The cron source keeps its minutes although `parallel` is 1.
+    assert_eq!(r.calls("files").len(), 4);
+    // The models: at most once a minute for silver.s, and gold.g with it.
+    let transforms: Vec<Call> =
+        r.calls.lock().unwrap().iter().filter(|c| c.what.starts_with("transform")).cloned().collect();
+    let silver: Vec<DateTime<Utc>> = transforms.iter().filter(|c| c.what.contains("silver.s")).map(|c| c.at).collect();
+    assert!(silver.len() >= 3, "{transforms:?}");
+    assert!(silver.windows(2).all(|w| w[1] - w[0] >= chrono::Duration::seconds(60)), "{transforms:?}");
+    assert!(transforms.iter().all(|c| !c.what.contains("gold.g") || c.what.contains("silver.s")), "{transforms:?}");
 }
 
 // ---- the real binary ----
@@ -542,6 +590,7 @@ async fn a_busy_model_is_tried_again_shortly() {
         order: vec!["silver.a".into()],
         inputs: [("silver.a".to_string(), ["bronze.src_a".to_string()].into_iter().collect())].into_iter().collect(),
         schedules: BTreeMap::new(),
+        min_intervals: BTreeMap::new(),
     };
     let mut cfg = config(vec![job("src_a", "0 * * * *", 3)], utc("2026-11-28T08:30:00Z"));
     cfg.models = models;

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::names::{ColumnName, CronSchedule};
+use super::names::{ColumnName, CronSchedule, Duration};
 
 /// The layer a model writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
@@ -92,6 +92,11 @@ pub struct ModelSidecar {
     /// Run on this schedule as well as when an input changes (read by the scheduler).
     #[serde(default)]
     pub schedule: Option<CronSchedule>,
+    /// When new data triggers this model under the scheduler, it runs at most once per this interval (the
+    /// models reading it wait with it): a stream upstream commits a batch every second or so, and the data that
+    /// lands meanwhile is taken by the next run.
+    #[serde(default)]
+    pub min_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -11,7 +11,9 @@
 //! - A failed run is retried with exponential backoff and jitter, up to the manifest's `retry.attempts`; each
 //!   attempt is recorded in `system.runs`. Other sources keep their own rhythm.
 //! - Models are data-aware: when an ingest commits new data, the models that read the source, directly or
-//!   not, run in DAG order (up-to-date ones cost a version check). A model whose sidecar has a `schedule` also
+//!   not, run in DAG order (up-to-date ones cost a version check). A model whose sidecar sets `min_interval`
+//!   runs at most once per that interval (the models reading it wait with it): downstream of a stream, which
+//!   commits every second or so, it takes what landed meanwhile in one run. A model whose sidecar has a `schedule` also
 //!   runs on it. At start, and every [`Config::model_check`], every model is checked (inputs written by
 //!   another process).
 //! - Across processes, a lock per target ([`lock`]) keeps two schedulers on one warehouse from running the same
@@ -166,6 +168,8 @@ pub struct ModelGraph {
     pub inputs: BTreeMap<String, BTreeSet<String>>,
     /// Models with their own schedule.
     pub schedules: BTreeMap<String, CronSchedule>,
+    /// Models run at most once per this interval when data triggers them (sidecar `min_interval`).
+    pub min_intervals: BTreeMap<String, Duration>,
 }
 
 impl ModelGraph {
@@ -177,6 +181,11 @@ impl ModelGraph {
                 .models
                 .iter()
                 .filter_map(|(t, m)| Some((t.clone(), m.loaded.sidecar.as_ref()?.schedule.clone()?)))
+                .collect(),
+            min_intervals: plan
+                .models
+                .iter()
+                .filter_map(|(t, m)| Some((t.clone(), m.loaded.sidecar.as_ref()?.min_interval?.0)))
                 .collect(),
         }
     }
@@ -258,7 +267,8 @@ pub async fn run(
     let mut stopping = false;
     tokio::pin!(shutdown);
     loop {
-        if !stopping {
+        // Nothing starts once the clock has passed `until` (a continuous source would otherwise go on forever).
+        if !stopping && until.is_none_or(|u| clock.now() <= u) {
             s.start_due(clock.now(), runner.as_ref(), &mut work);
         }
         if stopping && work.is_empty() {
@@ -305,6 +315,10 @@ struct Scheduler {
     next_check: Option<DateTime<Utc>>,
     retention_due: Option<DateTime<Utc>>,
     retaining: bool,
+    /// When each model was last started by the scheduler (for `min_interval`).
+    model_started: BTreeMap<String, DateTime<Utc>>,
+    /// Models triggered within their `min_interval` (and the models reading them): run again at this time.
+    deferred: BTreeMap<String, DateTime<Utc>>,
     summary: Summary,
 }
 
@@ -337,6 +351,8 @@ impl Scheduler {
             next_check: check_every.map(|d| start + d),
             retention_due: config.retention.as_ref().map(|c| next_time(&config, c, start)),
             retaining: false,
+            model_started: BTreeMap::new(),
+            deferred: BTreeMap::new(),
             summary: Summary::default(),
             config,
         }
@@ -392,6 +408,7 @@ impl Scheduler {
             self.pending.extend(self.config.models.downstream(target));
             *due = next_time(&self.config, &self.config.models.schedules[target], now);
         }
+        self.defer_within_min_interval(now);
         // Models wait for the catch-up runs of sources (never run, or missed while down) to finish first.
         let catching_up = self.sources.values().any(|s| matches!(s.trigger, Trigger::Startup | Trigger::Missed));
         if self.transforming.is_none()
@@ -403,9 +420,39 @@ impl Scheduler {
             let targets: Vec<String> =
                 self.config.models.order.iter().filter(|t| self.pending.contains(*t)).cloned().collect();
             self.pending.clear();
+            for t in &targets {
+                self.model_started.insert(t.clone(), now);
+            }
             self.transforming = Some((now, targets.clone()));
             let fut = runner.transform(targets, Trigger::Data);
             work.spawn(async move { Done::Transform(fut.await) });
+        }
+    }
+
+    /// Pending models started less than their `min_interval` ago wait until it has passed, with the models that
+    /// read them (they would read the same data again); those whose wait is over are pending again.
+    fn defer_within_min_interval(&mut self, now: DateTime<Utc>) {
+        let over: Vec<String> = self.deferred.iter().filter(|(_, at)| **at <= now).map(|(t, _)| t.clone()).collect();
+        for t in over {
+            self.deferred.remove(&t);
+            self.pending.insert(t);
+        }
+        let waiting: Vec<(String, DateTime<Utc>)> = self
+            .pending
+            .iter()
+            .filter_map(|t| {
+                let interval = chrono::Duration::from_std(*self.config.models.min_intervals.get(t)?).ok()?;
+                let due = *self.model_started.get(t)? + interval;
+                (due > now).then(|| (t.clone(), due))
+            })
+            .collect();
+        for (t, due) in waiting {
+            for m in std::iter::once(t.clone()).chain(self.config.models.downstream(&t)) {
+                if self.pending.remove(&m) || m == t {
+                    let at = self.deferred.entry(m).or_insert(due);
+                    *at = (*at).max(due);
+                }
+            }
         }
     }
 
@@ -419,6 +466,7 @@ impl Scheduler {
             .chain(self.pending_after.filter(|_| !self.pending.is_empty()))
             .chain(self.next_check)
             .chain(self.retention_due.filter(|_| !self.retaining))
+            .chain(self.deferred.values().copied())
             .min()
     }
 
