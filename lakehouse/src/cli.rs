@@ -339,6 +339,25 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// A NATS JetStream source under `lakehouse schedule` (`schedule: continuous`, batches closed after 1 s), fed
+    /// by this process: publish → visible latency p50/p99 at each `--rates` (held `--seconds`), the rate a
+    /// backlog of `--backlog` messages is drained at (the most it sustains), the scheduler's memory; one JSON line.
+    /// Needs a NATS server with JetStream (`ci/brokers.sh` starts one); the bench's stream is deleted at the end.
+    Stream {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Messages per second, each held `--seconds`.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Messages published while the scheduler is stopped, then drained.
+        #[arg(long, default_value_t = 500_000)]
+        backlog: u64,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The query server through PostgreSQL clients: `bench job`'s gold table served by `lakehouse serve` (its
     /// own process); p50/p99 latency of a small prepared gold query, throughput with many clients, a long
     /// result streamed, and the server's CPU time and peak memory; then one JSON line.

@@ -6,6 +6,7 @@ use crate::cli::{BenchCommand, BenchData};
 mod job;
 mod pull;
 mod serve;
+mod stream;
 pub mod usage;
 mod workload;
 
@@ -42,6 +43,14 @@ pub async fn run(cmd: BenchCommand) -> super::CmdResult {
             let exe = std::env::current_exe()?;
             let result =
                 pull::run(&exe, &dir, rows, page_size.max(1), &pg_url_env).await.map_err(|e| anyhow::anyhow!(e))?;
+            println!("{result}");
+        }
+        BenchCommand::Stream { nats_url, rates, seconds, backlog, dir } => {
+            let (dir, _tmp) = work_dir(dir)?;
+            let exe = std::env::current_exe()?;
+            let result = stream::run(&exe, &dir, &nats_url, &rates, seconds.max(1), backlog)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             println!("{result}");
         }
         BenchCommand::Transform(BenchData { rows, files, dir }) => {
