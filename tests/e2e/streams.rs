@@ -390,3 +390,34 @@ async fn a_stream_of_small_batches_is_checkpointed_and_compacted() {
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 2_740);
     drop(broker);
 }
+
+/// The example's stream sources (`sources/optional/`), enabled as `feeds.sh` does, against brokers of the test:
+/// the traffic sensors' readings with their topic, the patrol alarms with their subject, sequence and a
+/// pseudonymized officer; malformed readings quarantined.
+#[tokio::test]
+async fn the_example_stream_sources_land_what_is_published() {
+    let (mosquitto, nats) = (Broker::mosquitto(), Broker::nats());
+    let p = TestProject::example(None);
+    for (name, port, default) in
+        [("ville_traffic_sensors", mosquitto.port, "127.0.0.1:1883"), ("patrol_alarms", nats.port, "127.0.0.1:4222")]
+    {
+        let text = std::fs::read_to_string(repo().join(format!("sources/optional/{name}.yaml"))).unwrap();
+        assert!(text.contains(default), "{name}");
+        p.write(&format!("sources/{name}.yaml"), text.replace(default, &format!("127.0.0.1:{port}")));
+    }
+    wait_ok(feed(&p, "patrol_alarms", 1, 0, 0), "the stream is created");
+    let out = p.run(&["ingest", "ville_traffic_sensors", "patrol_alarms"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    wait_ok(feed(&p, "ville_traffic_sensors", 500, 0, 50), "feed");
+    wait_ok(feed(&p, "patrol_alarms", 99, 0, 0), "feed");
+    let out = p.run(&["ingest", "ville_traffic_sensors", "patrol_alarms"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let sensors = p.warehouse_url("bronze", "ville_traffic_sensors");
+    assert_eq!(query_i64(&sensors, "SELECT count(*) FROM t WHERE topic = 'city/traffic/demo/flow'").await, 490);
+    let quarantine = p.warehouse_url("bronze", "ville_traffic_sensors__quarantine");
+    assert_eq!(query_i64(&quarantine, "SELECT count(*) FROM t").await, 10);
+    let alarms = p.warehouse_url("bronze", "patrol_alarms");
+    assert_eq!(query_i64(&alarms, "SELECT count(DISTINCT sequence) FROM t").await, 100);
+    assert_eq!(query_i64(&alarms, "SELECT count(*) FROM t WHERE length(officer) = 64").await, 100);
+    assert_eq!(query_i64(&alarms, "SELECT count(*) FROM t WHERE subject = 'patrol.alarms.demo'").await, 100);
+}
