@@ -23,7 +23,9 @@ fi
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 mkdir -p "$state"
 if ! listening 1883; then
-    printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest file %s/mosquitto.log\n' \
+    # `user root`: started by root, Mosquitto would run as `mosquitto`, which cannot write under root's home (the
+    # setting is ignored when another user starts it).
+    printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest file %s/mosquitto.log\nuser root\n' \
         "$state" "$state" >"$state/mosquitto.conf"
     "$mosquitto" -d -c "$state/mosquitto.conf"
     say "Mosquitto started on 127.0.0.1:1883 ($state)"

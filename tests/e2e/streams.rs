@@ -18,6 +18,10 @@ privacy:
   keys: { from: file, path: KEYFILE }
 ";
 
+/// Mosquitto started as root runs as the user `mosquitto`, which cannot read the test's private temporary
+/// directories: it stays the user who started it (ignored when that is not root).
+const RUN_AS: &str = "user root\n";
+
 /// A broker process of the test's own.
 struct Broker {
     kind: &'static str,
@@ -50,7 +54,7 @@ impl Broker {
         let mut b = Broker { kind: "mosquitto", port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
         let conf = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n",
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n{RUN_AS}",
             b.port,
             b.dir.path().display()
         );
@@ -420,4 +424,246 @@ async fn the_example_stream_sources_land_what_is_published() {
     assert_eq!(query_i64(&alarms, "SELECT count(DISTINCT sequence) FROM t").await, 100);
     assert_eq!(query_i64(&alarms, "SELECT count(*) FROM t WHERE length(officer) = 64").await, 100);
     assert_eq!(query_i64(&alarms, "SELECT count(*) FROM t WHERE subject = 'patrol.alarms.demo'").await, 100);
+}
+
+/// A TCP proxy to the S3 server of `ci/start-s3.sh` that can be taken down (every connection closed, new ones
+/// refused) and brought back.
+struct SwitchProxy {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SwitchProxy {
+    fn start(upstream: String) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let n = match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => n,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) =>
+                                {
+                                    continue;
+                                }
+                                Err(_) => break,
+                            };
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, down }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The object store stops for 10 seconds while messages arrive: the scheduler's runs fail and are retried, the
+/// messages wait in the broker (nothing buffered by us), and once the store is back every message lands once —
+/// a batch cut between two commits included.
+#[tokio::test]
+async fn a_store_stopped_for_ten_seconds_holds_the_stream_back_and_loses_nothing() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("the S3 server of ci/start-s3.sh");
+    let proxy = SwitchProxy::start(endpoint.trim_start_matches("http://").trim_end_matches('/').to_string());
+    let broker = Broker::nats();
+    let p = project("alarms", nats_manifest(broker.port).replace("max_records: 5000", "max_records: 500"));
+    let yaml = std::fs::read_to_string(p.path().join("lakehouse.yaml")).unwrap();
+    p.write(
+        "lakehouse.yaml",
+        format!(
+            "{yaml}warehouse: {}/lake\nstorage: {{ connect_timeout: 1 second, request_timeout: 3 seconds, retries: 1, \
+             retry_timeout: 3 seconds, lock_lease: 3 seconds }}\n",
+            s3_prefix("stream-outage")
+        ),
+    );
+    let via_proxy = |mut c: Command| {
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", proxy.port));
+        c
+    };
+    let publisher = feed(&p, "alarms", 30_000, 2_000, 0);
+    let mut scheduler = via_proxy(p.command(&["schedule", "--grace", "30"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_secs(10));
+    proxy.set_down(false);
+    wait_ok(publisher, "feed");
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&scheduler, "TERM");
+    assert!(scheduler.wait().unwrap().success());
+    let bronze = p.warehouse_url("bronze", "alarms");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = via_proxy(p.command(&["ingest", "alarms"])).output().unwrap();
+        assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+        let n = query_i64(&bronze, "SELECT count(*) FROM t").await;
+        if n >= 30_000 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 30_000);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT alarm_id) FROM t").await, 30_000);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT sequence) FROM t").await, 30_000);
+    drop(broker);
+}
+
+/// `mqtts://` with credentials from the environment: a broker with TLS (a test CA, trusted through `ca_file_env`)
+/// and a password file. The right credentials land the messages; a wrong password is refused with the broker's
+/// reason and nothing committed; a missing variable is named before any connection; the password (a canary) is
+/// in no output and no file of the lake.
+#[tokio::test]
+async fn mqtt_over_tls_with_credentials_from_the_environment() {
+    const PASSWORD: &str = "mqtt-canary-s3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(d).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lakehouse test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(d.join("ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "ext",
+    ]);
+    let passwd = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(d.join("passwords"))
+        .args(["sensors", PASSWORD])
+        .output()
+        .expect("mosquitto_passwd (Debian's mosquitto package; ci/brokers.sh installs it)");
+    assert!(passwd.status.success(), "{}", String::from_utf8_lossy(&passwd.stderr));
+    let mut broker = Broker { kind: "mosquitto", port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwords\ncafile {d}/ca.pem\n\
+         certfile {d}/server.pem\nkeyfile {d}/server.key\npersistence false\nmax_queued_messages 0\nlog_dest none\n\
+         {RUN_AS}",
+        port = broker.port,
+        d = d.display()
+    );
+    std::fs::write(broker.dir.path().join("mosquitto.conf"), conf).unwrap();
+    broker.start();
+    let manifest = mqtt_manifest(broker.port)
+        .replace(&format!("mqtt://127.0.0.1:{}", broker.port), &format!("mqtts://localhost:{}", broker.port))
+        .replace(
+            "  message_id: reading_id\n",
+            "  message_id: reading_id\n  username_env: SENSORS_USER\n  password_env: SENSORS_PASSWORD\n  ca_file_env: SENSORS_CA\n",
+        );
+    let p = project("sensors", manifest);
+    let with_env = |mut c: Command, password: &str| {
+        c.env("SENSORS_USER", "sensors").env("SENSORS_PASSWORD", password).env("SENSORS_CA", d.join("ca.pem"));
+        c
+    };
+    // No variable: named, before any connection.
+    let out = p.run(&["ingest", "sensors"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("`SENSORS_USER` (connector.username_env) is not set"), "{}", stderr(&out));
+    // A wrong password: the broker's reason, nothing committed.
+    let out = with_env(p.command(&["ingest", "sensors"]), "wrong-password").output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("connection refused: not authorized") && err.contains("nothing was committed"), "{err}");
+    // Without the CA, the broker's certificate is not trusted.
+    let out = p
+        .command(&["ingest", "sensors"])
+        .env("SENSORS_USER", "sensors")
+        .env("SENSORS_PASSWORD", PASSWORD)
+        .env("SENSORS_CA", "/etc/ssl/certs/ca-certificates.crt")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    // The right ones.
+    let out = with_env(p.command(&["ingest", "sensors"]), PASSWORD).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let published =
+        with_env(p.command(&["feed", "sensors", "--count", "300", "--rate", "0"]), PASSWORD).output().unwrap();
+    assert!(published.status.success(), "{}", stderr(&published));
+    let out = with_env(p.command(&["ingest", "sensors"]), PASSWORD).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bronze = p.warehouse_url("bronze", "sensors");
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 300);
+    for file in files_under(p.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "{}", file.display());
+    }
+    for text in [stdout(&out), stderr(&out), stdout(&published), stderr(&published)] {
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
 }
