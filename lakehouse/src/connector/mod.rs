@@ -141,7 +141,8 @@ pub struct Polled {
 /// # Contract
 ///
 /// - [`Connector::poll`] returns what is new since the last committed batch. It is given the ledger (each path
-///   taken, with its last batch) and the position committed with the last batch. It may be called again for the
+///   taken, with its last batch; only the last batch's rows when [`Connector::last_batch_only`] says so) and the
+///   position committed with the last batch. It may be called again for the
 ///   same batch (a run that crashed before its commit): it must then offer the same records or later ones, and
 ///   never skip one that was not committed.
 /// - Every unit it returns can be read with [`Connector::open`] in this run **and in later runs**: a run that
@@ -177,6 +178,12 @@ pub trait Connector: Send + Sync {
     /// Whether a batch is taken whole or not at all: a unit that cannot be read then fails the run, instead of
     /// being left for the next run while the others are committed (the position would move past its records).
     fn all_or_nothing(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Connector::poll`] of batch `batch` needs only the ledger's last batch (a stream: a batch a second,
+    /// whose ledger would otherwise be read whole every second) rather than every row.
+    fn last_batch_only(&self, _batch: i64) -> bool {
         false
     }
 

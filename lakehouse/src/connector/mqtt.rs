@@ -600,6 +600,11 @@ impl Connector for MqttSource {
         true
     }
 
+    /// The whole ledger only when the archive is swept (it tells which run directories a commit names).
+    fn last_batch_only(&self, batch: i64) -> bool {
+        batch % stream::SWEEP_EVERY != 0
+    }
+
     async fn discard(&self, units: &[FileEntry]) {
         // Closing without acknowledging: the broker delivers the batch again to the next run.
         self.pending.lock().await.take();

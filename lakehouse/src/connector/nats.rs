@@ -348,6 +348,11 @@ impl Connector for NatsSource {
         true
     }
 
+    /// The whole ledger only when the archive is swept (it tells which run directories a commit names).
+    fn last_batch_only(&self, batch: i64) -> bool {
+        batch % stream::SWEEP_EVERY != 0
+    }
+
     async fn discard(&self, units: &[FileEntry]) {
         // Not acknowledged: the server delivers the batch again after `ack_wait`.
         self.pending.lock().await.take();

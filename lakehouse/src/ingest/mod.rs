@@ -613,9 +613,10 @@ async fn create_keyed(
 /// the connector), or the next one with what the connector offers from the position committed last.
 async fn select_files(conn: &dyn Connector, tables: &SourceTables) -> Result<Selection, IngestError> {
     let [b, l, _] = tables.committed;
+    let since = conn.last_batch_only(b + 1).then_some(l);
     let taken = match &tables.ledger {
         Some(ledger) => {
-            tables::read_ledger(ledger).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?
+            tables::read_ledger(ledger, since).await.map_err(|e| internal(format!("reading the file ledger: {e}")))?
         }
         None => BTreeMap::new(),
     };

@@ -115,8 +115,12 @@ pub fn ledger_batch(rows: &[LedgerRow]) -> Result<RecordBatch, RowsError> {
 }
 
 /// The ledger's rows by path (the last batch that took a path, when a changed file was taken again).
-pub async fn read_ledger(ledger: &DeltaTable) -> Result<BTreeMap<String, LedgerRow>, RowsError> {
-    let rows: Vec<LedgerRow> = rows::read_table(ledger, None, &["batch"]).await?;
+/// The ledger's rows (of batch `since` and later only, when given: a stream's ledger grows by a row a second and
+/// its runs need only the last batch; the data files of older batches are skipped by their statistics).
+pub async fn read_ledger(ledger: &DeltaTable, since: Option<i64>) -> Result<BTreeMap<String, LedgerRow>, RowsError> {
+    use datafusion::prelude::{col, lit};
+    let filter = since.map(|b| col("batch").gt_eq(lit(b)));
+    let rows: Vec<LedgerRow> = rows::read_table(ledger, filter, &["batch"]).await?;
     Ok(rows.into_iter().map(|r| (r.path.clone(), r)).collect())
 }
 
