@@ -79,6 +79,39 @@ fn payload(i: u64, sent_us: i64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Publishes message after message, each numbered by `sent` (where its publication time is kept), with at most
+/// 2000 waiting for JetStream's acknowledgement.
+struct Publisher<'a> {
+    js: &'a jetstream::Context,
+    subject: &'a str,
+    acks: std::collections::VecDeque<jetstream::context::PublishAckFuture>,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(js: &'a jetstream::Context, subject: &'a str) -> Self {
+        Self { js, subject, acks: Default::default() }
+    }
+
+    async fn send(&mut self, sent: &mut Vec<i64>) -> Result<(), BoxError> {
+        let (i, at) = (sent.len() as u64, now_us());
+        sent.push(at);
+        self.acks.push_back(self.js.publish(self.subject.to_string(), payload(i, at).into()).await?);
+        if self.acks.len() > 2000
+            && let Some(ack) = self.acks.pop_front()
+        {
+            ack.await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<(), BoxError> {
+        for ack in self.acks {
+            ack.await?;
+        }
+        Ok(())
+    }
+}
+
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -209,19 +242,11 @@ async fn phases(
         let tick = Duration::from_millis(10);
         let per_tick = (rate as f64 / 100.0).max(1.0);
         let mut due = 0.0f64;
-        let mut acks = std::collections::VecDeque::new();
+        let mut publisher = Publisher::new(js, &publish_subject);
         while (sent.len() as u64) < first + total {
             due += per_tick;
             while (sent.len() as f64) < first as f64 + due && (sent.len() as u64) < first + total {
-                let i = sent.len() as u64;
-                let at = now_us();
-                sent.push(at);
-                acks.push_back(js.publish(publish_subject.clone(), payload(i, at).into()).await?);
-                if acks.len() > 2000
-                    && let Some(ack) = acks.pop_front()
-                {
-                    ack.await?;
-                }
+                publisher.send(&mut sent).await?;
             }
             let n = landed(lh, &mut table).await;
             if seen.last().is_none_or(|(_, last): &(i64, u64)| n > *last) {
@@ -231,9 +256,7 @@ async fn phases(
             let next = started + tick.mul_f64((sent.len() as u64 - first) as f64 / per_tick);
             tokio::time::sleep_until(next.into()).await;
         }
-        for ack in acks {
-            ack.await?;
-        }
+        publisher.finish().await?;
         max_rss = max_rss
             .max(watch(lh, &mut table, sent.len() as u64, Duration::from_secs(120), child.id(), &mut seen).await);
         let mut latencies: Vec<f64> = (first..sent.len() as u64)
@@ -259,21 +282,11 @@ async fn phases(
     }
     // The sustained rate: a backlog published while the scheduler is stopped, then drained.
     stop(&mut child)?;
-    let first = sent.len() as u64;
-    let mut acks = std::collections::VecDeque::new();
-    for i in first..first + backlog {
-        let at = now_us();
-        sent.push(at);
-        acks.push_back(js.publish(publish_subject.clone(), payload(i, at).into()).await?);
-        if acks.len() > 5000
-            && let Some(ack) = acks.pop_front()
-        {
-            ack.await?;
-        }
+    let mut publisher = Publisher::new(js, &publish_subject);
+    for _ in 0..backlog {
+        publisher.send(&mut sent).await?;
     }
-    for ack in acks {
-        ack.await?;
-    }
+    publisher.finish().await?;
     let started = Instant::now();
     let mut child = scheduler(exe, project, dir)?;
     let mut seen = Vec::new();
