@@ -286,7 +286,9 @@ impl Connector for NatsSource {
         let mut messages = consumer
             .batch()
             .max_messages(max.max_records as usize)
-            .max_bytes(max.max_bytes as usize)
+            // Never below the largest message a NATS server takes (64 MiB): a message larger than the pull's
+            // byte limit would be refused to the consumer at every run.
+            .max_bytes(max.max_bytes.max(64 << 20) as usize)
             .expires(max.max_wait.0.max(Duration::from_secs(1)))
             .messages()
             .await

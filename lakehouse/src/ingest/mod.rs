@@ -185,9 +185,20 @@ pub async fn ingest_source(lh: &Lakehouse, src: &LoadedSource) -> Result<IngestR
     let span = tracing::info_span!("ingest", source = src.manifest.name.as_str(), run_id = %run_id);
     let target = format!("bronze.{}", src.manifest.name);
     let (ns, job) = (lh.warehouse.root().as_str(), (lh.events.namespace.as_str(), target.as_str()));
-    lh.events.emit(&run_event("START", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], None)).await;
+    let start = run_event("START", &run_id.0, job, Vec::new(), vec![dataset(ns, &target)], None);
+    // A stream runs every second or so, most runs finding nothing: its events are those of the runs that
+    // committed a batch or failed (START then emitted with the outcome).
+    let stream = src.manifest.is_stream();
+    if !stream {
+        lh.events.emit(&start).await;
+    }
     let result =
         ingest_run(lh, src, run_id.clone()).instrument(span).await.map_err(|e| e.or_unreachable(lh.warehouse.root()));
+    if stream && result.as_ref().map_or(true, |r| r.batch.is_some()) {
+        lh.events.emit(&start).await;
+    } else if stream {
+        return result;
+    }
     match &result {
         Ok(report) => {
             let inputs = report.files.iter().map(|f| dataset(&f.location, &f.path)).collect();

@@ -256,9 +256,9 @@ pub struct NatsConnector {
     pub timeout: Duration,
 }
 
-/// When a micro-batch of a stream closes: at `max_records` messages, at `max_bytes` of payload, or `max_wait`
-/// after its first message, whichever comes first. A run that receives nothing for `max_wait` ends without a
-/// batch.
+/// When a micro-batch of a stream closes: at `max_records` messages, at `max_bytes` of payload (`nats` asks the
+/// server for at least 64 MiB, its largest message), or `max_wait` after the run started receiving, whichever
+/// comes first. A run that receives nothing for `max_wait` ends without a batch.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamBatch {
