@@ -245,8 +245,8 @@ async fn exactly_once_through_kills(p: &TestProject, source: &str, id: &str, pub
 }
 
 #[tokio::test]
-async fn mqtt_messages_land_exactly_once_through_kills_and_a_stop() {
-    let broker = Broker::mosquitto();
+async fn mqtt_messages_land_exactly_once_through_kills_a_stop_and_a_broker_restart() {
+    let mut broker = Broker::mosquitto();
     let p = project("sensors", mqtt_manifest(broker.port));
     // The first run opens the persistent session: from then on, the broker keeps the messages for it.
     let out = p.run(&["ingest", "sensors"]);
@@ -255,7 +255,23 @@ async fn mqtt_messages_land_exactly_once_through_kills_and_a_stop() {
     exactly_once_through_kills(&p, "sensors", "reading_id", publisher).await;
     let bronze = p.warehouse_url("bronze", "sensors");
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE topic = 'city/traffic/demo/flow'").await, 99_900);
-    drop(broker);
+
+    // The broker restarts (saving its sessions) while the scheduler runs: it reconnects, the session is there,
+    // and what is published after lands once.
+    let mut scheduler = schedule(&p);
+    std::thread::sleep(Duration::from_secs(2));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.start();
+    wait_ok(feed(&p, "sensors", 5_000, 0, 0), "feed after the restart");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query_i64(&bronze, "SELECT count(*) FROM t").await < 104_900 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&scheduler, "TERM");
+    assert!(scheduler.wait().unwrap().success());
+    assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 104_900);
+    assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT reading_id) FROM t").await, 104_900);
 }
 
 #[tokio::test]
@@ -271,7 +287,7 @@ async fn nats_messages_land_exactly_once_through_kills_a_stop_and_a_broker_resta
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t WHERE length(officer) = 64").await, 99_900);
 
     // The broker restarts while the scheduler runs: it reconnects, and what is published after lands once.
-    let scheduler = schedule(&p);
+    let mut scheduler = schedule(&p);
     std::thread::sleep(Duration::from_secs(2));
     broker.stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -282,7 +298,6 @@ async fn nats_messages_land_exactly_once_through_kills_a_stop_and_a_broker_resta
         std::thread::sleep(Duration::from_millis(500));
     }
     signal(&scheduler, "TERM");
-    let mut scheduler = scheduler;
     assert!(scheduler.wait().unwrap().success());
     assert_eq!(query_i64(&bronze, "SELECT count(*) FROM t").await, 104_900);
     assert_eq!(query_i64(&bronze, "SELECT count(DISTINCT alarm_id) FROM t").await, 104_900);
