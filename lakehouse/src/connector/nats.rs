@@ -296,7 +296,11 @@ impl Connector for NatsSource {
         let mut lines = Batch::new(self.max_record_bytes);
         let mut ackers = Vec::new();
         let mut redelivered = 0u64;
-        while let Some(message) = messages.next().await {
+        // The server ends the pull at its expiry; the client's stream may end seconds later (it waits for the
+        // expiry's status message): the batch closes on our own clock, a little after the server's.
+        let wait = max.max_wait.0.max(Duration::from_secs(1));
+        let deadline = tokio::time::Instant::now() + wait + Duration::from_millis(100);
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await {
             let message = message.map_err(|e| self.failed(format!("while pulling messages: {e}")))?;
             let sequence = message
                 .info()
