@@ -225,6 +225,36 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
     },
+    /// Erase a data subject everywhere (GDPR art. 17): bronze, quarantine, silver (through column lineage), gold
+    /// rebuilt, old files and log entries removed; evidence kept in `system.erasures` (no identifier).
+    Erase {
+        /// The pseudonymization domain of the identifier (`privacy.domains`).
+        #[arg(long)]
+        domain: String,
+        /// The DPO's reference of the request: the evidence is kept under it; rerun the same request to resume.
+        #[arg(long, value_name = "ID")]
+        request: String,
+        /// A clear value of one of the domain's identifiers (it lands in shell history: prefer --value-stdin).
+        #[arg(long, value_name = "VALUE", conflicts_with_all = ["value_stdin", "token"])]
+        value: Option<String>,
+        /// Read the clear value from standard input (its first line).
+        #[arg(long, conflicts_with = "token")]
+        value_stdin: bool,
+        /// A known pseudonym of the person (64 hex digits, as in a bronze or silver column).
+        #[arg(long, value_name = "PSEUDONYM")]
+        token: Option<String>,
+        /// Count what would be erased; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// `text` (default) or `json`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+    /// Pseudonymization and encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// List a source's quarantined records: file, line, column and reason.
     Quarantine {
         source: String,
@@ -281,6 +311,21 @@ pub enum UserCommand {
     },
     /// Remove a user.
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Give a domain a new key for new data. The old key stays in the key file, listed before the new one: the
+    /// pseudonyms made with it stay valid under its key id and `lakehouse erase` still finds them.
+    Rotate { domain: String },
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How a listing is printed (`--format`).

@@ -26,6 +26,8 @@
 //! - [`catalog_sync`]: the catalog database kept up to date from the lake (tables, runs, lineage, attempts).
 //! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
 //! - [`retention`]: deletes bronze and quarantine rows past the manifest's retention, then vacuums.
+//! - [`erase`]: erasure of a data subject across layers, old files and log entries purged, evidence in
+//!   `system.erasures`.
 //! - [`runlog`]: `system.runs`, one row per run attempt, read by `lakehouse status`.
 //! - [`session`]: the one factory of DataFusion sessions, a read-only SQL sandbox.
 //! - [`storage`]: warehouse URL → Delta tables on `file://` or `s3://`.
@@ -34,6 +36,7 @@ pub mod access;
 pub mod audit;
 pub mod catalog_sync;
 pub mod connector;
+pub mod erase;
 pub mod fault;
 pub mod format;
 pub mod fuzzing;

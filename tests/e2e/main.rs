@@ -6,6 +6,7 @@ mod audit_trail;
 mod bad_input;
 mod catalog;
 mod cli;
+mod erase;
 mod exactly_once;
 mod excel;
 mod http;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod erase;
 mod feed;
 mod ingest;
 mod output;
@@ -125,6 +126,11 @@ pub async fn run(cli: Cli) -> CmdResult {
         }
         Command::Quarantine { source, raw, format } => quarantine::run(&cli.project, &source, raw, format).await,
         Command::User { command } => user::run(&cli.project, command).await,
+        Command::Erase { domain, request, value, value_stdin, token, dry_run, format } => {
+            let subject = erase::subject(value, value_stdin, token)?;
+            erase::run(&cli.project, domain, request, subject, dry_run, format).await
+        }
+        Command::Keys { command } => erase::keys(&cli.project, command),
         Command::Serve { listen } => serve::run(&cli.project, listen.as_deref()).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,

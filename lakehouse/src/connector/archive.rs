@@ -49,7 +49,10 @@ pub struct Archive {
     url: Url,
     store: Arc<dyn ObjectStore>,
     prefix: StorePath,
+    /// The current key of domain `quarantine` (units are written with it).
     key: Key,
+    /// Every key of the domain, rotated ones too (units are read with the one they name).
+    keys: Vec<Key>,
     /// The largest unit read back (a larger one is refused, as a decompression bomb would be).
     max_unit_bytes: u64,
 }
@@ -61,7 +64,9 @@ impl Archive {
             .warehouse
             .object_store(&url)
             .map_err(|source| ConnectorError::Store { location: url.to_string(), source })?;
-        Ok(Self { url, store, prefix, key: lh.keys.get(QUARANTINE_DOMAIN)?.clone(), max_unit_bytes })
+        let key = lh.keys.get(QUARANTINE_DOMAIN)?.clone();
+        let keys = lh.keys.all(QUARANTINE_DOMAIN)?.to_vec();
+        Ok(Self { url, store, prefix, key, keys, max_unit_bytes })
     }
 
     /// The archive's URL: the ledger's `location` of the units.
@@ -128,14 +133,14 @@ impl Archive {
         let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(not_ours)?;
         let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| not_ours())?;
         let key_id = header.strip_prefix(MAGIC).map(str::trim).ok_or_else(not_ours)?;
-        if key_id != self.key.id {
+        let Some(key) = self.keys.iter().find(|k| k.id == key_id) else {
             return Err(broken(format!(
-                "archived with key {key_id}, and the key of domain `{QUARANTINE_DOMAIN}` is now {}: restore that key \
-                 to read it",
+                "archived with key {key_id}, which is not among the keys of domain `{QUARANTINE_DOMAIN}` (now {}): \
+                 restore that key to read it",
                 self.key.id
             )));
-        }
-        let compressed = crate::privacy::decrypt(&self.key, &bytes[newline + 1..])
+        };
+        let compressed = crate::privacy::decrypt(key, &bytes[newline + 1..])
             .ok_or_else(|| broken("the archived unit does not decrypt (altered, or another key)".into()))?;
         drop(bytes);
         let io = |source: std::io::Error| ConnectorError::Io { location: location.clone(), source };

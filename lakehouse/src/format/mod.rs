@@ -34,7 +34,7 @@ use crate::manifest::{
     Column, ColumnType, Compression, Encoding, Format, Normalize, OnBadRecord, OnNewField, PhoneCountry, Pii,
     ProjectFile, SourceManifest,
 };
-use crate::privacy::{KeyError, KeyRing, PseudonymColumn};
+use crate::privacy::{KeyError, KeyRing, PseudonymColumn, Pseudonymizer};
 use crate::storage::timestamp_type;
 
 /// Rows per record batch handed to the writer.
@@ -426,6 +426,9 @@ pub struct BadRecord {
     pub error: RowError,
     /// The record's original bytes (re-serialized with the same dialect for CSV, JSON text for JSON/Parquet).
     pub raw: Vec<u8>,
+    /// The pseudonyms of the record's direct identifiers that could be read (space-separated), so that an
+    /// erasure finds the record without a clear index; `None` when the record could not be split into fields.
+    pub subjects: Option<String>,
 }
 
 /// Where a reader sends its output. Returning `Err` stops the reader (the error is passed back up).
@@ -635,6 +638,9 @@ pub struct RowEmitter<'s, 'c> {
     /// The JSON paths the columns and `explode` read, and each of their prefixes (`location` of
     /// `location.lat`): a record's key among them is declared.
     known: HashSet<String>,
+    /// The pseudonymized columns (by index) and their pseudonymizers: a quarantined record keeps the pseudonyms
+    /// of its identifiers ([`BadRecord::subjects`]).
+    subject_columns: Vec<(usize, Pseudonymizer)>,
 }
 
 impl<'s, 'c> RowEmitter<'s, 'c> {
@@ -654,12 +660,20 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             index.begin_file(&ctx.source_file);
             index
         });
+        let mut subject_columns = Vec::new();
+        for (i, c) in ctx.plan.columns.iter().enumerate() {
+            if let Some((domain, normalize)) = &c.pseudonymize {
+                let key = ctx.keys.get(domain).map_err(malformed)?;
+                subject_columns.push((i, Pseudonymizer::new(key, *normalize, ctx.plan.phone_country)));
+            }
+        }
         Ok(Self {
             ctx,
             sink,
             builder,
             children,
             unique,
+            subject_columns,
             dropped: Vec::new(),
             counts: FileCounts::default(),
             progress: Progress::new(&ctx.source_file),
@@ -716,7 +730,8 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             None => Ok(()),
         });
         if let Err(error) = checked {
-            self.quarantine(self.counts.read, line, error, raw())?;
+            let subjects = Some(self.subjects(&mut fields));
+            self.quarantine(self.counts.read, line, error, raw(), subjects)?;
             self.progress.tick(self.counts.read);
             return Ok(());
         }
@@ -765,7 +780,9 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
         for (r, error) in errors.into_iter().enumerate() {
             if let Some(error) = error {
                 self.dropped.push(row0 + r);
-                self.quarantine(first + r as u64 + 1, records.line(r), error, records.raw(r))?;
+                // A record with a fault of its own (its shape) was not split into fields.
+                let subjects = records.fault(r).is_none().then(|| self.subjects(&mut |i| records.field(r, i)));
+                self.quarantine(first + r as u64 + 1, records.line(r), error, records.raw(r), subjects)?;
             } else {
                 self.counts.written += 1;
             }
@@ -780,11 +797,35 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
     /// Counts and quarantines a record that could not even be split into fields.
     pub fn bad(&mut self, line: Option<u64>, error: RowError, raw: Vec<u8>) -> Result<(), ReadError> {
         self.counts.read += 1;
-        self.quarantine(self.counts.read, line, error, raw)
+        self.quarantine(self.counts.read, line, error, raw, None)
+    }
+
+    /// The pseudonyms of a refused record's direct identifiers that read as such, space-separated.
+    fn subjects<'a>(&mut self, fields: &mut impl FnMut(usize) -> Result<Option<Cow<'a, str>>, RowError>) -> String {
+        let mut out = String::new();
+        let mut hex = String::new();
+        for (i, p) in &mut self.subject_columns {
+            if let Ok(Some(v)) = fields(*i)
+                && p.pseudonym_into(&v, &mut hex)
+            {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&hex);
+            }
+        }
+        out
     }
 
     /// Quarantines record number `record` of the file, found at `line`.
-    fn quarantine(&mut self, record: u64, line: Option<u64>, error: RowError, raw: Vec<u8>) -> Result<(), ReadError> {
+    fn quarantine(
+        &mut self,
+        record: u64,
+        line: Option<u64>,
+        error: RowError,
+        raw: Vec<u8>,
+        subjects: Option<String>,
+    ) -> Result<(), ReadError> {
         if self.ctx.on_bad_record == OnBadRecord::Fail {
             let location = match line {
                 Some(l) => format!("{} line {l}", self.ctx.source_file),
@@ -793,7 +834,7 @@ impl<'s, 'c> RowEmitter<'s, 'c> {
             return Err(ReadError::BadRecordFail { location, error });
         }
         self.counts.quarantined += 1;
-        self.sink.bad(BadRecord { line, record, error, raw })
+        self.sink.bad(BadRecord { line, record, error, raw, subjects })
     }
 
     /// Sends the rows built so far, without those of `dropped`.

@@ -1180,7 +1180,8 @@ pub async fn read_quarantine(
     let Some(table) = lh.warehouse.open(&url).await? else {
         return Ok(Vec::new());
     };
-    let key = if decrypt { Some(lh.keys.get(QUARANTINE_DOMAIN)?) } else { None };
+    // The current key, so that a missing key source is said once; each record by its own key id.
+    let current = if decrypt { Some(lh.keys.get(QUARANTINE_DOMAIN)?) } else { None };
     let rows: Vec<QuarantineRow> =
         crate::storage::rows::read_table(&table, None, &["_ingested_at", "source_file", "record"])
             .await
@@ -1188,10 +1189,14 @@ pub async fn read_quarantine(
     Ok(rows
         .into_iter()
         .map(|q| {
-            let raw = key.map(|k| {
-                if k.id != q.raw_key_id {
-                    return Err(format!("encrypted with key `{}`; the quarantine key now is `{}`", q.raw_key_id, k.id));
-                }
+            let raw = current.map(|current| {
+                let Some(k) = lh.keys.with_id(QUARANTINE_DOMAIN, &q.raw_key_id) else {
+                    return Err(format!(
+                        "encrypted with key `{}`, which is not in the key source any more (the current quarantine key \
+                         is `{}`)",
+                        q.raw_key_id, current.id
+                    ));
+                };
                 crate::privacy::decrypt(k, &q.raw)
                     .ok_or_else(|| "cannot decrypt (wrong key or altered data)".to_string())
             });

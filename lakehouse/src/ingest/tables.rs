@@ -130,7 +130,8 @@ pub fn last_position(taken: &BTreeMap<String, LedgerRow>) -> Option<&str> {
 }
 
 /// `bronze.<name>__quarantine`: the records that did not parse or pass the checks. `raw` is encrypted
-/// (AES-256-GCM, key of domain `quarantine`, key id in `raw_key_id`); `reason` names fields, never values.
+/// (AES-256-GCM, key of domain `quarantine`, key id in `raw_key_id`); `reason` names fields, never values;
+/// `subjects` holds the pseudonyms of the record's identifiers, never clear values.
 pub fn quarantine_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("_ingested_at", timestamp_type(), false),
@@ -142,6 +143,8 @@ pub fn quarantine_schema() -> SchemaRef {
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Binary, false),
         Field::new("raw_key_id", DataType::Utf8, false),
+        // Added after the first version: nullable, so older quarantines gain it (null in their rows).
+        Field::new("subjects", DataType::Utf8, true),
     ]))
 }
 
@@ -161,6 +164,9 @@ pub struct QuarantineRow {
     #[serde(with = "crate::storage::rows::bytes")]
     pub raw: Vec<u8>,
     pub raw_key_id: String,
+    /// The pseudonyms of the record's direct identifiers, space-separated (`lakehouse erase` finds the record by
+    /// them); null when the record could not be split into fields.
+    pub subjects: Option<String>,
 }
 
 pub fn quarantine_batch(
@@ -182,6 +188,7 @@ pub fn quarantine_batch(
             reason: b.error.reason.clone(),
             raw: enc.encrypt(&b.raw),
             raw_key_id: enc.key_id().to_string(),
+            subjects: b.subjects.clone(),
         })
         .collect();
     rows::to_batch(&quarantine_schema(), &rows)

@@ -32,10 +32,12 @@ impl fmt::Debug for Key {
     }
 }
 
-/// The keys of a deployment, one per domain.
+/// The keys of a deployment by domain: the last one listed is the domain's current key, the ones before it were
+/// rotated out. New pseudonyms and encryption use the current key; the older ones still read what was written
+/// with them (the quarantine, archives) and let `lakehouse erase` find the pseudonyms made with them.
 #[derive(Clone, Default)]
 pub struct KeyRing {
-    keys: BTreeMap<String, Key>,
+    keys: BTreeMap<String, Vec<Key>>,
     origin: String,
 }
 
@@ -43,7 +45,14 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("origin", &self.origin)
-            .field("domains", &self.keys.iter().map(|(d, k)| format!("{d}:{}", k.id)).collect::<Vec<_>>())
+            .field(
+                "domains",
+                &self
+                    .keys
+                    .iter()
+                    .flat_map(|(d, ks)| ks.iter().map(move |k| format!("{d}:{}", k.id)))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -93,9 +102,10 @@ impl KeyRing {
         }
     }
 
-    /// Parses `domain key_id hex_key` entries separated by newlines or `;`.
+    /// Parses `domain key_id hex_key` entries separated by newlines or `;`. A domain listed again under another
+    /// key id was rotated: its last entry is its current key.
     pub fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
-        let mut keys = BTreeMap::new();
+        let mut keys: BTreeMap<String, Vec<Key>> = BTreeMap::new();
         let entries = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or_default())
@@ -114,18 +124,71 @@ impl KeyRing {
             };
             let bytes = hex::decode(hex_key).map_err(|_| malformed("the key is not hexadecimal"))?;
             let bytes: [u8; 32] = bytes.try_into().map_err(|_| malformed("the key is not 32 bytes (64 hex digits)"))?;
-            if keys.insert(domain.to_string(), Key::new(id, bytes)).is_some() {
-                return Err(malformed(&format!("domain `{domain}` appears twice")));
+            let listed = keys.entry(domain.to_string()).or_default();
+            if listed.iter().any(|k| key_name(&k.id) == id) {
+                return Err(malformed(&format!(
+                    "domain `{domain}` has key id `{id}` twice (a rotated key gets a new id: `lakehouse keys rotate`)"
+                )));
             }
+            listed.push(Key::new(id, bytes));
         }
         Ok(Self { keys, origin: origin.to_string() })
     }
 
+    /// The current key of `domain`.
     pub fn get(&self, domain: &str) -> Result<&Key, KeyError> {
-        self.keys
-            .get(domain)
-            .ok_or_else(|| KeyError::MissingDomain { domain: domain.to_string(), origin: self.origin.clone() })
+        self.all(domain)?.last().ok_or_else(|| self.missing(domain))
     }
+
+    /// Every key of `domain`, oldest first (the current one last).
+    pub fn all(&self, domain: &str) -> Result<&[Key], KeyError> {
+        self.keys.get(domain).map(Vec::as_slice).ok_or_else(|| self.missing(domain))
+    }
+
+    /// The key of `domain` with the id (with fingerprint) `id`, current or rotated out.
+    pub fn with_id(&self, domain: &str, id: &str) -> Option<&Key> {
+        self.keys.get(domain)?.iter().find(|k| k.id == id)
+    }
+
+    /// Where the keys come from (a file's path, `$VARIABLE`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn missing(&self, domain: &str) -> KeyError {
+        KeyError::MissingDomain { domain: domain.to_string(), origin: self.origin.clone() }
+    }
+}
+
+/// The name part of a key id with fingerprint (`k1` of `k1:3fa2c1d09b7e`).
+fn key_name(id: &str) -> &str {
+    id.rsplit_once(':').map_or(id, |(name, _)| name)
+}
+
+/// Adds a new key for `domain` to the key file at `path` (after its current one, which stays to read and erase
+/// what was written with it) and returns the new key's id with fingerprint. The id is `k<date>`, with `-2`, `-3`…
+/// when the domain already has that id.
+pub fn rotate_in_file(path: &Path, domain: &str) -> Result<String, KeyError> {
+    use std::io::Write;
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let ring = KeyRing::parse(&text, &path.display().to_string())?;
+    let taken: Vec<&str> = ring.all(domain).map(|ks| ks.iter().map(|k| key_name(&k.id)).collect()).unwrap_or_default();
+    let base = chrono::Utc::now().format("k%Y%m%d").to_string();
+    let name = std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|n| !taken.contains(&n.as_str()))
+        .unwrap_or(base);
+    let bytes = rand_bytes();
+    let mut line = String::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        line.push('\n');
+    }
+    line.push_str(&format!("{domain} {name} {}\n", hex::encode(bytes)));
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    f.write_all(line.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(Key::new(&name, bytes).id)
 }
 
 fn generate_file(path: &Path, domains: &[&str]) -> Result<(), KeyError> {
@@ -173,6 +236,13 @@ mod tests {
         assert_ne!(&other.get("police").unwrap().id, id);
         assert!(!format!("{ring:?}").contains(&k));
         assert!(matches!(ring.get("health"), Err(KeyError::MissingDomain { .. })));
+        // A domain listed again under a new id was rotated: the last entry is current, both are kept.
+        let rotated = KeyRing::parse(&format!("police k1 {k}\npolice k2 {}", "cd".repeat(32)), "test").unwrap();
+        assert!(rotated.get("police").unwrap().id.starts_with("k2:"));
+        assert_eq!(rotated.all("police").unwrap().len(), 2);
+        assert!(rotated.with_id("police", id).is_some());
+        let twice = KeyRing::parse(&format!("police k1 {k}\npolice k1 {k}"), "test").unwrap_err().to_string();
+        assert!(twice.contains("twice") && !twice.contains(&k), "{twice}");
         let err = KeyRing::parse("police k1 abcd", "test").unwrap_err().to_string();
         assert!(err.contains("32 bytes") && !err.contains("abcd"), "{err}");
     }
