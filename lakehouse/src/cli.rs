@@ -250,6 +250,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
     },
+    /// The register of processing activities (GDPR art. 30), from the manifests, models and access policy.
+    Register {
+        #[arg(long, value_enum, default_value = "md")]
+        format: RegisterFormat,
+    },
     /// Pseudonymization and encryption keys.
     Keys {
         #[command(subcommand)]
@@ -318,6 +323,18 @@ pub enum KeysCommand {
     /// Give a domain a new key for new data. The old key stays in the key file, listed before the new one: the
     /// pseudonyms made with it stay valid under its key id and `lakehouse erase` still finds them.
     Rotate { domain: String },
+}
+
+/// How the register of processing is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegisterFormat {
+    /// Markdown, a table per processing.
+    #[default]
+    Md,
+    /// A standalone HTML page.
+    Html,
+    /// One line per processing.
+    Csv,
 }
 
 /// How a report is printed.

@@ -49,7 +49,7 @@ fn log_retention_is_validated_and_forever_keeps_everything() {
     let err = stderr(&out);
     assert!(
         err.contains("sources/ddsp_incidents.yaml:")
-            && err.contains("is longer than the project's `log_retention` (1 years)"),
+            && err.contains("is longer than the project's `log_retention` (1 year)"),
         "{err}"
     );
     // Without `log_retention`, a source kept `forever` (the weather) keeps every log entry.

@@ -18,6 +18,7 @@ mod openlineage;
 mod optional_sources;
 mod postgres;
 mod privacy;
+mod register;
 mod run_log;
 mod s3;
 mod schedule;

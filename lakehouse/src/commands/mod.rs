@@ -131,6 +131,18 @@ pub async fn run(cli: Cli) -> CmdResult {
             erase::run(&cli.project, domain, request, subject, dry_run, format).await
         }
         Command::Keys { command } => erase::keys(&cli.project, command),
+        Command::Register { format } => {
+            let register = lakehouse::register::build(&load_project(&cli.project)?);
+            print!(
+                "{}",
+                match format {
+                    crate::cli::RegisterFormat::Md => register.markdown(),
+                    crate::cli::RegisterFormat::Html => register.html(),
+                    crate::cli::RegisterFormat::Csv => register.csv(),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { listen } => serve::run(&cli.project, listen.as_deref()).await,
         Command::Schema => schema::run(),
         Command::Bench { bench } => bench::run(bench).await,

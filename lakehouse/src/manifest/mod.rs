@@ -30,9 +30,9 @@ pub use project::{
 };
 pub use source::{
     ApiKeyIn, BronzeTable, ChangedFiles, Column, ColumnType, Compression, Connector, Encoding, Explode, Format,
-    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, Load, LoadMode, MqttConnector, NatsConnector,
-    Normalize, OnBadRecord, OnNewField, Pagination, Pii, PostgresConnector, PostgresCursor, Retry, Sheet,
-    SourceManifest, StreamBatch,
+    HttpAuth, HttpConnector, HttpCursor, HttpMethod, InputNames, LegalBasis, Load, LoadMode, MqttConnector,
+    NatsConnector, Normalize, OnBadRecord, OnNewField, Pagination, Pii, PostgresConnector, PostgresCursor, Retry,
+    Sheet, SourceManifest, StreamBatch,
 };
 
 /// A loaded, validated project: the project file and its source manifests.
@@ -709,6 +709,20 @@ fn validate_identity(project: &ProjectFile, m: &SourceManifest, path: &Path, tex
             );
         }
         Some(_) => {}
+    }
+    if m.purpose.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        diags.push(
+            err("purpose".into(), "`purpose` is empty".into(), at(&["purpose"]))
+                .hint("say why the data is processed (it goes into the register of processing), or leave it out"),
+        );
+    }
+    for (i, s) in m.data_subjects.iter().enumerate() {
+        if s.trim().is_empty() {
+            diags.push(
+                err(format!("data_subjects.{i}"), "an empty category of data subjects".into(), at(&["data_subjects"]))
+                    .hint("name the people the records are about (`reporters`, `victims`, `callers`)"),
+            );
+        }
     }
 }
 

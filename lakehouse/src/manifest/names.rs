@@ -325,9 +325,9 @@ impl From<Retention> for String {
 impl fmt::Display for Retention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Days(n) => write!(f, "{n} days"),
-            Self::Months(n) => write!(f, "{n} months"),
-            Self::Years(n) => write!(f, "{n} years"),
+            Self::Days(n) => write!(f, "{n} day{}", if *n == 1 { "" } else { "s" }),
+            Self::Months(n) => write!(f, "{n} month{}", if *n == 1 { "" } else { "s" }),
+            Self::Years(n) => write!(f, "{n} year{}", if *n == 1 { "" } else { "s" }),
             Self::Forever => f.write_str("forever"),
         }
     }

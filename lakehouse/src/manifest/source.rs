@@ -21,6 +21,15 @@ pub struct SourceManifest {
     /// Reference of the legal agreement with the partner; required for external partners.
     #[serde(default)]
     pub agreement: Option<String>,
+    /// Why the data is processed (GDPR art. 30 (1)(b)), for the register of processing (`lakehouse register`).
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// The lawful basis of the processing (GDPR art. 6 (1)).
+    #[serde(default)]
+    pub legal_basis: Option<LegalBasis>,
+    /// The categories of people the records are about (`[reporters, victims]`), for the register.
+    #[serde(default)]
+    pub data_subjects: Vec<String>,
     /// When the scheduler runs the connector: 5-field crontab, or 6 fields with seconds first.
     pub schedule: CronSchedule,
     pub connector: Connector,
@@ -725,6 +734,38 @@ impl ColumnType {
     /// A type whose values are one value each (not json, list or struct).
     pub fn is_scalar(self) -> bool {
         !matches!(self, Self::Json | Self::List | Self::Struct)
+    }
+}
+
+/// The lawful basis of a processing (GDPR art. 6 (1) (a) to (f)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    /// (a) the person consented.
+    Consent,
+    /// (b) a contract with the person.
+    Contract,
+    /// (c) a legal obligation of the controller.
+    LegalObligation,
+    /// (d) the vital interests of a person.
+    VitalInterests,
+    /// (e) a task carried out in the public interest or in the exercise of official authority.
+    PublicTask,
+    /// (f) the legitimate interests of the controller (not for public authorities' tasks).
+    LegitimateInterests,
+}
+
+impl LegalBasis {
+    /// The basis as the register states it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Consent => "consent (GDPR art. 6 (1) (a))",
+            Self::Contract => "contract (GDPR art. 6 (1) (b))",
+            Self::LegalObligation => "legal obligation (GDPR art. 6 (1) (c))",
+            Self::VitalInterests => "vital interests (GDPR art. 6 (1) (d))",
+            Self::PublicTask => "public task (GDPR art. 6 (1) (e))",
+            Self::LegitimateInterests => "legitimate interests (GDPR art. 6 (1) (f))",
+        }
     }
 }
 
