@@ -250,6 +250,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
     },
+    /// What a change set changes compared with a git ref, for reviewers and the DPO: sources, columns, privacy
+    /// classes, retention, partners, models, DAG, access policy; exit 3 when privacy-relevant changes have no DPO
+    /// approval in approvals.yaml.
+    Plan {
+        /// The git ref to compare with (the target branch of a pull request: `origin/main`).
+        #[arg(long, default_value = "HEAD", value_name = "GIT-REF")]
+        base: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
     /// The register of processing activities (GDPR art. 30), from the manifests, models and access policy.
     Register {
         #[arg(long, value_enum, default_value = "md")]
@@ -323,6 +333,16 @@ pub enum KeysCommand {
     /// Give a domain a new key for new data. The old key stays in the key file, listed before the new one: the
     /// pseudonyms made with it stay valid under its key id and `lakehouse erase` still finds them.
     Rotate { domain: String },
+}
+
+/// How `lakehouse plan` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    #[default]
+    Text,
+    /// Markdown, for a pull-request comment.
+    Md,
+    Json,
 }
 
 /// How the register of processing is printed.

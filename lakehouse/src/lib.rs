@@ -26,6 +26,7 @@
 //! - [`catalog_sync`]: the catalog database kept up to date from the lake (tables, runs, lineage, attempts).
 //! - [`openlineage`]: OpenLineage 2-0-2 run events with schema, version and column-lineage facets.
 //! - [`retention`]: deletes bronze and quarantine rows past the manifest's retention, then vacuums.
+//! - [`review`]: what a change set changes in sources, models, privacy and access (`lakehouse plan`).
 //! - [`register`]: the register of processing activities (GDPR art. 30) from the deployment's declarations.
 //! - [`erase`]: erasure of a data subject across layers, old files and log entries purged, evidence in
 //!   `system.erasures`.
@@ -47,6 +48,7 @@ pub mod openlineage;
 pub mod privacy;
 pub mod register;
 pub mod retention;
+pub mod review;
 pub mod runlog;
 pub mod schedule;
 pub mod serve;

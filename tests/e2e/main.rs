@@ -16,6 +16,7 @@ mod manifests;
 mod nested;
 mod openlineage;
 mod optional_sources;
+mod plan;
 mod postgres;
 mod privacy;
 mod register;

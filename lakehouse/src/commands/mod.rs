@@ -7,6 +7,7 @@ mod erase;
 mod feed;
 mod ingest;
 mod output;
+mod plan;
 mod quarantine;
 mod retention;
 mod schedule;
@@ -131,6 +132,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             erase::run(&cli.project, domain, request, subject, dry_run, format).await
         }
         Command::Keys { command } => erase::keys(&cli.project, command),
+        Command::Plan { base, format } => plan::run(&cli.project, &base, format),
         Command::Register { format } => {
             let register = lakehouse::register::build(&load_project(&cli.project)?);
             print!(

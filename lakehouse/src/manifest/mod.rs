@@ -16,7 +16,7 @@ pub mod source;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics};
@@ -1591,4 +1591,56 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 pub fn source_json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(SourceManifest);
     serde_json::to_value(schema).unwrap_or_default()
+}
+
+/// `approvals.yaml` of a project: the DPO's approvals of change sets (`lakehouse plan`).
+pub const APPROVALS_FILE: &str = "approvals.yaml";
+
+/// The DPO's approval of one set of privacy-relevant changes, named by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The change set's hash as `lakehouse plan` prints it.
+    pub change_set: String,
+    /// Who approved (the DPO or their delegate).
+    pub approver: String,
+    /// The approval's reference (a ticket, a deliberation, a register entry).
+    pub reference: String,
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsFile {
+    #[allow(dead_code)]
+    version: u32,
+    #[serde(default)]
+    approvals: Vec<Approval>,
+}
+
+/// Reads `approvals.yaml` of the project in `dir` (none when the file does not exist).
+pub fn load_approvals(dir: &Path) -> Result<Vec<Approval>, Diagnostics> {
+    let path = PathBuf::from(APPROVALS_FILE);
+    let text = match std::fs::read_to_string(dir.join(&path)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Diagnostics(vec![Diagnostic::new(&path, "", format!("cannot read: {e}"))])),
+    };
+    let mut diags = Diagnostics::default();
+    let file = parse_versioned::<ApprovalsFile>(&path, &text, &mut diags);
+    for (i, a) in file.iter().flat_map(|f| f.approvals.iter()).enumerate() {
+        for (field, value) in [("change_set", &a.change_set), ("approver", &a.approver), ("reference", &a.reference)] {
+            if value.trim().is_empty() {
+                diags.push(
+                    Diagnostic::new(&path, format!("approvals.{i}.{field}"), format!("`{field}` is empty"))
+                        .at(diag::locate(&text, &["approvals", &i.to_string(), field])),
+                );
+            }
+        }
+    }
+    match file {
+        Some(f) if diags.is_empty() => Ok(f.approvals),
+        _ => Err(diags),
+    }
 }
