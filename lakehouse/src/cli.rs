@@ -259,6 +259,10 @@ pub enum Command {
         base: String,
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+        /// Also count the rows of each model that rebuilds, now and with the change set, on the current lake
+        /// (needs the warehouse and the keys).
+        #[arg(long)]
+        preview: bool,
     },
     /// The register of processing activities (GDPR art. 30), from the manifests, models and access policy.
     Register {

@@ -37,6 +37,68 @@ pub struct Review {
     pub change_set: Option<String>,
     /// The DPO approval naming that hash, if there is one.
     pub approval: Option<Approval>,
+    /// Row counts of the changed models now and as the change set computes them (`--preview`).
+    pub preview: Vec<Preview>,
+}
+
+/// A changed model's rows on the current lake: its table now, and its new SQL over the current tables of its
+/// inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub model: String,
+    /// `None`: not built yet.
+    pub rows_now: Option<u64>,
+    /// The rows the new definition gives, or why it could not be computed.
+    pub rows_after: Result<u64, String>,
+}
+
+/// Computes the [`Preview`] of the models the change set rebuilds, on the lake of `lh` (the proposed project).
+pub async fn preview(lh: &crate::Lakehouse, review: &mut Review) {
+    let plan = Plan::build(&lh.project, &BTreeMap::new(), &mut Default::default());
+    let ctx = crate::session::new_session(crate::session::Functions::Keyed(lh.keys.clone()), &lh.project.file);
+    let mut registered = BTreeSet::new();
+    for target in &review.full_rebuilds {
+        let Some(model) = plan.models.get(target) else { continue };
+        let rows_now = match lh.warehouse.open_table(target).await {
+            Ok(Some(t)) => count_table(&t).await.ok(),
+            _ => None,
+        };
+        let mut missing = None;
+        for input in &model.rendered.inputs {
+            if !registered.insert(input.clone()) {
+                continue;
+            }
+            match lh.warehouse.open_table(input).await {
+                Ok(Some(t)) => {
+                    let registered = async {
+                        t.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
+                        let provider = t.table_provider().await.map_err(|e| e.to_string())?;
+                        ctx.register_table(input.as_str(), provider).map_err(|e| e.to_string())
+                    };
+                    if let Err(e) = registered.await {
+                        missing = Some(format!("input {input}: {e}"));
+                    }
+                }
+                Ok(None) => missing = Some(format!("input {input} is not built")),
+                Err(e) => missing = Some(format!("input {input}: {e}")),
+            }
+        }
+        let rows_after = match missing {
+            Some(why) => Err(why),
+            None => match crate::transform::run::build_frame(lh, &ctx, model, &model.rendered.sql).await {
+                Ok(df) => df.count().await.map(|n| n as u64).map_err(|e| crate::session::error_text(&e)),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        review.preview.push(Preview { model: target.clone(), rows_now, rows_after });
+    }
+}
+
+async fn count_table(t: &deltalake::DeltaTable) -> Result<u64, String> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    t.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
+    let df = ctx.read_table(t.table_provider().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    df.count().await.map(|n| n as u64).map_err(|e| e.to_string())
 }
 
 impl Review {
@@ -59,7 +121,7 @@ pub fn review(base: &Project, head: &Project, base_name: &str, approvals: &[Appr
         changes.iter().filter(|c| c.privacy).map(|c| format!("{}\t{}\t{}", c.area, c.subject, c.what)).collect();
     let change_set = (!privacy.is_empty()).then(|| hex::encode(&Sha256::digest(privacy.join("\n").as_bytes())[..8]));
     let approval = change_set.as_ref().and_then(|h| approvals.iter().find(|a| a.change_set.trim() == h).cloned());
-    Review { base: base_name.to_string(), changes, full_rebuilds, change_set, approval }
+    Review { base: base_name.to_string(), changes, full_rebuilds, change_set, approval, preview: Vec::new() }
 }
 
 fn change(out: &mut Vec<Change>, area: &str, subject: impl Into<String>, what: impl Into<String>, privacy: bool) {
@@ -407,6 +469,25 @@ impl Review {
             } else {
                 format!("\nFull rebuilds on the next run\n  {list}\n")
             });
+        }
+        if !self.preview.is_empty() {
+            out.push_str(if markdown {
+                "\n### Preview on the current lake\n\n| model | rows now | rows after |\n|---|---:|---:|\n"
+            } else {
+                "\nPreview on the current lake (rows now → rows after)\n"
+            });
+            for p in &self.preview {
+                let now = p.rows_now.map_or("not built".to_string(), |n| n.to_string());
+                let after = match &p.rows_after {
+                    Ok(n) => n.to_string(),
+                    Err(why) => format!("cannot compute: {why}"),
+                };
+                out.push_str(&if markdown {
+                    format!("| `{}` | {now} | {} |\n", p.model, after.replace('|', "\\|"))
+                } else {
+                    format!("  {}: {now} → {after}\n", p.model)
+                });
+            }
         }
         let n = match self.changes.iter().filter(|c| c.privacy).count() {
             1 => "1 privacy-relevant change".to_string(),

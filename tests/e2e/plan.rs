@@ -161,3 +161,26 @@ fn pr_check_script_fails_on_unapproved_privacy_changes() {
     let written = std::fs::read_to_string(p.path().join(".lakehouse/plan.md")).unwrap();
     assert_eq!(written, stdout(&out));
 }
+
+/// `--preview`: each model that rebuilds, its rows now and with the change set, on the current lake.
+#[test]
+fn preview_counts_the_rows_now_and_after_the_change() {
+    let p = committed_example();
+    run_ok(&p, &["run"]);
+    let count = |sql: &str| sql_csv(&p, sql).lines().nth(1).unwrap().to_string();
+    let now = count("SELECT count(*) AS n FROM silver.meteo_observations");
+    let kept = count("SELECT count(*) AS n FROM bronze.meteo_observations WHERE station = '13055001'");
+    assert_ne!(now, kept, "the example has two stations");
+    edit(
+        &p,
+        "transforms/silver/meteo_observations.sql",
+        "FROM {{ source('meteo_observations') }}",
+        "FROM {{ source('meteo_observations') }} WHERE station = '13055001'",
+    );
+    let out = p.run(&["plan", "--preview"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("  silver.meteo_observations: {now} → {kept}\n")), "{text}");
+    let gold = count("SELECT count(*) AS n FROM gold.incidents_weather_daily");
+    assert!(text.contains(&format!("  gold.incidents_weather_daily: {gold} → ")), "{text}");
+}

@@ -132,7 +132,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             erase::run(&cli.project, domain, request, subject, dry_run, format).await
         }
         Command::Keys { command } => erase::keys(&cli.project, command),
-        Command::Plan { base, format } => plan::run(&cli.project, &base, format),
+        Command::Plan { base, format, preview } => plan::run(&cli.project, &base, format, preview).await,
         Command::Register { format } => {
             let register = lakehouse::register::build(&load_project(&cli.project)?);
             print!(

@@ -12,7 +12,7 @@ use crate::cli::PlanFormat;
 /// Exit status when privacy-relevant changes have no DPO approval.
 const NOT_APPROVED: u8 = 3;
 
-pub fn run(dir: &Path, base: &str, format: PlanFormat) -> CmdResult {
+pub async fn run(dir: &Path, base: &str, format: PlanFormat, preview: bool) -> CmdResult {
     let head = super::load_project(dir)?;
     let approvals = load_approvals(dir).map_err(|diags| {
         eprintln!("{diags}");
@@ -25,7 +25,12 @@ pub fn run(dir: &Path, base: &str, format: PlanFormat) -> CmdResult {
             "the project as of `{base}` does not load ({e}); compare with a ref where it is valid (--base)"
         ))
     })?;
-    let r = review(&base_project, &head, base, &approvals);
+    let mut r = review(&base_project, &head, base, &approvals);
+    if preview {
+        let lh =
+            lakehouse::Lakehouse::open(head, lakehouse::KeyUse::Write).map_err(|e| CliError::User(e.to_string()))?;
+        lakehouse::review::preview(&lh, &mut r).await;
+    }
     match format {
         PlanFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&r).map_err(|e| CliError::Internal(e.into()))?)

@@ -705,17 +705,8 @@ impl Connector for HttpConnector {
         Ok(Polled { units, rejected: Vec::new(), waiting: Vec::new(), position })
     }
 
-    /// An archived page, decrypted and decompressed into a temporary file.
-    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
-        self.archive.open(&unit.path).await
-    }
-
-    fn all_or_nothing(&self) -> bool {
-        true
-    }
-
-    async fn discard(&self, units: &[FileEntry]) {
-        self.archive.discard(units).await
+    fn archive(&self) -> Option<&Archive> {
+        Some(&self.archive)
     }
 }
 

@@ -167,8 +167,23 @@ pub trait Connector: Send + Sync {
         batch: i64,
     ) -> Result<Polled, ConnectorError>;
 
-    /// A unit's bytes from its start: one polled in this run, or one the ledger holds (a pending batch).
-    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError>;
+    /// Where the connector keeps the units it makes (an API's pages, a database's rows, a broker's batches),
+    /// encrypted in the warehouse; `None` for a connector whose units are the partner's files.
+    fn archive(&self) -> Option<&archive::Archive> {
+        None
+    }
+
+    /// A unit's bytes from its start: one polled in this run, or one the ledger holds (a pending batch). By
+    /// default, the archived unit.
+    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
+        match self.archive() {
+            Some(a) => a.open(&unit.path).await,
+            None => Err(ConnectorError::Archive {
+                location: format!("{}{}", self.location(), unit.path),
+                detail: "this connector keeps no archive".into(),
+            }),
+        }
+    }
 
     /// Batch `batch` is committed to bronze.
     async fn acknowledge(&self, _batch: i64) -> Result<(), ConnectorError> {
@@ -177,8 +192,9 @@ pub trait Connector: Send + Sync {
 
     /// Whether a batch is taken whole or not at all: a unit that cannot be read then fails the run, instead of
     /// being left for the next run while the others are committed (the position would move past its records).
+    /// A connector that archives its units takes its batches whole.
     fn all_or_nothing(&self) -> bool {
-        false
+        self.archive().is_some()
     }
 
     /// Whether [`Connector::poll`] of batch `batch` needs only the ledger's last batch (a stream: a batch a second,
@@ -189,7 +205,11 @@ pub trait Connector: Send + Sync {
 
     /// The units polled by this run will not be committed (the run failed): a connector that made them (an
     /// archived response) removes them. Failures are logged, not returned.
-    async fn discard(&self, _units: &[FileEntry]) {}
+    async fn discard(&self, units: &[FileEntry]) {
+        if let Some(a) = self.archive() {
+            a.discard(units).await
+        }
+    }
 }
 
 /// A secret the manifest names by its environment variable (`field`: where, under `connector.`).

@@ -591,17 +591,13 @@ impl Connector for MqttSource {
         })
     }
 
-    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
-        self.archive.open(&unit.path).await
+    fn archive(&self) -> Option<&Archive> {
+        Some(&self.archive)
     }
 
     async fn acknowledge(&self, _batch: i64) -> Result<(), ConnectorError> {
         let Some(p) = self.pending.lock().await.take() else { return Ok(()) };
         p.client.ack_and_close(&p.acks).await.map_err(|d| ConnectorError::Broker(format!("mqtt {d}")))
-    }
-
-    fn all_or_nothing(&self) -> bool {
-        true
     }
 
     /// The whole ledger only when the archive is swept (it tells which run directories a commit names).

@@ -283,13 +283,15 @@ impl Connector for NatsSource {
             .map(|p| p.committed.above(floor))
             .unwrap_or_default();
         let max = &self.spec.batch;
+        // The pull's expiry: JetStream wants at least a second.
+        let wait = max.max_wait.0.max(Duration::from_secs(1));
         let mut messages = consumer
             .batch()
             .max_messages(max.max_records as usize)
             // Never below the largest message a NATS server takes (64 MiB): a message larger than the pull's
             // byte limit would be refused to the consumer at every run.
             .max_bytes(max.max_bytes.max(64 << 20) as usize)
-            .expires(max.max_wait.0.max(Duration::from_secs(1)))
+            .expires(wait)
             .messages()
             .await
             .map_err(|e| self.failed(format!("cannot pull messages: {e}")))?;
@@ -298,7 +300,6 @@ impl Connector for NatsSource {
         let mut redelivered = 0u64;
         // The server ends the pull at its expiry; the client's stream may end seconds later (it waits for the
         // expiry's status message): the batch closes on our own clock, a little after the server's.
-        let wait = max.max_wait.0.max(Duration::from_secs(1));
         let deadline = tokio::time::Instant::now() + wait + Duration::from_millis(100);
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await {
             let message = message.map_err(|e| self.failed(format!("while pulling messages: {e}")))?;
@@ -339,8 +340,8 @@ impl Connector for NatsSource {
         Ok(Polled { units: vec![unit], rejected: Vec::new(), waiting: Vec::new(), position })
     }
 
-    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
-        self.archive.open(&unit.path).await
+    fn archive(&self) -> Option<&Archive> {
+        Some(&self.archive)
     }
 
     async fn acknowledge(&self, _batch: i64) -> Result<(), ConnectorError> {
@@ -348,10 +349,6 @@ impl Connector for NatsSource {
         acknowledge_all(&p.client, p.ackers)
             .await
             .map_err(|e| ConnectorError::Broker(format!("{}: acknowledging: {e}", self.describe())))
-    }
-
-    fn all_or_nothing(&self) -> bool {
-        true
     }
 
     /// The whole ledger only when the archive is swept (it tells which run directories a commit names).

@@ -465,16 +465,8 @@ impl Connector for PostgresConnector {
         }
     }
 
-    async fn open(&self, unit: &FileEntry) -> Result<std::fs::File, ConnectorError> {
-        self.archive.open(&unit.path).await
-    }
-
-    fn all_or_nothing(&self) -> bool {
-        true
-    }
-
-    async fn discard(&self, units: &[FileEntry]) {
-        self.archive.discard(units).await
+    fn archive(&self) -> Option<&Archive> {
+        Some(&self.archive)
     }
 }
 
