@@ -255,8 +255,12 @@ pub enum Command {
     /// approval in approvals.yaml.
     Plan {
         /// The git ref to compare with (the target branch of a pull request: `origin/main`).
-        #[arg(long, default_value = "HEAD", value_name = "GIT-REF")]
+        #[arg(long, default_value = "HEAD", value_name = "GIT-REF", conflicts_with = "against_lake")]
         base: String,
+        /// Compare the declarations with the lake as it is instead: bronze columns, key ids, the definitions the
+        /// models' tables were built from.
+        #[arg(long)]
+        against_lake: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
         /// Also count the rows of each model that rebuilds, now and with the change set, on the current lake

@@ -94,6 +94,144 @@ pub async fn preview(lh: &crate::Lakehouse, review: &mut Review) {
     }
 }
 
+/// Compares the declarations of `lh`'s project with its lake as it is (`lakehouse plan --against-lake`): each
+/// source's declared bronze columns with its table's, the key each pseudonymized domain is written with, each
+/// model's definition with the one its table was last built from.
+pub async fn against_lake(lh: &crate::Lakehouse, approvals: &[Approval]) -> Review {
+    use deltalake::kernel::StructType;
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    let mut out = Vec::new();
+    let project = &lh.project;
+    for src in &project.sources {
+        let m = &src.manifest;
+        let plan = crate::format::TablePlan::new(m, &project.file);
+        let mut tables = vec![(m.name.to_string(), plan.schema.clone())];
+        tables.extend(plan.children.iter().map(|c| (format!("{}__{}", m.name, c.name), c.plan.schema.clone())));
+        let declared: BTreeMap<String, Column> =
+            m.tables().iter().flat_map(|t| t.columns.iter().map(|(n, c)| (n.to_string(), (*c).clone()))).collect();
+        for (table, schema) in tables {
+            let name = format!("bronze.{table}");
+            let t = match lh.warehouse.open_table(&name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    let personal = declared.values().any(|c| c.pii != Pii::None);
+                    change(&mut out, "sources", m.name.as_str(), format!("{name} is not ingested yet"), personal);
+                    continue;
+                }
+                Err(e) => {
+                    change(&mut out, "sources", m.name.as_str(), format!("{name} cannot be read: {e}"), false);
+                    continue;
+                }
+            };
+            let Ok(snapshot) = t.snapshot() else { continue };
+            let found: BTreeMap<String, String> =
+                snapshot.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect();
+            let wanted: BTreeMap<String, String> = match schema.as_ref().try_into_kernel() {
+                Ok(k) => {
+                    let k: StructType = k;
+                    k.fields().map(|f| (f.name().to_string(), f.data_type().to_string())).collect()
+                }
+                Err(_) => continue,
+            };
+            for (col, ty) in &wanted {
+                match found.get(col) {
+                    None => {
+                        let c = declared.get(col);
+                        let what = match c {
+                            Some(c) => {
+                                format!("column `{col}` declared, not in {name} yet ({}, pii: {})", self::ty(c), pii(c))
+                            }
+                            None => format!("column `{col}` not in {name} yet"),
+                        };
+                        change(&mut out, "sources", m.name.as_str(), what, c.is_some_and(|c| c.pii != Pii::None));
+                    }
+                    Some(t) if t != ty => change(
+                        &mut out,
+                        "sources",
+                        m.name.as_str(),
+                        format!("column `{col}`: {name} holds {t}, the manifest declares {ty}"),
+                        false,
+                    ),
+                    Some(_) => {}
+                }
+            }
+            for col in found.keys().filter(|c| !wanted.contains_key(*c)) {
+                change(
+                    &mut out,
+                    "sources",
+                    m.name.as_str(),
+                    format!("column `{col}` of {name} is no longer declared"),
+                    false,
+                );
+            }
+            let properties = snapshot.metadata().configuration().clone();
+            for domain in plan.domains() {
+                let Ok(key) = lh.keys.get(domain) else { continue };
+                match properties.get(&crate::storage::key_property(domain)) {
+                    Some(recorded) if recorded == &key.id => {}
+                    Some(recorded) => change(
+                        &mut out,
+                        "privacy",
+                        format!("domain {domain}"),
+                        format!(
+                            "{name}: pseudonyms written with key {recorded}, the current key is {} (rotated)",
+                            key.id
+                        ),
+                        false,
+                    ),
+                    None => {}
+                }
+            }
+        }
+    }
+    let plan = Plan::build(project, &BTreeMap::new(), &mut Default::default());
+    let mut rebuilt = BTreeSet::new();
+    for target in &plan.order {
+        let model = &plan.models[target];
+        let t = match lh.warehouse.open_table(target).await {
+            Ok(Some(t)) => t,
+            _ => {
+                change(&mut out, "models", target, "not built yet", target.starts_with("gold."));
+                rebuilt.insert(target.clone());
+                continue;
+            }
+        };
+        let def = crate::transform::run::definition(lh, model);
+        match crate::transform::run::last_run(&t).await {
+            Some(run)
+                if run.sql_hash.as_deref() == Some(def.sql_hash.as_str()) && run.manifest_hash == def.manifest_hash => {
+            }
+            Some(_) => {
+                change(
+                    &mut out,
+                    "models",
+                    target,
+                    "its definition differs from the one its table was built from",
+                    false,
+                );
+                rebuilt.insert(target.clone());
+            }
+            None => {
+                change(
+                    &mut out,
+                    "models",
+                    target,
+                    "its table's last commit is not a model run (erasure, retention, compaction)",
+                    false,
+                );
+                rebuilt.insert(target.clone());
+            }
+        }
+    }
+    for target in &plan.order {
+        if plan.models[target].rendered.inputs.iter().any(|i| rebuilt.contains(i)) {
+            rebuilt.insert(target.clone());
+        }
+    }
+    let full_rebuilds = plan.order.iter().filter(|t| rebuilt.contains(*t)).cloned().collect();
+    finish(out, full_rebuilds, "the lake", approvals)
+}
+
 async fn count_table(t: &deltalake::DeltaTable) -> Result<u64, String> {
     let ctx = datafusion::prelude::SessionContext::new();
     t.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
@@ -115,13 +253,18 @@ pub fn review(base: &Project, head: &Project, base_name: &str, approvals: &[Appr
     project(base, head, &mut changes);
     access(base, head, &mut changes);
     let full_rebuilds = models(base, head, &mut changes);
+    finish(changes, full_rebuilds, base_name, approvals)
+}
+
+/// Sorts the changes, hashes the privacy-relevant ones into the change set's id and finds its approval.
+fn finish(mut changes: Vec<Change>, full_rebuilds: Vec<String>, base: &str, approvals: &[Approval]) -> Review {
     changes.sort();
     changes.dedup();
     let privacy: Vec<String> =
         changes.iter().filter(|c| c.privacy).map(|c| format!("{}\t{}\t{}", c.area, c.subject, c.what)).collect();
     let change_set = (!privacy.is_empty()).then(|| hex::encode(&Sha256::digest(privacy.join("\n").as_bytes())[..8]));
     let approval = change_set.as_ref().and_then(|h| approvals.iter().find(|a| a.change_set.trim() == h).cloned());
-    Review { base: base_name.to_string(), changes, full_rebuilds, change_set, approval, preview: Vec::new() }
+    Review { base: base.to_string(), changes, full_rebuilds, change_set, approval, preview: Vec::new() }
 }
 
 fn change(out: &mut Vec<Change>, area: &str, subject: impl Into<String>, what: impl Into<String>, privacy: bool) {

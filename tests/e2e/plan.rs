@@ -184,3 +184,39 @@ fn preview_counts_the_rows_now_and_after_the_change() {
     let gold = count("SELECT count(*) AS n FROM gold.incidents_weather_daily");
     assert!(text.contains(&format!("  gold.incidents_weather_daily: {gold} → ")), "{text}");
 }
+
+/// `--against-lake`: the declarations against the tables as they are.
+#[test]
+fn against_lake_compares_the_declarations_with_the_tables() {
+    let p = TestProject::example(None);
+    let out = p.run(&["plan", "--against-lake"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("  ddsp_incidents: bronze.ddsp_incidents is not ingested yet  [privacy]"),
+        "{}",
+        stdout(&out)
+    );
+    run_ok(&p, &["run"]);
+    let built = run_ok(&p, &["plan", "--against-lake"]);
+    assert!(built.contains("No change to sources, models"), "{built}");
+    (change_sets()[0].1)(&p);
+    edit(
+        &p,
+        "transforms/silver/meteo_observations.sql",
+        "    humidity_pct\n",
+        "    humidity_pct,\n    wind_kmh * 0.54 AS wind_knots\n",
+    );
+    let out = p.run(&["plan", "--against-lake", "--format", "md"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let md = stdout(&out);
+    assert!(md.contains("## lakehouse plan (against `the lake`)"), "{md}");
+    assert!(
+        md.contains("- `ddsp_incidents`: column `victim_age` declared, not in bronze.ddsp_incidents yet (int, pii: quasi) **[privacy]**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- `silver.meteo_observations`: its definition differs from the one its table was built from"),
+        "{md}"
+    );
+    assert!(md.contains("silver.meteo_observations, gold.incidents_weather_daily"), "{md}");
+}

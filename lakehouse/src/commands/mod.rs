@@ -132,7 +132,9 @@ pub async fn run(cli: Cli) -> CmdResult {
             erase::run(&cli.project, domain, request, subject, dry_run, format).await
         }
         Command::Keys { command } => erase::keys(&cli.project, command),
-        Command::Plan { base, format, preview } => plan::run(&cli.project, &base, format, preview).await,
+        Command::Plan { base, against_lake, format, preview } => {
+            plan::run(&cli.project, &base, against_lake, format, preview).await
+        }
         Command::Register { format } => {
             let register = lakehouse::register::build(&load_project(&cli.project)?);
             print!(

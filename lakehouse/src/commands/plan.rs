@@ -12,12 +12,21 @@ use crate::cli::PlanFormat;
 /// Exit status when privacy-relevant changes have no DPO approval.
 const NOT_APPROVED: u8 = 3;
 
-pub async fn run(dir: &Path, base: &str, format: PlanFormat, preview: bool) -> CmdResult {
+pub async fn run(dir: &Path, base: &str, against_lake: bool, format: PlanFormat, preview: bool) -> CmdResult {
     let head = super::load_project(dir)?;
     let approvals = load_approvals(dir).map_err(|diags| {
         eprintln!("{diags}");
         CliError::Reported
     })?;
+    if against_lake {
+        let lh =
+            lakehouse::Lakehouse::open(head, lakehouse::KeyUse::Write).map_err(|e| CliError::User(e.to_string()))?;
+        let mut r = lakehouse::review::against_lake(&lh, &approvals).await;
+        if preview {
+            lakehouse::review::preview(&lh, &mut r).await;
+        }
+        return print(&r, format);
+    }
     let checkout = tempfile::tempdir().map_err(|e| CliError::Internal(e.into()))?;
     let base_dir = extract(dir, base, checkout.path())?;
     let base_project = Project::load(&base_dir).map_err(|e| {
@@ -31,9 +40,13 @@ pub async fn run(dir: &Path, base: &str, format: PlanFormat, preview: bool) -> C
             lakehouse::Lakehouse::open(head, lakehouse::KeyUse::Write).map_err(|e| CliError::User(e.to_string()))?;
         lakehouse::review::preview(&lh, &mut r).await;
     }
+    print(&r, format)
+}
+
+fn print(r: &lakehouse::review::Review, format: PlanFormat) -> CmdResult {
     match format {
         PlanFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&r).map_err(|e| CliError::Internal(e.into()))?)
+            println!("{}", serde_json::to_string_pretty(r).map_err(|e| CliError::Internal(e.into()))?)
         }
         PlanFormat::Text => print!("{}", r.render(false)),
         PlanFormat::Md => print!("{}", r.render(true)),

@@ -322,9 +322,9 @@ struct Pinned {
 
 /// What makes a model's result: the hash of its rendered SQL, and of its definition beyond it (template,
 /// sidecar with audits and small cells, the deployment's minimum group size when cells are suppressed).
-struct Definition {
-    sql_hash: String,
-    manifest_hash: String,
+pub(crate) struct Definition {
+    pub(crate) sql_hash: String,
+    pub(crate) manifest_hash: String,
 }
 
 /// What a run wrote before it publishes: files no commit references yet.
@@ -457,7 +457,7 @@ async fn pin_inputs(lh: &Lakehouse, model: &Model) -> Result<Pinned, TransformEr
     Ok(Pinned { tables, read })
 }
 
-fn definition(lh: &Lakehouse, model: &Model) -> Definition {
+pub(crate) fn definition(lh: &Lakehouse, model: &Model) -> Definition {
     let suppressed =
         model.loaded.sidecar.as_ref().and_then(|s| s.small_cells.as_ref()).is_some_and(|c| c.count.is_some());
     let threshold =
