@@ -244,7 +244,9 @@ pub async fn erase(lh: &Lakehouse, req: &Request) -> Result<Report, EraseError> 
             if let Some(table) = lh.warehouse.open_table(&t.table).await? {
                 s.version_before = table.version();
                 if let Some(predicate) = matcher.predicate(&t.action) {
-                    s.rows_deleted = count(&table, predicate).await.map_err(table_err(&t.table))?;
+                    s.rows_deleted = rows::count_table(&table, Some(predicate))
+                        .await
+                        .map_err(|e| table_err(&t.table)(e.to_string()))?;
                 }
             }
             report.steps.push(s);
@@ -259,7 +261,9 @@ pub async fn erase(lh: &Lakehouse, req: &Request) -> Result<Report, EraseError> 
         s.version_before = table.version();
         let table = match matcher.predicate(&t.action) {
             Some(predicate) => {
-                let n = count(&table, predicate.clone()).await.map_err(table_err(&t.table))?;
+                let n = rows::count_table(&table, Some(predicate.clone()))
+                    .await
+                    .map_err(|e| table_err(&t.table)(e.to_string()))?;
                 // The rows an attempt deleted before it stopped, without purging the table.
                 let unpurged = unpurged_erasure(&table).await;
                 if n == 0 && unpurged.is_none() {
@@ -494,16 +498,6 @@ async fn archived_units(lh: &Lakehouse, sources: &[String]) -> u64 {
         n += crate::connector::list_archive(store.as_ref(), &prefix).await.map_or(0, |l| l.len() as u64);
     }
     n
-}
-
-/// Rows of `table` matching `predicate`.
-async fn count(table: &DeltaTable, predicate: Expr) -> Result<u64, String> {
-    let ctx = datafusion::prelude::SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
-    let provider = table.table_provider().await.map_err(|e| e.to_string())?;
-    let df = ctx.read_table(provider).map_err(|e| e.to_string())?;
-    let n = df.filter(predicate).map_err(|e| e.to_string())?.count().await.map_err(|e| e.to_string())?;
-    Ok(n as u64)
 }
 
 /// Removes every trace of the versions before the current one: the data files it does not reference (VACUUM,

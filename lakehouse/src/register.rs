@@ -107,15 +107,10 @@ fn processing(project: &Project, plan: &Plan, keys: Option<&KeyRing>, src: &Load
         return None;
     }
     // The tables the data reaches: bronze, then every model reading one of them, directly or not.
-    let mut tables: Vec<String> = m.tables().iter().map(|t| format!("bronze.{}", t.name)).collect();
-    let mut reached: BTreeSet<String> = tables.iter().cloned().collect();
+    let bronze: BTreeSet<String> = m.tables().iter().map(|t| format!("bronze.{}", t.name)).collect();
+    let mut tables: Vec<String> = bronze.iter().cloned().collect();
     tables.push(format!("bronze.{}__quarantine (records refused, encrypted)", m.name));
-    for target in &plan.order {
-        if plan.models[target].rendered.inputs.iter().any(|i| reached.contains(i)) {
-            reached.insert(target.clone());
-            tables.push(target.clone());
-        }
-    }
+    tables.extend(plan.with_downstream(&bronze));
     let mut recipients = Vec::new();
     for (name, role) in &project.policy.roles {
         let granted: Vec<&str> = tables

@@ -16,7 +16,6 @@ use catalog::{RUN_COMMIT_KEY, RecordCounts, RunCommit, RunId, RunKind};
 use chrono::{DateTime, Months, Utc};
 use datafusion::logical_expr::{col, lit};
 use datafusion::scalar::ScalarValue;
-use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 
 use crate::Lakehouse;
@@ -90,7 +89,7 @@ pub async fn apply(
     for (table_name, is_bronze) in tables {
         let url = lh.warehouse.table_url("bronze", &table_name);
         let Some(table) = lh.warehouse.open(&url).await.map_err(|e| err(e.to_string()))? else { continue };
-        let n = count(&table, cut).await.map_err(err)?;
+        let n = crate::storage::rows::count_table(&table, Some(old.clone())).await.map_err(|e| err(e.to_string()))?;
         if is_bronze {
             report.bronze_rows += n;
         } else {
@@ -184,16 +183,4 @@ async fn expire_archive(lh: &Lakehouse, name: &str, cut: DateTime<Utc>, dry_run:
         }
     }
     Ok(old.len() as u64)
-}
-
-async fn count(table: &DeltaTable, cut: DateTime<Utc>) -> Result<u64, String> {
-    let ctx = datafusion::prelude::SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
-    ctx.register_table("t", table.table_provider().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let sql = format!(
-        "SELECT count(*) AS n FROM t WHERE _ingested_at < CAST('{}' AS TIMESTAMP)",
-        cut.format("%Y-%m-%dT%H:%M:%S%.6fZ")
-    );
-    let df = crate::session::sql(&ctx, &sql).await.map_err(|e| e.to_string())?;
-    crate::storage::rows::count(df).await.map_err(|e| e.to_string())
 }

@@ -60,7 +60,7 @@ pub async fn preview(lh: &crate::Lakehouse, review: &mut Review) {
     for target in &review.full_rebuilds {
         let Some(model) = plan.models.get(target) else { continue };
         let rows_now = match lh.warehouse.open_table(target).await {
-            Ok(Some(t)) => count_table(&t).await.ok(),
+            Ok(Some(t)) => crate::storage::rows::count_table(&t, None).await.ok(),
             _ => None,
         };
         let mut missing = None;
@@ -223,20 +223,8 @@ pub async fn against_lake(lh: &crate::Lakehouse, approvals: &[Approval]) -> Revi
             }
         }
     }
-    for target in &plan.order {
-        if plan.models[target].rendered.inputs.iter().any(|i| rebuilt.contains(i)) {
-            rebuilt.insert(target.clone());
-        }
-    }
-    let full_rebuilds = plan.order.iter().filter(|t| rebuilt.contains(*t)).cloned().collect();
-    finish(out, full_rebuilds, "the lake", approvals)
-}
-
-async fn count_table(t: &deltalake::DeltaTable) -> Result<u64, String> {
-    let ctx = datafusion::prelude::SessionContext::new();
-    t.update_datafusion_session(&ctx.state()).map_err(|e| e.to_string())?;
-    let df = ctx.read_table(t.table_provider().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    df.count().await.map(|n| n as u64).map_err(|e| e.to_string())
+    // A model rebuilt in full rewrites its table: the models reading it rebuild in full after it.
+    finish(out, plan.with_downstream(&rebuilt), "the lake", approvals)
 }
 
 impl Review {
@@ -559,14 +547,7 @@ fn models(base: &Project, head: &Project, out: &mut Vec<Change>) -> Vec<String> 
         change(out, "models", target, "model removed (its table stays in the lake until dropped)", false);
     }
     // A model rebuilt in full rewrites its table: the models reading it rebuild in full after it.
-    for target in &new_plan.order {
-        if let Some(m) = new_plan.models.get(target)
-            && m.rendered.inputs.iter().any(|i| rebuilt.contains(i))
-        {
-            rebuilt.insert(target.clone());
-        }
-    }
-    new_plan.order.iter().filter(|t| rebuilt.contains(*t)).cloned().collect()
+    new_plan.with_downstream(&rebuilt)
 }
 
 impl Review {

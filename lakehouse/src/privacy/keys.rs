@@ -160,8 +160,8 @@ impl KeyRing {
     }
 }
 
-/// The name part of a key id with fingerprint (`k1` of `k1:3fa2c1d09b7e`).
-fn key_name(id: &str) -> &str {
+/// The id of the key file in a key id with fingerprint (`k1` of `k1:3fa2c1d09b7e`).
+pub fn key_name(id: &str) -> &str {
     id.rsplit_once(':').map_or(id, |(name, _)| name)
 }
 

@@ -16,6 +16,6 @@ mod pseudonym;
 pub mod udf;
 
 pub use crate::manifest::QUARANTINE_DOMAIN;
-pub use keys::{Key, KeyError, KeyRing, rotate_in_file};
+pub use keys::{Key, KeyError, KeyRing, key_name, rotate_in_file};
 pub use landing::PseudonymColumn;
 pub use pseudonym::{Encryptor, Pseudonymizer, decrypt};

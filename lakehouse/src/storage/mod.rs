@@ -147,11 +147,6 @@ pub fn unreachable(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         .map(|at| text[at..].lines().next().unwrap_or_default().to_string())
 }
 
-/// The id of the key file in a key id with fingerprint (`t1` of `t1:3fa2c1d09b7e`).
-fn key_name(id: &str) -> &str {
-    id.rsplit_once(':').map_or(id, |(name, _)| name)
-}
-
 /// The table property that records which key (id with fingerprint) a table's pseudonyms of `domain` are made
 /// with.
 pub fn key_property(domain: &str) -> String {
@@ -169,7 +164,7 @@ pub async fn check_keys(table: DeltaTable, keys: &[(String, String)]) -> Result<
         let property = key_property(domain);
         match configuration.get(&property) {
             Some(recorded) if recorded == id => {}
-            Some(recorded) if key_name(recorded) == key_name(id) => {
+            Some(recorded) if crate::privacy::key_name(recorded) == crate::privacy::key_name(id) => {
                 return Err(StorageError::KeyMismatch {
                     table: name,
                     domain: domain.clone(),

@@ -72,6 +72,17 @@ pub async fn read_table<T: DeserializeOwned>(
     from_frame(df).await
 }
 
+/// How many rows of a Delta table pass `filter` (all when `None`).
+pub async fn count_table(table: &DeltaTable, filter: Option<Expr>) -> Result<u64, RowsError> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let mut df = ctx.read_table(table.table_provider().await?)?;
+    if let Some(filter) = filter {
+        df = df.filter(filter)?;
+    }
+    Ok(df.count().await? as u64)
+}
+
 /// A Delta table of typed rows written by the platform itself (`system.runs`, `system.queries`): appended in
 /// one commit per call, created on first use, read back as rows.
 pub struct RowTable {

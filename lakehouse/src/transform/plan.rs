@@ -60,6 +60,17 @@ impl Plan {
         diags.is_empty().then_some(plan)
     }
 
+    /// The models among `tables` and the models reading one of them, directly or not, in plan order.
+    pub fn with_downstream(&self, tables: &BTreeSet<String>) -> Vec<String> {
+        let mut reached = tables.clone();
+        for target in &self.order {
+            if self.models[target].rendered.inputs.iter().any(|i| reached.contains(i)) {
+                reached.insert(target.clone());
+            }
+        }
+        self.order.iter().filter(|t| reached.contains(*t)).cloned().collect()
+    }
+
     /// Renders and checks every model (not the SQL: see [`Plan::check_sql`]).
     pub fn build(project: &Project, overrides: &BTreeMap<String, String>, diags: &mut Diagnostics) -> Plan {
         let renderer = renderer(project, overrides);
@@ -387,14 +398,7 @@ pub fn select(plan: &Plan, selectors: &[String]) -> Result<Vec<String>, Diagnost
             }
         }
         if down {
-            let mut stack = vec![target.clone()];
-            while let Some(t) = stack.pop() {
-                for (m, model) in &plan.models {
-                    if model.rendered.inputs.contains(&t) && chosen.insert(m.clone()) {
-                        stack.push(m.clone());
-                    }
-                }
-            }
+            chosen.extend(plan.with_downstream(&BTreeSet::from([target.clone()])));
         }
     }
     if !diags.is_empty() {
