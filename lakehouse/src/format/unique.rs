@@ -89,16 +89,18 @@ fn arrow_value(array: &dyn Array, row: usize) -> Option<KeyValue<'_>> {
     })
 }
 
-/// A hash map whose keys are already hashes: the first word is the hash.
+/// The hasher of sets and maps whose keys are already hashes (xxh3): it folds a key's words together and mixes
+/// no further. Used here and for the sample that chooses a data file's encodings
+/// (`storage::commit::dictionary_overflows`).
 #[derive(Default)]
-struct FirstWord(u64);
+pub(crate) struct PreHashed(u64);
 
-impl Hasher for FirstWord {
+impl Hasher for PreHashed {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // `[u64; 2]` hashes its length first, then each word: keep the first word written after the length.
+        // `[u64; 2]` hashes its length (ignored below), then its words as bytes.
         for chunk in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
@@ -111,7 +113,7 @@ impl Hasher for FirstWord {
     fn write_usize(&mut self, _len: usize) {}
 }
 
-type KeyMap = HashMap<[u64; 2], Origin, BuildHasherDefault<FirstWord>>;
+type KeyMap = HashMap<[u64; 2], Origin, BuildHasherDefault<PreHashed>>;
 
 /// Where a key was first seen: a file (index into [`UniqueIndex::files`]) and a line or record number (0 when
 /// unknown: bronze rows written before positions were recorded).

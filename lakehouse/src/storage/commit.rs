@@ -56,15 +56,18 @@ fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
     use arrow::array::{AsArray, PrimitiveArray};
     use arrow::datatypes::{ArrowPrimitiveType, DataType as T};
     /// (distinct values among the first half, among all, bytes of the distinct values) of the sample, values
-    /// told apart by a 64-bit hash (`key`): a collision among 32,768 values is too rare to move the estimate, and
-    /// hashing each value once into a set of integers keeps this sample a small part of writing a file (with
-    /// the standard hasher over the values themselves it was an eighth of a 1M-row ingest's CPU time).
+    /// told apart by a 64-bit hash (`key`, xxh3): a collision among 32,768 values is too rare to move the
+    /// estimate, and hashing each value once into a set of hashes keeps this sample a small part of writing a
+    /// file (with the standard hasher over the values themselves it was an eighth of a 1M-row ingest's CPU time).
     fn count<V>(
         values: impl Iterator<Item = Option<V>>,
         key: impl Fn(&V) -> u64,
         size: impl Fn(&V) -> usize,
     ) -> (usize, usize, usize) {
-        let mut seen = std::collections::HashSet::with_capacity_and_hasher(DICTIONARY_SAMPLE, Mixed::default());
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+            DICTIONARY_SAMPLE,
+            std::hash::BuildHasherDefault::<crate::format::unique::PreHashed>::default(),
+        );
         let (mut half, mut bytes) = (0, 0);
         for (i, v) in values.take(DICTIONARY_SAMPLE).enumerate() {
             if i == DICTIONARY_SAMPLE / 2 {
@@ -82,9 +85,12 @@ fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
     where
         P::Native: Copy,
     {
-        count(a.iter(), |v| bits(*v), |_| size_of::<P::Native>())
+        count(a.iter(), |v| hash(&bits(*v).to_le_bytes()), |_| size_of::<P::Native>())
     }
-    let text = |v: &&str| twox_hash::XxHash3_128::oneshot(v.as_bytes()) as u64;
+    fn hash(bytes: &[u8]) -> u64 {
+        twox_hash::XxHash3_128::oneshot(bytes) as u64
+    }
+    let text = |v: &&str| hash(v.as_bytes());
     let (half, all, bytes) = match column.data_type() {
         // A byte array's dictionary entry is its bytes and a 4-byte length.
         T::Utf8 => count(column.as_string::<i32>().iter(), text, |v| v.len() + 4),
@@ -105,33 +111,6 @@ fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
     let doublings = (ROW_GROUP_ROWS as f64 / rows.max(1) as f64).log2().max(0.0);
     let projected = bytes as f64 * growth.powf(doublings);
     projected > parquet::file::properties::DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64
-}
-
-/// The hasher of [`dictionary_overflows`]' sets of 64-bit keys: one multiply-xorshift round (the keys of
-/// numbers are their bits, often consecutive integers, which a set needs spread over its buckets).
-#[derive(Default, Clone, Copy)]
-struct Mixed(u64);
-
-impl std::hash::Hasher for Mixed {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        let x = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 29);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl std::hash::BuildHasher for Mixed {
-    type Hasher = Mixed;
-    fn build_hasher(&self) -> Mixed {
-        Mixed(0)
-    }
 }
 
 /// Plain-encoded bytes of a column compressed to tell whether Snappy shrinks it: Snappy compresses blocks of
