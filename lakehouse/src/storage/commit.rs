@@ -54,15 +54,16 @@ const DICTIONARY_SAMPLE: usize = 32_768;
 /// their size what a row group's dictionary would weigh. Columns of other types keep their dictionary.
 fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
     use arrow::array::{AsArray, PrimitiveArray};
-    use arrow::datatypes::{ArrowPrimitiveType, DataType as T};
+    use arrow::datatypes::{ArrowPrimitiveType, DataType as T, ToByteSlice};
     /// (distinct values among the first half, among all, bytes of the distinct values) of the sample, values
-    /// told apart by a 64-bit hash (`key`, xxh3): a collision among 32,768 values is too rare to move the
-    /// estimate, and hashing each value once into a set of hashes keeps this sample a small part of writing a
-    /// file (with the standard hasher over the values themselves it was an eighth of a 1M-row ingest's CPU time).
+    /// told apart by a 64-bit hash of their bytes (xxh3): a collision among 32,768 values is too rare to move
+    /// the estimate, and hashing each value once into a set of hashes keeps this sample a small part of writing
+    /// a file (with the standard hasher over the values themselves it was an eighth of a 1M-row ingest's CPU
+    /// time). A distinct value weighs its bytes and `overhead` in the dictionary.
     fn count<V>(
         values: impl Iterator<Item = Option<V>>,
-        key: impl Fn(&V) -> u64,
-        size: impl Fn(&V) -> usize,
+        bytes_of: impl Fn(&V) -> &[u8],
+        overhead: usize,
     ) -> (usize, usize, usize) {
         let mut seen = std::collections::HashSet::with_capacity_and_hasher(
             DICTIONARY_SAMPLE,
@@ -73,34 +74,28 @@ fn dictionary_overflows(column: &dyn arrow::array::Array) -> bool {
             if i == DICTIONARY_SAMPLE / 2 {
                 half = seen.len();
             }
-            if let Some(v) = v
-                && seen.insert(key(&v))
-            {
-                bytes += size(&v);
+            if let Some(v) = v {
+                let value = bytes_of(&v);
+                if seen.insert(twox_hash::XxHash3_128::oneshot(value) as u64) {
+                    bytes += value.len() + overhead;
+                }
             }
         }
         (half.max(1), seen.len(), bytes)
     }
-    fn primitive<P: ArrowPrimitiveType>(a: &PrimitiveArray<P>, bits: impl Fn(P::Native) -> u64) -> (usize, usize, usize)
-    where
-        P::Native: Copy,
-    {
-        count(a.iter(), |v| hash(&bits(*v).to_le_bytes()), |_| size_of::<P::Native>())
+    fn primitive<P: ArrowPrimitiveType>(a: &PrimitiveArray<P>) -> (usize, usize, usize) {
+        count(a.iter(), |v| v.to_byte_slice(), 0)
     }
-    fn hash(bytes: &[u8]) -> u64 {
-        twox_hash::XxHash3_128::oneshot(bytes) as u64
-    }
-    let text = |v: &&str| hash(v.as_bytes());
     let (half, all, bytes) = match column.data_type() {
         // A byte array's dictionary entry is its bytes and a 4-byte length.
-        T::Utf8 => count(column.as_string::<i32>().iter(), text, |v| v.len() + 4),
-        T::LargeUtf8 => count(column.as_string::<i64>().iter(), text, |v| v.len() + 4),
-        T::Int64 => primitive(column.as_primitive::<arrow::datatypes::Int64Type>(), |v| v as u64),
-        T::Int32 => primitive(column.as_primitive::<arrow::datatypes::Int32Type>(), |v| v as u64),
-        T::Float64 => primitive(column.as_primitive::<arrow::datatypes::Float64Type>(), f64::to_bits),
-        T::Date32 => primitive(column.as_primitive::<arrow::datatypes::Date32Type>(), |v| v as u64),
+        T::Utf8 => count(column.as_string::<i32>().iter(), |v| v.as_bytes(), 4),
+        T::LargeUtf8 => count(column.as_string::<i64>().iter(), |v| v.as_bytes(), 4),
+        T::Int64 => primitive(column.as_primitive::<arrow::datatypes::Int64Type>()),
+        T::Int32 => primitive(column.as_primitive::<arrow::datatypes::Int32Type>()),
+        T::Float64 => primitive(column.as_primitive::<arrow::datatypes::Float64Type>()),
+        T::Date32 => primitive(column.as_primitive::<arrow::datatypes::Date32Type>()),
         T::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
-            primitive(column.as_primitive::<arrow::datatypes::TimestampMicrosecondType>(), |v| v as u64)
+            primitive(column.as_primitive::<arrow::datatypes::TimestampMicrosecondType>())
         }
         _ => return false,
     };
