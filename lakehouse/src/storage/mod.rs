@@ -115,6 +115,25 @@ async fn set_properties(table: DeltaTable, properties: HashMap<String, String>) 
         .map_err(|e| delta_error(&url, e))
 }
 
+/// Brings an existing table's `wanted` properties (Delta's or ours) up to date: one commit when any differs
+/// (logged, naming `what` they are), none otherwise.
+pub async fn keep_properties(
+    table: DeltaTable,
+    wanted: &[(&str, &str)],
+    what: &str,
+) -> Result<DeltaTable, StorageError> {
+    let configuration = properties(&table)?;
+    let stale: HashMap<String, String> = wanted
+        .iter()
+        .filter(|(k, v)| configuration.get(*k).map(String::as_str) != Some(*v))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !stale.is_empty() {
+        tracing::info!(table = %table.table_url(), "setting the table's {what}");
+    }
+    set_properties(table, stale).await
+}
+
 /// A failure to reach object storage in `e` or the errors it wraps (a refused connection, a timeout, an error
 /// answer after the retries), as a short reason; `None` for any other error (a missing object, a lost
 /// conditional write, a bad configuration).
@@ -263,17 +282,9 @@ impl Warehouse {
 
     /// Brings an existing table's log retention up to [`Self::log_properties`] (one commit, once).
     pub async fn keep_log(&self, table: DeltaTable) -> Result<DeltaTable, StorageError> {
-        let configuration = properties(&table)?;
-        let stale: HashMap<String, String> = self
-            .log_properties()
-            .into_iter()
-            .filter(|(k, v)| configuration.get(*k) != Some(v))
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        if !stale.is_empty() {
-            tracing::info!(table = %table.table_url(), "setting the table's log retention");
-        }
-        set_properties(table, stale).await
+        let log = self.log_properties();
+        let log: Vec<(&str, &str)> = log.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        keep_properties(table, &log, "log retention").await
     }
 
     /// Timeouts, retries and lock lease of this deployment.
