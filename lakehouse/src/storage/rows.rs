@@ -215,9 +215,8 @@ mod tests {
         assert_eq!(to_batch::<Row>(&schema(), &[]).unwrap().num_rows(), 0);
     }
 
-    /// Appends land in a file each; compaction leaves one file with every row.
-    #[tokio::test]
-    async fn compaction_keeps_every_row_in_one_file() {
+    /// A local warehouse at `<temporary directory>/w`.
+    fn warehouse() -> (tempfile::TempDir, crate::storage::Warehouse) {
         let dir = tempfile::tempdir().unwrap();
         let wh = crate::storage::Warehouse::new(
             dir.path(),
@@ -226,6 +225,13 @@ mod tests {
             crate::manifest::Retention::Forever,
         )
         .unwrap();
+        (dir, wh)
+    }
+
+    /// Appends land in a file each; compaction leaves one file with every row.
+    #[tokio::test]
+    async fn compaction_keeps_every_row_in_one_file() {
+        let (_dir, wh) = warehouse();
         let t = RowTable { layer: "system", name: "t", description: "test", schema };
         t.compact(&wh).await.unwrap(); // no table yet: nothing to do
         let at = DateTime::from_timestamp_micros(1_764_470_000_000_000).unwrap();
@@ -247,14 +253,7 @@ mod tests {
     /// on its next append, and its rows are all read back across the checkpoint.
     #[tokio::test]
     async fn row_tables_are_checkpointed_every_ten_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = crate::storage::Warehouse::new(
-            dir.path(),
-            "file://./w",
-            &Default::default(),
-            crate::manifest::Retention::Forever,
-        )
-        .unwrap();
+        let (dir, wh) = warehouse();
         let t = RowTable { layer: "system", name: "c", description: "test", schema };
         // As an older version created it: without the property.
         let old = wh.open_or_create(&t.url(&wh), &schema(), "test", &[], &[]).await.unwrap();
